@@ -1,0 +1,91 @@
+"""Engines and sessions for the service's own tables (and the engine settings Optuna shares).
+
+SQLite is the embedded default. Many workers write at once, so every SQLite connection runs in
+WAL mode with a busy timeout, and write transactions start with `BEGIN IMMEDIATE`: a deferred
+transaction that reads and then writes cannot wait for the lock (SQLite answers "database is
+locked" at once to avoid a deadlock), an immediate one takes the write lock up front and waits.
+Read-only sessions start deferred so that readers never queue behind writers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+READ_ONLY = "hpo_read_only"
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def engine_kwargs(url: str, busy_timeout_s: float = 30.0) -> dict[str, Any]:
+    """Keyword arguments for `create_engine` (ours and Optuna's RDBStorage) for this URL."""
+    if is_sqlite(url):
+        # check_same_thread: FastAPI runs sync routes in a thread pool; the pool hands a
+        # connection to one thread at a time.
+        return {"connect_args": {"timeout": busy_timeout_s, "check_same_thread": False}}
+    return {"pool_pre_ping": True}
+
+
+def configure_sqlite(engine: Engine, busy_timeout_s: float = 30.0) -> None:
+    """WAL, busy timeout and `BEGIN IMMEDIATE` for writers on every connection of `engine`."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        # With WAL, NORMAL is durable against application crashes (only a power loss can drop
+        # the last transactions) and avoids an fsync per commit.
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
+    engine = create_engine(url, **engine_kwargs(url, busy_timeout_s))
+    if is_sqlite(url):
+        configure_sqlite(engine, busy_timeout_s)
+    return engine
+
+
+class Database:
+    """The service's engine plus session factories for writes and reads."""
+
+    def __init__(self, url: str, busy_timeout_s: float = 30.0) -> None:
+        self.url = url
+        self.engine = make_engine(url, busy_timeout_s)
+        self._writer = sessionmaker(self.engine, expire_on_commit=False)
+        self._reader = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A short write transaction: committed on success, rolled back on any exception."""
+        with self._writer() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._reader() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,45 @@
+"""Run the service's Alembic migrations from code (`hpo server`, `hpo db upgrade`, tests)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from alembic.config import Config
+from sqlalchemy import Engine
+
+from alembic import command
+
+
+def _script_location() -> Path:
+    # Installed: the top-level alembic/ folder ships as the package `service.migrations`.
+    try:
+        path = Path(str(resources.files("service.migrations")))
+        if (path / "env.py").exists():
+            return path
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parents[2] / "alembic"
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_script_location()))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return cfg
+
+
+def _run(engine: Engine, action: str, revision: str) -> None:
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        getattr(command, action)(cfg, revision)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the hpo_* tables to `revision`; safe to call on every start (no-op when current)."""
+    _run(engine, "upgrade", revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    _run(engine, "downgrade", revision)
