@@ -27,7 +27,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """Settings from HPO_* environment variables; explicit overrides (CLI flags) win when not None."""
+        """Settings from HPO_* environment variables; overrides (CLI flags) win unless None."""
         env = os.environ
         values: dict[str, object] = {
             "database_url": env.get("HPO_DATABASE_URL", DEFAULT_DATABASE_URL),

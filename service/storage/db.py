@@ -65,6 +65,17 @@ def make_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
     return engine
 
 
+def open_optuna_storage(url: str, busy_timeout_s: float = 30.0) -> Any:
+    """Optuna's RDBStorage on the same database, with the same SQLite discipline as ours."""
+    from optuna.storages import RDBStorage
+
+    storage = RDBStorage(url, engine_kwargs=engine_kwargs(url, busy_timeout_s))
+    if is_sqlite(url):
+        configure_sqlite(storage.engine, busy_timeout_s)
+        storage.engine.dispose()  # connections opened before the listeners existed
+    return storage
+
+
 class Database:
     """The service's engine plus session factories for writes and reads."""
 

@@ -2,7 +2,8 @@
 
 Optuna holds the search state (trials, params, intermediate values) so that its samplers and
 `optuna-dashboard` see everything. These tables hold what Optuna has no place for: the spec, the
-study's life cycle, leases, workers, every metric of every epoch, and the event log the page follows.
+study's life cycle, leases, workers, every metric of every epoch, and the event log that the
+page follows.
 """
 
 from __future__ import annotations

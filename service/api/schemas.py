@@ -1,0 +1,178 @@
+"""Request and response models of the REST API (the contract of DESIGN.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.domain.states import Decision, StudyState, TrialState
+
+Number = float | None  # non-finite values are sent as null: JSON has no NaN
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- studies ------------------------------------------------------------------------------
+
+
+class BestTrial(BaseModel):
+    trial_id: int
+    number: int
+    value: Number
+    params: dict[str, Any]
+
+
+class StudyPublic(BaseModel):
+    id: int
+    name: str
+    state: StudyState
+    reason: str | None = Field(None, description="why the study failed or is waiting")
+    spec: dict[str, Any]
+    counts: dict[str, int] = Field(description="number of trials in each trial state")
+    best: BestTrial | None
+    max_trials: int
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class BudgetPatch(Strict):
+    max_trials: int | None = Field(None, ge=1, le=1_000_000)
+    parallel_trials: int | None = Field(None, ge=1, le=1024)
+
+
+class StudyPatch(Strict):
+    budget: BudgetPatch
+
+
+class TrialPublic(BaseModel):
+    id: int
+    study_id: int
+    number: int
+    state: TrialState
+    params: dict[str, Any]
+    value: Number = Field(description="the objective at the trial's last report")
+    epochs: int = Field(description="epochs reported so far")
+    worker: str | None
+    attempt: int
+    reason: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class TrialPage(BaseModel):
+    items: list[TrialPublic]
+    next: int | None = Field(description="cursor for the next page (pass as `after`), or null")
+
+
+class CurvePoint(BaseModel):
+    epoch: int
+    metrics: dict[str, Number]
+
+
+class TrialDetail(TrialPublic):
+    curve: list[CurvePoint]
+
+
+# -- workers ------------------------------------------------------------------------------
+
+
+class Capabilities(Strict):
+    models: list[str] = Field(default_factory=list, max_length=1000)
+    datasets: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class WorkerRegister(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    host: str = Field("", max_length=255)
+    pid: int | None = Field(None, ge=0, le=2**31 - 1)
+    device: str = Field("cpu", min_length=1, max_length=64)
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+
+
+class WorkerRegistered(BaseModel):
+    worker_id: int
+    lease_seconds: float
+    heartbeat_seconds: float
+
+
+class WorkerTrial(BaseModel):
+    trial_id: int
+    study_id: int
+    number: int
+    epoch: int
+
+
+class WorkerPublic(BaseModel):
+    id: int
+    name: str
+    host: str
+    device: str
+    state: str
+    last_seen_at: datetime
+    heartbeat_age_s: float
+    stale: bool
+    trials: list[WorkerTrial]
+
+
+class LeaseRequest(Strict):
+    count: int = Field(1, ge=1, le=64)
+
+
+class Assignment(BaseModel):
+    trial_id: int
+    token: str
+    study_id: int
+    study_name: str
+    number: int
+    attempt: int
+    params: dict[str, Any]
+    workload: dict[str, Any]
+    objective: dict[str, str]
+    epochs: int
+    start_epoch: int
+    expires_at: datetime
+
+
+class LeaseGrant(BaseModel):
+    assignments: list[Assignment]
+
+
+class LeaseRef(Strict):
+    trial_id: int = Field(ge=0, le=2**62)
+    token: str = Field(max_length=128)
+
+
+class HeartbeatRequest(Strict):
+    leases: list[LeaseRef] = Field(default_factory=list, max_length=256)
+
+
+class TrialDecision(BaseModel):
+    trial_id: int
+    decision: Decision
+
+
+class HeartbeatResponse(BaseModel):
+    decisions: list[TrialDecision]
+
+
+class ReportRequest(Strict):
+    token: str = Field(max_length=128)
+    epoch: int = Field(ge=1, le=1_000_000)
+    metrics: dict[str, float] = Field(max_length=256)
+
+
+class ReportResponse(BaseModel):
+    decision: Decision
+
+
+class TokenRequest(Strict):
+    token: str = Field(max_length=128)
+
+
+class FailRequest(Strict):
+    token: str = Field(max_length=128)
+    reason: str = Field(min_length=1, max_length=10_000)

@@ -1,0 +1,115 @@
+"""The one place where domain objects become API responses."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from service.api import schemas
+from service.domain.protocol import Assignment
+from service.domain.studies import StudyView, TrialDetail, TrialPage
+from service.storage.models import TrialRow, WorkerRow
+
+
+def finite(value: Any) -> Any:
+    """The value with every NaN / infinity replaced by None, recursively (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
+def study(view: StudyView) -> schemas.StudyPublic:
+    row, best = view.row, view.best
+    return schemas.StudyPublic(
+        id=row.id,
+        name=row.name,
+        state=row.state,
+        reason=row.reason,
+        spec=finite(row.spec),
+        counts=view.counts,
+        best=None
+        if best is None
+        else schemas.BestTrial(
+            trial_id=best.id,
+            number=best.number,
+            value=finite(best.value),
+            params=finite(best.params or {}),
+        ),
+        max_trials=row.max_trials,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _trial_fields(row: TrialRow, workers: dict[int, str]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "study_id": row.study_id,
+        "number": row.number,
+        "state": row.state,
+        "params": finite(row.params or {}),
+        "value": finite(row.value),
+        "epochs": row.epochs,
+        "worker": workers.get(row.worker_id) if row.worker_id is not None else None,
+        "attempt": row.attempt,
+        "reason": row.reason,
+        "started_at": row.started_at,
+        "finished_at": row.finished_at,
+    }
+
+
+def trial(row: TrialRow, workers: dict[int, str]) -> schemas.TrialPublic:
+    return schemas.TrialPublic(**_trial_fields(row, workers))
+
+
+def trial_page(page: TrialPage) -> schemas.TrialPage:
+    return schemas.TrialPage(items=[trial(r, page.workers) for r in page.items], next=page.next)
+
+
+def trial_detail(detail: TrialDetail) -> schemas.TrialDetail:
+    curve = [schemas.CurvePoint(epoch=m.epoch, metrics=finite(m.metrics)) for m in detail.curve]
+    return schemas.TrialDetail(**_trial_fields(detail.row, detail.workers), curve=curve)
+
+
+def worker(
+    row: WorkerRow, trials: list[TrialRow], now: datetime, stale_after: float
+) -> schemas.WorkerPublic:
+    age = max(0.0, (now - row.last_seen_at).total_seconds())
+    return schemas.WorkerPublic(
+        id=row.id,
+        name=row.name,
+        host=row.host,
+        device=row.device,
+        state=row.state,
+        last_seen_at=row.last_seen_at,
+        heartbeat_age_s=round(age, 3),
+        stale=row.state == "active" and age > stale_after,
+        trials=[
+            schemas.WorkerTrial(trial_id=t.id, study_id=t.study_id, number=t.number, epoch=t.epochs)
+            for t in trials
+        ],
+    )
+
+
+def assignment(a: Assignment) -> schemas.Assignment:
+    t = a.trial
+    assert t.lease_token is not None and t.lease_expires_at is not None
+    return schemas.Assignment(
+        trial_id=t.id,
+        token=t.lease_token,
+        study_id=a.study.id,
+        study_name=a.study.name,
+        number=t.number,
+        attempt=t.attempt,
+        params=t.params or {},
+        workload=a.spec.workload.model_dump(mode="json"),
+        objective=a.spec.objective.model_dump(mode="json"),
+        epochs=a.spec.budget.epochs,
+        start_epoch=a.start_epoch,
+        expires_at=t.lease_expires_at,
+    )

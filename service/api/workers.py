@@ -1,0 +1,99 @@
+"""Routes of the worker protocol under /api/v1/workers (register, lease, heartbeat, report,
+complete, fail, release) and the workers list."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+
+from service.api import schemas, serializers
+from service.api.deps import get_protocol, get_settings
+from service.domain.protocol import Protocol
+from service.settings import Settings
+from service.storage.models import utcnow
+
+router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
+ProtocolDep = Annotated[Protocol, Depends(get_protocol)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+TRIAL = "/{worker_id}/trials/{trial_id}"
+STALE = {409: {"description": "the lease token is stale: the trial is no longer this worker's"}}
+
+
+@router.get("", response_model=list[schemas.WorkerPublic])
+def list_workers(protocol: ProtocolDep, settings: SettingsDep) -> list[schemas.WorkerPublic]:
+    """Every registered worker (one per device process), its trials and heartbeat age."""
+    now = utcnow()
+    return [
+        serializers.worker(row, trials, now, settings.stale_worker_seconds)
+        for row, trials in protocol.list_workers()
+    ]
+
+
+@router.post("/register", response_model=schemas.WorkerRegistered, status_code=201)
+def register(
+    protocol: ProtocolDep, settings: SettingsDep, body: schemas.WorkerRegister
+) -> schemas.WorkerRegistered:
+    row = protocol.register(
+        body.name, body.host, body.pid, body.device, body.capabilities.model_dump()
+    )
+    return schemas.WorkerRegistered(
+        worker_id=row.id,
+        lease_seconds=settings.lease_seconds,
+        heartbeat_seconds=settings.lease_seconds / 3,
+    )
+
+
+@router.post("/{worker_id}/deregister", status_code=204)
+def deregister(protocol: ProtocolDep, worker_id: int) -> Response:
+    protocol.deregister(worker_id)
+    return Response(status_code=204)
+
+
+@router.post("/{worker_id}/lease", response_model=schemas.LeaseGrant)
+def lease(protocol: ProtocolDep, worker_id: int, body: schemas.LeaseRequest) -> schemas.LeaseGrant:
+    """Up to `count` trials to train; an empty list when there is no work right now."""
+    granted = protocol.lease(worker_id, body.count)
+    return schemas.LeaseGrant(assignments=[serializers.assignment(a) for a in granted])
+
+
+@router.post("/{worker_id}/heartbeat", response_model=schemas.HeartbeatResponse)
+def heartbeat(
+    protocol: ProtocolDep, worker_id: int, body: schemas.HeartbeatRequest
+) -> schemas.HeartbeatResponse:
+    """Renew the leases; each answers `continue`, or `stop` when the trial is not ours."""
+    decisions = protocol.heartbeat(worker_id, [(x.trial_id, x.token) for x in body.leases])
+    return schemas.HeartbeatResponse(
+        decisions=[schemas.TrialDecision(trial_id=t, decision=d) for t, d in decisions.items()]
+    )
+
+
+@router.post(TRIAL + "/report", response_model=schemas.ReportResponse, responses=STALE)
+def report(
+    protocol: ProtocolDep, worker_id: int, trial_id: int, body: schemas.ReportRequest
+) -> schemas.ReportResponse:
+    """Store an epoch's metrics (idempotent per epoch): `continue`, `prune`, `pause` or `stop`."""
+    decision = protocol.report(worker_id, trial_id, body.token, body.epoch, body.metrics)
+    return schemas.ReportResponse(decision=decision)
+
+
+@router.post(TRIAL + "/complete", response_model=schemas.TrialPublic, responses=STALE)
+def complete(
+    protocol: ProtocolDep, worker_id: int, trial_id: int, body: schemas.TokenRequest
+) -> schemas.TrialPublic:
+    return serializers.trial(protocol.complete(worker_id, trial_id, body.token), {})
+
+
+@router.post(TRIAL + "/fail", response_model=schemas.TrialPublic, responses=STALE)
+def fail(
+    protocol: ProtocolDep, worker_id: int, trial_id: int, body: schemas.FailRequest
+) -> schemas.TrialPublic:
+    return serializers.trial(protocol.fail(worker_id, trial_id, body.token, body.reason), {})
+
+
+@router.post(TRIAL + "/release", response_model=schemas.TrialPublic, responses=STALE)
+def release(
+    protocol: ProtocolDep, worker_id: int, trial_id: int, body: schemas.TokenRequest
+) -> schemas.TrialPublic:
+    """Give an unfinished trial back (the worker is shutting down); it is queued again."""
+    return serializers.trial(protocol.release(worker_id, trial_id, body.token), {})

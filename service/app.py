@@ -1,0 +1,86 @@
+"""The FastAPI application: `create_app(settings)` builds everything from injected settings."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+
+from service.api import errors, events, studies, workers
+from service.api.deps import Services
+from service.domain.protocol import Protocol
+from service.domain.studies import Studies
+from service.settings import Settings
+from service.storage import migrate
+from service.storage.db import Database, open_optuna_storage
+
+log = logging.getLogger("hpo.server")
+WEB = Path(__file__).parent / "web"
+
+
+def _reaper(protocol: Protocol, every: float, stop: threading.Event) -> None:
+    """Take back expired leases even when no worker is asking for work."""
+    while not stop.wait(every):
+        try:
+            protocol.reap()
+        except Exception:  # keep reaping; a busy database is retried next round
+            log.exception("reaping expired leases failed")
+
+
+def build_services(settings: Settings, *, run_migrations: bool = True) -> Services:
+    db = Database(settings.database_url, settings.sqlite_busy_timeout_s)
+    storage = open_optuna_storage(settings.database_url, settings.sqlite_busy_timeout_s)
+    if run_migrations:
+        migrate.upgrade(db.engine)
+    return Services(
+        settings=settings,
+        db=db,
+        studies=Studies(db, storage),
+        protocol=Protocol(db, storage, settings),
+    )
+
+
+def create_app(settings: Settings, *, run_migrations: bool = True, reaper: bool = True) -> FastAPI:
+    services = build_services(settings, run_migrations=run_migrations)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        if reaper:
+            every = max(0.5, settings.lease_seconds / 3)
+            threading.Thread(
+                target=_reaper,
+                args=(services.protocol, every, stop),
+                name="hpo-reaper",
+                daemon=True,
+            ).start()
+        yield
+        stop.set()
+        services.db.dispose()
+
+    app = FastAPI(
+        title="hpo",
+        summary="Self-hosted hyperparameter optimization: studies, trials, workers.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    errors.install(app)
+    app.include_router(studies.router)
+    app.include_router(events.router)
+    app.include_router(workers.router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(WEB / "index.html")
+
+    return app

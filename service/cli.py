@@ -1,0 +1,226 @@
+"""The `hpo` command line: server, worker, submit, demo, db upgrade."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    settings = Settings.from_env(database_url=args.database_url)
+    if not _is_loopback(args.host) and not (settings.api_token and settings.worker_token):
+        raise CliError(
+            f"refusing to listen on {args.host} without tokens: set HPO_API_TOKEN and "
+            "HPO_WORKER_TOKEN, or listen on 127.0.0.1 (the default)"
+        )
+    app = create_app(settings)
+    print(
+        f"hpo server on http://{args.host}:{args.port}/ "
+        f"(database {settings.database_url}, API docs at /docs)",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=args.log_level == "debug",
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from trainer import worker
+
+    try:
+        return worker.run(
+            args.server,
+            devices=args.devices,
+            token=args.token,
+            threads=args.threads,
+            retry_seconds=args.retry_seconds,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def load_spec_file(path: Path) -> dict[str, Any]:
+    from service.domain.spec import SpecDocumentError, load_spec_document
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return load_spec_document(text)
+    except SpecDocumentError as exc:
+        raise CliError(f"{path}: {exc}") from exc
+
+
+def submit(client: Any, document: dict[str, Any], wait: bool) -> dict[str, Any]:
+    from service import progress
+
+    study = client.create_study(document)
+    print(f"study {study['id']} '{study['name']}' created: {client.server}/#/studies/{study['id']}")
+    if wait:
+        study = progress.wait(client, study["id"])
+        print_result(study)
+    return study
+
+
+def print_result(study: dict[str, Any]) -> None:
+    best = study.get("best")
+    print(
+        f"study '{study['name']}' {study['state']}"
+        + (f": {study['reason']}" if study.get("reason") else "")
+    )
+    if best:
+        metric = study["spec"]["objective"]["metric"]
+        params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
+        print(f"best trial #{best['number']}: {metric}={best['value']:.4g} with {params}")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from trainer.client import Client
+
+    document = load_spec_file(Path(args.spec))
+    client = Client(args.server, token=args.token, retry_seconds=args.retry_seconds)
+    try:
+        study = submit(client, document, args.wait)
+    finally:
+        client.close()
+    return 0 if study["state"] in ("running", "completed") else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from service.demo import run_demo
+
+    return run_demo(
+        Path(args.spec) if args.spec else EXAMPLES / "demo.yaml",
+        database=args.database_url,
+        port=args.port,
+        keep=args.keep,
+    )
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from service.settings import Settings
+    from service.storage import migrate
+    from service.storage.db import make_engine, open_optuna_storage
+
+    settings = Settings.from_env(database_url=args.database_url)
+    open_optuna_storage(settings.database_url).engine.dispose()  # Optuna's tables
+    engine = make_engine(settings.database_url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    print(f"database {settings.database_url} is up to date")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hpo", description="Hyperparameter optimization service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("server", help="migrate the database, then serve the API and the page")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--database-url", default=None, help="default: $HPO_DATABASE_URL or sqlite")
+    p.add_argument(
+        "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    p.set_defaults(func=cmd_server)
+
+    p = sub.add_parser("worker", help="train trials leased from a server, one process per device")
+    p.add_argument("--server", default="http://127.0.0.1:8000")
+    p.add_argument("--devices", default="auto", help="auto | cpu | CUDA indices like 0,1")
+    p.add_argument("--token", default=None, help="worker token (default: $HPO_WORKER_TOKEN)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument(
+        "--retry-seconds",
+        type=float,
+        default=60.0,
+        help="how long to keep retrying an unreachable server",
+    )
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("submit", help="create a study from a YAML or JSON spec")
+    p.add_argument("spec")
+    p.add_argument("--server", default="http://127.0.0.1:8000")
+    p.add_argument("--token", default=None, help="user token (default: $HPO_API_TOKEN)")
+    p.add_argument("--wait", action="store_true", help="show live progress until it finishes")
+    p.add_argument("--retry-seconds", type=float, default=5.0)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("demo", help="server + one worker + an example study on local SQLite")
+    p.add_argument("--spec", default=None, help="default: examples/demo.yaml")
+    p.add_argument("--database-url", default="sqlite:///hpo-demo.db")
+    p.add_argument("--port", type=int, default=0, help="default: a free port")
+    p.add_argument("--keep", action="store_true", help="keep serving the page afterwards")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("db", help="database maintenance")
+    db_sub = p.add_subparsers(dest="db_command", required=True)
+    up = db_sub.add_parser("upgrade", help="run the migrations (hpo server also does)")
+    up.add_argument("--database-url", default=None)
+    up.set_defaults(func=cmd_db_upgrade)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    from trainer.client import ApiError, ServerUnreachable, format_detail
+
+    args = build_parser().parse_args(argv)
+    if getattr(args, "token", None) is None and args.command in ("worker", "submit"):
+        env = "HPO_WORKER_TOKEN" if args.command == "worker" else "HPO_API_TOKEN"
+        args.token = os.environ.get(env) or None
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except ServerUnreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except ApiError as exc:
+        if exc.status == 401 or exc.status == 403:
+            print(
+                f"error: the server refused the token ({exc.status}): {format_detail(exc.detail)}",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"error: the server said {exc.status}:\n{format_detail(exc.detail)}",
+                file=sys.stderr,
+            )
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

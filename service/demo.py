@@ -1,0 +1,83 @@
+"""`hpo demo`: a real server and a real worker on local SQLite, one example study, the result.
+
+Everything runs as separate processes exactly as a user would start them, so the demo shows the
+product, not a shortcut through it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from service.cli import CliError, load_spec_file, submit
+from trainer.client import Client, ServerUnreachable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _hpo(*args: str) -> list[str]:
+    return [sys.executable, "-m", "service.cli", *args]
+
+
+def _wait_healthy(client: Client, server: subprocess.Popen[bytes], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise CliError("the demo server exited during start-up (see its message above)")
+        try:
+            client.health()
+            return
+        except ServerUnreachable:
+            time.sleep(0.2)
+    raise CliError(f"the demo server did not answer within {seconds:.0f} s")
+
+
+def _stop(proc: subprocess.Popen[bytes], seconds: float = 20.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_demo(spec_path: Path, database: str, port: int = 0, keep: bool = False) -> int:
+    document = load_spec_file(spec_path)
+    document["name"] = f"{document.get('name', 'demo')}-{datetime.now():%Y%m%d-%H%M%S}"
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "HPO_DATABASE_URL": database}
+    print(f"starting hpo server at {url} on {database}")
+    server = subprocess.Popen(_hpo("server", "--port", str(port)), env=env)
+    worker: subprocess.Popen[bytes] | None = None
+    client = Client(url, retry_seconds=2.0)
+    try:
+        _wait_healthy(client, server, 60.0)
+        print("starting one worker on the CPU")
+        worker = subprocess.Popen(_hpo("worker", "--server", url, "--devices", "cpu"), env=env)
+        print(f"open {url}/ to watch the study live")
+        study = submit(client, document, wait=True)
+        print(f"\nthe page: {url}/#/studies/{study['id']}")
+        if keep:
+            print("serving until Ctrl-C")
+            server.wait()
+        else:
+            print(f"to browse the results later: hpo server --database-url {database}")
+        return 0 if study["state"] == "completed" else 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        client.close()
+        if worker is not None:
+            _stop(worker)
+        _stop(server)

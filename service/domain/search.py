@@ -1,0 +1,151 @@
+"""The bridge to Optuna: one Optuna study per service study, samplers, pruners, ask and tell.
+
+Optuna's storage writes in its own transactions, so nothing here may run inside one of the
+service's write transactions (on SQLite that would wait on our own lock). Callers commit first
+and call these functions afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from functools import lru_cache
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState as OptunaState
+
+from service.domain.space import distribution_for, grid_points, suggest_params
+from service.domain.spec import StudySpec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# TPE's `group` (conditional spaces) is marked experimental; it is what define-by-run needs.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+_FINISH_STATES = {
+    "completed": OptunaState.COMPLETE,
+    "pruned": OptunaState.PRUNED,
+    "failed": OptunaState.FAIL,
+}
+
+
+def trial_seed(seed: int | None, number: int) -> int | None:
+    """The sampler seed for trial `number`: proposals depend on (seed, number) only, not on which
+    server process asks or how many times it asked before."""
+    if seed is None:
+        return None
+    return (seed * 1_000_003 + number * 7_919) % (2**32)
+
+
+def make_sampler(spec: StudySpec, number: int) -> optuna.samplers.BaseSampler:
+    strategy = spec.strategy
+    seed = trial_seed(strategy.seed, number)
+    kind = strategy.kind
+    if kind in ("successive_halving", "hyperband"):
+        kind = strategy.sampler
+    startup = min(10, max(3, spec.effective_max_trials() // 3))
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            multivariate=True,
+            group=True,
+            constant_liar=True,
+            n_startup_trials=startup,
+        )
+    if kind == "gp":
+        return optuna.samplers.GPSampler(
+            seed=seed,
+            n_startup_trials=startup,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            warn_independent_sampling=False,
+        )
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner | None:
+    early = spec.strategy.early_stopping
+    if early == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if early == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=spec.strategy.min_epochs,
+            reduction_factor=spec.strategy.reduction_factor,
+        )
+    return None
+
+
+def create_study(storage: RDBStorage, name: str, spec: StudySpec) -> int:
+    """Create (or adopt, if a crash left it behind) the Optuna study; returns its id."""
+    direction = optuna.study.StudyDirection[spec.objective.direction.upper()]
+    try:
+        return storage.create_new_study([direction], study_name=name)
+    except optuna.exceptions.DuplicatedStudyError:
+        return storage.get_study_id_from_name(name)
+
+
+def delete_study(storage: RDBStorage, optuna_study_id: int) -> None:
+    with contextlib.suppress(KeyError):  # already gone
+        storage.delete_study(optuna_study_id)
+
+
+@lru_cache(maxsize=32)
+def _grid(spec_json: str) -> list[dict[str, Any]]:
+    spec = StudySpec.model_validate_json(spec_json)
+    return grid_points(spec.space, spec.strategy.seed)
+
+
+def grid_point(spec: StudySpec, number: int) -> dict[str, Any]:
+    """The grid point that trial `number` trains: trial numbers index the (shuffled) grid, so
+    every point is handed out exactly once however many workers ask at the same moment."""
+    return _grid(spec.model_dump_json())[number]
+
+
+def ask(storage: RDBStorage, name: str, spec: StudySpec, number: int) -> tuple[int, dict[str, Any]]:
+    """Create the Optuna trial for our trial `number` and choose its params.
+
+    Returns (optuna_trial_id, params)."""
+    if spec.strategy.kind == "grid":
+        params = grid_point(spec, number)
+        distributions: dict[str, BaseDistribution] = {
+            key: distribution_for(spec.space[key], value) for key, value in params.items()
+        }
+        template = optuna.trial.create_trial(
+            state=OptunaState.RUNNING, params=params, distributions=distributions
+        )
+        study_id = storage.get_study_id_from_name(name)
+        return storage.create_new_trial(study_id, template_trial=template), params
+    study = optuna.Study(study_name=name, storage=storage, sampler=make_sampler(spec, number))
+    trial = study.ask()
+    return trial._trial_id, suggest_params(spec.space, trial)
+
+
+def report(
+    storage: RDBStorage, name: str, spec: StudySpec, optuna_trial_id: int, epoch: int, value: float
+) -> bool:
+    """Record the objective of `epoch` and return True when the pruner says to stop."""
+    storage.set_trial_intermediate_value(optuna_trial_id, epoch, value)
+    pruner = make_pruner(spec)
+    if pruner is None or math.isnan(value):
+        return False
+    study = optuna.Study(study_name=name, storage=storage, pruner=pruner)
+    return bool(pruner.prune(study, storage.get_trial(optuna_trial_id)))
+
+
+def tell(
+    storage: RDBStorage, name: str, optuna_trial_id: int, state: str, value: float | None
+) -> None:
+    """Finish the Optuna trial; a no-op if it already is (crash recovery may tell twice)."""
+    study = optuna.Study(study_name=name, storage=storage)
+    optuna_state = _FINISH_STATES[state]
+    values = value if optuna_state == OptunaState.COMPLETE else None
+    if values is not None and not math.isfinite(values):
+        optuna_state, values = OptunaState.FAIL, None
+    number = storage.get_trial_number_from_id(optuna_trial_id)  # tell() takes numbers, not ids
+    study.tell(number, values, state=optuna_state, skip_if_finished=True)
+
+
+def grid_size(spec: StudySpec) -> int:
+    return len(_grid(spec.model_dump_json()))

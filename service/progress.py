@@ -1,0 +1,48 @@
+"""The live progress line of `hpo submit --wait` and `hpo demo`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from trainer.client import Client
+
+FINISHED = ("completed", "pruned", "failed")
+WIDTH = 24
+
+
+def line(study: dict[str, Any]) -> str:
+    counts = study["counts"]
+    done = sum(counts.get(s, 0) for s in FINISHED)
+    total = max(1, study["max_trials"])
+    filled = min(WIDTH, round(WIDTH * done / total))
+    best = study.get("best")
+    metric = study["spec"]["objective"]["metric"]
+    best_text = f"{best['value']:.4g}" if best and best["value"] is not None else "-"
+    return (
+        f"[{'#' * filled}{'.' * (WIDTH - filled)}] {done}/{total} trials done, "
+        f"{counts.get('running', 0)} running, best {metric} {best_text}"
+    )
+
+
+def wait(
+    client: Client, study_id: int, out: TextIO = sys.stdout, every: float = 1.0
+) -> dict[str, Any]:
+    """Show progress until the study completes, fails or is stopped; return its final view."""
+    tty = out.isatty()
+    last = ""
+    while True:
+        study = client.study(study_id)
+        text = line(study)
+        if tty:
+            out.write("\r" + text.ljust(len(last)))
+        elif text != last:
+            out.write(text + "\n")
+        out.flush()
+        last = text
+        if study["state"] != "running":
+            if tty:
+                out.write("\n")
+            return study
+        time.sleep(every)

@@ -1,0 +1,324 @@
+"""`hpo worker`: one long-lived training process per device, pulling trials from the server.
+
+Each process registers as a worker, leases a trial, trains it with `trainer.train.train`,
+reporting every epoch (the answer may be continue / prune / pause / stop), and completes or
+fails it. A heartbeat thread renews the lease while an epoch runs, so epochs longer than the
+lease never lose a healthy trial. SIGTERM (or Ctrl-C) ends the current epoch, gives the trial
+back to the server (it is queued again, not lost) and exits; a second signal exits at once.
+
+The process stays up between trials, so interpreter, PyTorch and dataset start-up are paid once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.domain.states import Decision
+from trainer.client import ApiError, Client, ServerUnreachable
+
+log = logging.getLogger("hpo.worker")
+
+
+def resolve_devices(devices: str) -> list[str]:
+    """`auto` → every CUDA device, else the CPU; `cpu`; or CUDA indices such as `0,1`."""
+    spec = devices.strip().lower()
+    if spec == "cpu":
+        return ["cpu"]
+    if spec == "auto":
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [f"cuda:{i}" for i in range(n)] or ["cpu"]
+    try:
+        indices = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError as exc:
+        raise ValueError(
+            f"--devices must be auto, cpu or CUDA indices like 0,1; got {devices!r}"
+        ) from exc
+    if not indices or len(set(indices)) != len(indices) or min(indices) < 0:
+        raise ValueError(f"--devices must list distinct CUDA indices like 0,1; got {devices!r}")
+    return [f"cuda:{i}" for i in indices]
+
+
+@dataclass
+class Lease:
+    """The trial this process trains right now, shared with the heartbeat thread."""
+
+    trial_id: int
+    token: str
+    lost: threading.Event = field(default_factory=threading.Event)
+
+
+class DeviceWorker:
+    def __init__(
+        self, client: Client, device: str, name: str | None = None, poll_seconds: float = 1.0
+    ) -> None:
+        self.client = client
+        self.device = device
+        self.host = socket.gethostname()
+        self.name = name or f"{self.host}:{os.getpid()}/{device}"
+        self.poll_seconds = poll_seconds
+        self.shutdown = threading.Event()
+        self.worker_id = 0
+        self.heartbeat_seconds = 10.0
+        self._current: Lease | None = None
+        self._lock = threading.Lock()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def register(self) -> None:
+        reply = self.client.register(
+            self.name,
+            self.host,
+            os.getpid(),
+            self.device,
+            capabilities={"models": [], "datasets": []},
+        )
+        self.worker_id = reply["worker_id"]
+        self.heartbeat_seconds = float(reply["heartbeat_seconds"])
+        log.info(
+            "worker %s registered with %s as #%d", self.name, self.client.server, self.worker_id
+        )
+
+    def run(self) -> None:
+        """Lease and train until shut down."""
+        self.register()
+        beat = threading.Thread(target=self._heartbeat_loop, name="hpo-heartbeat", daemon=True)
+        beat.start()
+        idle = self.poll_seconds
+        try:
+            while not self.shutdown.is_set():
+                assignments = self._lease()
+                if not assignments:
+                    self.shutdown.wait(idle)
+                    idle = min(idle * 1.5, 5 * self.poll_seconds)
+                    continue
+                idle = self.poll_seconds
+                for assignment in assignments:
+                    self.run_trial(assignment)
+        finally:
+            self.shutdown.set()
+            with contextlib.suppress(ApiError, ServerUnreachable):
+                self.client.deregister(self.worker_id)
+            log.info("worker %s stopped", self.name)
+
+    def _lease(self) -> list[dict[str, Any]]:
+        try:
+            return self.client.lease(self.worker_id)
+        except ApiError as exc:
+            if exc.status == 404:  # the server forgot us (database reset): register again
+                self.register()
+                return []
+            raise
+
+    def _heartbeat_loop(self) -> None:
+        while not self.shutdown.wait(self.heartbeat_seconds):
+            with self._lock:
+                lease = self._current
+            try:
+                leases = [(lease.trial_id, lease.token)] if lease else []
+                decisions = self.client.heartbeat(self.worker_id, leases)
+            except (ApiError, ServerUnreachable) as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            if lease is not None and decisions.get(lease.trial_id) == Decision.STOP.value:
+                lease.lost.set()
+
+    # -- one trial --------------------------------------------------------------------------
+
+    def run_trial(self, assignment: dict[str, Any]) -> None:
+        from trainer.train import TrainConfig, TrainingError, train
+
+        trial_id, token = assignment["trial_id"], assignment["token"]
+        lease = Lease(trial_id, token)
+        with self._lock:
+            self._current = lease
+        label = f"trial #{assignment['number']} of '{assignment['study_name']}'"
+        params = " ".join(f"{k}={_short(v)}" for k, v in assignment["params"].items())
+        log.info("%s started on %s: %s", label, self.device, params)
+        started = time.monotonic()
+        try:
+            config = TrainConfig.from_assignment(
+                assignment["workload"], assignment["params"], assignment["epochs"], self.device
+            )
+            result = train(config, lambda epoch, metrics: self._report(lease, epoch, metrics))
+            self._finish(assignment, lease, label, result.decision, result.metrics, started)
+        except TrainingError as exc:
+            reason = str(exc)
+            self._call(lambda: self.client.fail(self.worker_id, trial_id, token, reason))
+            log.info("%s failed: %s", label, reason)
+        except Exception as exc:  # a bug in a model or plugin fails the trial, not the worker
+            reason = f"{type(exc).__name__}: {exc}"
+            self._call(lambda: self.client.fail(self.worker_id, trial_id, token, reason))
+            log.exception("%s failed: %s", label, reason)
+        finally:
+            with self._lock:
+                self._current = None
+
+    def _report(self, lease: Lease, epoch: int, metrics: dict[str, float]) -> Decision:
+        if lease.lost.is_set():
+            return Decision.STOP
+        try:
+            decision = Decision(
+                self.client.report(self.worker_id, lease.trial_id, lease.token, epoch, metrics)
+            )
+        except ApiError as exc:
+            if exc.status in (404, 409):  # re-leased to another worker, or deleted
+                lease.lost.set()
+                return Decision.STOP
+            raise
+        if decision is Decision.CONTINUE and self.shutdown.is_set():
+            return Decision.STOP  # we are shutting down: release after this epoch
+        return decision
+
+    def _finish(
+        self,
+        assignment: dict[str, Any],
+        lease: Lease,
+        label: str,
+        decision: Decision | None,
+        metrics: dict[str, float],
+        started: float,
+    ) -> None:
+        seconds = time.monotonic() - started
+        metric = assignment["objective"]["metric"]
+        if decision is None:
+            trial = self._call(
+                lambda: self.client.complete(self.worker_id, lease.trial_id, lease.token)
+            )
+            state = trial["state"] if trial else "lost"
+            log.info(
+                "%s %s in %.1f s: %s=%s after %d epochs",
+                label,
+                state,
+                seconds,
+                metric,
+                _short(metrics.get(metric)),
+                assignment["epochs"],
+            )
+        elif decision is Decision.STOP and not lease.lost.is_set():
+            self._call(lambda: self.client.release(self.worker_id, lease.trial_id, lease.token))
+            log.info("%s released unfinished (worker shutting down)", label)
+        elif decision is Decision.STOP:
+            log.info("%s is no longer ours (re-leased or deleted); dropped", label)
+        else:
+            log.info(
+                "%s %s after %.1f s: %s=%s",
+                label,
+                "pruned" if decision is Decision.PRUNE else "paused",
+                seconds,
+                metric,
+                _short(metrics.get(metric)),
+            )
+
+    def _call(self, fn: Any) -> Any:
+        """A final call for a trial: a stale lease (409) or a deleted trial (404) is no error."""
+        try:
+            return fn()
+        except ApiError as exc:
+            if exc.status in (404, 409):
+                log.warning("the server no longer expects this trial: %s", exc)
+                return None
+            raise
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+
+
+def _device_main(
+    server: str, device: str, token: str | None, threads: int | None, retry_seconds: float
+) -> int:
+    """Body of one device process; returns its exit code."""
+    _configure_logging()
+    if device.startswith("cuda:"):
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", device.split(":", 1)[1])
+        device = "cuda:0"
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    client = Client(server, token=token, retry_seconds=retry_seconds)
+    worker = DeviceWorker(client, device)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if worker.shutdown.is_set():
+            raise SystemExit(1)  # second signal: leave now
+        log.info("signal %d: finishing the current epoch, then releasing the trial", signum)
+        worker.shutdown.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        worker.run()
+    except ServerUnreachable as exc:
+        log.error("error: %s", exc)
+        return 1
+    except ApiError as exc:
+        log.error("error: the server refused the worker: %s", exc)
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
+def run(
+    server: str,
+    devices: str = "auto",
+    token: str | None = None,
+    threads: int | None = None,
+    retry_seconds: float = 60.0,
+) -> int:
+    """Run one training process per device until SIGTERM / Ctrl-C; returns the exit code."""
+    targets = resolve_devices(devices)
+    if len(targets) == 1:
+        return _device_main(server, targets[0], token, threads, retry_seconds)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=_device_process,
+            args=(server, d, token, threads, retry_seconds),
+            name=f"hpo-worker-{d}",
+        )
+        for d in targets
+    ]
+    for proc in procs:
+        proc.start()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for proc in procs:
+        proc.join()
+    return max((proc.exitcode or 0) for proc in procs)
+
+
+def _device_process(
+    server: str, device: str, token: str | None, threads: int | None, retry_seconds: float
+) -> None:
+    sys.exit(_device_main(server, device, token, threads, retry_seconds))
