@@ -187,7 +187,8 @@ def _bounds_issue(param: FloatParam | IntParam) -> _Issue | None:
     """`low` and `high` are required, ordered, and positive on a log scale."""
     for field in ("low", "high"):
         if getattr(param, field) is None:
-            msg = f"a {param.type} parameter needs `low` and `high` (or a list of `values`)"
+            article = "an" if param.type == "int" else "a"
+            msg = f"{article} {param.type} parameter needs `low` and `high` (or a list of `values`)"
             return _Issue((field,), msg)
     assert param.low is not None and param.high is not None
     if param.low >= param.high:
