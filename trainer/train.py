@@ -1,0 +1,356 @@
+"""The training loop of one trial: a config in, one report per epoch out.
+
+Knows nothing of HTTP or the database: `trainer.worker` calls `train(config, report)` and turns
+the reports into requests. Everything tunable comes from `config.params`; see docs/trainer.md.
+
+The whole dataset sits on the device; each epoch gathers it once in a seeded order and takes
+batches as slices, and the loss is summed on the device, so the only host syncs are at the end
+of an epoch. The learning rate is a pure function of the global step (warm-up, then cosine), so
+resuming at an epoch needs no scheduler state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from service.domain.states import Decision
+from trainer.data import Dataset, load_dataset
+from trainer.models import build_model
+from trainer.norms import WEIGHT_LAYERS, Norm, Params, TrainingError
+
+__all__ = ["Decision", "TrainConfig", "TrainResult", "TrainingError", "train"]
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[int, dict[str, float]], Decision]
+EVAL_BATCH_SIZE = 1024
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    dataset: str
+    epochs: int
+    params: dict[str, Any]
+    seed: int = 0
+    device: str = "cpu"
+
+    @classmethod
+    def from_assignment(cls, workload: dict, params: dict, epochs: int, device: str) -> TrainConfig:
+        """The config of an assigned trial: `params` (sampled) win over `workload` keys; model,
+        dataset and seed are taken out, everything else goes into `params`.
+
+        Raises TrainingError when the workload names no model or dataset, or seed is no integer.
+        """
+        merged = {**workload, **params}
+        for key in ("model", "dataset"):
+            if not isinstance(merged.get(key), str):
+                raise TrainingError(f"workload needs {key!r} as a name, got {merged.get(key)!r}")
+        seed = merged.pop("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TrainingError(f"param 'seed' must be an integer, got {seed!r}")
+        model, dataset = merged.pop("model"), merged.pop("dataset")
+        return cls(model, dataset, epochs, merged, seed, device)
+
+
+@dataclass
+class TrainResult:
+    epochs_trained: int
+    metrics: dict[str, float]
+    decision: Decision | None
+
+
+@dataclass(frozen=True)
+class LoopParams:
+    """The loop's own params, validated (models and datasets read theirs)."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    momentum: float
+    nesterov: bool
+    batch_size: int
+    warmup_epochs: float
+    lr_schedule: str
+    grad_clip: float | None
+
+    @classmethod
+    def from_params(cls, params: Params) -> LoopParams:
+        optimizer = params.get_choice("optimizer", "adamw", OPTIMIZERS)
+        # momentum and nesterov are read for sgd only, so that setting them for adamw is
+        # reported as an unused param.
+        sgd = optimizer == "sgd"
+        momentum = params.get_float("momentum", 0.9, low=0.0, below=1.0) if sgd else 0.0
+        nesterov = params.get_bool("nesterov", False) if sgd else False
+        if nesterov and momentum == 0.0:
+            raise TrainingError("param 'nesterov' needs a param 'momentum' above 0")
+        return cls(
+            optimizer=optimizer,
+            lr=params.get_optional_float("lr", above=0.0) or 1e-3,
+            weight_decay=params.get_float("weight_decay", 0.0, low=0.0),
+            momentum=momentum,
+            nesterov=nesterov,
+            batch_size=params.get_int("batch_size", 64, low=1),
+            warmup_epochs=params.get_float("warmup_epochs", 0.0, low=0.0),
+            lr_schedule=params.get_choice("lr_schedule", "cosine", SCHEDULES),
+            grad_clip=params.get_optional_float("grad_clip", above=0.0),
+        )
+
+
+@dataclass(frozen=True)
+class LrSchedule:
+    """Linear warm-up over `warmup_steps`, then cosine decay towards 0 at `total_steps` (or a
+    constant rate)."""
+
+    base: float
+    warmup_steps: int
+    total_steps: int
+    cosine: bool
+
+    def at(self, step: int) -> float:
+        """The learning rate of global step `step` (0-based)."""
+        if step < self.warmup_steps:
+            return self.base * (step + 1) / self.warmup_steps
+        if not self.cosine:
+            return self.base
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        return self.base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class Run:
+    """What one trial trains with. Resuming will restore the model's and optimizer's state dicts
+    and start at a later epoch; the schedule and the shuffling need no state of their own."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LrSchedule
+    data: Dataset
+    bounds: list[tuple[int, int]]
+    grad_clip: float | None
+    seed: int
+
+
+def train(config: TrainConfig, report: Report) -> TrainResult:
+    """Trains epochs 1..config.epochs, calling report(epoch, metrics) after each.
+
+    metrics: train_loss, val_loss, val_accuracy, lr (of the epoch's last step), epoch_seconds,
+    samples_per_second (training samples per second of training time). Returns at once after a
+    report whose decision ends training (prune, pause, stop). Raises TrainingError for a bad
+    param, model or dataset, a NaN or infinite loss, or CUDA out of memory.
+    """
+    if config.epochs < 1:
+        raise TrainingError(f"epochs must be >= 1, got {config.epochs}")
+    run = build_run(config)
+    try:
+        return _fit(run, config.epochs, report)
+    except torch.cuda.OutOfMemoryError as exc:
+        reason = str(exc).splitlines()[0]
+    # Outside the except block the traceback, and the step's tensors it holds, are released.
+    batch_size = run.bounds[0][1]
+    del run
+    torch.cuda.empty_cache()
+    raise TrainingError(f"CUDA out of memory at batch_size {batch_size}: {reason}")
+
+
+def build_run(config: TrainConfig) -> Run:
+    """Dataset (cached), seeded model, optimizer and schedule of `config`, on its device.
+
+    Raises TrainingError for a bad param, model, dataset or device.
+    """
+    params = Params(config.params)
+    loop = LoopParams.from_params(params)
+    device = _device(config.device)
+    data = load_dataset(config.dataset, params, device)
+    # Seeded after loading: generating a dataset may draw from the global generators.
+    _seed_everything(config.seed)
+    model = build_model(config.model, data.sample_shape, data.n_classes, params).to(device)
+    bounds = batch_bounds(len(data.y_train), loop.batch_size, Norm.from_params(params).kind)
+    if params.unused():
+        log.warning("params not used by the trainer: %s", ", ".join(params.unused()))
+    schedule = build_schedule(loop, config.epochs, len(bounds))
+    optimizer = build_optimizer(model, loop)
+    return Run(model, optimizer, schedule, data, bounds, loop.grad_clip, config.seed)
+
+
+def _fit(run: Run, epochs: int, report: Report) -> TrainResult:
+    metrics: dict[str, float] = {}
+    n_train = len(run.data.y_train)
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        train_loss, lr = train_epoch(run, epoch)
+        train_seconds = time.perf_counter() - started
+        _check_finite("training", train_loss, epoch, lr)
+        val_loss, val_accuracy = evaluate(run.model, run.data.x_val, run.data.y_val)
+        _check_finite("validation", val_loss, epoch, lr)
+        metrics = {
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "lr": lr,
+            "epoch_seconds": time.perf_counter() - started,
+            "samples_per_second": n_train / train_seconds,
+        }
+        decision = Decision(report(epoch, metrics))
+        if decision.ends_training():
+            return TrainResult(epoch, metrics, decision)
+    return TrainResult(epochs, metrics, None)
+
+
+def train_epoch(run: Run, epoch: int) -> tuple[float, float]:
+    """One pass over the training split (epochs count from 1): (mean loss, last step's lr)."""
+    model, optimizer, data = run.model, run.optimizer, run.data
+    model.train()
+    device = data.x_train.device
+    # One gather per epoch in a seeded order; every batch is then a contiguous slice (a view).
+    generator = torch.Generator().manual_seed(_epoch_seed(run.seed, epoch))
+    order = torch.randperm(len(data.y_train), generator=generator).to(device)
+    x, y = data.x_train[order], data.y_train[order]
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    loss_sum = torch.zeros((), device=device)
+    step = (epoch - 1) * len(run.bounds)
+    lr = run.schedule.at(step)
+    for start, stop in run.bounds:
+        lr = run.schedule.at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with _autocast(device):
+            loss = F.cross_entropy(model(x[start:stop]), y[start:stop])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if run.grad_clip is not None:
+            nn.utils.clip_grad_norm_(parameters, run.grad_clip)
+        optimizer.step()
+        # Summed on the device: reading loss.item() here would sync the GPU every step.
+        loss_sum.add_(loss.detach(), alpha=stop - start)
+        step += 1
+    return loss_sum.item() / len(y), lr
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` on x, y in eval mode: batch norm uses its
+    running statistics, so a sample's output does not depend on its batch; dropout is off."""
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for start in range(0, len(y), EVAL_BATCH_SIZE):
+        xb, yb = x[start : start + EVAL_BATCH_SIZE], y[start : start + EVAL_BATCH_SIZE]
+        with _autocast(x.device):
+            logits = model(xb).float()
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+        correct += (logits.argmax(dim=1) == yb).sum()
+    return loss_sum.item() / len(y), correct.item() / len(y)
+
+
+def build_optimizer(model: nn.Module, loop: LoopParams) -> torch.optim.Optimizer:
+    """SGD or AdamW over two param groups: the weights of linear and conv layers with
+    `weight_decay` (coupled L2 for SGD, decoupled for AdamW), and everything else (biases,
+    normalization scales and shifts, weight-norm magnitudes) without."""
+    decay = decayed_weights(model)
+    decay_ids = {id(p) for p in decay}
+    rest = [p for p in model.parameters() if id(p) not in decay_ids]
+    groups = [
+        {"params": params, "weight_decay": wd}
+        for params, wd in ((decay, loop.weight_decay), (rest, 0.0))
+        if params
+    ]
+    # The fused kernels (CPU and CUDA) update all tensors of a group in one call: for small
+    # models the per-tensor loop of the default implementation is a large part of a step.
+    if loop.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=loop.lr, momentum=loop.momentum, nesterov=loop.nesterov, fused=True
+        )
+    return torch.optim.AdamW(groups, lr=loop.lr, fused=True)
+
+
+def decayed_weights(model: nn.Module) -> list[torch.Tensor]:
+    """The weights of linear and conv layers; under weight normalization, the direction v and
+    not the magnitude g (a scale like a norm layer's)."""
+    weights: list[torch.Tensor] = []
+    for module in model.modules():
+        if isinstance(module, WEIGHT_LAYERS):
+            if parametrize.is_parametrized(module, "weight"):
+                weights.append(module.get_parameter("parametrizations.weight.original1"))
+            else:
+                weights.append(module.weight)
+    return weights
+
+
+def build_schedule(loop: LoopParams, epochs: int, steps_per_epoch: int) -> LrSchedule:
+    warmup_steps = min(round(loop.warmup_epochs * steps_per_epoch), epochs * steps_per_epoch)
+    return LrSchedule(loop.lr, warmup_steps, epochs * steps_per_epoch, loop.lr_schedule == "cosine")
+
+
+def batch_bounds(n_samples: int, batch_size: int, norm: str) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of an epoch. A last batch of one sample is folded into the one
+    before, since batch statistics of a single sample are undefined.
+
+    Raises TrainingError when batch norm would see batches of one sample.
+    """
+    if norm == "batch" and min(batch_size, n_samples) < 2:
+        raise TrainingError(
+            f"norm 'batch' needs at least 2 samples per batch, got batch_size {batch_size} "
+            f"and {n_samples} training samples; use a larger batch_size or norm layer/group"
+        )
+    bounds = [
+        (start, min(start + batch_size, n_samples)) for start in range(0, n_samples, batch_size)
+    ]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n_samples)]
+    return bounds
+
+
+def _check_finite(split: str, loss: float, epoch: int, lr: float) -> None:
+    if not math.isfinite(loss):
+        what = "NaN" if math.isnan(loss) else "inf"
+        raise TrainingError(
+            f"{split} loss became {what} at epoch {epoch} (lr {lr:.3g}); "
+            f"try a smaller lr or set grad_clip"
+        )
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise TrainingError(f"unknown device {name!r}: use 'cpu' or 'cuda:N'") from exc
+    if device.type == "cuda" and (
+        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+    ):
+        raise TrainingError(f"device {name!r} is not available on this machine")
+    return device
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; full float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffling seed of one epoch: a function of (seed, epoch) only, so a resumed trial
+    sees the same order as an uninterrupted one."""
+    return (seed * 1_000_003 + epoch) % 2**63
