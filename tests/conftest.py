@@ -1,0 +1,166 @@
+"""Fixtures shared by the suite: an app on a temporary database, and real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spec_doc(name: str = "s1", **overrides: Any) -> dict[str, Any]:
+    """A small valid spec; top-level sections in `overrides` replace the defaults."""
+    doc: dict[str, Any] = {
+        "name": name,
+        "objective": {"metric": "val_accuracy", "direction": "maximize"},
+        "strategy": {"kind": "random", "seed": 0},
+        "budget": {"max_trials": 4, "parallel_trials": 2, "epochs": 3},
+        "space": {
+            "lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+            "norm": {"type": "categorical", "choices": ["none", "batch", "layer"]},
+        },
+        "workload": {"model": "mlp", "dataset": "synthetic"},
+    }
+    doc.update(overrides)
+    return doc
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(database_url=f"sqlite:///{tmp_path / 'hpo.db'}", artifacts_dir=tmp_path / "a")
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    app = create_app(settings, reaper=False)
+    with TestClient(app) as c:
+        yield c
+
+
+class ApiWorker:
+    """A protocol client over a TestClient or a real server: the worker's side, by hand."""
+
+    def __init__(self, http: Any, name: str = "w") -> None:
+        self.http = http
+        reply = http.post("/api/v1/workers/register", json={"name": name})
+        assert reply.status_code == 201, reply.text
+        self.id = reply.json()["worker_id"]
+
+    def lease(self, count: int = 1) -> list[dict[str, Any]]:
+        reply = self.http.post(f"/api/v1/workers/{self.id}/lease", json={"count": count})
+        assert reply.status_code == 200, reply.text
+        assignments: list[dict[str, Any]] = reply.json()["assignments"]
+        return assignments
+
+    def post(self, trial: dict[str, Any], action: str, **body: Any) -> Any:
+        body = {"token": trial["token"], **body}
+        return self.http.post(
+            f"/api/v1/workers/{self.id}/trials/{trial['trial_id']}/{action}",
+            content=json.dumps(body),  # json.dumps keeps NaN; httpx's encoder refuses it
+            headers={"content-type": "application/json"},
+        )
+
+    def report(self, trial: dict[str, Any], epoch: int, **metrics: float) -> Any:
+        return self.post(trial, "report", epoch=epoch, metrics=metrics)
+
+    def run(self, trial: dict[str, Any], values: list[float]) -> Any:
+        """Report `values` as val_accuracy for epochs 1.., then complete."""
+        for epoch, value in enumerate(values, start=1):
+            reply = self.report(trial, epoch, val_accuracy=value, val_loss=1 - value)
+            assert reply.status_code == 200, reply.text
+        return self.post(trial, "complete")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def hpo_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "service.cli", *args]
+
+
+class Processes:
+    """Real `hpo server` / `hpo worker` processes, logged to files, stopped at teardown."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.env = {**os.environ, "HPO_DATABASE_URL": f"sqlite:///{tmp_path / 'hpo.db'}",
+                    "HPO_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+                    "PYTHONUNBUFFERED": "1"}
+
+    def start(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(hpo_command(*args), stdout=log, stderr=subprocess.STDOUT,
+                                env={**self.env, **env}, cwd=ROOT)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.log").read_text(errors="replace")
+
+    def server(self, **env: str) -> str:
+        port = free_port()
+        proc = self.start("server", "server", "--port", str(port), **env)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, self.log("server")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError("server did not start:\n" + self.log("server"))
+
+    def worker(self, name: str, url: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        return self.start(name, "worker", "--server", url, "--devices", "cpu", "--threads", "1",
+                          *args, **env)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.3) -> Any:
+    """Poll `predicate` until it returns something truthy; fail with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

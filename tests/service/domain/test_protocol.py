@@ -1,0 +1,120 @@
+"""Leases against the domain layer with a controllable clock: expiry, re-lease, attempts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from service.api.deps import Services
+from service.app import build_services
+from service.domain.errors import StaleLease
+from service.domain.states import Decision
+from service.settings import Settings
+from tests.conftest import spec_doc
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def services(settings: Settings, clock: Clock) -> Services:
+    svc = build_services(
+        Settings(database_url=settings.database_url, lease_seconds=30, max_attempts=3)
+    )
+    svc.protocol.clock = clock
+    return svc
+
+
+def _worker(services: Services, name: str) -> int:
+    return services.protocol.register(name, "host", 1, "cpu", {}).id
+
+
+def test_vanished_worker_loses_its_lease_and_trial_is_handed_out_again(
+    services: Services, clock: Clock
+) -> None:
+    services.studies.create(spec_doc(budget={"max_trials": 1, "parallel_trials": 1, "epochs": 3}))
+    dead, alive = _worker(services, "dead"), _worker(services, "alive")
+    [first] = services.protocol.lease(dead)
+    services.protocol.report(dead, first.trial.id, first.trial.lease_token, 1, {"val_accuracy": 1})
+    clock.advance(29)
+    assert services.protocol.lease(alive) == []  # still leased: parallel_trials is 1
+    clock.advance(2)
+    [again] = services.protocol.lease(alive)
+    assert again.trial.id == first.trial.id
+    assert again.trial.attempt == 2
+    assert again.trial.params == first.trial.params
+    assert again.start_epoch == 0 and again.trial.epochs == 0  # the dead attempt's curve is gone
+    with pytest.raises(StaleLease):  # the presumed-dead worker comes back: 409, nothing changes
+        services.protocol.report(dead, first.trial.id, first.trial.lease_token, 2, {})
+    with pytest.raises(StaleLease):
+        services.protocol.complete(dead, first.trial.id, first.trial.lease_token)
+    for epoch in (1, 2, 3):
+        services.protocol.report(
+            alive, again.trial.id, again.trial.lease_token, epoch, {"val_accuracy": 0.5}
+        )
+    assert services.protocol.complete(alive, again.trial.id, again.trial.lease_token).state == (
+        "completed"
+    )
+
+
+def test_after_max_attempts_the_trial_fails(services: Services, clock: Clock) -> None:
+    view = services.studies.create(
+        spec_doc(budget={"max_trials": 1, "parallel_trials": 1, "epochs": 3})
+    )
+    worker = _worker(services, "flaky")
+    for attempt in (1, 2, 3):
+        [assignment] = services.protocol.lease(worker)
+        assert assignment.trial.attempt == attempt
+        clock.advance(31)
+    assert services.protocol.reap() == 1
+    study = services.studies.get(view.row.id)
+    assert study.counts["failed"] == 1
+    assert study.row.state == "failed"
+    detail = services.studies.trial(assignment.trial.id)
+    assert "3 times" in (detail.row.reason or "")
+
+
+def test_heartbeats_keep_a_slow_trial_alive(services: Services, clock: Clock) -> None:
+    services.studies.create(spec_doc(budget={"max_trials": 1, "parallel_trials": 1, "epochs": 1}))
+    worker = _worker(services, "slow")
+    [assignment] = services.protocol.lease(worker)
+    lease = [(assignment.trial.id, assignment.trial.lease_token or "")]
+    for _ in range(10):  # ten minutes inside one epoch, a heartbeat every 20 s
+        clock.advance(20)
+        assert services.protocol.heartbeat(worker, lease) == {
+            assignment.trial.id: Decision.CONTINUE
+        }
+        assert services.protocol.reap() == 0
+    assert services.protocol.heartbeat(worker, [(assignment.trial.id, "wrong")]) == {
+        assignment.trial.id: Decision.STOP
+    }
+
+
+def test_grid_hands_out_each_point_once_and_then_nothing(services: Services) -> None:
+    doc = spec_doc(
+        strategy={"kind": "grid", "seed": 3},
+        budget={"parallel_trials": 50},
+        space={
+            "lr": {"type": "float", "values": [0.1, 0.01, 0.001]},
+            "norm": {"type": "categorical", "choices": ["none", "batch"]},
+        },
+    )
+    services.studies.create(doc)
+    worker = _worker(services, "w")
+    got = services.protocol.lease(worker, count=10)
+    points = sorted((a.trial.params["lr"], a.trial.params["norm"]) for a in got)
+    assert points == sorted((lr, n) for lr in (0.1, 0.01, 0.001) for n in ("none", "batch"))
