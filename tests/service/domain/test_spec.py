@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from service.domain.spec import (
     DEFAULT_MAX_TRIALS,
@@ -73,7 +74,7 @@ def patched(changes: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def first_error(data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+def first_error(data: dict[str, Any], **kwargs: Any) -> ErrorDetails:
     with pytest.raises(ValidationError) as caught:
         StudySpec.model_validate(data, **kwargs)
     return caught.value.errors()[0]
