@@ -89,8 +89,10 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _show_all(values: Iterable[Any]) -> str:
-    return ", ".join(_show(v) for v in values)
+def _show_all(values: list[Any], most: int = 8) -> str:
+    """Values for a message, the first `most` of them and an ellipsis for the rest."""
+    shown = ", ".join(_show(v) for v in values[:most])
+    return shown + ", ..." if len(values) > most else shown
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,10 +161,14 @@ def _when_issues(when: dict[str, Any] | None) -> list[_Issue]:
 
 
 def _duplicate(values: list[Any]) -> Any | None:
-    """The first value equal to an earlier one (1 and 1.0 are equal; true and 1 are not)."""
-    for i, value in enumerate(values):
-        if any(search_space.same_value(value, earlier) for earlier in values[:i]):
+    """The first value equal to an earlier one (1 and 1.0 are equal; true and 1 are not, as in
+    `space.same_value`)."""
+    seen: set[tuple[bool, Any]] = set()
+    for value in values:
+        key = (isinstance(value, bool), value)
+        if key in seen:
             return value
+        seen.add(key)
     return None
 
 
@@ -209,7 +215,8 @@ def _step_issue(param: FloatParam | IntParam) -> _Issue | None:
     if step <= 0:
         return _Issue(("step",), f"`step` must be greater than 0 (got {step})", step)
     if step > param.high - param.low:
-        msg = f"`step` ({step}) is larger than the range `high` - `low` ({param.high - param.low})"
+        width = param.high - param.low
+        msg = f"`step` ({step}) is larger than the range `high` - `low` ({width:g})"
         return _Issue(("step",), msg, step)
     if param.log and param.type == "float":
         msg = (
@@ -451,11 +458,12 @@ def _condition_issues(spec: StudySpec) -> list[_Issue]:
     return issues
 
 
-def _condition_value_issue(ref: str, param: Any, allowed: list[Any], grid: bool) -> str | None:
-    if param.type == "float" and param.values is None:
+def _condition_value_issue(ref: str, param: Param, allowed: list[Any], grid: bool) -> str | None:
+    """Why `allowed` cannot name values of `param`, or None when each of them can occur."""
+    if isinstance(param, FloatParam) and param.values is None:
         return (
-            f"'{ref}' is a continuous float, so no exact value of it can be required; give "
-            f"'{ref}' a list of `values` or make it categorical"
+            f"'{ref}' is a float range, so a condition cannot require an exact value of it; "
+            f"give '{ref}' a list of `values` or make it categorical"
         )
     for value in allowed:
         if not search_space.can_take(param, value, grid=grid):
@@ -463,8 +471,8 @@ def _condition_value_issue(ref: str, param: Any, allowed: list[Any], grid: bool)
     return None
 
 
-def _describe_domain(param: Any) -> str:
-    if param.type == "categorical":
+def _describe_domain(param: Param) -> str:
+    if isinstance(param, CategoricalParam):
         return f"its choices are {_show_all(param.choices)}"
     if param.values is not None:
         return f"its values are {_show_all(param.values)}"

@@ -291,7 +291,7 @@ INVALID = {
     "when names a continuous float": (
         {"space.width": i(low=8, high=64, when={"lr": 0.1})},
         ("space", "width", "when", "lr"),
-        "'lr' is a continuous float, so no exact value of it can be required",
+        "'lr' is a float range, so a condition cannot require an exact value of it",
     ),
     "when on itself": (
         {"space.width": i(low=8, high=64, when={"width": 8})},
