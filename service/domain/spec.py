@@ -109,9 +109,9 @@ class Objective(_Strict):
 
 
 class Strategy(_Strict):
-    """How trials are chosen. `min_epochs`, `reduction_factor`, `n_configs` and `sampler` only
-    matter for successive_halving / hyperband (`n_configs` for successive_halving only); the
-    other kinds ignore them."""
+    """How trials are chosen. `min_epochs` and `reduction_factor` shape successive_halving,
+    hyperband and `early_stopping: asha`; `sampler` picks the proposals of successive_halving
+    and hyperband, `n_configs` the size of successive halving. Other kinds ignore them."""
 
     kind: Literal["grid", "random", "tpe", "gp", "successive_halving", "hyperband"]
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
@@ -547,9 +547,9 @@ def _optimizer_issues(spec: StudySpec) -> list[_Issue]:
 
 
 def _fidelity_issues(spec: StudySpec) -> list[_Issue]:
-    """Successive halving and hyperband start at min_epochs and end at budget.epochs."""
+    """Successive halving, hyperband and asha start at min_epochs and end at budget.epochs."""
     strategy, budget = spec.strategy, spec.budget
-    if not strategy.is_multi_fidelity:
+    if not strategy.is_multi_fidelity and strategy.early_stopping != "asha":
         return []
     issues = []
     if strategy.min_epochs > budget.epochs:

@@ -377,6 +377,11 @@ INVALID = {
         ("strategy", "min_epochs"),
         "min_epochs (11) must not exceed budget.epochs (10)",
     ),
+    "asha min_epochs beyond epochs": (
+        {"strategy": {"kind": "tpe", "early_stopping": "asha", "min_epochs": 12}},
+        ("strategy", "min_epochs"),
+        "min_epochs (12) must not exceed budget.epochs (10)",
+    ),
     "n_configs beyond max_trials": (
         {"strategy": {"kind": "successive_halving", "n_configs": 27}, "budget.max_trials": 9},
         ("strategy", "n_configs"),
@@ -407,6 +412,11 @@ def test_invalid_spec_names_the_field_and_the_reason(
     error = first_error(patched(changes))
     assert error["loc"] == loc
     assert message in error["msg"]
+
+
+def test_min_epochs_is_ignored_where_it_means_nothing() -> None:
+    data = patched({"strategy": {"kind": "tpe", "early_stopping": "median", "min_epochs": 50}})
+    assert StudySpec.model_validate(data).strategy.min_epochs == 50
 
 
 def test_every_problem_is_reported_at_once() -> None:
