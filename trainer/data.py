@@ -17,6 +17,7 @@ import json
 import os
 import random
 import struct
+import warnings
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
@@ -249,17 +250,36 @@ def load_csv(path: Path, params: Params) -> Arrays:
     try:
         with path.open(newline="") as file:
             header = [name.strip() for name in next(csv.reader(file), [])]
-        table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, quotechar='"')
+        if label not in header:
+            raise TrainingError(f"{path}: no label column {label!r} (columns: {header})")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns about a file without rows; see below
+            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, quotechar='"')
     except (OSError, UnicodeDecodeError) as exc:
         raise TrainingError(f"{path}: cannot read ({exc})") from exc
-    except ValueError as exc:
-        raise TrainingError(f"{path}: non-numeric or ragged data: {exc}") from exc
-    if label not in header:
-        raise TrainingError(f"{path}: no label column {label!r} (columns: {header}); set 'label'")
-    if table.shape[1] != len(header):
-        raise TrainingError(f"{path}: rows have {table.shape[1]} fields, header {len(header)}")
+    except ValueError:
+        raise TrainingError(f"{path}: {_csv_problem(path, header)}") from None
+    if table.size == 0:
+        raise TrainingError(f"{path}: no data rows below the header")
     column = header.index(label)
     return Arrays(str(path), np.delete(table, column, axis=1), table[:, column])
+
+
+def _csv_problem(path: Path, header: list[str]) -> str:
+    """The first ragged row or non-numeric cell, in words (numpy's own message counts rows and
+    columns from 0 and past the header)."""
+    with path.open(newline="") as file:
+        for line, row in enumerate(csv.reader(file), start=1):
+            if line == 1 or not row:
+                continue
+            if len(row) != len(header):
+                return f"line {line} has {len(row)} fields, the header {len(header)}"
+            for name, cell in zip(header, row, strict=True):
+                try:
+                    float(cell)
+                except ValueError:
+                    return f"line {line}, column {name!r}: {cell!r} is not a number"
+    return "cannot read the rows as numbers"
 
 
 Loader = Callable[[Params], Arrays]
