@@ -1,0 +1,148 @@
+"""End to end: real `hpo server` and `hpo worker` processes train real trials over HTTP."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Processes, spec_doc, wait_for
+
+pytestmark = pytest.mark.e2e
+
+# About half a second per epoch on one CPU thread: long enough to be caught mid-trial.
+SLOW = {"model": "mlp", "dataset": "synthetic", "n_samples": 60000, "width": 256}
+
+
+def _get(url: str, path: str) -> Any:
+    return httpx.get(url + path, timeout=30).json()
+
+
+def _create(url: str, doc: dict[str, Any]) -> dict[str, Any]:
+    reply = httpx.post(url + "/api/v1/studies", json=doc, timeout=30)
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+def _trials(url: str, study_id: int) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = _get(url, f"/api/v1/studies/{study_id}/trials?limit=1000")[
+        "items"
+    ]
+    return items
+
+
+def _finished(url: str, study_id: int, timeout: float) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        study = _get(url, f"/api/v1/studies/{study_id}")
+        return study if study["state"] != "running" else None
+
+    result: dict[str, Any] = wait_for(done, timeout, f"study {study_id} to finish")
+    return result
+
+
+def _running_mid_trial(url: str, study_id: int, min_epoch: int) -> dict[str, Any]:
+    def mid() -> dict[str, Any] | None:
+        for trial in _trials(url, study_id):
+            if trial["state"] == "running" and trial["epochs"] >= min_epoch:
+                return trial
+        return None
+
+    trial: dict[str, Any] = wait_for(mid, 90, f"a trial past epoch {min_epoch}", every=0.1)
+    return trial
+
+
+def test_tpe_study_on_digits_with_two_workers(processes: Processes) -> None:
+    url = processes.server()
+    processes.worker("w1", url)
+    processes.worker("w2", url)
+    doc = spec_doc(
+        "digits-tpe",
+        strategy={"kind": "tpe", "seed": 0},
+        budget={"max_trials": 8, "parallel_trials": 2, "epochs": 3},
+        workload={"model": "mlp", "dataset": "digits"},
+    )
+    study = _finished(url, _create(url, doc)["id"], timeout=240)
+    assert study["state"] == "completed"
+    assert study["counts"]["completed"] == 8
+    trials = _trials(url, study["id"])
+    assert len(trials) == 8
+    workers = {t["worker"] for t in trials}
+    assert len(workers) == 2, workers  # both workers trained
+    best = max(trials, key=lambda t: t["value"])
+    assert study["best"]["trial_id"] == best["id"]
+    assert study["best"]["value"] == best["value"]
+    for trial in trials:
+        curve = _get(url, f"/api/v1/trials/{trial['id']}")["curve"]
+        assert [p["epoch"] for p in curve] == [1, 2, 3]
+        assert {"val_accuracy", "val_loss", "train_loss", "lr", "epoch_seconds"} <= set(
+            curve[0]["metrics"]
+        )
+        assert curve[-1]["metrics"]["val_accuracy"] == trial["value"]
+    log = processes.log("w1") + processes.log("w2")
+    assert log.count("completed in") == 8
+
+
+def test_worker_killed_mid_trial_its_trial_is_rerun_by_another(processes: Processes) -> None:
+    url = processes.server(HPO_LEASE_SECONDS="3")
+    doc = spec_doc(
+        "kill", budget={"max_trials": 2, "parallel_trials": 1, "epochs": 4}, workload=SLOW
+    )
+    study_id = _create(url, doc)["id"]
+    doomed = processes.worker("doomed", url)
+    victim = _running_mid_trial(url, study_id, min_epoch=1)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    processes.worker("rescuer", url)
+    study = _finished(url, study_id, timeout=180)
+    assert study["state"] == "completed" and study["counts"]["completed"] == 2
+    rerun = _get(url, f"/api/v1/trials/{victim['id']}")
+    assert rerun["state"] == "completed"
+    assert rerun["attempt"] == 2
+    assert rerun["worker"].endswith("/cpu") and rerun["worker"] != victim["worker"]
+    assert [p["epoch"] for p in rerun["curve"]] == [1, 2, 3, 4]
+
+
+def test_sigterm_releases_the_trial_and_exits_cleanly(processes: Processes) -> None:
+    url = processes.server()
+    doc = spec_doc(
+        "term", budget={"max_trials": 1, "parallel_trials": 1, "epochs": 6}, workload=SLOW
+    )
+    study_id = _create(url, doc)["id"]
+    worker = processes.worker("leaving", url)
+    trial = _running_mid_trial(url, study_id, min_epoch=1)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    released = _get(url, f"/api/v1/trials/{trial['id']}")
+    assert released["state"] == "queued" and released["attempt"] == 1
+    assert "released unfinished" in processes.log("leaving")
+    processes.worker("next", url)
+    study = _finished(url, study_id, timeout=120)
+    assert study["counts"]["completed"] == 1
+    assert [p["epoch"] for p in _get(url, f"/api/v1/trials/{trial['id']}")["curve"]] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
+
+
+def test_nan_loss_fails_the_trial_and_the_worker_goes_on(processes: Processes) -> None:
+    url = processes.server()
+    processes.worker("w", url)
+    doc = spec_doc(
+        "nan",
+        strategy={"kind": "grid"},
+        budget={"parallel_trials": 1, "epochs": 3},
+        space={"lr": {"type": "float", "values": [1.0e6, 0.01]}},
+        workload={"model": "mlp", "dataset": "synthetic", "optimizer": "sgd"},
+    )
+    study = _finished(url, _create(url, doc)["id"], timeout=120)
+    by_lr = {t["params"]["lr"]: t for t in _trials(url, study["id"])}
+    assert by_lr[1.0e6]["state"] == "failed"
+    assert "nan" in by_lr[1.0e6]["reason"].lower() or "inf" in by_lr[1.0e6]["reason"].lower()
+    assert by_lr[0.01]["state"] == "completed"
+    assert study["state"] == "completed"
