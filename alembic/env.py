@@ -7,23 +7,13 @@ Optuna shares the database and stamps the default `alembic_version` table, so ou
 from __future__ import annotations
 
 import os
-from typing import Any
-
-from sqlalchemy import Connection
 
 from alembic import context
+from sqlalchemy import Connection
+
 from service.storage.db import make_engine
+from service.storage.migrate import VERSION_TABLE, include_object
 from service.storage.models import Base
-
-VERSION_TABLE = "hpo_alembic_version"
-
-
-def include_object(
-    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
-    if type_ == "table":
-        return bool(name) and name.startswith("hpo_") and name != VERSION_TABLE
-    return True
 
 
 def _configure(connection: Connection) -> None:

@@ -102,14 +102,22 @@ class Processes:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.env = {**os.environ, "HPO_DATABASE_URL": f"sqlite:///{tmp_path / 'hpo.db'}",
-                    "HPO_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-                    "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            "HPO_DATABASE_URL": f"sqlite:///{tmp_path / 'hpo.db'}",
+            "HPO_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def start(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(hpo_command(*args), stdout=log, stderr=subprocess.STDOUT,
-                                env={**self.env, **env}, cwd=ROOT)
+        proc = subprocess.Popen(
+            hpo_command(*args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**self.env, **env},
+            cwd=ROOT,
+        )
         self.procs.append(proc)
         return proc
 
@@ -131,8 +139,9 @@ class Processes:
         raise AssertionError("server did not start:\n" + self.log("server"))
 
     def worker(self, name: str, url: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        return self.start(name, "worker", "--server", url, "--devices", "cpu", "--threads", "1",
-                          *args, **env)
+        return self.start(
+            name, "worker", "--server", url, "--devices", "cpu", "--threads", "1", *args, **env
+        )
 
     def stop_all(self) -> None:
         for proc in self.procs:

@@ -8,7 +8,6 @@ Create Date: 2026-11-23 15:21:05.454000
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision = "0001"

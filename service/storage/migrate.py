@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
-from alembic import command
+VERSION_TABLE = "hpo_alembic_version"  # Optuna stamps the default `alembic_version`
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Autogenerate and comparisons look at the service's own `hpo_*` tables only."""
+    if type_ == "table":
+        return bool(name) and str(name).startswith("hpo_") and name != VERSION_TABLE
+    return True
 
 
 def _script_location() -> Path:

@@ -37,11 +37,14 @@ def test_grid_with_eight_concurrent_leasing_clients_hands_out_each_point_once(
     processes: Processes,
 ) -> None:
     url = processes.server()
-    space = {"lr": {"type": "float", "values": [0.3, 0.1, 0.03, 0.01]},
-             "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
-             "dropout": {"type": "float", "low": 0.0, "high": 0.4, "step": 0.2}}
-    doc = spec_doc("grid", strategy={"kind": "grid"},
-                   budget={"parallel_trials": 36, "epochs": 1}, space=space)
+    space = {
+        "lr": {"type": "float", "values": [0.3, 0.1, 0.03, 0.01]},
+        "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.4, "step": 0.2},
+    }
+    doc = spec_doc(
+        "grid", strategy={"kind": "grid"}, budget={"parallel_trials": 36, "epochs": 1}, space=space
+    )
     with httpx.Client(base_url=url, timeout=60) as http:
         study = http.post("/api/v1/studies", json=doc).json()
     assert study["max_trials"] == 36
@@ -79,8 +82,15 @@ def test_eight_workers_reporting_at_once_never_see_database_locked(processes: Pr
             while leased := worker.lease():
                 trial = leased[0]
                 for epoch in range(1, 11):
-                    reply = worker.report(trial, epoch, val_accuracy=epoch / 10, train_loss=1.0,
-                                          val_loss=0.5, lr=0.1, epoch_seconds=0.01)
+                    reply = worker.report(
+                        trial,
+                        epoch,
+                        val_accuracy=epoch / 10,
+                        train_loss=1.0,
+                        val_loss=0.5,
+                        lr=0.1,
+                        epoch_seconds=0.01,
+                    )
                     with lock:
                         statuses[reply.status_code] += 1
                 reply = worker.post(trial, "complete")

@@ -74,8 +74,12 @@ def test_stale_token_gets_409_and_changes_nothing(client: TestClient) -> None:
     worker = ApiWorker(client)
     [trial] = worker.lease()
     forged = {**trial, "token": "not-the-token"}
-    for action, body in (("report", {"epoch": 1, "metrics": {"val_accuracy": 1.0}}),
-                         ("complete", {}), ("fail", {"reason": "x"}), ("release", {})):
+    for action, body in (
+        ("report", {"epoch": 1, "metrics": {"val_accuracy": 1.0}}),
+        ("complete", {}),
+        ("fail", {"reason": "x"}),
+        ("release", {}),
+    ):
         reply = worker.post(forged, action, **body)
         assert reply.status_code == 409, (action, reply.text)
         assert "stale" in reply.json()["detail"]
@@ -90,8 +94,12 @@ def test_all_metrics_are_stored_and_nan_never_breaks_a_response(client: TestClie
     metrics = {"val_accuracy": math.nan, "train_loss": math.inf, "lr": 0.01, "custom": -1e308}
     assert worker.report(trial, 1, **metrics).status_code == 200
     detail = client.get(f"/api/v1/trials/{trial['trial_id']}").json()
-    assert detail["curve"][0]["metrics"] == {"val_accuracy": None, "train_loss": None,
-                                             "lr": 0.01, "custom": -1e308}
+    assert detail["curve"][0]["metrics"] == {
+        "val_accuracy": None,
+        "train_loss": None,
+        "lr": 0.01,
+        "custom": -1e308,
+    }
     reply = worker.post(trial, "complete")
     assert reply.json()["state"] == "failed"
     assert "val_accuracy" in reply.json()["reason"]
@@ -207,8 +215,9 @@ def test_workers_list_shows_current_trial(client: TestClient) -> None:
     worker.report(trial, 1, val_accuracy=0.5)
     [listed] = client.get("/api/v1/workers").json()
     assert listed["name"] == "gpu-box/cuda:0" and listed["stale"] is False
-    assert listed["trials"] == [{"trial_id": trial["trial_id"], "study_id": trial["study_id"],
-                                 "number": 0, "epoch": 1}]
+    assert listed["trials"] == [
+        {"trial_id": trial["trial_id"], "study_id": trial["study_id"], "number": 0, "epoch": 1}
+    ]
 
 
 def test_protocol_with_unregistered_worker_is_404(client: TestClient) -> None:
