@@ -1,0 +1,107 @@
+"""The `hpo` command line as a user runs it: exit codes and the one line that explains."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, Processes, free_port, hpo_command, spec_doc
+
+
+def _hpo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        hpo_command(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def _write(tmp_path: Path, doc: object, name: str = "study.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_missing_spec_file_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    result = _hpo("submit", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith("error: cannot read") and "nope.yaml" in result.stderr
+
+
+def test_unparsable_spec_file_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed\n")
+    result = _hpo("submit", str(path))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "broken.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_server_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    result = _hpo(
+        "submit",
+        str(_write(tmp_path, spec_doc())),
+        "--server",
+        f"http://127.0.0.1:{port}",
+        "--retry-seconds",
+        "1",
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: cannot reach the hpo server at http://127.0.0.1:{port} "
+        f"(ConnectError: [Errno 111] Connection refused)"
+    )
+
+
+def test_worker_with_unreachable_server_exits_1(tmp_path: Path) -> None:
+    port = free_port()
+    result = _hpo(
+        "worker", "--server", f"http://127.0.0.1:{port}", "--devices", "cpu", "--retry-seconds", "1"
+    )
+    assert result.returncode == 1
+    assert f"error: cannot reach the hpo server at http://127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_devices_is_one_line() -> None:
+    result = _hpo("worker", "--devices", "gpu-please")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: --devices must be")
+
+
+def test_server_refuses_a_public_address_without_tokens() -> None:
+    result = _hpo("server", "--host", "0.0.0.0", "--port", str(free_port()))
+    assert result.returncode == 1
+    assert "HPO_API_TOKEN" in result.stderr and "HPO_WORKER_TOKEN" in result.stderr
+
+
+@pytest.mark.e2e
+def test_submit_invalid_spec_prints_the_servers_reasons(
+    processes: Processes, tmp_path: Path
+) -> None:
+    url = processes.server()
+    doc = spec_doc(space={"lr": {"type": "float", "low": 1.0, "high": 0.1}})
+    result = _hpo("submit", str(_write(tmp_path, doc)), "--server", url)
+    assert result.returncode == 1
+    assert "space.lr.high" in result.stderr and "greater than" in result.stderr
+
+
+@pytest.mark.e2e
+def test_submit_wait_shows_progress_and_the_best_trial(
+    processes: Processes, tmp_path: Path
+) -> None:
+    url = processes.server()
+    processes.worker("w", url)
+    doc = spec_doc("cli", budget={"max_trials": 3, "parallel_trials": 1, "epochs": 2})
+    result = _hpo("submit", str(_write(tmp_path, doc)), "--server", url, "--wait")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "study 1 'cli' created" in out
+    assert "3/3 trials done" in out
+    assert "study 'cli' completed" in out
+    assert "best trial #" in out and "val_accuracy=" in out
+    duplicate = _hpo("submit", str(_write(tmp_path, doc)), "--server", url)
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
