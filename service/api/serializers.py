@@ -8,6 +8,7 @@ from typing import Any
 
 from service.api import schemas
 from service.domain.protocol import Assignment
+from service.domain.states import StudyState
 from service.domain.studies import StudyView, TrialDetail, TrialPage
 from service.storage.models import TrialRow, WorkerRow
 
@@ -28,7 +29,7 @@ def study(view: StudyView) -> schemas.StudyPublic:
     return schemas.StudyPublic(
         id=row.id,
         name=row.name,
-        state=row.state,
+        state=StudyState(row.state),
         reason=row.reason,
         spec=finite(row.spec),
         counts=view.counts,
