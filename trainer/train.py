@@ -156,16 +156,14 @@ def train(config: TrainConfig, report: Report) -> TrainResult:
     """
     if config.epochs < 1:
         raise TrainingError(f"epochs must be >= 1, got {config.epochs}")
-    run = build_run(config)
     try:
-        return _fit(run, config.epochs, report)
+        return _fit(build_run(config), config.epochs, report)
     except torch.cuda.OutOfMemoryError as exc:
         reason = str(exc).splitlines()[0]
-    # Outside the except block the traceback, and the step's tensors it holds, are released.
-    batch_size = run.bounds[0][1]
-    del run
+    # Past the except block the traceback, and the model and batches its frames hold, are gone,
+    # so the cached allocator can give their memory back before the worker's next trial.
     torch.cuda.empty_cache()
-    raise TrainingError(f"CUDA out of memory at batch_size {batch_size}: {reason}")
+    raise TrainingError(f"CUDA out of memory ({reason}); try a smaller batch_size or model")
 
 
 def build_run(config: TrainConfig) -> Run:

@@ -226,3 +226,12 @@ def test_from_assignment_merges_workload_and_sampled_params() -> None:
     )
     with pytest.raises(TrainingError, match=r"workload needs 'dataset'"):
         TrainConfig.from_assignment({"model": "mlp"}, {}, 1, "cpu")
+
+
+def test_cuda_out_of_memory_fails_the_trial_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_memory(*args: object) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr("trainer.train.train_epoch", out_of_memory)
+    with pytest.raises(TrainingError, match=r"CUDA out of memory.*2.00 GiB.*smaller batch_size"):
+        run()
