@@ -55,9 +55,10 @@ def client(settings: Settings) -> Iterator[TestClient]:
 class ApiWorker:
     """A protocol client over a TestClient or a real server: the worker's side, by hand."""
 
-    def __init__(self, http: Any, name: str = "w") -> None:
+    def __init__(self, http: Any, name: str = "w", **capabilities: list[str]) -> None:
         self.http = http
-        reply = http.post("/api/v1/workers/register", json={"name": name})
+        body = {"name": name, "capabilities": capabilities}
+        reply = http.post("/api/v1/workers/register", json=body)
         assert reply.status_code == 201, reply.text
         self.id = reply.json()["worker_id"]
 

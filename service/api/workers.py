@@ -17,7 +17,9 @@ router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
 ProtocolDep = Annotated[Protocol, Depends(get_protocol)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TRIAL = "/{worker_id}/trials/{trial_id}"
-STALE: dict[int | str, dict[str, Any]] = {409: {"description": "the lease token is stale: the trial is no longer this worker's"}}
+STALE: dict[int | str, dict[str, Any]] = {
+    409: {"description": "the lease token is stale: the trial is no longer this worker's"}
+}
 
 
 @router.get("", response_model=list[schemas.WorkerPublic])

@@ -147,7 +147,7 @@ class Protocol:
     ) -> tuple[TrialRow, _Reserved | None] | None:
         session = unit.session
         for study in self._studies_by_need(session):
-            spec = StudySpec.model_validate(study.spec)
+            spec = search.stored_spec(study.spec)
             if not _runs(worker, spec):
                 continue
             running = (
@@ -257,7 +257,7 @@ class Protocol:
                 assert study is not None
                 out.append(
                     Assignment(
-                        trial, study, StudySpec.model_validate(study.spec), start_epoch=trial.epochs
+                        trial, study, search.stored_spec(study.spec), start_epoch=trial.epochs
                     )
                 )
             return sorted(out, key=lambda a: trial_ids.index(a.trial.id))
@@ -301,7 +301,7 @@ class Protocol:
                 return Decision.PAUSE
             value = trial.value
             study_name, optuna_id = study.name, trial.optuna_trial_id
-            spec = StudySpec.model_validate(study.spec)
+            spec = search.stored_spec(study.spec)
         if value is None or optuna_id is None or epoch != trial.epochs:
             return Decision.CONTINUE
         if not search.report(self.storage, study_name, spec, optuna_id, epoch, value):

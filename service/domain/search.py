@@ -8,6 +8,7 @@ and call these functions afterwards.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import warnings
 from functools import lru_cache
@@ -91,16 +92,32 @@ def delete_study(storage: RDBStorage, optuna_study_id: int) -> None:
         storage.delete_study(optuna_study_id)
 
 
+@lru_cache(maxsize=256)
+def _stored(spec_json: str) -> StudySpec:
+    document = json.loads(spec_json)
+    workload = document["workload"]
+    # Accepted once already: the model and dataset may be plugins, known to workers only.
+    context = {"models": {workload["model"]}, "datasets": {workload["dataset"]}}
+    return StudySpec.model_validate(document, context=context)
+
+
+def stored_spec(document: dict[str, Any]) -> StudySpec:
+    """The spec of an existing study, parsed once per process and version (it is immutable but
+    for its budget, and a changed budget is a new cache key)."""
+    return _stored(json.dumps(document, sort_keys=True))
+
+
 @lru_cache(maxsize=32)
 def _grid(spec_json: str) -> list[dict[str, Any]]:
-    spec = StudySpec.model_validate_json(spec_json)
+    spec = _stored(spec_json)
     return grid_points(spec.space, spec.strategy.seed)
 
 
 def grid_point(spec: StudySpec, number: int) -> dict[str, Any]:
     """The grid point that trial `number` trains: trial numbers index the (shuffled) grid, so
     every point is handed out exactly once however many workers ask at the same moment."""
-    return _grid(spec.model_dump_json())[number]
+    document = spec.model_dump(mode="json", exclude={"budget"})
+    return _grid(json.dumps(document, sort_keys=True))[number]
 
 
 def ask(storage: RDBStorage, name: str, spec: StudySpec, number: int) -> tuple[int, dict[str, Any]]:
@@ -145,7 +162,3 @@ def tell(
         optuna_state, values = OptunaState.FAIL, None
     number = storage.get_trial_number_from_id(optuna_trial_id)  # tell() takes numbers, not ids
     study.tell(number, values, state=optuna_state, skip_if_finished=True)
-
-
-def grid_size(spec: StudySpec) -> int:
-    return len(_grid(spec.model_dump_json()))

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from service.domain import search
 from service.domain.errors import Conflict, InvalidInput, NotFound
+from service.domain.space import grid_size
 from service.domain.spec import StudySpec
 from service.domain.states import StudyState, TrialState
 from service.domain.unit import Unit, unit_of_work
@@ -66,7 +67,7 @@ def counts_by_state(session: Session, study_id: int) -> dict[str, int]:
 
 
 def best_trial(session: Session, study: StudyRow) -> TrialRow | None:
-    spec = StudySpec.model_validate(study.spec)
+    spec = search.stored_spec(study.spec)
     order = TrialRow.value.desc() if spec.objective.direction == "maximize" else TrialRow.value
     return session.scalars(
         select(TrialRow)
@@ -229,7 +230,7 @@ class Studies:
         sampler's history (the Optuna study) intact."""
         with unit_of_work(self.db) as unit:
             study = self._study(unit.session, study_id, lock=True)
-            spec = StudySpec.model_validate(study.spec)
+            spec = search.stored_spec(study.spec)
             if max_trials is not None:
                 self._check_max_trials(spec, study, max_trials)
                 study.max_trials = max_trials
@@ -262,7 +263,7 @@ class Studies:
                 f"max_trials {max_trials} is below the {study.n_trials} trials already created",
             )
         if spec.strategy.kind == "grid":
-            size = search.grid_size(spec)
+            size = grid_size(spec.space)
             if max_trials > size:
                 raise InvalidInput(
                     ("budget", "max_trials"),

@@ -223,3 +223,16 @@ def test_workers_list_shows_current_trial(client: TestClient) -> None:
 def test_protocol_with_unregistered_worker_is_404(client: TestClient) -> None:
     reply = client.post("/api/v1/workers/42/lease", json={"count": 1})
     assert reply.status_code == 404 and "register" in reply.json()["detail"]
+
+
+def test_plugin_model_runs_only_on_workers_that_have_it(client: TestClient) -> None:
+    doc = spec_doc("plugin", workload={"model": "my_net", "dataset": "synthetic"})
+    refused = client.post("/api/v1/studies", json=doc)
+    assert refused.status_code == 422 and "my_net" in refused.json()["detail"][0]["msg"]
+    plain = ApiWorker(client, "plain")
+    has_plugin = ApiWorker(client, "has-plugin", models=["my_net"])
+    assert client.post("/api/v1/studies", json=doc).status_code == 201
+    assert plain.lease() == []
+    [trial] = has_plugin.lease()
+    assert trial["workload"]["model"] == "my_net"
+    assert has_plugin.run(trial, [0.1, 0.2, 0.3]).json()["state"] == "completed"
