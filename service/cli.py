@@ -9,7 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# Installed, the top-level examples/ ships as `service/examples`; in a checkout it is itself.
+_INSTALLED_EXAMPLES = Path(__file__).resolve().parent / "examples"
+EXAMPLES = (
+    _INSTALLED_EXAMPLES
+    if _INSTALLED_EXAMPLES.is_dir()
+    else Path(__file__).resolve().parent.parent / "examples"
+)
 
 
 class CliError(Exception):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,13 @@ def include_object(
 
 
 def _script_location() -> Path:
-    # Installed: the top-level alembic/ folder ships as the package `service.migrations`.
-    try:
-        path = Path(str(resources.files("service.migrations")))
-        if (path / "env.py").exists():
-            return path
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parents[2] / "alembic"
+    """The migrations folder: installed, the top-level alembic/ ships as `service/migrations`;
+    in a source checkout (editable install) it is the top-level alembic/ itself."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "migrations"
+    if (installed / "env.py").exists():
+        return installed
+    return package.parent / "alembic"
 
 
 def alembic_config(engine: Engine) -> Config:
