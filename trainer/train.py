@@ -220,7 +220,7 @@ def train_epoch(run: Run, epoch: int) -> tuple[float, float]:
     order = torch.randperm(len(data.y_train), generator=generator).to(device)
     x, y = data.x_train[order], data.y_train[order]
     parameters = [p for p in model.parameters() if p.requires_grad]
-    loss_sum = torch.zeros((), device=device)
+    losses: list[torch.Tensor] = []
     step = (epoch - 1) * len(run.bounds)
     lr = run.schedule.at(step)
     for start, stop in run.bounds:
@@ -234,10 +234,11 @@ def train_epoch(run: Run, epoch: int) -> tuple[float, float]:
         if run.grad_clip is not None:
             nn.utils.clip_grad_norm_(parameters, run.grad_clip)
         optimizer.step()
-        # Summed on the device: reading loss.item() here would sync the GPU every step.
-        loss_sum.add_(loss.detach(), alpha=stop - start)
+        # Kept on the device: loss.item() here would wait for the GPU every step.
+        losses.append(loss.detach())
         step += 1
-    return loss_sum.item() / len(y), lr
+    sizes = torch.tensor([stop - start for start, stop in run.bounds], device=device)
+    return (torch.stack(losses).float() @ sizes.float()).item() / len(y), lr
 
 
 @torch.inference_mode()
