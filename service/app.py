@@ -17,6 +17,7 @@ from service.domain.protocol import Protocol
 from service.domain.studies import Studies
 from service.settings import Settings
 from service.storage import migrate
+from service.storage.artifacts import ArtifactStore
 from service.storage.db import Database, open_optuna_storage
 
 log = logging.getLogger("hpo.server")
@@ -37,11 +38,13 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
     storage = open_optuna_storage(settings.database_url, settings.sqlite_busy_timeout_s)
     if run_migrations:
         migrate.upgrade(db.engine)
+    artifacts = ArtifactStore(settings.artifacts_dir)
+    protocol = Protocol(db, storage, settings, artifacts)
     return Services(
         settings=settings,
         db=db,
-        studies=Studies(db, storage),
-        protocol=Protocol(db, storage, settings),
+        studies=Studies(db, storage, protocol.transitions, artifacts),
+        protocol=protocol,
     )
 
 

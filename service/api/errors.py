@@ -9,9 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from service.domain.errors import Conflict, DomainError, InvalidInput, NotFound
+from service.domain.errors import Conflict, DomainError, InvalidInput, NotFound, StorageFailed
 
-STATUS = {NotFound: 404, Conflict: 409, InvalidInput: 422}
+STATUS = {NotFound: 404, Conflict: 409, InvalidInput: 422, StorageFailed: 507}
 
 
 def validation_details(errors: list[Any], prefix: tuple[str, ...] = ("body",)) -> list[dict]:

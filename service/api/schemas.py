@@ -61,6 +61,9 @@ class TrialPublic(BaseModel):
     reason: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    bracket: int = Field(0, description="successive halving / hyperband: the trial's bracket")
+    rung: int = Field(0, description="successive halving / hyperband: the trial's rung")
+    checkpoint_epoch: int = Field(0, description="epoch of the latest checkpoint (0: none)")
 
 
 class TrialPage(BaseModel):
@@ -132,8 +135,11 @@ class Assignment(BaseModel):
     params: dict[str, Any]
     workload: dict[str, Any]
     objective: dict[str, str]
-    epochs: int
-    start_epoch: int
+    epochs: int = Field(description="the full fidelity: the learning-rate schedule spans it")
+    target_epochs: int = Field(description="train up to this epoch, then report and await")
+    start_epoch: int = Field(description="epochs already trained: resume from the checkpoint")
+    checkpoint_id: str | None = Field(description="download it to resume; null: start fresh")
+    rung: int
     expires_at: datetime
 
 
@@ -167,6 +173,12 @@ class ReportRequest(Strict):
 
 class ReportResponse(BaseModel):
     decision: Decision
+
+
+class CheckpointSaved(BaseModel):
+    trial_id: int
+    checkpoint_id: str
+    epoch: int
 
 
 class TokenRequest(Strict):

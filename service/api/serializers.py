@@ -61,6 +61,9 @@ def _trial_fields(row: TrialRow, workers: dict[int, str]) -> dict[str, Any]:
         "reason": row.reason,
         "started_at": row.started_at,
         "finished_at": row.finished_at,
+        "bracket": row.bracket,
+        "rung": row.rung,
+        "checkpoint_epoch": row.checkpoint_epoch if row.checkpoint_id else 0,
     }
 
 
@@ -111,6 +114,9 @@ def assignment(a: Assignment) -> schemas.Assignment:
         workload=a.spec.workload.model_dump(mode="json"),
         objective=a.spec.objective.model_dump(mode="json"),
         epochs=a.spec.budget.epochs,
+        target_epochs=a.target_epochs,
         start_epoch=a.start_epoch,
+        checkpoint_id=t.checkpoint_id if a.start_epoch else None,
+        rung=t.rung,
         expires_at=t.lease_expires_at,
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
 from service.api import schemas, serializers
 from service.api.deps import get_protocol, get_settings
@@ -99,3 +101,55 @@ def release(
 ) -> schemas.TrialPublic:
     """Give an unfinished trial back (the worker is shutting down); it is queued again."""
     return serializers.trial(protocol.release(worker_id, trial_id, body.token), {})
+
+
+LeaseToken = Annotated[str, Header(alias="X-Lease-Token", max_length=128)]
+
+
+@router.put(
+    TRIAL + "/checkpoint",
+    response_model=schemas.CheckpointSaved,
+    responses={**STALE, 507: {"description": "the artifacts folder cannot store it"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def save_checkpoint(
+    request: Request,
+    protocol: ProtocolDep,
+    worker_id: int,
+    trial_id: int,
+    token: LeaseToken,
+    epoch: Annotated[int, Query(ge=1, le=1_000_000, description="epochs trained so far")],
+) -> schemas.CheckpointSaved:
+    """Store the trial's checkpoint (the body, any bytes); the previous one is removed."""
+    body = await request.body()
+    trial = await run_in_threadpool(
+        protocol.save_checkpoint, worker_id, trial_id, token, epoch, [body]
+    )
+    assert trial.checkpoint_id is not None
+    return schemas.CheckpointSaved(
+        trial_id=trial.id, checkpoint_id=trial.checkpoint_id, epoch=trial.checkpoint_epoch
+    )
+
+
+@router.get(
+    TRIAL + "/checkpoints/{checkpoint_id}",
+    response_class=FileResponse,
+    responses={
+        **STALE,
+        200: {"content": {"application/octet-stream": {}}},
+        404: {"description": "no such checkpoint for this trial"},
+    },
+)
+def load_checkpoint(
+    protocol: ProtocolDep, worker_id: int, trial_id: int, checkpoint_id: str, token: LeaseToken
+) -> FileResponse:
+    """The trial's checkpoint, for the worker that leased the trial to resume it."""
+    path = protocol.checkpoint_path(worker_id, trial_id, token, checkpoint_id)
+    return FileResponse(path, media_type="application/octet-stream")

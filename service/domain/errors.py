@@ -28,3 +28,7 @@ class InvalidInput(DomainError):
         super().__init__(msg)
         self.loc = tuple(loc)
         self.msg = msg
+
+
+class StorageFailed(DomainError):
+    """An artifact could not be stored (folder unwritable, disk full): 507."""

@@ -12,22 +12,25 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from optuna.storages import RDBStorage
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.domain import search
-from service.domain.errors import NotFound, StaleLease
+from service.domain.errors import NotFound, StaleLease, StorageFailed
+from service.domain.fidelity import locate
 from service.domain.spec import BUILTIN_DATASETS, BUILTIN_MODELS, DATASET_PREFIXES, StudySpec
 from service.domain.states import Decision, StudyState, TrialState
-from service.domain.studies import settle
+from service.domain.transitions import Transitions, target_epochs
 from service.domain.unit import Unit, unit_of_work
 from service.settings import Settings
+from service.storage.artifacts import ArtifactError, ArtifactStore
 from service.storage.db import Database
 from service.storage.models import MetricRow, StudyRow, TrialRow, WorkerRow, utcnow
 
@@ -39,7 +42,8 @@ class Assignment:
     trial: TrialRow
     study: StudyRow
     spec: StudySpec
-    start_epoch: int
+    start_epoch: int  # epochs already trained (the checkpoint to resume from), 0 for a new one
+    target_epochs: int  # train up to this epoch: the end of the trial's rung, or budget.epochs
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,15 @@ class Protocol:
         db: Database,
         storage: RDBStorage,
         settings: Settings,
+        artifacts: ArtifactStore,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.storage = storage
         self.settings = settings
+        self.artifacts = artifacts
         self.clock = clock
+        self.transitions = Transitions(storage, artifacts, lambda: self.clock())
 
     @property
     def _lease_span(self) -> timedelta:
@@ -168,7 +175,7 @@ class Protocol:
                 .with_for_update(skip_locked=True)
             ).first()
             if queued is not None:
-                self._restart(unit, queued)
+                self.transitions.restart(unit, queued, spec.objective.metric)
                 self._hand_out(unit, queued, worker, now)
                 study.last_leased_at = now
                 return queued, None
@@ -182,6 +189,10 @@ class Protocol:
                 epochs=0,
                 attempt=1,
             )
+            if spec.strategy.is_multi_fidelity:
+                brackets = spec.brackets()
+                trial.bracket = locate(brackets, trial.number)
+                trial.rung, trial.target_epochs = 0, brackets[trial.bracket].rungs[0].epochs
             study.n_trials += 1
             study.last_leased_at = now
             session.add(trial)
@@ -236,7 +247,9 @@ class Protocol:
             with unit_of_work(self.db) as unit:
                 trial = unit.session.get(TrialRow, item.trial_id)
                 if trial is not None:
-                    self._finish(unit, trial, TrialState.FAILED, f"sampling failed: {exc}")
+                    self.transitions.finish(
+                        unit, trial, TrialState.FAILED, f"sampling failed: {exc}"
+                    )
             return
         with unit_of_work(self.db) as unit:
             trial = unit.session.get(TrialRow, item.trial_id)
@@ -255,9 +268,14 @@ class Protocol:
                     continue
                 study = session.get(StudyRow, trial.study_id)
                 assert study is not None
+                spec = search.stored_spec(study.spec)
                 out.append(
                     Assignment(
-                        trial, study, search.stored_spec(study.spec), start_epoch=trial.epochs
+                        trial,
+                        study,
+                        spec,
+                        start_epoch=trial.epochs,
+                        target_epochs=target_epochs(trial, spec),
                     )
                 )
             return sorted(out, key=lambda a: trial_ids.index(a.trial.id))
@@ -296,17 +314,31 @@ class Protocol:
             assert study is not None
             if unit.session.get(MetricRow, (trial.id, epoch)) is None:
                 self._record(unit, study, trial, epoch, metrics, now)
+            spec = search.stored_spec(study.spec)
+            if self._at_rung_end(trial, spec):
+                self._pause_for_promotion(unit, study, trial)
+                return Decision.PAUSE
             if study.state == StudyState.STOPPED.value:
-                self._release(unit, trial, TrialState.PAUSED)
+                self.transitions.release(unit, trial, TrialState.PAUSED)
                 return Decision.PAUSE
             value = trial.value
             study_name, optuna_id = study.name, trial.optuna_trial_id
-            spec = search.stored_spec(study.spec)
         if value is None or optuna_id is None or epoch != trial.epochs:
             return Decision.CONTINUE
         if not search.report(self.storage, study_name, spec, optuna_id, epoch, value):
             return Decision.CONTINUE
         return self._prune(trial_id, token, epoch)
+
+    @staticmethod
+    def _at_rung_end(trial: TrialRow, spec: StudySpec) -> bool:
+        """The trial finished a rung of successive halving that is not the last one."""
+        target = target_epochs(trial, spec)
+        return trial.epochs >= target and target < spec.budget.epochs
+
+    def _pause_for_promotion(self, unit: Unit, study: StudyRow, trial: TrialRow) -> None:
+        self.transitions.release(unit, trial, TrialState.PAUSED)
+        unit.session.flush()
+        self.transitions.advance_rungs(unit, study)
 
     def _record(
         self,
@@ -334,7 +366,7 @@ class Protocol:
             trial = self._leased(unit.session, trial_id, token)
             if trial.state != TrialState.RUNNING.value:
                 return _decision_for_finished(trial)
-            self._finish(unit, trial, TrialState.PRUNED, f"pruned at epoch {epoch}")
+            self.transitions.finish(unit, trial, TrialState.PRUNED, f"pruned at epoch {epoch}")
         return Decision.PRUNE
 
     def complete(self, worker_id: int, trial_id: int, token: str) -> TrialRow:
@@ -347,17 +379,21 @@ class Protocol:
             study = unit.session.get(StudyRow, trial.study_id)
             assert study is not None
             metric = study.spec["objective"]["metric"]
-            if trial.epochs == 0:
-                self._finish(unit, trial, TrialState.FAILED, "the trial reported no epoch")
+            if self._at_rung_end(trial, search.stored_spec(study.spec)):
+                self._pause_for_promotion(unit, study, trial)  # a rung's end, not the trial's
+            elif trial.epochs == 0:
+                self.transitions.finish(
+                    unit, trial, TrialState.FAILED, "the trial reported no epoch"
+                )
             elif trial.value is None or not math.isfinite(trial.value):
-                self._finish(
+                self.transitions.finish(
                     unit,
                     trial,
                     TrialState.FAILED,
                     f"objective '{metric}' was not a finite number at the last report",
                 )
             else:
-                self._finish(unit, trial, TrialState.COMPLETED, None)
+                self.transitions.finish(unit, trial, TrialState.COMPLETED, None)
         return trial
 
     def fail(self, worker_id: int, trial_id: int, token: str, reason: str) -> TrialRow:
@@ -367,7 +403,7 @@ class Protocol:
             if trial.state == TrialState.FAILED.value:
                 return trial
             self._require_running(trial)
-            self._finish(unit, trial, TrialState.FAILED, reason[:2000] or "failed")
+            self.transitions.finish(unit, trial, TrialState.FAILED, reason[:2000] or "failed")
         return trial
 
     def release(self, worker_id: int, trial_id: int, token: str) -> TrialRow:
@@ -376,8 +412,54 @@ class Protocol:
         with unit_of_work(self.db) as unit:
             trial = self._leased(unit.session, trial_id, token)
             if trial.state == TrialState.RUNNING.value:
-                self._release(unit, trial, TrialState.QUEUED)
+                self.transitions.release(unit, trial, TrialState.QUEUED)
         return trial
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def save_checkpoint(
+        self, worker_id: int, trial_id: int, token: str, epoch: int, chunks: Iterable[bytes]
+    ) -> TrialRow:
+        """Store the trial's checkpoint taken after `epoch`; the one before it is removed.
+
+        Raises StaleLease when the trial is not this lease's, StorageFailed (and fails the
+        trial with the reason) when the artifacts folder cannot take it."""
+        with self.db.read() as session:
+            self._require_running(self._leased(session, trial_id, token))
+        artifact = self.artifacts.new_id()
+        try:
+            self.artifacts.write(artifact, chunks)
+        except ArtifactError as exc:
+            with unit_of_work(self.db) as unit:
+                trial = self._leased(unit.session, trial_id, token)
+                if trial.state == TrialState.RUNNING.value:
+                    self.transitions.finish(
+                        unit, trial, TrialState.FAILED, f"its checkpoint could not be stored: {exc}"
+                    )
+            raise StorageFailed(str(exc)) from exc
+        try:
+            with unit_of_work(self.db) as unit:
+                trial = self._leased(unit.session, trial_id, token)
+                self._require_running(trial)
+                unit.later(self.artifacts.delete, trial.checkpoint_id)
+                trial.checkpoint_id, trial.checkpoint_epoch = artifact, epoch
+        except Exception:
+            self.artifacts.delete(artifact)
+            raise
+        return trial
+
+    def checkpoint_path(
+        self, worker_id: int, trial_id: int, token: str, checkpoint_id: str
+    ) -> Path:
+        """The file of the trial's current checkpoint, for the worker that leased it."""
+        with self.db.read() as session:
+            trial = self._leased(session, trial_id, token)
+            if not self.artifacts.valid_id(checkpoint_id) or checkpoint_id != trial.checkpoint_id:
+                raise NotFound(f"trial {trial_id} has no checkpoint {checkpoint_id[:80]!r}")
+        path = self.artifacts.path(checkpoint_id)
+        if not path.is_file():
+            raise NotFound(f"the checkpoint of trial {trial_id} is gone from the artifacts folder")
+        return path
 
     # -- reaping ----------------------------------------------------------------------------
 
@@ -396,7 +478,7 @@ class Protocol:
         )
         for trial in expired:
             if trial.attempt >= self.settings.max_attempts:
-                self._finish(
+                self.transitions.finish(
                     unit,
                     trial,
                     TrialState.FAILED,
@@ -404,51 +486,8 @@ class Protocol:
                 )
                 continue
             trial.attempt += 1
-            self._release(unit, trial, TrialState.QUEUED)
+            self.transitions.release(unit, trial, TrialState.QUEUED)
         return len(expired)
-
-    # -- state changes ----------------------------------------------------------------------
-
-    def _restart(self, unit: Unit, trial: TrialRow) -> None:
-        """A trial handed out again trains from scratch: drop the partial curve of the attempt
-        before, so that the new attempt's reports are not taken for repeats."""
-        unit.session.execute(delete(MetricRow).where(MetricRow.trial_id == trial.id))
-        trial.epochs, trial.value = 0, None
-
-    def _release(self, unit: Unit, trial: TrialRow, state: TrialState) -> None:
-        """Take the trial off its worker. A paused trial keeps its token so that the worker's
-        retried report still hears `pause`; a queued one drops it, so a zombie gets 409."""
-        trial.state = state.value
-        trial.lease_expires_at, trial.worker_id = None, None
-        if state is not TrialState.PAUSED:
-            trial.lease_token = None
-        unit.event(trial.study_id, "trial_state", trial.id, number=trial.number, state=trial.state)
-
-    def _finish(self, unit: Unit, trial: TrialRow, state: TrialState, reason: str | None) -> None:
-        trial.state, trial.reason, trial.finished_at = state.value, reason, self.clock()
-        trial.lease_expires_at = None
-        study = unit.session.get(StudyRow, trial.study_id)
-        assert study is not None
-        if trial.optuna_trial_id is not None:
-            unit.later(
-                search.tell,
-                self.storage,
-                study.name,
-                trial.optuna_trial_id,
-                state.value,
-                trial.value,
-            )
-        unit.event(
-            study.id,
-            "trial_finished",
-            trial.id,
-            number=trial.number,
-            state=state.value,
-            value=trial.value,
-            reason=reason,
-        )
-        unit.session.flush()
-        settle(unit, study)
 
     # -- lookups ----------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from service.domain import fidelity
 from service.domain import space as search_space
 
 BUILTIN_MODELS = frozenset({"mlp", "cnn", "resnet"})
@@ -427,17 +428,29 @@ class StudySpec(_Strict):
 
     def effective_max_trials(self) -> int:
         """How many trials the study creates at most: for grid, the grid size (capped by
-        `budget.max_trials` when set); otherwise `max_trials`, else `n_configs` for
-        successive_halving, else DEFAULT_MAX_TRIALS (20)."""
+        `budget.max_trials` when set); for successive_halving and hyperband, the trials of their
+        brackets; otherwise `max_trials`, else DEFAULT_MAX_TRIALS (20)."""
         max_trials = self.budget.max_trials
         if self.strategy.kind == "grid":
             size = search_space.grid_size(self.space)
             return size if max_trials is None else min(max_trials, size)
+        if self.strategy.is_multi_fidelity:
+            return sum(bracket.size for bracket in self.brackets())
         if max_trials is not None:
             return max_trials
-        if self.strategy.kind == "successive_halving" and self.strategy.n_configs:
-            return self.strategy.n_configs
         return DEFAULT_MAX_TRIALS
+
+    def brackets(self) -> list[fidelity.Bracket]:
+        """The brackets of successive_halving (one; `n_configs` configurations, else
+        `budget.max_trials`, else enough that one reaches the last rung) or hyperband."""
+        strategy = self.strategy
+        return fidelity.schedule(
+            strategy.kind,
+            strategy.n_configs or self.budget.max_trials,
+            strategy.min_epochs,
+            self.budget.epochs,
+            strategy.reduction_factor,
+        )
 
 
 def _condition_issues(spec: StudySpec) -> list[_Issue]:
@@ -559,6 +572,15 @@ def _fidelity_issues(spec: StudySpec) -> list[_Issue]:
     if strategy.kind == "successive_halving" and max_trials and n_configs > max_trials:
         msg = f"n_configs ({n_configs}) must not exceed budget.max_trials ({max_trials})"
         issues.append(_Issue(("strategy", "n_configs"), msg, n_configs))
+    if strategy.kind == "hyperband" and max_trials and not issues:
+        needed = sum(b.size for b in spec.brackets())
+        if max_trials < needed:
+            msg = (
+                f"hyperband over {strategy.min_epochs}..{budget.epochs} epochs with "
+                f"reduction_factor {strategy.reduction_factor} runs {needed} trials; raise "
+                "max_trials to at least that or leave it out"
+            )
+            issues.append(_Issue(("budget", "max_trials"), msg, max_trials))
     return issues
 
 

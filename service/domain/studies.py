@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from optuna.storages import RDBStorage
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,11 +16,12 @@ from service.domain.errors import Conflict, InvalidInput, NotFound
 from service.domain.space import grid_size
 from service.domain.spec import StudySpec
 from service.domain.states import StudyState, TrialState
-from service.domain.unit import Unit, unit_of_work
+from service.domain.transitions import Transitions, counts_by_state, target_epochs
+from service.domain.unit import unit_of_work
+from service.storage.artifacts import ArtifactStore
 from service.storage.db import Database
 from service.storage.models import MetricRow, StudyRow, TrialRow, WorkerRow, utcnow
 
-NOT_YET = {"successive_halving", "hyperband"}
 MAX_PAGE = 1000
 
 
@@ -54,18 +55,6 @@ def registered_names(session: Session) -> dict[str, set[str]]:
     return names
 
 
-def counts_by_state(session: Session, study_id: int) -> dict[str, int]:
-    counts = {state.value: 0 for state in TrialState}
-    rows = session.execute(
-        select(TrialRow.state, func.count())
-        .where(TrialRow.study_id == study_id)
-        .group_by(TrialRow.state)
-    )
-    for state, n in rows:
-        counts[state] = n
-    return counts
-
-
 def best_trial(session: Session, study: StudyRow) -> TrialRow | None:
     spec = search.stored_spec(study.spec)
     order = TrialRow.value.desc() if spec.objective.direction == "maximize" else TrialRow.value
@@ -89,26 +78,18 @@ def worker_names(session: Session, ids: set[int | None]) -> dict[int, str]:
     return {worker_id: name for worker_id, name in rows}
 
 
-def settle(unit: Unit, study: StudyRow) -> None:
-    """Mark a running study completed (or failed, when no trial succeeded) once `max_trials`
-    trials have finished. Call after any trial finishes, inside the same transaction."""
-    if study.state != StudyState.RUNNING.value:
-        return
-    counts = counts_by_state(unit.session, study.id)
-    finished = sum(counts[s.value] for s in TrialState if s.is_finished())
-    if finished < study.max_trials:
-        return
-    ok = counts[TrialState.COMPLETED.value] + counts[TrialState.PRUNED.value] > 0
-    study.state = (StudyState.COMPLETED if ok else StudyState.FAILED).value
-    study.reason = None if ok else "every trial failed"
-    study.finished_at = utcnow()
-    unit.event(study.id, "study_state", state=study.state, reason=study.reason)
-
-
 class Studies:
-    def __init__(self, db: Database, storage: RDBStorage) -> None:
+    def __init__(
+        self,
+        db: Database,
+        storage: RDBStorage,
+        transitions: Transitions,
+        artifacts: ArtifactStore,
+    ) -> None:
         self.db = db
         self.storage = storage
+        self.transitions = transitions
+        self.artifacts = artifacts
 
     # -- creation ---------------------------------------------------------------------------
 
@@ -118,14 +99,7 @@ class Studies:
         Raises pydantic.ValidationError (field + reason) or InvalidInput."""
         with self.db.read() as session:
             context = registered_names(session)
-        spec = StudySpec.model_validate(document, context=context)
-        if spec.strategy.kind in NOT_YET:
-            raise InvalidInput(
-                ("strategy", "kind"),
-                f"strategy '{spec.strategy.kind}' is not available in this version yet; "
-                "use grid, random, tpe or gp",
-            )
-        return spec
+        return StudySpec.model_validate(document, context=context)
 
     def create(self, document: dict[str, Any]) -> StudyView:
         spec = self.validate(document)
@@ -205,7 +179,8 @@ class Studies:
         return self.get(study_id)
 
     def resume(self, study_id: int) -> StudyView:
-        """A stopped study continues: its paused trials are queued to be leased again."""
+        """A stopped study continues: trials paused half-way are queued to resume from their
+        checkpoints; trials waiting at the end of a rung wait for the rung to be decided."""
         with unit_of_work(self.db) as unit:
             study = self._study(unit.session, study_id, lock=True)
             if StudyState(study.state).is_finished():
@@ -215,12 +190,18 @@ class Studies:
                 )
             if study.state == StudyState.STOPPED.value:
                 study.state = StudyState.RUNNING.value
-                unit.session.execute(
-                    update(TrialRow)
-                    .where(TrialRow.study_id == study.id, TrialRow.state == TrialState.PAUSED.value)
-                    .values(state=TrialState.QUEUED.value)
+                spec = search.stored_spec(study.spec)
+                paused = unit.session.scalars(
+                    select(TrialRow).where(
+                        TrialRow.study_id == study.id, TrialRow.state == TrialState.PAUSED.value
+                    )
                 )
+                for trial in paused:
+                    if trial.epochs < target_epochs(trial, spec):
+                        self.transitions.release(unit, trial, TrialState.QUEUED)
                 unit.event(study.id, "study_state", state=study.state, reason=None)
+                unit.session.flush()
+                self.transitions.advance_rungs(unit, study)
         return self.get(study_id)
 
     def patch_budget(
@@ -245,18 +226,32 @@ class Studies:
                 "parallel_trials": study.parallel_trials,
             }
             study.spec = {**study.spec, "budget": budget}
-            settle(unit, study)
+            self.transitions.settle(unit, study)
         return self.get(study_id)
 
     def delete(self, study_id: int) -> None:
+        """Remove the study, its trials, curves and events, its Optuna study and checkpoints."""
         with unit_of_work(self.db) as unit:
             study = self._study(unit.session, study_id, lock=True)
             unit.later(search.delete_study, self.storage, study.optuna_study_id)
+            checkpoints = unit.session.scalars(
+                select(TrialRow.checkpoint_id).where(
+                    TrialRow.study_id == study.id, TrialRow.checkpoint_id.is_not(None)
+                )
+            )
+            for checkpoint in checkpoints:
+                unit.later(self.artifacts.delete, checkpoint)
             unit.session.execute(delete(StudyRow).where(StudyRow.id == study.id))
 
     # -- helpers ----------------------------------------------------------------------------
 
     def _check_max_trials(self, spec: StudySpec, study: StudyRow, max_trials: int) -> None:
+        if spec.strategy.is_multi_fidelity:
+            raise InvalidInput(
+                ("budget", "max_trials"),
+                f"the trials of {spec.strategy.kind} follow from its brackets "
+                f"({study.max_trials}); it cannot be given more",
+            )
         if max_trials < study.n_trials:
             raise InvalidInput(
                 ("budget", "max_trials"),

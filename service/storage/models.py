@@ -137,6 +137,14 @@ class TrialRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     reason: Mapped[str | None] = mapped_column(Text)
+    # Multi-fidelity: the bracket and rung the trial is in, and the epoch its rung ends at
+    # (null: the study's full budget.epochs).
+    bracket: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rung: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    target_epochs: Mapped[int | None] = mapped_column(Integer)
+    # The latest checkpoint (an artifact id made by the server) and the epoch it was taken at.
+    checkpoint_id: Mapped[str | None] = mapped_column(String(32))
+    checkpoint_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class MetricRow(Base):

@@ -529,8 +529,10 @@ def test_conditions_may_chain_and_list_alternatives() -> None:
         ({"kind": "random"}, {}, DEFAULT_MAX_TRIALS),
         ({"kind": "tpe"}, {"max_trials": 50}, 50),
         ({"kind": "successive_halving", "n_configs": 27}, {}, 27),
-        ({"kind": "successive_halving", "n_configs": 9}, {"max_trials": 12}, 12),
-        ({"kind": "hyperband"}, {}, DEFAULT_MAX_TRIALS),
+        # successive halving creates exactly its n_configs trials
+        ({"kind": "successive_halving", "n_configs": 9}, {"max_trials": 12}, 9),
+        # hyperband over 1..10 epochs, eta 3: brackets of 9, 5 and 3 trials
+        ({"kind": "hyperband"}, {}, 17),
     ],
 )
 def test_effective_max_trials(

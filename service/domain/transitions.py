@@ -1,0 +1,181 @@
+"""Trial state changes and what hangs on them: Optuna's tell, the event log, the study settling,
+and successive-halving rungs advancing. Shared by the worker protocol and study steering.
+
+Every function runs inside a unit of work (one write transaction); Optuna calls are queued with
+`unit.later` to run after the commit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime
+
+from optuna.storages import RDBStorage
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from service.domain import search
+from service.domain.fidelity import Rung
+from service.domain.spec import StudySpec
+from service.domain.states import StudyState, TrialState
+from service.domain.unit import Unit
+from service.storage.artifacts import ArtifactStore
+from service.storage.models import MetricRow, StudyRow, TrialRow
+
+
+def counts_by_state(session: Session, study_id: int) -> dict[str, int]:
+    counts = {state.value: 0 for state in TrialState}
+    rows = session.execute(
+        select(TrialRow.state, func.count())
+        .where(TrialRow.study_id == study_id)
+        .group_by(TrialRow.state)
+    )
+    for state, n in rows:
+        counts[state] = n
+    return counts
+
+
+def target_epochs(trial: TrialRow, spec: StudySpec) -> int:
+    """The epoch the trial's current lease trains to: its rung's end, or the full budget."""
+    return trial.target_epochs or spec.budget.epochs
+
+
+class Transitions:
+    def __init__(
+        self, storage: RDBStorage, artifacts: ArtifactStore, clock: Callable[[], datetime]
+    ) -> None:
+        self.storage = storage
+        self.artifacts = artifacts
+        self.clock = clock
+
+    def release(self, unit: Unit, trial: TrialRow, state: TrialState) -> None:
+        """Take the trial off its worker. A paused trial keeps its token so that the worker's
+        retried report still hears `pause`; a queued one drops it, so a zombie gets 409."""
+        trial.state = state.value
+        trial.lease_expires_at, trial.worker_id = None, None
+        if state is not TrialState.PAUSED:
+            trial.lease_token = None
+        unit.event(
+            trial.study_id,
+            "trial_state",
+            trial.id,
+            number=trial.number,
+            state=trial.state,
+            rung=trial.rung,
+        )
+
+    def restart(self, unit: Unit, trial: TrialRow, metric: str) -> None:
+        """Prepare a trial that is handed out again: it resumes from its checkpoint (or from
+        scratch without one), and the curve after that epoch is dropped, so that the new
+        attempt's reports are not taken for repeats."""
+        resume_at = trial.checkpoint_epoch if trial.checkpoint_id else 0
+        if trial.checkpoint_id and not self.artifacts.exists(trial.checkpoint_id):
+            trial.checkpoint_id, trial.checkpoint_epoch, resume_at = None, 0, 0
+        unit.session.execute(
+            delete(MetricRow).where(MetricRow.trial_id == trial.id, MetricRow.epoch > resume_at)
+        )
+        trial.epochs, trial.value = resume_at, None
+        if resume_at:
+            row = unit.session.get(MetricRow, (trial.id, resume_at))
+            value = row.metrics.get(metric) if row is not None else None
+            trial.value = float(value) if isinstance(value, int | float) else None
+
+    def finish(self, unit: Unit, trial: TrialRow, state: TrialState, reason: str | None) -> None:
+        trial.state, trial.reason, trial.finished_at = state.value, reason, self.clock()
+        trial.lease_expires_at = None
+        study = unit.session.get(StudyRow, trial.study_id)
+        assert study is not None
+        if trial.optuna_trial_id is not None:
+            unit.later(
+                search.tell,
+                self.storage,
+                study.name,
+                trial.optuna_trial_id,
+                state.value,
+                trial.value,
+            )
+        unit.event(
+            study.id,
+            "trial_finished",
+            trial.id,
+            number=trial.number,
+            state=state.value,
+            value=trial.value,
+            reason=reason,
+        )
+        unit.session.flush()
+        self.settle(unit, study)
+
+    def settle(self, unit: Unit, study: StudyRow) -> None:
+        """Mark a running study completed (or failed, when no trial succeeded) once
+        `max_trials` trials have finished. Call after any trial finishes."""
+        if study.state != StudyState.RUNNING.value:
+            return
+        counts = counts_by_state(unit.session, study.id)
+        finished = sum(counts[s.value] for s in TrialState if s.is_finished())
+        if finished < study.max_trials:
+            return
+        ok = counts[TrialState.COMPLETED.value] + counts[TrialState.PRUNED.value] > 0
+        study.state = (StudyState.COMPLETED if ok else StudyState.FAILED).value
+        study.reason = None if ok else "every trial failed"
+        study.finished_at = self.clock()
+        unit.event(study.id, "study_state", state=study.state, reason=study.reason)
+
+    # -- successive halving ---------------------------------------------------------------
+
+    def advance_rungs(self, unit: Unit, study: StudyRow) -> None:
+        """Decide every rung that is complete: its best 1/eta go on to the next rung (queued to
+        resume from their checkpoints), the rest end `pruned`. A rung is complete when all its
+        configurations exist and none is still training or stopped half-way."""
+        spec = search.stored_spec(study.spec)
+        if not spec.strategy.is_multi_fidelity:
+            return
+        trials = list(unit.session.scalars(select(TrialRow).where(TrialRow.study_id == study.id)))
+        for position, bracket in enumerate(spec.brackets()):
+            members = [t for t in trials if t.bracket == position]
+            if len(members) < bracket.size:
+                continue  # the first rung is not fully created yet
+            for k, rung in enumerate(bracket.rungs[:-1]):
+                in_rung = [t for t in members if t.rung == k]
+                if any(self._busy(t, rung.epochs) for t in in_rung):
+                    break
+                waiting = [t for t in in_rung if t.state == TrialState.PAUSED.value]
+                if waiting:
+                    self._decide_rung(unit, spec, waiting, k, bracket.rungs[k + 1])
+
+    @staticmethod
+    def _busy(trial: TrialRow, rung_end: int) -> bool:
+        state = TrialState(trial.state)
+        if state in (TrialState.RUNNING, TrialState.QUEUED):
+            return True
+        return state is TrialState.PAUSED and trial.epochs < rung_end  # stopped mid-rung
+
+    def _decide_rung(
+        self, unit: Unit, spec: StudySpec, waiting: list[TrialRow], k: int, next_rung: Rung
+    ) -> None:
+        sign = -1.0 if spec.objective.direction == "maximize" else 1.0
+
+        def rank(trial: TrialRow) -> tuple[bool, float, int]:
+            bad = trial.value is None or math.isnan(trial.value)
+            return (bad, 0.0 if bad else sign * (trial.value or 0.0), trial.number)
+
+        ranked = sorted(waiting, key=rank)
+        for trial in ranked[: next_rung.configs]:
+            trial.rung, trial.target_epochs = k + 1, next_rung.epochs
+            trial.state, trial.lease_token = TrialState.QUEUED.value, None
+            unit.event(
+                trial.study_id,
+                "trial_promoted",
+                trial.id,
+                number=trial.number,
+                rung=trial.rung,
+                target_epochs=trial.target_epochs,
+            )
+        for trial in ranked[next_rung.configs :]:
+            self.finish(
+                unit,
+                trial,
+                TrialState.PRUNED,
+                f"not among the best {next_rung.configs} of rung {k}",
+            )
