@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
-from service.api import errors, events, studies, workers
+from service.api import auth, errors, events, studies, workers
 from service.api.deps import Services
 from service.domain.protocol import Protocol
 from service.domain.studies import Studies
@@ -74,9 +74,11 @@ def create_app(settings: Settings, *, run_migrations: bool = True, reaper: bool 
     )
     app.state.services = services
     errors.install(app)
+    app.include_router(auth.router)
     app.include_router(studies.router)
     app.include_router(events.router)
     app.include_router(workers.router)
+    app.include_router(workers.protocol_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

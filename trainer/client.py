@@ -185,6 +185,27 @@ class Client:
         )
         return result
 
+    def save_checkpoint(
+        self, worker_id: int, trial_id: int, token: str, epoch: int, blob: bytes
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "PUT",
+            f"/api/v1/workers/{worker_id}/trials/{trial_id}/checkpoint",
+            params={"epoch": epoch},
+            content=blob,
+            headers={"X-Lease-Token": token, "Content-Type": "application/octet-stream"},
+        )
+        return result
+
+    def load_checkpoint(
+        self, worker_id: int, trial_id: int, token: str, checkpoint_id: str
+    ) -> bytes:
+        path = f"/api/v1/workers/{worker_id}/trials/{trial_id}/checkpoints/{checkpoint_id}"
+        response = self._retrying(lambda: self._http.get(path, headers={"X-Lease-Token": token}))
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.text)
+        return response.content
+
     def release(self, worker_id: int, trial_id: int, token: str) -> dict[str, Any]:
         result: dict[str, Any] = self._trial_call(worker_id, trial_id, "release", {"token": token})
         return result

@@ -15,12 +15,13 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from service.api.auth import user_access
 from service.api.deps import Services, get_services
 from service.api.serializers import finite
 from service.domain.errors import NotFound
 from service.storage.models import EventRow, StudyRow
 
-router = APIRouter(prefix="/api/v1", tags=["studies"])
+router = APIRouter(prefix="/api/v1", tags=["studies"], dependencies=[Depends(user_access)])
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 BATCH = 500

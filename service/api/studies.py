@@ -9,12 +9,13 @@ import yaml
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service.api import schemas, serializers
+from service.api.auth import user_access
 from service.api.deps import get_studies
 from service.domain.errors import InvalidInput
 from service.domain.spec import SpecDocumentError, StudySpec, load_spec_document
 from service.domain.studies import Studies
 
-router = APIRouter(prefix="/api/v1", tags=["studies"])
+router = APIRouter(prefix="/api/v1", tags=["studies"], dependencies=[Depends(user_access)])
 StudiesDep = Annotated[Studies, Depends(get_studies)]
 
 MAX_SPEC_BYTES = 1_000_000

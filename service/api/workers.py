@@ -10,12 +10,17 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.api import schemas, serializers
+from service.api.auth import user_access, worker_access
 from service.api.deps import get_protocol, get_settings
 from service.domain.protocol import Protocol
 from service.settings import Settings
 from service.storage.models import utcnow
 
-router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
+# The workers list is for users; the protocol for workers (and users).
+router = APIRouter(prefix="/api/v1/workers", tags=["workers"], dependencies=[Depends(user_access)])
+protocol_router = APIRouter(
+    prefix="/api/v1/workers", tags=["worker protocol"], dependencies=[Depends(worker_access)]
+)
 ProtocolDep = Annotated[Protocol, Depends(get_protocol)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TRIAL = "/{worker_id}/trials/{trial_id}"
@@ -34,7 +39,11 @@ def list_workers(protocol: ProtocolDep, settings: SettingsDep) -> list[schemas.W
     ]
 
 
-@router.post("/register", response_model=schemas.WorkerRegistered, status_code=201)
+@protocol_router.post(
+    "/register",
+    response_model=schemas.WorkerRegistered,
+    status_code=201,
+)
 def register(
     protocol: ProtocolDep, settings: SettingsDep, body: schemas.WorkerRegister
 ) -> schemas.WorkerRegistered:
@@ -48,20 +57,23 @@ def register(
     )
 
 
-@router.post("/{worker_id}/deregister", status_code=204)
+@protocol_router.post("/{worker_id}/deregister", status_code=204)
 def deregister(protocol: ProtocolDep, worker_id: int) -> Response:
     protocol.deregister(worker_id)
     return Response(status_code=204)
 
 
-@router.post("/{worker_id}/lease", response_model=schemas.LeaseGrant)
+@protocol_router.post("/{worker_id}/lease", response_model=schemas.LeaseGrant)
 def lease(protocol: ProtocolDep, worker_id: int, body: schemas.LeaseRequest) -> schemas.LeaseGrant:
     """Up to `count` trials to train; an empty list when there is no work right now."""
     granted = protocol.lease(worker_id, body.count)
     return schemas.LeaseGrant(assignments=[serializers.assignment(a) for a in granted])
 
 
-@router.post("/{worker_id}/heartbeat", response_model=schemas.HeartbeatResponse)
+@protocol_router.post(
+    "/{worker_id}/heartbeat",
+    response_model=schemas.HeartbeatResponse,
+)
 def heartbeat(
     protocol: ProtocolDep, worker_id: int, body: schemas.HeartbeatRequest
 ) -> schemas.HeartbeatResponse:
@@ -72,7 +84,11 @@ def heartbeat(
     )
 
 
-@router.post(TRIAL + "/report", response_model=schemas.ReportResponse, responses=STALE)
+@protocol_router.post(
+    TRIAL + "/report",
+    response_model=schemas.ReportResponse,
+    responses=STALE,
+)
 def report(
     protocol: ProtocolDep, worker_id: int, trial_id: int, body: schemas.ReportRequest
 ) -> schemas.ReportResponse:
@@ -81,21 +97,33 @@ def report(
     return schemas.ReportResponse(decision=decision)
 
 
-@router.post(TRIAL + "/complete", response_model=schemas.TrialPublic, responses=STALE)
+@protocol_router.post(
+    TRIAL + "/complete",
+    response_model=schemas.TrialPublic,
+    responses=STALE,
+)
 def complete(
     protocol: ProtocolDep, worker_id: int, trial_id: int, body: schemas.TokenRequest
 ) -> schemas.TrialPublic:
     return serializers.trial(protocol.complete(worker_id, trial_id, body.token), {})
 
 
-@router.post(TRIAL + "/fail", response_model=schemas.TrialPublic, responses=STALE)
+@protocol_router.post(
+    TRIAL + "/fail",
+    response_model=schemas.TrialPublic,
+    responses=STALE,
+)
 def fail(
     protocol: ProtocolDep, worker_id: int, trial_id: int, body: schemas.FailRequest
 ) -> schemas.TrialPublic:
     return serializers.trial(protocol.fail(worker_id, trial_id, body.token, body.reason), {})
 
 
-@router.post(TRIAL + "/release", response_model=schemas.TrialPublic, responses=STALE)
+@protocol_router.post(
+    TRIAL + "/release",
+    response_model=schemas.TrialPublic,
+    responses=STALE,
+)
 def release(
     protocol: ProtocolDep, worker_id: int, trial_id: int, body: schemas.TokenRequest
 ) -> schemas.TrialPublic:
@@ -106,7 +134,7 @@ def release(
 LeaseToken = Annotated[str, Header(alias="X-Lease-Token", max_length=128)]
 
 
-@router.put(
+@protocol_router.put(
     TRIAL + "/checkpoint",
     response_model=schemas.CheckpointSaved,
     responses={**STALE, 507: {"description": "the artifacts folder cannot store it"}},
@@ -138,7 +166,7 @@ async def save_checkpoint(
     )
 
 
-@router.get(
+@protocol_router.get(
     TRIAL + "/checkpoints/{checkpoint_id}",
     response_class=FileResponse,
     responses={

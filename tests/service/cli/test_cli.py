@@ -105,3 +105,15 @@ def test_submit_wait_shows_progress_and_the_best_trial(
     assert "best trial #" in out and "val_accuracy=" in out
     duplicate = _hpo("submit", str(_write(tmp_path, doc)), "--server", url)
     assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
+
+
+@pytest.mark.e2e
+def test_bad_token_is_one_line_and_exit_1(processes: Processes, tmp_path: Path) -> None:
+    url = processes.server(HPO_API_TOKEN="right-user-token", HPO_WORKER_TOKEN="worker-token")
+    spec = str(_write(tmp_path, spec_doc()))
+    result = _hpo("submit", spec, "--server", url, "--token", "wrong")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: the server refused the token (401)")
+    assert result.stderr.strip().count("\n") == 0
+    ok = _hpo("submit", spec, "--server", url, "--token", "right-user-token")
+    assert ok.returncode == 0, ok.stderr
