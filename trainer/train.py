@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from service.domain.states import Decision
+from trainer.checkpoint import restore, snapshot
 from trainer.data import Dataset, load_dataset
 from trainer.models import build_model
 from trainer.norms import WEIGHT_LAYERS, Norm, Params, TrainingError
@@ -36,6 +37,7 @@ __all__ = ["Decision", "TrainConfig", "TrainResult", "TrainingError", "train"]
 log = logging.getLogger(__name__)
 
 Report = Callable[[int, dict[str, float]], Decision]
+Checkpoint = Callable[[int, bytes], None]
 EVAL_BATCH_SIZE = 1024
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -49,9 +51,22 @@ class TrainConfig:
     params: dict[str, Any]
     seed: int = 0
     device: str = "cpu"
+    # Train up to this epoch (the end of a successive-halving rung); None: up to `epochs`. The
+    # learning-rate schedule always spans `epochs`, so stopping early changes nothing before.
+    stop_epoch: int | None = None
+    # A checkpoint from `train`'s checkpoint callback: go on after its epoch.
+    resume: bytes | None = None
 
     @classmethod
-    def from_assignment(cls, workload: dict, params: dict, epochs: int, device: str) -> TrainConfig:
+    def from_assignment(
+        cls,
+        workload: dict,
+        params: dict,
+        epochs: int,
+        device: str,
+        stop_epoch: int | None = None,
+        resume: bytes | None = None,
+    ) -> TrainConfig:
         """The config of an assigned trial: `params` (sampled) win over `workload` keys; model,
         dataset and seed are taken out, everything else goes into `params`.
 
@@ -65,7 +80,7 @@ class TrainConfig:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TrainingError(f"param 'seed' must be an integer, got {seed!r}")
         model, dataset = merged.pop("model"), merged.pop("dataset")
-        return cls(model, dataset, epochs, merged, seed, device)
+        return cls(model, dataset, epochs, merged, seed, device, stop_epoch, resume)
 
 
 @dataclass
@@ -134,8 +149,8 @@ class LrSchedule:
 
 @dataclass
 class Run:
-    """What one trial trains with. Resuming will restore the model's and optimizer's state dicts
-    and start at a later epoch; the schedule and the shuffling need no state of their own."""
+    """What one trial trains with. A checkpoint (trainer.checkpoint) holds the model's and
+    optimizer's state dicts; the schedule and the shuffling need no state of their own."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -144,20 +159,30 @@ class Run:
     bounds: list[tuple[int, int]]
     grad_clip: float | None
     seed: int
+    checkpoint_every: int = 1
 
 
-def train(config: TrainConfig, report: Report) -> TrainResult:
-    """Trains epochs 1..config.epochs, calling report(epoch, metrics) after each.
+def train(config: TrainConfig, report: Report, checkpoint: Checkpoint | None = None) -> TrainResult:
+    """Trains epochs 1..config.epochs (or from the `resume` checkpoint's epoch on, up to
+    `stop_epoch`), calling report(epoch, metrics) after each.
 
     metrics: train_loss, val_loss, val_accuracy, lr (of the epoch's last step), epoch_seconds,
-    samples_per_second (training samples per second of training time). Returns at once after a
-    report whose decision ends training (prune, pause, stop). Raises TrainingError for a bad
-    param, model or dataset, a NaN or infinite loss, or CUDA out of memory.
+    samples_per_second (training samples per second of training time). Before the report of
+    every `checkpoint_every`-th epoch (param, default 1) and of `stop_epoch`, calls
+    checkpoint(epoch, bytes) with the state to resume from. Returns at once after a report whose
+    decision ends training (prune, pause, stop). Raises TrainingError for a bad param, model or
+    dataset, a NaN or infinite loss, an unusable checkpoint, or CUDA out of memory.
     """
-    if config.epochs < 1:
-        raise TrainingError(f"epochs must be >= 1, got {config.epochs}")
+    stop = config.stop_epoch or config.epochs
+    if config.epochs < 1 or not 1 <= stop <= config.epochs:
+        raise TrainingError(
+            f"epochs must be >= 1 and stop_epoch within them, got "
+            f"{config.epochs} and {config.stop_epoch}"
+        )
     try:
-        return _fit(build_run(config), config.epochs, report)
+        run = build_run(config)
+        start = restore(run, config.resume) if config.resume is not None else 0
+        return _fit(run, start, stop, report, checkpoint)
     except torch.cuda.OutOfMemoryError as exc:
         reason = str(exc).splitlines()[0]
     # Past the except block the traceback, and the model and batches its frames hold, are gone,
@@ -179,17 +204,20 @@ def build_run(config: TrainConfig) -> Run:
     _seed_everything(config.seed)
     model = build_model(config.model, data.sample_shape, data.n_classes, params).to(device)
     bounds = batch_bounds(len(data.y_train), loop.batch_size, Norm.from_params(params).kind)
+    every = params.get_int("checkpoint_every", 1, low=1)
     if params.unused():
         log.warning("params not used by the trainer: %s", ", ".join(params.unused()))
     schedule = build_schedule(loop, config.epochs, len(bounds))
     optimizer = build_optimizer(model, loop)
-    return Run(model, optimizer, schedule, data, bounds, loop.grad_clip, config.seed)
+    return Run(model, optimizer, schedule, data, bounds, loop.grad_clip, config.seed, every)
 
 
-def _fit(run: Run, epochs: int, report: Report) -> TrainResult:
+def _fit(
+    run: Run, start: int, stop: int, report: Report, checkpoint: Checkpoint | None
+) -> TrainResult:
     metrics: dict[str, float] = {}
     n_train = len(run.data.y_train)
-    for epoch in range(1, epochs + 1):
+    for epoch in range(start + 1, stop + 1):
         started = time.perf_counter()
         train_loss, lr = train_epoch(run, epoch)
         train_seconds = time.perf_counter() - started
@@ -204,10 +232,13 @@ def _fit(run: Run, epochs: int, report: Report) -> TrainResult:
             "epoch_seconds": time.perf_counter() - started,
             "samples_per_second": n_train / train_seconds,
         }
+        if checkpoint is not None and (epoch % run.checkpoint_every == 0 or epoch == stop):
+            # Before the report: if the answer is `pause`, the state to resume from exists.
+            checkpoint(epoch, snapshot(run, epoch))
         decision = Decision(report(epoch, metrics))
         if decision.ends_training():
-            return TrainResult(epoch, metrics, decision)
-    return TrainResult(epochs, metrics, None)
+            return TrainResult(epoch - start, metrics, decision)
+    return TrainResult(stop - start, metrics, None)
 
 
 def train_epoch(run: Run, epoch: int) -> tuple[float, float]:

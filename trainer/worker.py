@@ -145,14 +145,25 @@ class DeviceWorker:
             self._current = lease
         label = f"trial #{assignment['number']} of '{assignment['study_name']}'"
         params = " ".join(f"{k}={_short(v)}" for k, v in assignment["params"].items())
-        log.info("%s started on %s: %s", label, self.device, params)
+        start = assignment["start_epoch"]
+        resuming = f" (resuming after epoch {start})" if start else ""
+        log.info("%s started on %s%s: %s", label, self.device, resuming, params)
         started = time.monotonic()
         try:
             config = TrainConfig.from_assignment(
-                assignment["workload"], assignment["params"], assignment["epochs"], self.device
+                assignment["workload"],
+                assignment["params"],
+                assignment["epochs"],
+                self.device,
+                stop_epoch=assignment["target_epochs"],
+                resume=self._resume_state(assignment) if start else None,
             )
-            result = train(config, lambda epoch, metrics: self._report(lease, epoch, metrics))
-            self._finish(assignment, lease, label, result.decision, result.metrics, started)
+            result = train(
+                config,
+                lambda epoch, metrics: self._report(lease, epoch, metrics),
+                checkpoint=lambda epoch, blob: self._checkpoint(lease, epoch, blob),
+            )
+            self._finish(assignment, lease, label, result, started)
         except TrainingError as exc:
             reason = str(exc)
             self._call(lambda: self.client.fail(self.worker_id, trial_id, token, reason))
@@ -164,6 +175,27 @@ class DeviceWorker:
         finally:
             with self._lock:
                 self._current = None
+
+    def _resume_state(self, assignment: dict[str, Any]) -> bytes:
+        return self.client.load_checkpoint(
+            self.worker_id,
+            assignment["trial_id"],
+            assignment["token"],
+            assignment["checkpoint_id"],
+        )
+
+    def _checkpoint(self, lease: Lease, epoch: int, blob: bytes) -> None:
+        """Upload the checkpoint taken after `epoch` (before that epoch's report)."""
+        if lease.lost.is_set():
+            return
+        try:
+            self.client.save_checkpoint(self.worker_id, lease.trial_id, lease.token, epoch, blob)
+        except ApiError as exc:
+            if exc.status in (404, 409, 507):  # not ours any more, or failed by the server
+                log.warning("checkpoint of trial %d not stored: %s", lease.trial_id, exc)
+                lease.lost.set()
+                return
+            raise
 
     def _report(self, lease: Lease, epoch: int, metrics: dict[str, float]) -> Decision:
         if lease.lost.is_set():
@@ -182,29 +214,26 @@ class DeviceWorker:
         return decision
 
     def _finish(
-        self,
-        assignment: dict[str, Any],
-        lease: Lease,
-        label: str,
-        decision: Decision | None,
-        metrics: dict[str, float],
-        started: float,
+        self, assignment: dict[str, Any], lease: Lease, label: str, result: Any, started: float
     ) -> None:
+        """Close the trial with the server and log its one line."""
         seconds = time.monotonic() - started
         metric = assignment["objective"]["metric"]
+        value = _short(result.metrics.get(metric))
+        decision: Decision | None = result.decision
         if decision is None:
             trial = self._call(
                 lambda: self.client.complete(self.worker_id, lease.trial_id, lease.token)
             )
             state = trial["state"] if trial else "lost"
             log.info(
-                "%s %s in %.1f s: %s=%s after %d epochs",
+                "%s %s in %.1f s: %s=%s at epoch %d",
                 label,
                 state,
                 seconds,
                 metric,
-                _short(metrics.get(metric)),
-                assignment["epochs"],
+                value,
+                assignment["target_epochs"],
             )
         elif decision is Decision.STOP and not lease.lost.is_set():
             self._call(lambda: self.client.release(self.worker_id, lease.trial_id, lease.token))
@@ -212,13 +241,15 @@ class DeviceWorker:
         elif decision is Decision.STOP:
             log.info("%s is no longer ours (re-leased or deleted); dropped", label)
         else:
+            state = "pruned" if decision is Decision.PRUNE else "paused"
             log.info(
-                "%s %s after %.1f s: %s=%s",
+                "%s %s after %.1f s: %s=%s at epoch %d",
                 label,
-                "pruned" if decision is Decision.PRUNE else "paused",
+                state,
                 seconds,
                 metric,
-                _short(metrics.get(metric)),
+                value,
+                assignment["start_epoch"] + result.epochs_trained,
             )
 
     def _call(self, fn: Any) -> Any:

@@ -1,0 +1,57 @@
+"""A trial's checkpoint: everything needed to go on after an epoch as if never interrupted.
+
+Saved: the model's and optimizer's state dicts (batch-norm running statistics included) and the
+random generators that training draws from (dropout). The schedule is a pure function of the
+step and each epoch's shuffle is seeded by (seed, epoch), so they need no state. The format is
+`torch.save`'s, read back with `torch.load(weights_only=True)`: tensors, numbers and strings
+only, so a checkpoint can never run code when it is loaded.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from trainer.norms import TrainingError
+
+if TYPE_CHECKING:
+    from trainer.train import Run
+
+FORMAT = 1
+
+
+def snapshot(run: Run, epoch: int) -> bytes:
+    """The state after `epoch` as bytes."""
+    state: dict[str, Any] = {
+        "format": FORMAT,
+        "epoch": epoch,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["rng_cuda"] = torch.cuda.get_rng_state_all()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def restore(run: Run, blob: bytes) -> int:
+    """Load a snapshot into `run` (built from the same config); returns its epoch.
+
+    Raises TrainingError when the bytes are not a checkpoint of this model."""
+    try:
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError("not a checkpoint of this trainer")
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+    except (pickle.UnpicklingError, RuntimeError, ValueError, KeyError, EOFError) as exc:
+        raise TrainingError(f"cannot resume from the checkpoint: {exc}") from exc
+    torch.set_rng_state(state["rng_cpu"])
+    if "rng_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    return int(state["epoch"])
