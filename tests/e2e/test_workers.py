@@ -84,24 +84,58 @@ def test_tpe_study_on_digits_with_two_workers(processes: Processes) -> None:
     assert log.count("completed in") == 8
 
 
-def test_worker_killed_mid_trial_its_trial_is_rerun_by_another(processes: Processes) -> None:
+def test_worker_killed_at_epoch_5_of_8_resumes_on_the_other_worker(processes: Processes) -> None:
     url = processes.server(HPO_LEASE_SECONDS="3")
     doc = spec_doc(
-        "kill", budget={"max_trials": 2, "parallel_trials": 1, "epochs": 4}, workload=SLOW
+        "kill", budget={"max_trials": 1, "parallel_trials": 1, "epochs": 8}, workload=SLOW
     )
     study_id = _create(url, doc)["id"]
     doomed = processes.worker("doomed", url)
-    victim = _running_mid_trial(url, study_id, min_epoch=1)
+    victim = _running_mid_trial(url, study_id, min_epoch=5)
+    processes.worker("rescuer", url)  # idle: the study runs one trial at a time
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
-    processes.worker("rescuer", url)
+    reported_before_kill = _get(url, f"/api/v1/trials/{victim['id']}")["epochs"]
     study = _finished(url, study_id, timeout=180)
-    assert study["state"] == "completed" and study["counts"]["completed"] == 2
-    rerun = _get(url, f"/api/v1/trials/{victim['id']}")
-    assert rerun["state"] == "completed"
-    assert rerun["attempt"] == 2
-    assert rerun["worker"].endswith("/cpu") and rerun["worker"] != victim["worker"]
-    assert [p["epoch"] for p in rerun["curve"]] == [1, 2, 3, 4]
+    assert study["state"] == "completed" and study["counts"]["completed"] == 1
+    finished = _get(url, f"/api/v1/trials/{victim['id']}")
+    assert finished["attempt"] == 2
+    assert finished["worker"] != victim["worker"]
+    assert [p["epoch"] for p in finished["curve"]] == list(range(1, 9))
+    resumed_after = int(processes.log("rescuer").split("resuming after epoch ")[1].split(")")[0])
+    assert resumed_after >= reported_before_kill - 1  # retrained at most one epoch
+
+
+def test_successive_halving_with_two_workers(processes: Processes) -> None:
+    url = processes.server()
+    processes.worker("w1", url)
+    processes.worker("w2", url)
+    doc = spec_doc(
+        "sh",
+        strategy={
+            "kind": "successive_halving",
+            "n_configs": 9,
+            "min_epochs": 1,
+            "reduction_factor": 3,
+            "seed": 0,
+        },
+        budget={"epochs": 9, "parallel_trials": 2},
+    )
+    study = _finished(url, _create(url, doc)["id"], timeout=240)
+    assert study["state"] == "completed"
+    assert study["counts"]["completed"] == 1 and study["counts"]["pruned"] == 8
+    trials = _trials(url, study["id"])
+    assert sorted(t["epochs"] for t in trials) == [1] * 6 + [3] * 2 + [9]
+    assert sum(t["epochs"] for t in trials) == 9 * 1 + 3 * 2 + 1 * 6  # no epoch trained twice
+    log = processes.log("w1") + processes.log("w2")
+    assert log.count("resuming after epoch 1") == 3 and log.count("resuming after epoch 3") == 1
+    promoted = [t for t in trials if t["epochs"] >= 3]
+    rung0 = sorted(
+        trials,
+        key=lambda t: _get(url, f"/api/v1/trials/{t['id']}")["curve"][0]["metrics"]["val_accuracy"],
+        reverse=True,
+    )
+    assert {t["id"] for t in promoted} == {t["id"] for t in rung0[:3]}
 
 
 def test_sigterm_releases_the_trial_and_exits_cleanly(processes: Processes) -> None:
