@@ -9,13 +9,16 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, make_url, text
 
 from service.app import create_app
 from service.settings import Settings
@@ -40,9 +43,42 @@ def spec_doc(name: str = "s1", **overrides: Any) -> dict[str, Any]:
     return doc
 
 
+# An admin URL of a PostgreSQL server (e.g. postgresql+psycopg://hpo:hpo@127.0.0.1/postgres):
+# the storage and API suite then also runs against PostgreSQL, one fresh database per test.
+POSTGRES_ADMIN_URL = os.environ.get("HPO_TEST_POSTGRES_URL")
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test; dropped afterwards."""
+    if not POSTGRES_ADMIN_URL:
+        if os.environ.get("HPO_REQUIRE_POSTGRES"):
+            pytest.fail("HPO_REQUIRE_POSTGRES is set but HPO_TEST_POSTGRES_URL is not")
+        pytest.skip("set HPO_TEST_POSTGRES_URL to run the suite against PostgreSQL too")
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"hpo_test_{uuid.uuid4().hex[:16]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'hpo.db'}"
+        return
+    with postgres_database() as url:
+        yield url
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(database_url=f"sqlite:///{tmp_path / 'hpo.db'}", artifacts_dir=tmp_path / "a")
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, artifacts_dir=tmp_path / "a")
 
 
 @pytest.fixture
@@ -125,19 +161,20 @@ class Processes:
     def log(self, name: str) -> str:
         return (self.tmp_path / f"{name}.log").read_text(errors="replace")
 
-    def server(self, **env: str) -> str:
+    def server(self, name: str = "server", **env: str) -> str:
+        """Start `hpo server` (its log: `<name>.log`) and wait until it answers."""
         port = free_port()
-        proc = self.start("server", "server", "--port", str(port), **env)
+        proc = self.start(name, "server", "--port", str(port), **env)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            assert proc.poll() is None, self.log("server")
+            assert proc.poll() is None, self.log(name)
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     return url
             except httpx.HTTPError:
                 time.sleep(0.2)
-        raise AssertionError("server did not start:\n" + self.log("server"))
+        raise AssertionError("server did not start:\n" + self.log(name))
 
     def worker(self, name: str, url: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         return self.start(

@@ -14,7 +14,7 @@ import math
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +131,10 @@ class Protocol:
     def lease(self, worker_id: int, count: int = 1) -> list[Assignment]:
         """Give the worker up to `count` trials: re-leases of queued trials first, then new ones,
         spreading work over running studies (fewest running trials first)."""
+        if self._any_expired(self.clock()):
+            self.reap()  # its own transaction: it locks studies that may not be running
         with unit_of_work(self.db) as unit:
             now = self.clock()
-            self._reap(unit, now)
             worker = self._worker(unit.session, worker_id)
             worker.last_seen_at, worker.state = now, "active"
             taken: list[TrialRow] = []
@@ -201,27 +202,27 @@ class Protocol:
         return None
 
     def _studies_by_need(self, session: Session) -> list[StudyRow]:
-        """Running studies, locked, the one with fewest running trials (then the one served
-        longest ago) first: several studies share the workers fairly."""
-        running = (
-            select(TrialRow.study_id, func.count().label("n"))
+        """Running studies, row-locked in id order (the order every writer locks them in), the
+        one with fewest running trials (then the one served longest ago) first: several
+        studies share the workers fairly."""
+        studies = list(
+            session.scalars(
+                select(StudyRow)
+                .where(StudyRow.state == StudyState.RUNNING.value)
+                .order_by(StudyRow.id)
+                .with_for_update()
+            )
+        )
+        counted = session.execute(
+            select(TrialRow.study_id, func.count())
             .where(TrialRow.state == TrialState.RUNNING.value)
             .group_by(TrialRow.study_id)
-            .subquery()
         )
-        query = (
-            select(StudyRow)
-            .outerjoin(running, running.c.study_id == StudyRow.id)
-            .where(StudyRow.state == StudyState.RUNNING.value)
-            .order_by(
-                func.coalesce(running.c.n, 0),
-                StudyRow.last_leased_at.is_not(None),
-                StudyRow.last_leased_at,
-                StudyRow.id,
-            )
-            .with_for_update(of=StudyRow)
+        running = {study_id: n for study_id, n in counted}
+        never = datetime.min.replace(tzinfo=timezone.utc)
+        return sorted(
+            studies, key=lambda s: (running.get(s.id, 0), s.last_leased_at or never, s.id)
         )
-        return list(session.scalars(query))
 
     def _hand_out(self, unit: Unit, trial: TrialRow, worker: WorkerRow, now: datetime) -> None:
         trial.state = TrialState.RUNNING.value
@@ -306,12 +307,10 @@ class Protocol:
         """Store one epoch's metrics and say whether to go on. Idempotent per (trial, epoch)."""
         with unit_of_work(self.db) as unit:
             now = self.clock()
-            trial = self._leased(unit.session, trial_id, token)
+            study, trial = self._lock(unit.session, trial_id, token)
             if trial.state != TrialState.RUNNING.value:
                 return _decision_for_finished(trial)
             trial.lease_expires_at = now + self._lease_span
-            study = unit.session.get(StudyRow, trial.study_id)
-            assert study is not None
             if unit.session.get(MetricRow, (trial.id, epoch)) is None:
                 self._record(unit, study, trial, epoch, metrics, now)
             spec = search.stored_spec(study.spec)
@@ -363,7 +362,7 @@ class Protocol:
 
     def _prune(self, trial_id: int, token: str, epoch: int) -> Decision:
         with unit_of_work(self.db) as unit:
-            trial = self._leased(unit.session, trial_id, token)
+            _study, trial = self._lock(unit.session, trial_id, token)
             if trial.state != TrialState.RUNNING.value:
                 return _decision_for_finished(trial)
             self.transitions.finish(unit, trial, TrialState.PRUNED, f"pruned at epoch {epoch}")
@@ -372,12 +371,10 @@ class Protocol:
     def complete(self, worker_id: int, trial_id: int, token: str) -> TrialRow:
         """The trial trained all its epochs; its value is the objective at its last report."""
         with unit_of_work(self.db) as unit:
-            trial = self._leased(unit.session, trial_id, token)
+            study, trial = self._lock(unit.session, trial_id, token)
             if trial.state == TrialState.COMPLETED.value:
                 return trial
             self._require_running(trial)
-            study = unit.session.get(StudyRow, trial.study_id)
-            assert study is not None
             metric = study.spec["objective"]["metric"]
             if self._at_rung_end(trial, search.stored_spec(study.spec)):
                 self._pause_for_promotion(unit, study, trial)  # a rung's end, not the trial's
@@ -399,7 +396,7 @@ class Protocol:
     def fail(self, worker_id: int, trial_id: int, token: str, reason: str) -> TrialRow:
         """The trial failed for a reason of its own (NaN loss, bad data): not retried."""
         with unit_of_work(self.db) as unit:
-            trial = self._leased(unit.session, trial_id, token)
+            _study, trial = self._lock(unit.session, trial_id, token)
             if trial.state == TrialState.FAILED.value:
                 return trial
             self._require_running(trial)
@@ -410,7 +407,7 @@ class Protocol:
         """The worker gives the trial back unfinished (it is shutting down): queued again,
         not counted as a failed attempt."""
         with unit_of_work(self.db) as unit:
-            trial = self._leased(unit.session, trial_id, token)
+            _study, trial = self._lock(unit.session, trial_id, token)
             if trial.state == TrialState.RUNNING.value:
                 self.transitions.release(unit, trial, TrialState.QUEUED)
         return trial
@@ -431,7 +428,7 @@ class Protocol:
             self.artifacts.write(artifact, chunks)
         except ArtifactError as exc:
             with unit_of_work(self.db) as unit:
-                trial = self._leased(unit.session, trial_id, token)
+                _study, trial = self._lock(unit.session, trial_id, token)
                 if trial.state == TrialState.RUNNING.value:
                     self.transitions.finish(
                         unit, trial, TrialState.FAILED, f"its checkpoint could not be stored: {exc}"
@@ -439,7 +436,7 @@ class Protocol:
             raise StorageFailed(str(exc)) from exc
         try:
             with unit_of_work(self.db) as unit:
-                trial = self._leased(unit.session, trial_id, token)
+                _study, trial = self._lock(unit.session, trial_id, token)
                 self._require_running(trial)
                 unit.later(self.artifacts.delete, trial.checkpoint_id)
                 trial.checkpoint_id, trial.checkpoint_epoch = artifact, epoch
@@ -469,10 +466,28 @@ class Protocol:
             return self._reap(unit, self.clock())
 
     def _reap(self, unit: Unit, now: datetime) -> int:
+        expired_now = (TrialRow.state == TrialState.RUNNING.value) & (
+            TrialRow.lease_expires_at < now
+        )
+        found = unit.session.execute(select(TrialRow.id, TrialRow.study_id).where(expired_now))
+        ids, study_ids = set(), set()
+        for trial_id, study_id in found:
+            ids.add(trial_id)
+            study_ids.add(study_id)
+        if not ids:
+            return 0
+        # Studies before trials, each in id order: the order every writer locks them in.
+        unit.session.execute(
+            select(StudyRow.id)
+            .where(StudyRow.id.in_(study_ids))
+            .order_by(StudyRow.id)
+            .with_for_update()
+        )
         expired = list(
             unit.session.scalars(
                 select(TrialRow)
-                .where(TrialRow.state == TrialState.RUNNING.value, TrialRow.lease_expires_at < now)
+                .where(TrialRow.id.in_(ids), expired_now)
+                .order_by(TrialRow.id)
                 .with_for_update(skip_locked=True)
             )
         )
@@ -489,6 +504,13 @@ class Protocol:
             self.transitions.release(unit, trial, TrialState.QUEUED)
         return len(expired)
 
+    def _any_expired(self, now: datetime) -> bool:
+        with self.db.read() as session:
+            query = select(TrialRow.id).where(
+                TrialRow.state == TrialState.RUNNING.value, TrialRow.lease_expires_at < now
+            )
+            return session.scalar(query.limit(1)) is not None
+
     # -- lookups ----------------------------------------------------------------------------
 
     @staticmethod
@@ -497,6 +519,23 @@ class Protocol:
         if worker is None:
             raise NotFound(f"worker {worker_id} is not registered; register again")
         return worker
+
+    @classmethod
+    def _lock(cls, session: Session, trial_id: int, token: str) -> tuple[StudyRow, TrialRow]:
+        """The trial and its study, row-locked in the one order every writer uses (study, then
+        trial), after checking the lease token. On SQLite the write lock already serializes."""
+        study_id = session.scalar(select(TrialRow.study_id).where(TrialRow.id == trial_id))
+        if study_id is not None:
+            session.scalars(
+                select(StudyRow).where(StudyRow.id == study_id).with_for_update()
+            ).first()
+            session.scalars(
+                select(TrialRow).where(TrialRow.id == trial_id).with_for_update()
+            ).first()
+        trial = cls._leased(session, trial_id, token)
+        study = session.get(StudyRow, trial.study_id)
+        assert study is not None
+        return study, trial
 
     @staticmethod
     def _leased(session: Session, trial_id: int, token: str) -> TrialRow:
