@@ -49,7 +49,14 @@ def test_hyperband_brackets_match_the_published_table_for_27_epochs_eta_3() -> N
 def test_trials_are_numbered_bracket_after_bracket() -> None:
     brackets = schedule("hyperband", None, 1, 27, 3)
     assert [locate(brackets, n) for n in (0, 26, 27, 38, 39, 44, 45, 48)] == [
-        0, 0, 1, 1, 2, 2, 3, 3
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
     ]
     with pytest.raises(ValueError, match="beyond"):
         locate(brackets, 49)
