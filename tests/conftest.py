@@ -211,3 +211,29 @@ def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.3) -> A
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+EXAMPLE_PLUGIN = ROOT / "examples" / "plugin"
+
+
+def install_example_plugin(site: Path) -> Path:
+    """Make examples/plugin importable and discoverable from `site` as pip would: the module
+    plus a .dist-info folder with its entry points (read from the example's pyproject)."""
+    import shutil
+
+    import tomllib
+
+    site.mkdir(parents=True, exist_ok=True)
+    shutil.copy(EXAMPLE_PLUGIN / "hpo_example_plugin.py", site)
+    project = tomllib.loads((EXAMPLE_PLUGIN / "pyproject.toml").read_text())["project"]
+    info = site / f"hpo_example_plugin-{project['version']}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+    )
+    lines = []
+    for group, entries in project["entry-points"].items():
+        lines.append(f"[{group}]")
+        lines.extend(f"{name} = {target}" for name, target in entries.items())
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return site

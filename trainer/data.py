@@ -20,14 +20,16 @@ import struct
 import warnings
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from trainer import plugins
 from trainer.norms import Params, TrainingError
 
 # Every param any loader or the split reads; their values key the in-memory cache.
@@ -434,6 +436,9 @@ def _resolve(name: str) -> tuple[Path | None, Loader]:
     """(the file, or None for a built-in; the loader taking only params)."""
     if name in DATASETS:
         return None, DATASETS[name]
+    plugin = plugins.discover().datasets.get(name)
+    if plugin is not None:
+        return None, partial(_load_plugin, name, plugin)
     for prefix, file_loader in FILE_FORMATS.items():
         if name.startswith(prefix) and len(name) > len(prefix):
             path = Path(name[len(prefix) :]).expanduser()
@@ -441,6 +446,31 @@ def _resolve(name: str) -> tuple[Path | None, Loader]:
     raise TrainingError(
         f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or a file as "
         f"{', '.join(p + 'PATH' for p in FILE_FORMATS)}"
+    )
+
+
+def _load_plugin(name: str, load: Callable[..., Any], params: Params) -> Arrays:
+    """A dataset from an `hpo.datasets` entry point: a mapping of numpy arrays like an npz."""
+    options = dict(params.values)
+    params.used.update(options)  # the plugin reads what it needs; no unused-param warning
+    arrays = load(options)
+    if not isinstance(arrays, Mapping) or "x_train" not in arrays or "y_train" not in arrays:
+        raise TrainingError(
+            f"plugin dataset {name!r} must return a mapping with x_train and "
+            "y_train arrays (and optionally x_val, y_val, x_test, y_test)"
+        )
+
+    def optional(key: str) -> np.ndarray | None:
+        return None if arrays.get(key) is None else np.asarray(arrays[key])
+
+    return Arrays(
+        f"plugin dataset {name!r}",
+        np.asarray(arrays["x_train"]),
+        np.asarray(arrays["y_train"]),
+        optional("x_val"),
+        optional("y_val"),
+        optional("x_test"),
+        optional("y_test"),
     )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from trainer import plugins
 from trainer.norms import Norm, Params, TrainingError
 
 ModelBuilder = Callable[[tuple[int, ...], int, Params], nn.Module]
@@ -175,7 +176,25 @@ def build_model(
     """
     builder = MODELS.get(name)
     if builder is None:
-        raise TrainingError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+        return _plugin_model(name, sample_shape, n_classes, params)
     model = builder(sample_shape, n_classes, params)
     Norm.from_params(params).init_(model)
+    return model
+
+
+def _plugin_model(
+    name: str, sample_shape: tuple[int, ...], n_classes: int, params: Params
+) -> nn.Module:
+    """A model from an `hpo.models` entry point; it gets every param as a plain dict."""
+    builder = plugins.discover().models.get(name)
+    if builder is None:
+        known = sorted({*MODELS, *plugins.discover().models})
+        raise TrainingError(f"unknown model {name!r}; choose one of {known}")
+    options = dict(params.values)
+    params.used.update(options)  # the plugin reads what it needs; no unused-param warning
+    model = builder(tuple(sample_shape), n_classes, options)
+    if not isinstance(model, nn.Module):
+        raise TrainingError(
+            f"plugin model {name!r} returned {type(model).__name__}, not a torch.nn.Module"
+        )
     return model

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from service.domain.states import Decision
+from trainer import plugins
 from trainer.checkpoint import restore, snapshot
 from trainer.data import Dataset, load_dataset
 from trainer.models import build_model
@@ -173,6 +174,10 @@ def train(config: TrainConfig, report: Report, checkpoint: Checkpoint | None = N
     decision ends training (prune, pause, stop). Raises TrainingError for a bad param, model or
     dataset, a NaN or infinite loss, an unusable checkpoint, or CUDA out of memory.
     """
+    plugin = plugins.discover().trainers.get(config.model)
+    if plugin is not None:  # a whole training function of the user's: it keeps our contract
+        result: TrainResult = plugin(config, report, checkpoint)
+        return result
     stop = config.stop_epoch or config.epochs
     if config.epochs < 1 or not 1 <= stop <= config.epochs:
         raise TrainingError(

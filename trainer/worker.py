@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.domain.states import Decision
+from trainer import plugins
 from trainer.client import ApiError, Client, ServerUnreachable
 
 log = logging.getLogger("hpo.worker")
@@ -82,7 +83,7 @@ class DeviceWorker:
             self.host,
             os.getpid(),
             self.device,
-            capabilities={"models": [], "datasets": []},
+            capabilities=plugins.discover().capabilities(),
         )
         self.worker_id = reply["worker_id"]
         self.heartbeat_seconds = float(reply["heartbeat_seconds"])
@@ -272,18 +273,30 @@ def _short(value: Any) -> str:
 # -- processes ---------------------------------------------------------------------------------
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+def _configure_logging(log_format: str = "text", token: str | None = None) -> None:
+    from service.logs import configure
+
+    # `token` is redacted from every line, like the tokens in the environment.
+    configure(
+        log_format,
+        "info",
+        secrets=[token],
+        text_format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per trial, not per request
 
 
 def _device_main(
-    server: str, device: str, token: str | None, threads: int | None, retry_seconds: float
+    server: str,
+    device: str,
+    token: str | None,
+    threads: int | None,
+    retry_seconds: float,
+    log_format: str = "text",
 ) -> int:
     """Body of one device process; returns its exit code."""
-    _configure_logging()
+    _configure_logging(log_format, token)
     if device.startswith("cuda:"):
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", device.split(":", 1)[1])
         device = "cuda:0"
@@ -321,16 +334,17 @@ def run(
     token: str | None = None,
     threads: int | None = None,
     retry_seconds: float = 60.0,
+    log_format: str = "text",
 ) -> int:
     """Run one training process per device until SIGTERM / Ctrl-C; returns the exit code."""
     targets = resolve_devices(devices)
     if len(targets) == 1:
-        return _device_main(server, targets[0], token, threads, retry_seconds)
+        return _device_main(server, targets[0], token, threads, retry_seconds, log_format)
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(
             target=_device_process,
-            args=(server, d, token, threads, retry_seconds),
+            args=(server, d, token, threads, retry_seconds, log_format),
             name=f"hpo-worker-{d}",
         )
         for d in targets
@@ -351,6 +365,11 @@ def run(
 
 
 def _device_process(
-    server: str, device: str, token: str | None, threads: int | None, retry_seconds: float
+    server: str,
+    device: str,
+    token: str | None,
+    threads: int | None,
+    retry_seconds: float,
+    log_format: str = "text",
 ) -> None:
-    sys.exit(_device_main(server, device, token, threads, retry_seconds))
+    sys.exit(_device_main(server, device, token, threads, retry_seconds, log_format))

@@ -1,0 +1,59 @@
+"""Plugins: a user's own models, datasets and whole training functions, installed on a worker
+as Python entry points and named in a study's workload like the built-in ones.
+
+Entry point groups and what each entry must be:
+
+- `hpo.models`: `build(input_shape: tuple[int, ...], n_classes: int, options: dict)` returning a
+  `torch.nn.Module` that maps a batch of inputs to class logits.
+- `hpo.datasets`: `load(options: dict)` returning a mapping of numpy arrays `x_train`, `y_train`
+  and optionally `x_val`, `y_val`, `x_test`, `y_test` (split and standardized like an npz file).
+- `hpo.trainers`: `train(config, report, checkpoint)` with the signature and contract of
+  `trainer.train.train`; named as the workload's `model`.
+
+`options` holds the trial's params (sampled and fixed workload keys). A worker announces the
+names it found when it registers; the server accepts a study naming them, and hands its trials
+only to workers that have them. A plugin that fails to import is logged and left out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import Any
+
+log = logging.getLogger("hpo.plugins")
+
+GROUPS = {"models": "hpo.models", "datasets": "hpo.datasets", "trainers": "hpo.trainers"}
+
+
+@dataclass(frozen=True)
+class Plugins:
+    models: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    datasets: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    trainers: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+    def capabilities(self) -> dict[str, list[str]]:
+        """What the worker tells the server it can run (trainers are named as models)."""
+        return {
+            "models": sorted({*self.models, *self.trainers}),
+            "datasets": sorted(self.datasets),
+        }
+
+
+def _load_group(group: str) -> dict[str, Callable[..., Any]]:
+    found: dict[str, Callable[..., Any]] = {}
+    for entry in entry_points(group=group):
+        try:
+            found[entry.name] = entry.load()
+        except Exception as exc:  # a broken plugin must not keep the worker from starting
+            log.error("plugin %s = %s (%s) failed to load: %s", entry.name, entry.value, group, exc)
+    return found
+
+
+@lru_cache(maxsize=1)
+def discover() -> Plugins:
+    """The installed plugins, loaded once per process."""
+    return Plugins(**{kind: _load_group(group) for kind, group in GROUPS.items()})
