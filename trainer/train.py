@@ -161,6 +161,7 @@ class Run:
     grad_clip: float | None
     seed: int
     checkpoint_every: int = 1
+    schedule_epochs: int = 0  # the full fidelity (config.epochs) the schedule spans
 
 
 def train(config: TrainConfig, report: Report, checkpoint: Checkpoint | None = None) -> TrainResult:
@@ -214,7 +215,9 @@ def build_run(config: TrainConfig) -> Run:
         log.warning("params not used by the trainer: %s", ", ".join(params.unused()))
     schedule = build_schedule(loop, config.epochs, len(bounds))
     optimizer = build_optimizer(model, loop)
-    return Run(model, optimizer, schedule, data, bounds, loop.grad_clip, config.seed, every)
+    return Run(
+        model, optimizer, schedule, data, bounds, loop.grad_clip, config.seed, every, config.epochs
+    )
 
 
 def _fit(
@@ -237,8 +240,10 @@ def _fit(
             "epoch_seconds": time.perf_counter() - started,
             "samples_per_second": n_train / train_seconds,
         }
-        if checkpoint is not None and (epoch % run.checkpoint_every == 0 or epoch == stop):
+        due = epoch % run.checkpoint_every == 0 or epoch == stop
+        if checkpoint is not None and due and epoch < run.schedule_epochs:
             # Before the report: if the answer is `pause`, the state to resume from exists.
+            # After the trial's last epoch there is nothing left to resume.
             checkpoint(epoch, snapshot(run, epoch))
         decision = Decision(report(epoch, metrics))
         if decision.ends_training():
