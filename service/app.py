@@ -10,8 +10,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
-from service.api import auth, errors, events, studies, workers
+from service.api import auth, dashboard, errors, events, studies, workers
 from service.api.deps import Services
 from service.domain.protocol import Protocol
 from service.domain.studies import Studies
@@ -79,6 +80,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True, reaper: bool 
     app.include_router(events.router)
     app.include_router(workers.router)
     app.include_router(workers.protocol_router)
+    app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

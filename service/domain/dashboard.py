@@ -1,0 +1,372 @@
+"""Aggregates for the web page: learning curves with per-epoch bands, optimization history and
+the study's metric names, plus the ranking and sampling helpers that `dashboard_params` shares.
+
+Every function reads one study and returns plain dataclasses sized for a browser, whatever the
+study's size: at most `limit` curves or points are returned in full (the best trials, the running
+ones and an evenly spread sample of the others), and what is left out is summarized (the
+best-so-far line is exact; curve bands are quantiles over a spread sample of trials). Values are
+the floats stored, NaN and infinities included: the API layer turns them into null.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeGuard, TypeVar
+
+import numpy as np
+from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy.orm import Session
+
+from service.domain.errors import NotFound
+from service.domain.states import TrialState
+from service.storage.db import Database
+from service.storage.models import EventRow, MetricRow, StudyRow, TrialRow
+
+T = TypeVar("T")
+FINISHED_WITH_VALUE = (TrialState.COMPLETED.value, TrialState.PRUNED.value)
+BAND_QUANTILES = (0.1, 0.5, 0.9)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The few columns of a trial that ranking and sampling need."""
+
+    id: int
+    number: int
+    state: str
+    value: float | None
+    epochs: int
+
+    @property
+    def score(self) -> float:
+        """The value as a float (NaN when there is none), for trials known to have one."""
+        return math.nan if self.value is None else self.value
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+
+@dataclass(frozen=True)
+class RungGroup:
+    """Trials of one (bracket, rung): how many in each state, and the best finished value."""
+
+    bracket: int
+    rung: int
+    counts: dict[str, int]
+    best: float | None
+
+
+@dataclass(frozen=True)
+class Overview:
+    last_event_id: int
+    metrics: list[str]
+    rungs: list[RungGroup]
+
+
+@dataclass(frozen=True)
+class Curve:
+    trial_id: int
+    number: int
+    state: str
+    value: float | None
+    best: bool
+    points: list[tuple[int, float | None]]
+
+
+@dataclass(frozen=True)
+class Band:
+    """Quantiles (10 %, 50 %, 90 %) of the metric per epoch over `trials` sampled trials."""
+
+    trials: int
+    epochs: list[int]
+    low: list[float | None]
+    median: list[float | None]
+    high: list[float | None]
+
+
+@dataclass(frozen=True)
+class Curves:
+    metric: str
+    total: int
+    curves: list[Curve]
+    band: Band | None
+
+
+@dataclass(frozen=True)
+class History:
+    metric: str
+    direction: str
+    total: int
+    points: list[tuple[int, float, str]]
+    best: list[tuple[int, float]]
+
+
+# -- selection helpers ------------------------------------------------------------------------
+
+
+def is_number(value: float | None) -> TypeGuard[float]:
+    return value is not None and math.isfinite(value)
+
+
+def spread(items: Sequence[T], k: int) -> list[T]:
+    """`k` items evenly spaced over `items` (all of them when k >= len), order kept."""
+    n = len(items)
+    if k >= n:
+        return list(items)
+    if k <= 0:
+        return []
+    return [items[(i * n) // k] for i in range(k)]
+
+
+def ranked(facts: Sequence[Facts], maximize: bool) -> list[Facts]:
+    """Trials with a finite value, best first (ties: lower number first)."""
+    scored = [f for f in facts if is_number(f.value)]
+    sign = -1.0 if maximize else 1.0
+    return sorted(scored, key=lambda f: (sign * f.score, f.number))
+
+
+def pick(facts: Sequence[Facts], maximize: bool, limit: int, top: int) -> list[Facts]:
+    """At most `limit` trials: the `top` best completed, the running ones (up to a quarter of
+    `limit`), then an even spread of the rest; in number order."""
+    completed = [f for f in facts if f.state == TrialState.COMPLETED.value]
+    chosen = {f.id: f for f in ranked(completed, maximize)[: min(top, limit)]}
+    running = [f for f in facts if f.state == TrialState.RUNNING.value and f.id not in chosen]
+    chosen.update((f.id, f) for f in running[: max(0, min(limit // 4, limit - len(chosen)))])
+    rest = [f for f in facts if f.id not in chosen]
+    chosen.update((f.id, f) for f in spread(rest, limit - len(chosen)))
+    return sorted(chosen.values(), key=lambda f: f.number)
+
+
+def best_so_far(facts: Sequence[Facts], maximize: bool) -> list[tuple[int, float]]:
+    """(number, value) of every completed trial that improved on all completed before it."""
+    records: list[tuple[int, float]] = []
+    for f in facts:
+        if f.state != TrialState.COMPLETED.value or not is_number(f.value):
+            continue
+        value = f.score
+        if not records or (value > records[-1][1] if maximize else value < records[-1][1]):
+            records.append((f.number, value))
+    return records
+
+
+def quantile_band(pairs: Sequence[tuple[int, Any]], trials: int) -> Band:
+    """Per-epoch quantiles of the finite values among (epoch, value) pairs."""
+    by_epoch: dict[int, list[float]] = {}
+    for epoch, value in pairs:
+        if isinstance(value, int | float) and math.isfinite(value):
+            by_epoch.setdefault(epoch, []).append(float(value))
+    epochs = sorted(by_epoch)
+    qs = [np.quantile(np.asarray(by_epoch[e]), BAND_QUANTILES).tolist() for e in epochs]
+    return Band(
+        trials=trials,
+        epochs=epochs,
+        low=[q[0] for q in qs],
+        median=[q[1] for q in qs],
+        high=[q[2] for q in qs],
+    )
+
+
+def metric_sql(dialect: str, name: str) -> ColumnElement[Any] | None:
+    """An SQL expression for metric `name` of a metrics row, or None where the database cannot
+    read our JSON text (then callers parse it in Python). SQLite's JSON functions refuse the
+    NaN / Infinity tokens that the metrics text keeps, so such rows are read with those tokens
+    replaced (NaN becomes null, infinities 1e999, which SQLite reads as infinity)."""
+    if dialect != "sqlite" or '"' in name or "\\" in name:
+        return None
+    path = f'$."{name}"'
+    text = MetricRow.metrics
+    cleaned = func.replace(func.replace(text, "NaN", "null"), "Infinity", "1e999")
+    return case(
+        (func.json_valid(text) == 1, func.json_extract(text, path)),
+        else_=func.json_extract(cleaned, path),
+    )
+
+
+# -- the aggregates ---------------------------------------------------------------------------
+
+
+class Dashboard:
+    """Read-only aggregates of one study for the web page."""
+
+    def __init__(self, db: Database, band_trials: int = 500) -> None:
+        self.db = db
+        self.band_trials = band_trials
+
+    def overview(self, study_id: int) -> Overview:
+        """The newest event id (where the page's event stream starts), the metric names the
+        trials report (the objective first) and the trials per bracket and rung."""
+        with self.db.read() as session:
+            study = load_study(session, study_id)
+            last = session.scalar(
+                select(func.max(EventRow.id)).where(EventRow.study_id == study_id)
+            )
+            return Overview(last or 0, _metric_names(session, study), _rungs(session, study))
+
+    def curves(self, study_id: int, metric: str | None, limit: int, top: int = 20) -> Curves:
+        """Learning curves of at most `limit` trials (see `pick`) for `metric` (default: the
+        objective), and when some are left out, the per-epoch band over a sample of all."""
+        with self.db.read() as session:
+            study = load_study(session, study_id)
+            objective = objective_of(study)
+            metric = metric or objective.metric
+            facts = _facts(session, study_id)
+            chosen = pick(facts, objective.maximize, limit, top)
+            best = ranked([f for f in facts if f.state == "completed"], objective.maximize)[:1]
+            points = _points(session, [f.id for f in chosen], metric)
+            band = None
+            if len(chosen) < len(facts):
+                band = self._band(session, study_id, facts, metric)
+        best_id = best[0].id if best else None
+        curves = [
+            Curve(f.id, f.number, f.state, f.value, f.id == best_id, points.get(f.id, []))
+            for f in chosen
+        ]
+        return Curves(metric=metric, total=len(facts), curves=curves, band=band)
+
+    def history(self, study_id: int, limit: int) -> History:
+        """Objective of finished trials (completed, pruned) by number, at most `limit` of them
+        (every best-so-far record kept), and the exact best-so-far steps over all of them."""
+        with self.db.read() as session:
+            study = load_study(session, study_id)
+            facts = _facts(session, study_id)
+        objective = objective_of(study)
+        done = [f for f in facts if f.state in FINISHED_WITH_VALUE and is_number(f.value)]
+        best = best_so_far(done, objective.maximize)
+        records = {number for number, _ in best}
+        kept = [f for f in done if f.number in records]
+        rest = [f for f in done if f.number not in records]
+        shown = sorted(kept + spread(rest, limit - len(kept)), key=lambda f: f.number)
+        points = [(f.number, f.score, f.state) for f in shown]
+        return History(objective.metric, objective.direction, len(done), points, best)
+
+    def _band(self, session: Session, study_id: int, facts: list[Facts], metric: str) -> Band:
+        reported = [f for f in facts if f.epochs > 0]
+        sample = spread(reported, self.band_trials)
+        ids = None if len(sample) == len(reported) else [f.id for f in sample]
+        return quantile_band(_metric_pairs(session, study_id, ids, metric), len(sample))
+
+
+# -- queries ----------------------------------------------------------------------------------
+
+
+def load_study(session: Session, study_id: int) -> StudyRow:
+    row = session.get(StudyRow, study_id)
+    if row is None:
+        raise NotFound(f"study {study_id} not found")
+    return row
+
+
+def objective_of(study: StudyRow) -> Objective:
+    objective = study.spec["objective"]
+    return Objective(objective["metric"], objective["direction"])
+
+
+def _facts(session: Session, study_id: int) -> list[Facts]:
+    rows = session.execute(
+        select(TrialRow.id, TrialRow.number, TrialRow.state, TrialRow.value, TrialRow.epochs)
+        .where(TrialRow.study_id == study_id)
+        .order_by(TrialRow.number)
+    )
+    return [Facts(*row) for row in rows]
+
+
+def completed_facts(session: Session, study_id: int) -> list[Facts]:
+    """Completed trials with a finite value, by number."""
+    return [
+        f
+        for f in _facts(session, study_id)
+        if f.state == TrialState.COMPLETED.value and is_number(f.value)
+    ]
+
+
+def load_params(session: Session, ids: list[int]) -> dict[int, dict[str, Any]]:
+    if not ids:
+        return {}
+    rows = session.execute(select(TrialRow.id, TrialRow.params).where(TrialRow.id.in_(ids)))
+    return {trial_id: params or {} for trial_id, params in rows}
+
+
+def _points(
+    session: Session, ids: list[int], metric: str
+) -> dict[int, list[tuple[int, float | None]]]:
+    """Every reported epoch of the trials `ids` for `metric` (a missing one is None)."""
+    out: dict[int, list[tuple[int, float | None]]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    rows = session.execute(
+        select(MetricRow.trial_id, MetricRow.epoch, MetricRow.metrics)
+        .where(MetricRow.trial_id.in_(ids))
+        .order_by(MetricRow.trial_id, MetricRow.epoch)
+    )
+    for trial_id, epoch, metrics in rows:
+        value = (metrics or {}).get(metric)
+        out[trial_id].append((epoch, float(value) if isinstance(value, int | float) else None))
+    return out
+
+
+def _metric_pairs(
+    session: Session, study_id: int, ids: list[int] | None, metric: str
+) -> list[tuple[int, Any]]:
+    """(epoch, value of `metric`) of every metrics row of the trials `ids` (None: all of the
+    study), read in SQL where the database can, else parsed here."""
+    dialect = session.get_bind().dialect.name
+    value = metric_sql(dialect, metric)
+    column: Any = MetricRow.metrics if value is None else value
+    query = select(MetricRow.epoch, column)
+    if ids is None:
+        query = query.join(TrialRow, TrialRow.id == MetricRow.trial_id).where(
+            TrialRow.study_id == study_id
+        )
+    else:
+        query = query.where(MetricRow.trial_id.in_(ids))
+    rows = session.execute(query).all()
+    if value is None:
+        return [(epoch, (metrics or {}).get(metric)) for epoch, metrics in rows]
+    return [(epoch, v) for epoch, v in rows]
+
+
+def _metric_names(session: Session, study: StudyRow, trials: int = 20) -> list[str]:
+    """The objective, then every other metric that the latest `trials` reporting trials
+    reported, in the order they were reported."""
+    ids = select(TrialRow.id).where(TrialRow.study_id == study.id, TrialRow.epochs > 0)
+    recent = list(session.scalars(ids.order_by(TrialRow.number.desc()).limit(trials)))
+    names = {objective_of(study).metric: None}
+    rows = session.scalars(select(MetricRow.metrics).where(MetricRow.trial_id.in_(recent)))
+    for metrics in rows:
+        names.update(dict.fromkeys(metrics or {}))
+    return list(names)
+
+
+def _rungs(session: Session, study: StudyRow) -> list[RungGroup]:
+    """Trial counts and best value per (bracket, rung), in bracket and rung order."""
+    key = (TrialRow.bracket, TrialRow.rung)
+    rows = session.execute(
+        select(
+            *key, TrialRow.state, func.count(), func.min(TrialRow.value), func.max(TrialRow.value)
+        )
+        .where(TrialRow.study_id == study.id)
+        .group_by(*key, TrialRow.state)
+        .order_by(*key)
+    )
+    maximize = objective_of(study).maximize
+    counts: dict[tuple[int, int], dict[str, int]] = {}
+    values: dict[tuple[int, int], list[float]] = {}
+    for bracket, rung, state, n, low, high in rows:
+        counts.setdefault((bracket, rung), {s.value: 0 for s in TrialState})[state] = n
+        best = high if maximize else low
+        if state in FINISHED_WITH_VALUE and is_number(best):
+            values.setdefault((bracket, rung), []).append(best)
+    pick_best = max if maximize else min
+    return [
+        RungGroup(b, r, n, pick_best(values[b, r]) if (b, r) in values else None)
+        for (b, r), n in counts.items()
+    ]

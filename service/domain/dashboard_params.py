@@ -1,0 +1,146 @@
+"""Parameter views for the web page: parallel coordinates and parameter importance.
+
+Both read at most `limit` completed trials of a study, chosen by `dashboard.pick` / `spread`, so
+their cost does not grow with the study. No FastAPI here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+
+from service.domain import search
+from service.domain.dashboard import (
+    Facts,
+    completed_facts,
+    load_params,
+    load_study,
+    objective_of,
+    pick,
+    spread,
+)
+from service.domain.space import distribution_for
+from service.storage.db import Database
+from service.storage.models import StudyRow
+
+EVALUATOR = "PED-ANOVA"
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One parameter of the space as a parallel-coordinates axis: `categorical` (choices) or
+    `numeric` (low..high, log-scaled when `log`); a list of `values` is numeric when it holds
+    numbers."""
+
+    name: str
+    kind: str
+    low: float | None
+    high: float | None
+    log: bool
+    choices: list[Any] | None
+
+
+@dataclass(frozen=True)
+class Line:
+    """One trial: its objective and its value on each axis (None: the parameter was inactive)."""
+
+    number: int
+    value: float
+    values: list[Any]
+
+
+@dataclass(frozen=True)
+class Parallel:
+    metric: str
+    direction: str
+    total: int
+    axes: list[Axis]
+    lines: list[Line]
+
+
+@dataclass(frozen=True)
+class Importance:
+    evaluator: str
+    trials: int
+    importances: list[tuple[str, float]]
+    note: str | None
+
+
+class ParamViews:
+    """Read-only parameter aggregates of one study."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def parallel(self, study_id: int, limit: int) -> Parallel:
+        """Params and objective of at most `limit` completed trials (a fifth of them the best,
+        the rest spread over the study), with one axis per parameter of the space."""
+        with self.db.read() as session:
+            study = load_study(session, study_id)
+            objective = objective_of(study)
+            completed = completed_facts(session, study_id)
+            chosen = pick(completed, objective.maximize, limit, top=limit // 5)
+            params = load_params(session, [f.id for f in chosen])
+        axes = axes_of(study)
+        lines = [Line(f.number, f.score, [params[f.id].get(a.name) for a in axes]) for f in chosen]
+        return Parallel(objective.metric, objective.direction, len(completed), axes, lines)
+
+    def importance(self, study_id: int, limit: int) -> Importance:
+        """Optuna's PED-ANOVA importance of each parameter over at most `limit` completed
+        trials spread over the study. Parameters absent from some of them (conditional ones)
+        are left out, as Optuna does; `note` says why the list is empty when it is."""
+        with self.db.read() as session:
+            study = load_study(session, study_id)
+            sample = spread(completed_facts(session, study_id), limit)
+            params = load_params(session, [f.id for f in sample])
+        if len(sample) < 2:
+            return Importance(EVALUATOR, len(sample), [], "needs at least two completed trials")
+        try:
+            found = _evaluate(study, sample, params)
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            return Importance(EVALUATOR, len(sample), [], f"could not be computed: {exc}")
+        return Importance(EVALUATOR, len(sample), found, None)
+
+
+def axes_of(study: StudyRow) -> list[Axis]:
+    """One axis per parameter of the study's space, in spec order."""
+    axes = []
+    for name, param in study.spec["space"].items():
+        values = param.get("values")
+        if param["type"] == "categorical":
+            axes.append(Axis(name, "categorical", None, None, False, list(param["choices"])))
+        elif values:
+            axes.append(Axis(name, "numeric", min(values), max(values), False, None))
+        else:
+            log = bool(param.get("log"))
+            axes.append(Axis(name, "numeric", param.get("low"), param.get("high"), log, None))
+    return axes
+
+
+def _evaluate(
+    study: StudyRow, sample: list[Facts], params: dict[int, dict[str, Any]]
+) -> list[tuple[str, float]]:
+    space = search.stored_spec(study.spec).space
+    names = [n for n in space if all(n in params[f.id] for f in sample)]
+    distributions = {n: distribution_for(space[n]) for n in names}
+    direction = optuna.study.StudyDirection[objective_of(study).direction.upper()]
+    probe = optuna.create_study(direction=direction)
+    probe.add_trials([_frozen(params[f.id], distributions, f) for f in sample])
+    found = optuna.importance.get_param_importances(
+        probe, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), normalize=True
+    )
+    return [(name, float(v)) for name, v in found.items()]
+
+
+def _frozen(
+    params: dict[str, Any], distributions: dict[str, BaseDistribution], facts: Facts
+) -> optuna.trial.FrozenTrial:
+    kept = {n: params[n] for n in distributions}
+    return optuna.trial.create_trial(
+        params=kept,
+        distributions=distributions,
+        value=facts.score,
+    )
