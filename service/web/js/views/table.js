@@ -1,0 +1,142 @@
+// The trial table: one server-side page at a time (sorted, filtered, offset paging), one column
+// per parameter; a row opens the trial.
+
+import { api } from "../api.js";
+import { STATES, badge, count, debounce, duration, h, num, paramText } from "../dom.js";
+
+const PAGE = 50;
+
+/**
+ * studyId; params: parameter names; multiFidelity: show bracket and rung columns;
+ * onOpen(number). Returns {el, refresh(), showGroup(bracket, rung), select(number)}.
+ */
+export function trialTable({ studyId, params, multiFidelity, onOpen }) {
+  const view = { sort: "number", order: "desc", offset: 0, states: new Set(), q: "", bracket: null, rung: null };
+  let selected = null;
+  let last = null;
+  const head = h("tr");
+  const body = h("tbody");
+  const info = h("span", { class: "note", dataset: { role: "table-total" } });
+  const prev = h("button", { type: "button", onclick: () => go(view.offset - PAGE) }, "‹ Prev");
+  const next = h("button", { type: "button", onclick: () => go(view.offset + PAGE) }, "Next ›");
+  const search = h("input", { type: "search", name: "q", placeholder: "filter: #12, norm=batch, or text", "aria-label": "filter trials" });
+  const group = h("span", { class: "chip", hidden: true });
+  const message = h("span", { class: "note", role: "alert" });
+
+  const columns = [
+    { key: "number", label: "#", cell: (t) => String(t.number), cls: "num" },
+    { key: "state", label: "State", cell: (t) => badge(t.state) },
+    ...(multiFidelity
+      ? [
+          { key: "bracket", label: "Bracket", cell: (t) => String(t.bracket), cls: "num" },
+          { key: "rung", label: "Rung", cell: (t) => String(t.rung), cls: "num" },
+        ]
+      : []),
+    ...params.map((name) => ({ key: `param:${name}`, label: name, cell: (t) => paramText(t.params[name]), cls: "param" })),
+    { key: "value", label: "Value", cell: (t) => num(t.value), cls: "num" },
+    { key: "epochs", label: "Epochs", cell: (t) => String(t.epochs), cls: "num" },
+    { key: "worker", label: "Worker", cell: (t) => t.worker || "—" },
+    { key: "duration", label: "Duration", cell: (t) => duration(t.duration_s), cls: "num" },
+  ];
+
+  function drawHead() {
+    head.replaceChildren(
+      ...columns.map((c) => {
+        const sorted = view.sort === c.key ? (view.order === "asc" ? "ascending" : "descending") : null;
+        return h("th", { class: `sortable ${c.cls || ""}`, "aria-sort": sorted, dataset: { sort: c.key }, onclick: () => sortBy(c.key), title: "sort" }, c.label);
+      }),
+    );
+  }
+
+  function sortBy(key) {
+    view.order = view.sort === key && view.order === "asc" ? "desc" : "asc";
+    view.sort = key;
+    go(0);
+  }
+
+  function go(offset) {
+    view.offset = Math.max(0, offset);
+    refresh();
+  }
+
+  function rowOf(t) {
+    return h(
+      "tr",
+      { class: `clickable${t.number === selected ? " selected" : ""}`, dataset: { number: t.number, state: t.state }, onclick: () => onOpen(t.number) },
+      columns.map((c) => h("td", { class: c.cls || null }, c.cell(t))),
+    );
+  }
+
+  async function refresh() {
+    drawHead();
+    let page;
+    try {
+      page = await api.table(studyId, {
+        offset: view.offset,
+        limit: PAGE,
+        sort: view.sort,
+        order: view.order,
+        state: [...view.states].join(","),
+        q: view.q,
+        bracket: view.bracket,
+        rung: view.rung,
+      });
+      message.textContent = "";
+    } catch (err) {
+      message.textContent = err.fieldErrors().map((e) => e.msg).join("; ") || err.message;
+      return;
+    }
+    last = page;
+    const end = page.offset + page.items.length;
+    info.textContent = page.total ? `${count(page.offset + 1)}–${count(end)} of ${count(page.total)}` : "no trial matches";
+    prev.disabled = page.offset === 0;
+    next.disabled = end >= page.total;
+    body.replaceChildren(
+      ...(page.items.length ? page.items.map(rowOf) : [h("tr", {}, h("td", { colspan: columns.length, class: "empty" }, "No trials to show."))]),
+    );
+  }
+
+  search.addEventListener("input", debounce(() => {
+    view.q = search.value.trim();
+    go(0);
+  }, 300));
+  const stateBoxes = STATES.map((state) =>
+    h("label", {}, h("input", { type: "checkbox", name: "state", value: state, onchange: (e) => {
+      if (e.target.checked) view.states.add(state);
+      else view.states.delete(state);
+      go(0);
+    } }), state),
+  );
+
+  function showGroup(bracket, rung) {
+    view.bracket = bracket;
+    view.rung = rung;
+    group.hidden = bracket === null;
+    group.replaceChildren(
+      `bracket ${bracket}, rung ${rung}`,
+      h("button", { type: "button", class: "ghost", title: "show every rung", onclick: () => showGroup(null, null) }, "×"),
+    );
+    go(0);
+  }
+
+  const el = h(
+    "section",
+    { class: "panel", id: "trials", "aria-label": "trials" },
+    h("div", { class: "panel-head" }, h("h2", {}, "Trials"), info),
+    h("div", { class: "filters" }, search, stateBoxes, group, message),
+    h("div", { class: "scroll-x" }, h("table", { class: "data" }, h("thead", {}, head), body)),
+    h("div", { class: "pager" }, prev, next),
+  );
+  return {
+    el,
+    refresh,
+    showGroup,
+    select(number) {
+      selected = number;
+      body.querySelectorAll("tr[data-number]").forEach((tr) => tr.classList.toggle("selected", Number(tr.dataset.number) === number));
+    },
+    get page() {
+      return last;
+    },
+  };
+}
