@@ -18,6 +18,9 @@ EXAMPLES = (
 )
 
 
+LOG_FORMAT_HELP = "text (default) or json: one JSON object per line on stderr"
+
+
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 1."""
 
@@ -34,6 +37,7 @@ def _is_loopback(host: str) -> bool:
 def cmd_server(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service import logs
     from service.app import create_app
     from service.settings import Settings
 
@@ -43,18 +47,21 @@ def cmd_server(args: argparse.Namespace) -> int:
             f"refusing to listen on {args.host} without tokens: set HPO_API_TOKEN and "
             "HPO_WORKER_TOKEN, or listen on 127.0.0.1 (the default)"
         )
+    out = logs.configure(args.log_format, args.log_level)
     app = create_app(settings)
-    print(
+    out.announce(
+        "hpo.server",
         f"hpo server on http://{args.host}:{args.port}/ "
-        f"(database {settings.database_url}, API docs at /docs)",
-        file=sys.stderr,
-        flush=True,
+        f"(database {logs.redact_url(settings.database_url)}, API docs at /docs)",
+        host=args.host,
+        port=args.port,
     )
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=logs.uvicorn_log_config(args.log_format),
         access_log=args.log_level == "debug",
     )
     return 0
@@ -70,6 +77,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             token=args.token,
             threads=args.threads,
             retry_seconds=args.retry_seconds,
+            log_format=args.log_format,
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
@@ -135,6 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from service.logs import redact_url
     from service.settings import Settings
     from service.storage import migrate
     from service.storage.db import make_engine, open_optuna_storage
@@ -144,7 +153,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
     engine.dispose()
-    print(f"database {settings.database_url} is up to date")
+    print(f"database {redact_url(settings.database_url)} is up to date")
     return 0
 
 
@@ -159,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
+    p.add_argument("--log-format", default="text", choices=["text", "json"], help=LOG_FORMAT_HELP)
     p.set_defaults(func=cmd_server)
 
     p = sub.add_parser("worker", help="train trials leased from a server, one process per device")
@@ -172,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="how long to keep retrying an unreachable server",
     )
+    p.add_argument("--log-format", default="text", choices=["text", "json"], help=LOG_FORMAT_HELP)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("submit", help="create a study from a YAML or JSON spec")
