@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.api import auth, dashboard, errors, events, studies, workers
+from service.api import auth, dashboard, errors, events, metrics, studies, workers
 from service.api.deps import Services
 from service.domain.protocol import Protocol
 from service.domain.studies import Studies
@@ -75,11 +75,13 @@ def create_app(settings: Settings, *, run_migrations: bool = True, reaper: bool 
     )
     app.state.services = services
     errors.install(app)
+    metrics.instrument(app)
     app.include_router(auth.router)
     app.include_router(studies.router)
     app.include_router(events.router)
     app.include_router(workers.router)
     app.include_router(workers.protocol_router)
+    app.include_router(metrics.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 
