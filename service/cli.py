@@ -71,14 +71,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from trainer import worker
 
     try:
-        return worker.run(
-            args.server,
-            devices=args.devices,
+        options = worker.WorkerOptions(
+            server=args.server,
             token=args.token,
             threads=args.threads,
             retry_seconds=args.retry_seconds,
             log_format=args.log_format,
+            max_trials_per_process=args.max_trials_per_process,
         )
+        return worker.run(options, devices=args.devices)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
 
@@ -176,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", default="auto", help="auto | cpu | CUDA indices like 0,1")
     p.add_argument("--token", default=None, help="worker token (default: $HPO_WORKER_TOKEN)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument(
+        "--max-trials-per-process",
+        type=int,
+        default=None,
+        metavar="N",
+        help="start a fresh training process after N trials (on CUDA one also starts whenever "
+        "a trial leaves memory behind)",
+    )
     p.add_argument(
         "--retry-seconds",
         type=float,

@@ -496,3 +496,13 @@ def _on_device(splits: Splits, n_classes: int, device: str | torch.device) -> Da
         return x_tensor, torch.from_numpy(y).to(device=device, dtype=torch.int64)
 
     return Dataset(*tensors("train"), *tensors("val"), *tensors("test"), n_classes=n_classes)
+
+
+def cached_bytes(device_type: str) -> int:
+    """Bytes the dataset cache holds on devices of `device_type` ("cpu", "cuda")."""
+    total = 0
+    for dataset in _cache.values():
+        for value in vars(dataset).values():
+            if isinstance(value, torch.Tensor) and value.device.type == device_type:
+                total += value.nbytes
+    return total

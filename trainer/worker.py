@@ -26,6 +26,7 @@ from typing import Any
 from service.domain.states import Decision
 from trainer import plugins
 from trainer.client import ApiError, Client, ServerUnreachable
+from trainer.hygiene import MemoryWatch
 
 log = logging.getLogger("hpo.worker")
 
@@ -62,10 +63,21 @@ class Lease:
 
 class DeviceWorker:
     def __init__(
-        self, client: Client, device: str, name: str | None = None, poll_seconds: float = 1.0
+        self,
+        client: Client,
+        device: str,
+        name: str | None = None,
+        poll_seconds: float = 1.0,
+        max_trials: int | None = None,
+        memory: MemoryWatch | None = None,
     ) -> None:
         self.client = client
         self.device = device
+        self.max_trials = max_trials
+        self.memory = memory or MemoryWatch(device)
+        self.trials_run = 0
+        # Set when this process should end and a fresh one take over (memory hygiene).
+        self.recycle = False
         self.host = socket.gethostname()
         self.name = name or f"{self.host}:{os.getpid()}/{device}"
         self.poll_seconds = poll_seconds
@@ -107,11 +119,28 @@ class DeviceWorker:
                 idle = self.poll_seconds
                 for assignment in assignments:
                     self.run_trial(assignment)
+                    self.trials_run += 1
+                if self._wants_fresh_process():
+                    self.recycle = True
+                    break
         finally:
             self.shutdown.set()
             with contextlib.suppress(ApiError, ServerUnreachable):
                 self.client.deregister(self.worker_id)
             log.info("worker %s stopped", self.name)
+
+    def _wants_fresh_process(self) -> bool:
+        if self.max_trials is not None and self.trials_run >= self.max_trials:
+            log.info("%d trials in this process: starting a fresh one", self.trials_run)
+            return True
+        if self.memory.needs_fresh_process():
+            log.warning(
+                "the last trial left %.0f MiB on %s: starting a fresh process to free it",
+                self.memory.leaked() / 2**20,
+                self.device,
+            )
+            return True
+        return False
 
     def _lease(self) -> list[dict[str, Any]]:
         try:
@@ -287,25 +316,56 @@ def _configure_logging(log_format: str = "text", token: str | None = None) -> No
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per trial, not per request
 
 
-def _device_main(
-    server: str,
-    device: str,
-    token: str | None,
-    threads: int | None,
-    retry_seconds: float,
-    log_format: str = "text",
-) -> int:
-    """Body of one device process; returns its exit code."""
-    _configure_logging(log_format, token)
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What `hpo worker` was told; each device process gets the same."""
+
+    server: str
+    token: str | None = None
+    threads: int | None = None
+    retry_seconds: float = 60.0
+    log_format: str = "text"
+    max_trials_per_process: int | None = None
+
+    def command(self, device: str) -> list[str]:
+        """The `hpo worker` command line that serves `device` alone (the token travels in the
+        environment, never on a command line)."""
+        devices = "cpu" if device == "cpu" else device.split(":", 1)[1]
+        argv = [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "worker",
+            "--server",
+            self.server,
+            "--devices",
+            devices,
+            "--retry-seconds",
+            str(self.retry_seconds),
+            "--log-format",
+            self.log_format,
+        ]
+        if self.threads:
+            argv += ["--threads", str(self.threads)]
+        if self.max_trials_per_process:
+            argv += ["--max-trials-per-process", str(self.max_trials_per_process)]
+        return argv
+
+
+def _device_main(options: WorkerOptions, device: str) -> int:
+    """Body of one device process; returns its exit code, or replaces the process with a fresh
+    one serving the same device when memory hygiene asks for it (same pid, clean memory)."""
+    _configure_logging(options.log_format, options.token)
+    served = device
     if device.startswith("cuda:"):
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", device.split(":", 1)[1])
         device = "cuda:0"
-    if threads:
+    if options.threads:
         import torch
 
-        torch.set_num_threads(threads)
-    client = Client(server, token=token, retry_seconds=retry_seconds)
-    worker = DeviceWorker(client, device)
+        torch.set_num_threads(options.threads)
+    client = Client(options.server, token=options.token, retry_seconds=options.retry_seconds)
+    worker = DeviceWorker(client, device, max_trials=options.max_trials_per_process)
 
     def on_signal(signum: int, _frame: Any) -> None:
         if worker.shutdown.is_set():
@@ -325,28 +385,23 @@ def _device_main(
         return 1
     finally:
         client.close()
+    if worker.recycle:
+        if options.token:
+            os.environ["HPO_WORKER_TOKEN"] = options.token
+        # CUDA_VISIBLE_DEVICES stays set, so the fresh process sees its device as index 0.
+        command = options.command("cpu" if served == "cpu" else "cuda:0")
+        os.execv(command[0], command)
     return 0
 
 
-def run(
-    server: str,
-    devices: str = "auto",
-    token: str | None = None,
-    threads: int | None = None,
-    retry_seconds: float = 60.0,
-    log_format: str = "text",
-) -> int:
+def run(options: WorkerOptions, devices: str = "auto") -> int:
     """Run one training process per device until SIGTERM / Ctrl-C; returns the exit code."""
     targets = resolve_devices(devices)
     if len(targets) == 1:
-        return _device_main(server, targets[0], token, threads, retry_seconds, log_format)
+        return _device_main(options, targets[0])
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(
-            target=_device_process,
-            args=(server, d, token, threads, retry_seconds, log_format),
-            name=f"hpo-worker-{d}",
-        )
+        ctx.Process(target=_device_process, args=(options, d), name=f"hpo-worker-{d}")
         for d in targets
     ]
     for proc in procs:
@@ -364,12 +419,5 @@ def run(
     return max((proc.exitcode or 0) for proc in procs)
 
 
-def _device_process(
-    server: str,
-    device: str,
-    token: str | None,
-    threads: int | None,
-    retry_seconds: float,
-    log_format: str = "text",
-) -> None:
-    sys.exit(_device_main(server, device, token, threads, retry_seconds, log_format))
+def _device_process(options: WorkerOptions, device: str) -> None:
+    sys.exit(_device_main(options, device))

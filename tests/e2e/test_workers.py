@@ -180,3 +180,16 @@ def test_nan_loss_fails_the_trial_and_the_worker_goes_on(processes: Processes) -
     assert "nan" in by_lr[1.0e6]["reason"].lower() or "inf" in by_lr[1.0e6]["reason"].lower()
     assert by_lr[0.01]["state"] == "completed"
     assert study["state"] == "completed"
+
+
+def test_worker_recycles_its_process_and_the_study_goes_on(processes: Processes) -> None:
+    url = processes.server()
+    worker = processes.worker("recycling", url, "--max-trials-per-process", "2")
+    doc = spec_doc("recycle", budget={"max_trials": 5, "parallel_trials": 1, "epochs": 2})
+    study = _finished(url, _create(url, doc)["id"], timeout=240)
+    assert study["state"] == "completed" and study["counts"]["completed"] == 5
+    assert processes.log("recycling").count("starting a fresh one") >= 2
+    registrations = [w for w in _get(url, "/api/v1/workers") if f":{worker.pid}/" in w["name"]]
+    assert len(registrations) >= 3  # the same pid, a fresh process each time
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0

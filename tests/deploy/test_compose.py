@@ -1,0 +1,544 @@
+"""docker/compose.yml: its structure as documented, and its commands run for real outside docker.
+
+No docker engine runs here. So the compose file is read with PyYAML and interpolated with
+docker/.env.example the way compose does, its structure is checked, and then every command it
+runs (the migration, the server, the worker, the healthchecks) runs as a process against a
+fresh PostgreSQL database, with the server's and the migration's processes unable to import
+what docker/Dockerfile.server leaves out (PyTorch and the trainer's datasets).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from sqlalchemy import create_engine, make_url, text
+
+from service.cli import build_parser
+from tests.conftest import ROOT, Processes, free_port, postgres_database, spec_doc, wait_for
+
+DOCKER = ROOT / "docker"
+COMPOSE = DOCKER / "compose.yml"
+ENV_EXAMPLE = DOCKER / ".env.example"
+SECRETS = ("HPO_API_TOKEN", "HPO_WORKER_TOKEN", "POSTGRES_PASSWORD")
+
+# -- compose's variable interpolation, for the forms the file uses -------------------------------
+
+_VARIABLE = re.compile(
+    r"\$(?:\$|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+class MissingVariable(Exception):
+    pass
+
+
+def interpolate(value: Any, env: Mapping[str, str]) -> Any:
+    """`value` with `${VAR}`, `${VAR:-default}`, `${VAR:?error}` and `$$` resolved like compose."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group("name") or match.group("bare")
+        op, arg = match.group("op"), match.group("arg") or ""
+        current = env.get(name)
+        missing = current is None or (current == "" and op is not None and op.startswith(":"))
+        if op is not None and op.endswith("-") and missing:
+            return arg
+        if op is not None and op.endswith("?") and missing:
+            raise MissingVariable(f"{name}: {arg}")
+        return current or ""
+
+    return _VARIABLE.sub(one, value)
+
+
+def variables_used(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for v in node.values():
+            found |= variables_used(v)
+    elif isinstance(node, list):
+        for v in node:
+            found |= variables_used(v)
+    elif isinstance(node, str):
+        for m in _VARIABLE.finditer(node):
+            if m.group(0) != "$$":
+                found.add(m.group("name") or m.group("bare"))
+    return found
+
+
+def dotenv(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def raw_compose() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return doc
+
+
+def compose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The compose file as compose sees it with docker/.env copied from .env.example."""
+    resolved: dict[str, Any] = interpolate(
+        raw_compose(), dotenv(ENV_EXAMPLE) if env is None else env
+    )
+    return resolved
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def option(argv: list[str], flag: str) -> str:
+    assert flag in argv, f"{flag} missing from {argv}"
+    return argv[argv.index(flag) + 1]
+
+
+def replace_option(argv: list[str], flag: str, value: str) -> list[str]:
+    out = list(argv)
+    out[out.index(flag) + 1] = value
+    return out
+
+
+# -- structure ----------------------------------------------------------------------------------
+
+
+def test_the_four_services_and_their_start_order() -> None:
+    services = compose()["services"]
+    assert set(services) == {"postgres", "migrate", "server", "worker"}
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert services["migrate"]["restart"] == "no"  # one-shot, and YAML's no is a string here
+    assert services["server"]["depends_on"] == {
+        "migrate": {"condition": "service_completed_successfully"}
+    }
+    assert services["worker"]["depends_on"] == {"server": {"condition": "service_healthy"}}
+    for name in ("postgres", "server", "worker"):
+        assert services[name]["restart"] == "unless-stopped", name
+
+
+def test_postgres_has_a_healthcheck_and_a_named_volume() -> None:
+    doc = compose()
+    postgres = doc["services"]["postgres"]
+    assert postgres["image"].startswith("postgres:")
+    test = postgres["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL" and test[1].startswith("pg_isready ")
+    (volume,) = postgres["volumes"]
+    source, target = volume.split(":")
+    assert target == "/var/lib/postgresql/data"
+    assert source in doc["volumes"]  # a named volume, not a folder of the host
+
+
+def test_every_command_is_a_real_hpo_command() -> None:
+    services = compose()["services"]
+    commands = {name: s["command"] for name, s in services.items() if "command" in s}
+    assert set(commands) == {"migrate", "server", "worker"}
+    assert commands["migrate"] == ["hpo", "db", "upgrade"]
+    for name, argv in commands.items():
+        assert argv[0] == "hpo", name
+        args = build_parser().parse_args(argv[1:])  # SystemExit on an unknown flag or value
+        assert args.command == argv[1], name
+    server = build_parser().parse_args(commands["server"][1:])
+    assert (server.host, server.port, server.log_format) == ("0.0.0.0", 8000, "json")
+    worker = build_parser().parse_args(commands["worker"][1:])
+    assert (worker.devices, worker.server) == ("auto", "http://server:8000")
+
+
+def test_the_worker_command_uses_only_flags_that_hpo_worker_has() -> None:
+    argv = compose()["services"]["worker"]["command"]
+    help_text = subprocess.run(
+        [sys.executable, "-m", "service.cli", "worker", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    flags = [a for a in argv if a.startswith("--")]
+    assert flags == ["--server", "--devices", "--log-format"]
+    for flag in flags:
+        assert flag in help_text
+
+
+def test_the_server_is_published_on_the_hosts_loopback_unless_told_otherwise() -> None:
+    example = dotenv(ENV_EXAMPLE)
+    assert compose()["services"]["server"]["ports"] == ["127.0.0.1:8000:8000"]
+    without = {k: v for k, v in example.items() if k != "HPO_PUBLISH"}
+    assert compose(without)["services"]["server"]["ports"] == ["127.0.0.1:8000:8000"]
+    public = compose({**example, "HPO_PUBLISH": "0.0.0.0:8000"})
+    assert public["services"]["server"]["ports"] == ["0.0.0.0:8000:8000"]
+    # The published container port is the one the server listens on and the worker calls.
+    server = compose()["services"]["server"]
+    assert option(server["command"], "--port") == "8000"
+    assert "http://127.0.0.1:8000/healthz" in " ".join(server["healthcheck"]["test"])
+
+
+def test_the_worker_reserves_every_nvidia_gpu() -> None:
+    worker = compose()["services"]["worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert option(worker["command"], "--devices") == "auto"  # one process per visible GPU
+
+
+def test_artifacts_and_data_live_on_named_volumes() -> None:
+    doc = compose()
+    declared = set(doc["volumes"])
+    assert declared == {"postgres-data", "artifacts", "worker-data"}
+    mounts = {}
+    for name, service in doc["services"].items():
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")
+            assert source in declared, f"{name} mounts {source}, not a named volume"
+            mounts[(name, source)] = target
+    server_env = environment(doc["services"]["server"])
+    assert mounts[("server", "artifacts")] == server_env["HPO_ARTIFACTS_DIR"]
+    worker_env = environment(doc["services"]["worker"])
+    assert mounts[("worker", "worker-data")] == worker_env["HPO_DATA_DIR"]
+
+
+def test_secrets_come_from_the_env_file_and_are_required() -> None:
+    example = dotenv(ENV_EXAMPLE)
+    raw = raw_compose()
+    # Every variable the compose file uses is listed in .env.example, every secret has a value.
+    assert variables_used(raw) <= set(example), variables_used(raw) - set(example)
+    for name in SECRETS:
+        assert example[name], name
+    # Nothing secret is written into the compose file itself...
+    for name in SECRETS:
+        assert example[name] not in COMPOSE.read_text()
+    # ...and without a secret, compose refuses to start rather than run with an empty one.
+    for name in SECRETS:
+        with pytest.raises(MissingVariable, match=f"{name}: set {name} in docker/.env"):
+            compose({**example, name: ""})
+    services = compose()["services"]
+    assert environment(services["server"])["HPO_API_TOKEN"] == example["HPO_API_TOKEN"]
+    assert environment(services["worker"])["HPO_WORKER_TOKEN"] == example["HPO_WORKER_TOKEN"]
+    assert "HPO_API_TOKEN" not in environment(services["worker"])  # workers get their own only
+    assert "POSTGRES_PASSWORD" not in environment(services["worker"])
+
+
+def test_the_database_url_points_at_the_postgres_service() -> None:
+    example = dotenv(ENV_EXAMPLE)
+    services = compose()["services"]
+    for name in ("migrate", "server"):
+        url = make_url(environment(services[name])["HPO_DATABASE_URL"])
+        assert url.drivername == "postgresql+psycopg", name
+        assert (url.host, url.port) == ("postgres", 5432)
+        assert url.username == example["POSTGRES_USER"]
+        assert url.password == example["POSTGRES_PASSWORD"]
+        assert url.database == example["POSTGRES_DB"]
+    assert "HPO_DATABASE_URL" not in environment(services["worker"])  # workers speak HTTP only
+
+
+# -- images and build context ------------------------------------------------------------------
+
+
+def server_image_leaves_out() -> list[str]:
+    """The distributions docker/Dockerfile.server does not install, as import names."""
+    match = re.search(
+        r'^ARG SERVER_WITHOUT="([^"]+)"', (DOCKER / "Dockerfile.server").read_text(), re.M
+    )
+    assert match, "Dockerfile.server names what it leaves out in ARG SERVER_WITHOUT"
+    imports = {"scikit-learn": "sklearn"}
+    return [imports.get(name, name) for name in match.group(1).split()]
+
+
+def test_images_and_their_bases() -> None:
+    server = (DOCKER / "Dockerfile.server").read_text()
+    worker = (DOCKER / "Dockerfile.worker").read_text()
+    assert re.search(r"^FROM python:\$\{PYTHON_VERSION\}-slim$", server, re.M)
+    assert re.search(r"^ARG PYTHON_VERSION=3\.\d+$", server, re.M)
+    assert re.search(
+        r"^ARG BASE=pytorch/pytorch:2\.[\d.]+-cuda12\.\d+-cudnn9-runtime$", worker, re.M
+    )
+    assert "torch" in server_image_leaves_out()
+    assert "optional-dependencies']['postgres']" in server  # psycopg comes with the server
+    services = compose()["services"]
+    assert services["migrate"]["build"]["dockerfile"] == "docker/Dockerfile.server"
+    assert services["server"]["image"] == services["migrate"]["image"]
+    assert services["worker"]["build"]["dockerfile"] == "docker/Dockerfile.worker"
+    assert (COMPOSE.parent / services["worker"]["build"]["context"]).resolve() == ROOT
+
+
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore's `patterns` keep `path` out (last matching pattern wins)."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        if any(fnmatch.fnmatchcase(p, pattern) for p in prefixes):
+            ignored = not negate
+    return ignored
+
+
+def test_the_build_context_has_what_the_images_copy_and_no_secrets() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copied = set()
+    for dockerfile in ("Dockerfile.server", "Dockerfile.worker"):
+        for line in (DOCKER / dockerfile).read_text().splitlines():
+            if line.startswith("COPY "):
+                copied |= set(shlex.split(line)[1:-1])
+    assert {"pyproject.toml", "README.md", "service", "trainer", "alembic"} <= copied
+    for source in copied:
+        assert (ROOT / source).exists(), source
+        assert not dockerignored(source, patterns), source
+        assert not dockerignored(f"{source}/x.py", patterns) or not (ROOT / source).is_dir()
+    for kept_out in (
+        "docker/.env",
+        ".env",
+        ".git/config",
+        "hpo.db",
+        "artifacts/ab/cd",
+        ".venv/bin/python",
+        "service/__pycache__/app.cpython-311.pyc",
+        "tests/conftest.py",
+    ):
+        assert dockerignored(kept_out, patterns), kept_out
+
+
+# -- the commands, for real, against PostgreSQL -------------------------------------------------
+
+_BLOCKED_IMPORTS = """
+import importlib.abc, runpy, sys
+
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not in the server image)")
+        return None
+
+sys.meta_path.insert(0, Blocked())
+sys.argv = ["hpo", *sys.argv[1:]]
+runpy.run_module("service.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+def hpo_as_in_the_server_image(argv: list[str]) -> list[str]:
+    """`hpo ...` from the compose file, run where the server image's missing modules are."""
+    assert argv[0] == "hpo"
+    code = _BLOCKED_IMPORTS.format(blocked=server_image_leaves_out())
+    return [sys.executable, "-c", code, *argv[1:]]
+
+
+def hpo(argv: list[str]) -> list[str]:
+    assert argv[0] == "hpo"
+    return [sys.executable, "-m", "service.cli", *argv[1:]]
+
+
+def test_the_server_image_really_needs_no_torch() -> None:
+    """The blocker works: what the server image leaves out cannot be imported under it."""
+    code = _BLOCKED_IMPORTS.format(blocked=server_image_leaves_out()).replace(
+        'runpy.run_module("service.cli", run_name="__main__", alter_sys=True)', "import torch"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "No module named 'torch' (not in the server image)" in result.stderr
+
+
+@pytest.mark.e2e
+def test_the_compose_commands_work_against_postgresql(processes: Processes, tmp_path: Path) -> None:
+    example = dotenv(ENV_EXAMPLE)
+    services = compose()["services"]
+    user = {"Authorization": f"Bearer {example['HPO_API_TOKEN']}"}
+    with postgres_database() as database_url:
+        # Each service's own environment, with the database, volumes and server as seen from here.
+        here = {
+            "HPO_DATABASE_URL": database_url,
+            "HPO_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+            "HPO_DATA_DIR": str(tmp_path / "data"),
+        }
+
+        def env_of(name: str) -> dict[str, str]:
+            env = {**environment(services[name])}
+            env.update({k: v for k, v in here.items() if k in env})
+            return {**{k: v for k, v in os.environ.items() if not k.startswith("HPO_")}, **env}
+
+        # migrate: `hpo db upgrade`, without torch.
+        migrate = subprocess.run(
+            hpo_as_in_the_server_image(services["migrate"]["command"]),
+            env=env_of("migrate"),
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert migrate.returncode == 0, migrate.stderr
+        assert migrate.stdout.strip().endswith("is up to date")
+        password = make_url(database_url).password
+        assert f":{password}@" not in migrate.stdout + migrate.stderr
+        assert ":***@" in migrate.stdout
+        engine = create_engine(database_url)
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT version_num FROM hpo_alembic_version")).scalar()
+
+            # server: the compose command on a free loopback port, without torch.
+            port = free_port()
+            argv = replace_option(services["server"]["command"], "--host", "127.0.0.1")
+            argv = replace_option(argv, "--port", str(port))
+            log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed with the process
+            server = subprocess.Popen(
+                hpo_as_in_the_server_image(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env_of("server"),
+                cwd=tmp_path,
+            )
+            processes.procs.append(server)
+            url = f"http://127.0.0.1:{port}"
+            healthcheck = [
+                a.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+                for a in services["server"]["healthcheck"]["test"][1:]
+            ]
+            assert healthcheck[0] == "python"
+
+            def healthy() -> bool:
+                assert server.poll() is None, (tmp_path / "server.log").read_text()
+                return subprocess.run([sys.executable, *healthcheck[1:]]).returncode == 0
+
+            wait_for(healthy, 60, "the server's healthcheck to pass", every=0.5)
+            assert httpx.get(f"{url}/api/v1/studies").status_code == 401
+            doc = spec_doc("compose", budget={"max_trials": 1, "parallel_trials": 1, "epochs": 1})
+            reply = httpx.post(f"{url}/api/v1/studies", json=doc, headers=user, timeout=30)
+            assert reply.status_code == 201, reply.text
+            study = reply.json()
+
+            # worker: the compose command against this server, on the CPU.
+            argv = replace_option(services["worker"]["command"], "--server", url)
+            argv = replace_option(argv, "--devices", "cpu")
+            worker = subprocess.Popen(
+                hpo(argv),
+                stdout=open(tmp_path / "worker.log", "wb"),  # noqa: SIM115
+                stderr=subprocess.STDOUT,
+                env=env_of("worker"),
+                cwd=tmp_path,
+            )
+            processes.procs.append(worker)
+
+            def registered() -> list[dict[str, Any]]:
+                workers = httpx.get(f"{url}/api/v1/workers", headers=user).json()
+                return [w for w in workers if w["device"] == "cpu" and w["state"] == "active"]
+
+            assert len(wait_for(registered, 90, "the worker to register")) == 1
+
+            def completed() -> dict[str, Any] | None:
+                got = httpx.get(f"{url}/api/v1/studies/{study['id']}", headers=user).json()
+                return got if got["state"] == "completed" else None
+
+            finished = wait_for(completed, 120, "the study to complete")
+            assert finished["counts"]["completed"] == 1
+            metrics = httpx.get(f"{url}/metrics", headers=user).text
+            assert 'hpo_trials{state="completed"} 1' in metrics.splitlines()
+            assert 'hpo_workers{state="active"} 1' in metrics.splitlines()
+
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(30) == 0
+            workers = httpx.get(f"{url}/api/v1/workers", headers=user).json()
+            assert [w["state"] for w in workers] == ["gone"]
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+            log.close()
+
+            # It all went to PostgreSQL, not to a SQLite file beside the process.
+            with engine.connect() as conn:
+                row = conn.execute(text("SELECT state FROM hpo_studies WHERE name = 'compose'"))
+                assert row.scalar() == "completed"
+            assert not list(tmp_path.glob("*.db"))
+        finally:
+            engine.dispose()
+
+    # Both logged JSON lines (the compose file asks for them) without a token or a password.
+    for name in ("server", "worker"):
+        output = (tmp_path / f"{name}.log").read_text()
+        lines = output.splitlines()
+        assert lines, name
+        for line in lines:
+            assert json.loads(line)["msg"], (name, line)
+        for secret in SECRETS:
+            assert example[secret] not in output, (name, secret)
+
+
+def test_the_postgres_healthcheck_command_works() -> None:
+    if shutil.which("pg_isready") is None:
+        pytest.skip("pg_isready is not installed here")
+    admin = os.environ.get("HPO_TEST_POSTGRES_URL")
+    if not admin:
+        if os.environ.get("HPO_REQUIRE_POSTGRES"):
+            pytest.fail("HPO_REQUIRE_POSTGRES is set but HPO_TEST_POSTGRES_URL is not")
+        pytest.skip("set HPO_TEST_POSTGRES_URL to check the healthcheck against PostgreSQL")
+    url = make_url(admin)
+    test = compose()["services"]["postgres"]["healthcheck"]["test"]
+    env = {
+        **os.environ,
+        "POSTGRES_USER": url.username or "",
+        "POSTGRES_DB": url.database or "",
+        "PGHOST": url.host or "",
+        "PGPORT": str(url.port or 5432),
+    }
+    assert subprocess.run(["sh", "-c", test[1]], env=env).returncode == 0
+    env["PGPORT"] = str(free_port())  # nothing listens there: the check must say unhealthy
+    assert subprocess.run(["sh", "-c", test[1]], env=env, capture_output=True).returncode != 0
+
+
+def test_docker_compose_config_agrees(tmp_path: Path) -> None:
+    """Where the docker compose plugin exists, its own reading of the file matches ours."""
+    docker = shutil.which("docker")
+    if (
+        docker is None
+        or subprocess.run([docker, "compose", "version"], capture_output=True).returncode
+    ):
+        pytest.skip("the docker compose plugin is not installed here")
+    result = subprocess.run(
+        [
+            docker,
+            "compose",
+            "-f",
+            str(COMPOSE),
+            "--env-file",
+            str(ENV_EXAMPLE),
+            "config",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    theirs = json.loads(result.stdout)["services"]
+    ours = compose()["services"]
+    assert set(theirs) == set(ours)
+    for name in ours:
+        assert theirs[name].get("command") == ours[name].get("command"), name
+    assert theirs["server"]["ports"][0]["host_ip"] == "127.0.0.1"
