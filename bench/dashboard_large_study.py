@@ -4,15 +4,13 @@ time to its first chart in headless Chromium.
 
     python bench/dashboard_large_study.py [--trials 10000] [--epochs 20] [--repeat 5] [--no-browser]
 
-Seeding goes through the service's own code for the study (`Studies.create`, so the Optuna study
-exists too) and bulk INSERTs for trials, metrics and events (the page reads the `hpo_*` tables
-only). Trials: 88 % completed with every epoch, 9 % pruned after 3 to 15 epochs, 2 % failed, 1 %
-running; five metrics per epoch like the trainer's; a few NaN losses.
+The study comes from `large_study.seed` (the service creates it, bulk INSERTs fill it).
 
 Measured:
-1. In process (no HTTP): each first-load endpoint through a TestClient, median of `--repeat`
-   runs after one warm-up; the response's `Server-Timing` header (time inside the route) and the
-   whole request; bytes of the body.
+1. In process (no HTTP): each first-load endpoint through a TestClient, one after the other,
+   median of `--repeat` runs after a cold one: the `Server-Timing` header (wall time inside the
+   route), the whole request, the process's CPU time during it (what other load on the machine
+   cannot inflate), and the bytes of the body.
 2. Browser (`--no-browser` skips it): a real `hpo server` on the seeded file and Debian's
    Chromium through Playwright; time from navigation start to the first drawn chart
    (`window.hpoTimings.firstChart`, set by the page) and to every panel drawn.
@@ -24,11 +22,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import math
 import os
 import platform
-import random
 import socket
 import sqlite3
 import statistics
@@ -38,168 +33,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import insert
+from large_study import seed  # bench/large_study.py, beside this script
 
-from service.app import build_services
 from service.settings import Settings
-from service.storage.models import EventRow, MetricRow, StudyRow, TrialRow, WorkerRow
-
-SPEC: dict[str, Any] = {
-    "name": "large-study",
-    "objective": {"metric": "val_accuracy", "direction": "maximize"},
-    "strategy": {"kind": "tpe", "seed": 0, "early_stopping": "median"},
-    "budget": {"max_trials": 10_000, "parallel_trials": 8, "epochs": 20},
-    "space": {
-        "lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True},
-        "batch_size": {"type": "categorical", "choices": [32, 64, 128, 256]},
-        "dropout": {"type": "float", "low": 0.0, "high": 0.5},
-        "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
-        "norm": {"type": "categorical", "choices": ["none", "batch", "layer", "group", "instance"]},
-    },
-    "workload": {"model": "mlp", "dataset": "synthetic"},
-}
-CHUNK = 20_000
-
-
-def _params(rng: random.Random) -> dict[str, Any]:
-    return {
-        "lr": math.exp(rng.uniform(math.log(1e-4), math.log(0.3))),
-        "batch_size": rng.choice([32, 64, 128, 256]),
-        "dropout": rng.uniform(0.0, 0.5),
-        "weight_decay": math.exp(rng.uniform(math.log(1e-6), math.log(1e-2))),
-        "norm": rng.choice(["none", "batch", "layer", "group", "instance"]),
-    }
-
-
-def _quality(params: dict[str, Any]) -> float:
-    """A plausible final accuracy: best near lr 0.01, some norm and dropout effect."""
-    lr_term = -0.08 * (math.log10(params["lr"]) + 2.0) ** 2
-    norm_term = {"none": 0.0, "batch": 0.04, "layer": 0.03, "group": 0.02, "instance": 0.01}
-    return 0.9 + lr_term + norm_term[params["norm"]] - 0.1 * params["dropout"]
-
-
-def _metrics(rng: random.Random, final: float, epoch: int, epochs: int) -> dict[str, float]:
-    progress = 1.0 - math.exp(-4.0 * epoch / epochs)
-    acc = max(0.0, min(1.0, 0.1 + (final - 0.1) * progress + rng.gauss(0, 0.01)))
-    loss = (1.0 - acc) * 2.0 + rng.gauss(0, 0.02)
-    return {
-        "val_accuracy": acc,
-        "val_loss": loss if rng.random() > 0.0005 else math.nan,
-        "train_loss": loss * 0.9,
-        "lr": 0.01 * (0.5 + 0.5 * math.cos(math.pi * epoch / epochs)),
-        "epoch_seconds": 0.5 + rng.random() * 0.1,
-    }
-
-
-def _trial_plan(rng: random.Random, number: int, epochs: int) -> tuple[str, int]:
-    """(state, epochs reported) of trial `number`."""
-    roll = rng.random()
-    if roll < 0.88:
-        return "completed", epochs
-    if roll < 0.97:
-        return "pruned", rng.randint(3, min(15, epochs))
-    if roll < 0.99:
-        return "failed", rng.randint(1, epochs)
-    return "running", rng.randint(1, epochs - 1)
-
-
-def seed(settings: Settings, trials: int = 10_000, epochs: int = 20, events: bool = True) -> int:
-    """Create the study and bulk-insert `trials` trials with their metrics (and events when
-    `events`) into the database of `settings`; returns the study id."""
-    services = build_services(settings)
-    db = services.db
-    spec = {**SPEC, "budget": {**SPEC["budget"], "max_trials": trials, "epochs": epochs}}
-    study_id = services.studies.create(spec).row.id
-    rng = random.Random(0)
-    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
-    trial_rows, metric_rows, event_rows = [], [], []
-    with db.write() as session:
-        workers = [
-            session.execute(
-                insert(WorkerRow).values(name=f"gpu{i}", host="box", device=f"cuda:{i}")
-            ).inserted_primary_key[0]
-            for i in range(8)
-        ]
-    for number in range(trials):
-        state, n_epochs = _trial_plan(rng, number, epochs)
-        params = _params(rng)
-        final = _quality(params)
-        began = start + timedelta(seconds=number * 3)
-        curve = [_metrics(rng, final, e, epochs) for e in range(1, n_epochs + 1)]
-        value = None if state == "failed" else curve[-1]["val_accuracy"]
-        trial_id = number + 1
-        trial_rows.append(
-            {
-                "id": trial_id,
-                "study_id": study_id,
-                "number": number,
-                "state": state,
-                "params": params,
-                "value": value,
-                "epochs": n_epochs,
-                "attempt": 1,
-                "worker_id": workers[number % len(workers)],
-                "started_at": began,
-                "finished_at": None if state == "running" else began + timedelta(seconds=n_epochs),
-                "reason": "loss is NaN" if state == "failed" else None,
-            }
-        )
-        for epoch, metrics in enumerate(curve, start=1):
-            at = began + timedelta(seconds=epoch)
-            text = json.dumps(metrics, separators=(",", ":"))  # once for the row and the event
-            metric_rows.append(
-                {"trial_id": trial_id, "epoch": epoch, "metrics": text, "reported_at": at}
-            )
-            if events:
-                payload = f'{{"number":{number},"epoch":{epoch},"metrics":{text}}}'
-                event_rows.append(_event(study_id, "trial_reported", trial_id, payload, at))
-        if events and state != "running":
-            payload = {"number": number, "state": state, "value": value, "reason": None}
-            event_rows.append(_event(study_id, "trial_finished", trial_id, payload, began))
-    with db.write() as session:
-        session.get(StudyRow, study_id).n_trials = trials  # type: ignore[union-attr]
-        connection = session.connection()
-        _bulk_insert(connection, TrialRow.__table__, trial_rows)
-        _bulk_insert(connection, MetricRow.__table__, metric_rows)
-        _bulk_insert(connection, EventRow.__table__, event_rows)
-    db.dispose()
-    return study_id
-
-
-def _bulk_insert(connection: Any, table: Any, rows: list[dict[str, Any]]) -> None:
-    """INSERT through the driver's executemany, with values pre-serialized the way the models'
-    column types store them (JSON text, naive UTC timestamps): ten times faster than the ORM."""
-    if not rows:
-        return
-    names = list(rows[0])
-    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-    for i in range(0, len(rows), CHUNK):
-        chunk = [tuple(_stored(row[name]) for name in names) for row in rows[i : i + CHUNK]]
-        connection.exec_driver_sql(sql, chunk)
-
-
-def _stored(value: Any) -> Any:
-    if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"))
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value
-
-
-def _event(study_id: int, kind: str, trial_id: int, payload: Any, at: datetime) -> dict:
-    return {
-        "study_id": study_id,
-        "kind": kind,
-        "trial_id": trial_id,
-        "payload": payload,
-        "created_at": at,
-    }
-
 
 # -- measuring ---------------------------------------------------------------------------------
 
@@ -218,8 +58,9 @@ ITEMS = {"curves": "curves", "history": "points", "parallel": "lines", "table": 
 @dataclass(frozen=True)
 class Figure:
     name: str
-    server_ms: float  # inside the route (Server-Timing)
-    total_ms: float  # the whole request through the ASGI stack
+    server_ms: float  # inside the route (Server-Timing), wall clock
+    total_ms: float  # the whole request through the ASGI stack, wall clock
+    cpu_ms: float  # CPU time of this process during the request (immune to other load)
     bytes: int
     items: int  # curves, points, lines or rows sent
 
@@ -229,15 +70,16 @@ def first_load(client: Any, study_id: int) -> list[Figure]:
     TestClient or an httpx.Client with a base URL)."""
     figures = []
     for name, suffix in FIRST_LOAD:
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         reply = client.get(f"/api/v1/dashboard/studies/{study_id}{suffix}")
         total = (time.perf_counter() - began) * 1000
+        cpu = (time.process_time() - cpu) * 1000
         reply.raise_for_status()
         timing = reply.headers.get("server-timing", "app;dur=nan")
         server = float(timing.rsplit("dur=", 1)[1])
         body = reply.json()
         items = len(body[ITEMS[name]]) if name in ITEMS else 0
-        figures.append(Figure(name, server, total, len(reply.content), items))
+        figures.append(Figure(name, server, total, cpu, len(reply.content), items))
     return figures
 
 
@@ -255,6 +97,7 @@ def in_process(settings: Settings, study_id: int, repeat: int) -> tuple[list[Fig
             f.name,
             statistics.median(r[i].server_ms for r in runs),
             statistics.median(r[i].total_ms for r in runs),
+            statistics.median(r[i].cpu_ms for r in runs),
             f.bytes,
             f.items,
         )
@@ -340,18 +183,18 @@ CHROMIUM_ARGS = [
 
 def _table(cold: list[Figure], warm: list[Figure]) -> list[str]:
     lines = [
-        "| request | sent | bytes | server ms (warm) | request ms (warm) | server ms (cold) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| request | sent | bytes | route ms | request ms | CPU ms | route ms, cold |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c, w in zip(cold, warm, strict=True):
         lines.append(
             f"| {w.name} | {w.items or ''} | {w.bytes:,} | {w.server_ms:.0f} | "
-            f"{w.total_ms:.0f} | {c.server_ms:.0f} |"
+            f"{w.total_ms:.0f} | {w.cpu_ms:.0f} | {c.server_ms:.0f} |"
         )
+    total = [sum(getattr(w, k) for w in warm) for k in ("server_ms", "total_ms", "cpu_ms")]
     lines.append(
-        f"| **all six** | | **{sum(w.bytes for w in warm):,}** | "
-        f"**{sum(w.server_ms for w in warm):.0f}** | **{sum(w.total_ms for w in warm):.0f}** | "
-        f"**{sum(c.server_ms for c in cold):.0f}** |"
+        f"| **all six** | | **{sum(w.bytes for w in warm):,}** | **{total[0]:.0f}** | "
+        f"**{total[1]:.0f}** | **{total[2]:.0f}** | **{sum(c.server_ms for c in cold):.0f}** |"
     )
     return lines
 
@@ -395,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     report = [
         f"{args.trials:,} trials, up to {args.epochs} epochs (at most {rows:,} metric rows), "
         f"seeded in {seeded:.1f} s; {platform.python_version()}, SQLite "
-        f"{sqlite3.sqlite_version}, {os.cpu_count()} CPUs.",
+        f"{sqlite3.sqlite_version}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} at the end.",
         "",
         *_table(cold, warm),
         "",

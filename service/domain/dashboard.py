@@ -10,6 +10,7 @@ the floats stored, NaN and infinities included: the API layer turns them into nu
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from service.storage.db import Database
 from service.storage.models import EventRow, MetricRow, StudyRow, TrialRow
 
 T = TypeVar("T")
-FINISHED_WITH_VALUE = (TrialState.COMPLETED.value, TrialState.PRUNED.value)
+COMPLETED, RUNNING = TrialState.COMPLETED.value, TrialState.RUNNING.value
+FINISHED_WITH_VALUE = (COMPLETED, TrialState.PRUNED.value)
 BAND_QUANTILES = (0.1, 0.5, 0.9)
 
 
@@ -127,19 +129,18 @@ def spread(items: Sequence[T], k: int) -> list[T]:
     return [items[(i * n) // k] for i in range(k)]
 
 
-def ranked(facts: Sequence[Facts], maximize: bool) -> list[Facts]:
-    """Trials with a finite value, best first (ties: lower number first)."""
-    scored = [f for f in facts if is_number(f.value)]
+def best_completed(facts: Sequence[Facts], maximize: bool, k: int) -> list[Facts]:
+    """The `k` best completed trials with a finite value, best first (ties: lower number)."""
+    scored = (f for f in facts if f.state == COMPLETED and is_number(f.value))
     sign = -1.0 if maximize else 1.0
-    return sorted(scored, key=lambda f: (sign * f.score, f.number))
+    return heapq.nsmallest(k, scored, key=lambda f: (sign * f.score, f.number))
 
 
-def pick(facts: Sequence[Facts], maximize: bool, limit: int, top: int) -> list[Facts]:
-    """At most `limit` trials: the `top` best completed, the running ones (up to a quarter of
+def pick(facts: Sequence[Facts], best: Sequence[Facts], limit: int) -> list[Facts]:
+    """At most `limit` of `facts`: `best` first, then the running ones (up to a quarter of
     `limit`), then an even spread of the rest; in number order."""
-    completed = [f for f in facts if f.state == TrialState.COMPLETED.value]
-    chosen = {f.id: f for f in ranked(completed, maximize)[: min(top, limit)]}
-    running = [f for f in facts if f.state == TrialState.RUNNING.value and f.id not in chosen]
+    chosen = {f.id: f for f in best[:limit]}
+    running = [f for f in facts if f.state == RUNNING and f.id not in chosen]
     chosen.update((f.id, f) for f in running[: max(0, min(limit // 4, limit - len(chosen)))])
     rest = [f for f in facts if f.id not in chosen]
     chosen.update((f.id, f) for f in spread(rest, limit - len(chosen)))
@@ -150,7 +151,7 @@ def best_so_far(facts: Sequence[Facts], maximize: bool) -> list[tuple[int, float
     """(number, value) of every completed trial that improved on all completed before it."""
     records: list[tuple[int, float]] = []
     for f in facts:
-        if f.state != TrialState.COMPLETED.value or not is_number(f.value):
+        if f.state != COMPLETED or not is_number(f.value):
             continue
         value = f.score
         if not records or (value > records[-1][1] if maximize else value < records[-1][1]):
@@ -219,8 +220,8 @@ class Dashboard:
             objective = objective_of(study)
             metric = metric or objective.metric
             facts = _facts(session, study_id)
-            chosen = pick(facts, objective.maximize, limit, top)
-            best = ranked([f for f in facts if f.state == "completed"], objective.maximize)[:1]
+            best = best_completed(facts, objective.maximize, top)
+            chosen = pick(facts, best, limit)
             points = _points(session, [f.id for f in chosen], metric)
             band = None
             if len(chosen) < len(facts):
@@ -271,7 +272,8 @@ def objective_of(study: StudyRow) -> Objective:
 
 
 def _facts(session: Session, study_id: int) -> list[Facts]:
-    rows = session.execute(
+    # Core execution: thousands of plain tuples, no ORM bookkeeping needed.
+    rows = session.connection().execute(
         select(TrialRow.id, TrialRow.number, TrialRow.state, TrialRow.value, TrialRow.epochs)
         .where(TrialRow.study_id == study_id)
         .order_by(TrialRow.number)
@@ -281,11 +283,7 @@ def _facts(session: Session, study_id: int) -> list[Facts]:
 
 def completed_facts(session: Session, study_id: int) -> list[Facts]:
     """Completed trials with a finite value, by number."""
-    return [
-        f
-        for f in _facts(session, study_id)
-        if f.state == TrialState.COMPLETED.value and is_number(f.value)
-    ]
+    return [f for f in _facts(session, study_id) if f.state == COMPLETED and is_number(f.value)]
 
 
 def load_params(session: Session, ids: list[int]) -> dict[int, dict[str, Any]]:

@@ -15,6 +15,7 @@ from optuna.distributions import BaseDistribution
 from service.domain import search
 from service.domain.dashboard import (
     Facts,
+    best_completed,
     completed_facts,
     load_params,
     load_study,
@@ -82,7 +83,8 @@ class ParamViews:
             study = load_study(session, study_id)
             objective = objective_of(study)
             completed = completed_facts(session, study_id)
-            chosen = pick(completed, objective.maximize, limit, top=limit // 5)
+            best = best_completed(completed, objective.maximize, limit // 5)
+            chosen = pick(completed, best, limit)
             params = load_params(session, [f.id for f in chosen])
         axes = axes_of(study)
         lines = [Line(f.number, f.score, [params[f.id].get(a.name) for a in axes]) for f in chosen]
