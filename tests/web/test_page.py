@@ -219,3 +219,19 @@ def test_page_catches_up_after_a_server_restart(processes: Processes, web: Page)
     expect(page.locator("#trials tbody tr[data-number]")).to_have_count(2)
     assert len(events["items"]) == 9
     web.shoot("successive-halving-rungs")
+
+
+def test_a_server_with_tokens_asks_for_one(processes: Processes, web: Page) -> None:
+    url = processes.server(HPO_API_TOKEN="page-token")
+    page = web.page
+    page.goto(url)
+    token = page.locator("input[name=token]")
+    token.fill("not-it")
+    page.get_by_role("button", name="Open").click()
+    expect(page.get_by_role("alert")).to_have_text("That token is not the user token.")
+    token.fill("page-token")
+    page.get_by_role("button", name="Open").click()
+    expect(page.locator("#studies")).to_contain_text("No study yet")
+    page.reload()  # the session cookie stands for the token from now on
+    expect(page.locator("#studies")).to_contain_text("No study yet")
+    expect(page.locator("#workers")).to_contain_text("No worker yet")

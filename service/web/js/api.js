@@ -19,12 +19,13 @@ export class ApiError extends Error {
 
 let onUnauthorized = () => {};
 
-/** Called with no argument whenever the server answers 401 (the page then asks for a token). */
+/** Called with no argument whenever the server answers 401 (the page then asks for a token),
+ * except to the token form's own request. */
 export function setUnauthorizedHandler(fn) {
   onUnauthorized = fn;
 }
 
-async function request(method, path, { params, body, contentType } = {}) {
+async function request(method, path, { params, body, contentType, own401 = false } = {}) {
   const url = new URL(path, window.location.origin);
   for (const [key, value] of Object.entries(params || {})) {
     if (value !== null && value !== undefined && value !== "") url.searchParams.set(key, value);
@@ -44,7 +45,7 @@ async function request(method, path, { params, body, contentType } = {}) {
     data = { detail: text };
   }
   if (!response.ok) {
-    if (response.status === 401) onUnauthorized();
+    if (response.status === 401 && !own401) onUnauthorized();
     throw new ApiError(response.status, data && data.detail !== undefined ? data.detail : text);
   }
   return data;
@@ -54,7 +55,7 @@ export const api = {
   get: (path, params) => request("GET", path, { params }),
   post: (path, body, contentType) => request("POST", path, { body, contentType }),
   session: () => request("GET", "/api/v1/session"),
-  openSession: (token) => request("POST", "/api/v1/session", { body: { token } }),
+  openSession: (token) => request("POST", "/api/v1/session", { body: { token }, own401: true }),
   studies: () => request("GET", "/api/v1/studies"),
   workers: () => request("GET", "/api/v1/workers"),
   study: (id) => request("GET", `/api/v1/studies/${id}`),

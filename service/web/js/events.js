@@ -32,7 +32,8 @@ export function parseBlocks(buffer) {
 export class EventFollower {
   /**
    * url: the events endpoint; lastId: the event to continue after (null: from the start);
-   * onEvent(kind, data, id) for each event with data; onStatus("live" | "reconnecting" | "gone").
+   * onEvent(kind, data, id) for each event with data;
+   * onStatus("live" | "reconnecting" | "gone" | "unauthorized"); the last two end the loop.
    */
   constructor(url, { lastId = null, onEvent, onStatus = () => {} }) {
     this.url = url;
@@ -58,8 +59,8 @@ export class EventFollower {
     while (!this.stopped) {
       const outcome = await this.connect().catch(() => "retry");
       if (this.stopped) return;
-      if (outcome === "gone") {
-        this.onStatus("gone");
+      if (outcome === "gone" || outcome === "unauthorized") {
+        this.onStatus(outcome);
         return;
       }
       this.onStatus("reconnecting");
@@ -78,6 +79,7 @@ export class EventFollower {
       signal: this.controller.signal,
     });
     if (response.status === 404) return "gone";
+    if (response.status === 401) return "unauthorized";
     if (!response.ok || !response.body) return "retry";
     this.onStatus("live");
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();

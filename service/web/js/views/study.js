@@ -153,33 +153,41 @@ export function mountStudy(main, target) {
   function onStatus(status) {
     const was = head.live.dataset.status;
     head.live.dataset.status = status;
-    head.live.textContent = { live: "live", reconnecting: "reconnecting…", gone: "study deleted" }[status] || status;
+    head.live.textContent = { live: "live", reconnecting: "reconnecting…", gone: "study deleted", unauthorized: "signed out" }[status] || status;
     if (status === "live" && was === "reconnecting") Object.values(refresh).forEach((r) => r.request());
   }
 
   async function start() {
+    let overview;
     try {
-      const overview = await api.dashboard(id);
-      showOverview(overview);
-      st.follower = new EventFollower(`/api/v1/studies/${id}/events`, { lastId: overview.last_event_id, onEvent, onStatus }).start();
+      overview = await api.dashboard(id);
     } catch (err) {
       main.replaceChildren(h("p", { class: "notice" }, err.status === 404 ? `Study ${id} does not exist.` : `Could not load the study: ${err.message}`));
+      return;
     }
+    showOverview(overview);
+    st.follower = new EventFollower(`/api/v1/studies/${id}/events`, { lastId: overview.last_event_id, onEvent, onStatus }).start();
+    // Two lanes rather than four requests at once: the server's threads share one interpreter,
+    // so the first charts come sooner when the heavier aggregates wait their turn.
+    [["history", "parallel"], ["curves", "importance"]].forEach(async (lane) => {
+      for (const name of lane) await refresh[name].now();
+    });
   }
 
   start();
-  // Two lanes rather than four requests at once: the server's threads share one interpreter,
-  // so the first charts come sooner when the heavier aggregates wait their turn.
-  [["curves", "parallel"], ["history", "importance"]].forEach(async (lane) => {
-    for (const name of lane) await refresh[name].now();
-  });
-  if (target.trial !== null) dialog.open(id, target.trial);
+  if (target.trial !== null) dialog.open(id, target.trial).then(focusCurve);
+
+  /** Draw the open trial's curve on top in the learning curves. */
+  function focusCurve() {
+    if (curves.data) curves.render(curves.data, dialog.trialId);
+  }
 
   return {
     update(next) {
       if (next.trial === null) dialog.close();
-      else if (next.trial !== dialog.number) dialog.open(id, next.trial);
+      else if (next.trial !== dialog.number) dialog.open(id, next.trial).then(focusCurve);
       table?.select(next.trial);
+      if (next.trial === null) focusCurve();
     },
     unmount() {
       st.follower?.stop();

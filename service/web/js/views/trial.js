@@ -93,7 +93,11 @@ export function trialDialog({ onClose }) {
       current = { studyId, number, id: null };
       fill(body, h("p", { class: "note" }, `Loading trial #${number}…`));
       if (!dialog.open) dialog.showModal();
-      await load();
+      try {
+        await load();
+      } catch (err) {
+        fill(body, h("p", { class: "notice" }, `Could not load trial #${number}: ${err.message}`), closeButton());
+      }
     },
     refresh: load,
     close() {
