@@ -330,8 +330,8 @@ def test_the_build_context_has_what_the_images_copy_and_no_secrets() -> None:
 
 # -- the commands, for real, against PostgreSQL -------------------------------------------------
 
-_BLOCKED_IMPORTS = """
-import importlib.abc, runpy, sys
+_BLOCKER = """
+import importlib.abc, sys
 
 class Blocked(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
@@ -340,16 +340,20 @@ class Blocked(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Blocked())
-sys.argv = ["hpo", *sys.argv[1:]]
-runpy.run_module("service.cli", run_name="__main__", alter_sys=True)
 """
 
 
+def as_in_the_server_image(code: str) -> list[str]:
+    """`python -c code` where the modules the server image leaves out cannot be imported."""
+    return [sys.executable, "-c", _BLOCKER.format(blocked=server_image_leaves_out()) + code]
+
+
 def hpo_as_in_the_server_image(argv: list[str]) -> list[str]:
-    """`hpo ...` from the compose file, run where the server image's missing modules are."""
+    """`hpo ...` from the compose file, as the server image would run it."""
     assert argv[0] == "hpo"
-    code = _BLOCKED_IMPORTS.format(blocked=server_image_leaves_out())
-    return [sys.executable, "-c", code, *argv[1:]]
+    run = 'sys.argv = ["hpo", *sys.argv[1:]]\n'
+    run += 'import runpy; runpy.run_module("service.cli", run_name="__main__", alter_sys=True)\n'
+    return [*as_in_the_server_image(run), *argv[1:]]
 
 
 def hpo(argv: list[str]) -> list[str]:
@@ -357,134 +361,156 @@ def hpo(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "service.cli", *argv[1:]]
 
 
-def test_the_server_image_really_needs_no_torch() -> None:
-    """The blocker works: what the server image leaves out cannot be imported under it."""
-    code = _BLOCKED_IMPORTS.format(blocked=server_image_leaves_out()).replace(
-        'runpy.run_module("service.cli", run_name="__main__", alter_sys=True)', "import torch"
+def test_every_server_module_imports_without_torch(tmp_path: Path) -> None:
+    """Each module of `service` imports, and the app builds, with no torch to import."""
+    code = f"""
+import importlib, pkgutil, service
+for module in pkgutil.walk_packages(service.__path__, "service."):
+    importlib.import_module(module.name)
+from service.app import create_app
+from service.settings import Settings
+create_app(Settings(database_url="sqlite:///{tmp_path}/hpo.db"))
+try:
+    import torch
+except ModuleNotFoundError as exc:
+    print(exc)
+"""
+    result = subprocess.run(
+        as_in_the_server_image(code), capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 1
-    assert "No module named 'torch' (not in the server image)" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "No module named 'torch' (not in the server image)\n"
 
 
-@pytest.mark.e2e
-def test_the_compose_commands_work_against_postgresql(processes: Processes, tmp_path: Path) -> None:
-    example = dotenv(ENV_EXAMPLE)
-    services = compose()["services"]
-    user = {"Authorization": f"Bearer {example['HPO_API_TOKEN']}"}
-    with postgres_database() as database_url:
-        # Each service's own environment, with the database, volumes and server as seen from here.
-        here = {
+class ComposeStack:
+    """The compose file's services as processes here: PostgreSQL from the test, the rest real."""
+
+    def __init__(self, processes: Processes, tmp_path: Path, database_url: str) -> None:
+        self.processes, self.tmp_path = processes, tmp_path
+        self.services = compose()["services"]
+        # Where the containers' database, volumes and server are, seen from this machine.
+        self.here = {
             "HPO_DATABASE_URL": database_url,
             "HPO_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
             "HPO_DATA_DIR": str(tmp_path / "data"),
         }
 
-        def env_of(name: str) -> dict[str, str]:
-            env = {**environment(services[name])}
-            env.update({k: v for k, v in here.items() if k in env})
-            return {**{k: v for k, v in os.environ.items() if not k.startswith("HPO_")}, **env}
+    def env(self, service: str) -> dict[str, str]:
+        """The service's environment from the compose file (paths and URL mapped to here), on
+        top of this process's environment without its HPO_* variables."""
+        env = environment(self.services[service])
+        env.update({k: v for k, v in self.here.items() if k in env})
+        return {**{k: v for k, v in os.environ.items() if not k.startswith("HPO_")}, **env}
 
-        # migrate: `hpo db upgrade`, without torch.
-        migrate = subprocess.run(
-            hpo_as_in_the_server_image(services["migrate"]["command"]),
-            env=env_of("migrate"),
+    def migrate(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            hpo_as_in_the_server_image(self.services["migrate"]["command"]),
+            env=self.env("migrate"),
             capture_output=True,
             text=True,
-            cwd=tmp_path,
+            cwd=self.tmp_path,
             timeout=120,
         )
-        assert migrate.returncode == 0, migrate.stderr
-        assert migrate.stdout.strip().endswith("is up to date")
-        password = make_url(database_url).password
-        assert f":{password}@" not in migrate.stdout + migrate.stderr
-        assert ":***@" in migrate.stdout
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.tmp_path
+        )
+        self.processes.procs.append(proc)
+        return proc
+
+    def server(self) -> tuple[subprocess.Popen[bytes], str]:
+        """The server's command on a free loopback port, without torch; waits for its
+        healthcheck (the compose file's own command) to pass."""
+        port = free_port()
+        argv = replace_option(self.services["server"]["command"], "--host", "127.0.0.1")
+        argv = replace_option(argv, "--port", str(port))
+        proc = self.start("server", hpo_as_in_the_server_image(argv), self.env("server"))
+        check = [
+            a.replace(":8000/", f":{port}/") for a in self.services["server"]["healthcheck"]["test"]
+        ]
+        assert check[:2] == ["CMD", "python"]
+
+        def healthy() -> bool:
+            assert proc.poll() is None, self.log("server")
+            return subprocess.run([sys.executable, *check[2:]], capture_output=True).returncode == 0
+
+        wait_for(healthy, 60, "the server's healthcheck to pass", every=0.5)
+        return proc, f"http://127.0.0.1:{port}"
+
+    def worker(self, url: str) -> subprocess.Popen[bytes]:
+        """The worker's command against `url`, on the CPU instead of every GPU."""
+        argv = replace_option(self.services["worker"]["command"], "--server", url)
+        argv = replace_option(argv, "--devices", "cpu")
+        return self.start("worker", hpo(argv), self.env("worker"))
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.log").read_text()
+
+
+@pytest.mark.e2e
+def test_the_compose_commands_work_against_postgresql(processes: Processes, tmp_path: Path) -> None:
+    example = dotenv(ENV_EXAMPLE)
+    user = {"Authorization": f"Bearer {example['HPO_API_TOKEN']}"}
+    with postgres_database() as database_url:
+        stack = ComposeStack(processes, tmp_path, database_url)
         engine = create_engine(database_url)
         try:
+            migrate = stack.migrate()
+            assert migrate.returncode == 0, migrate.stderr
+            assert re.fullmatch(
+                r"database postgresql\+psycopg://[^:/]+:\*\*\*@\S+ is up to date\n", migrate.stdout
+            ), migrate.stdout
+            assert f":{make_url(database_url).password}@" not in migrate.stderr
             with engine.connect() as conn:
                 assert conn.execute(text("SELECT version_num FROM hpo_alembic_version")).scalar()
 
-            # server: the compose command on a free loopback port, without torch.
-            port = free_port()
-            argv = replace_option(services["server"]["command"], "--host", "127.0.0.1")
-            argv = replace_option(argv, "--port", str(port))
-            log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed with the process
-            server = subprocess.Popen(
-                hpo_as_in_the_server_image(argv),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env_of("server"),
-                cwd=tmp_path,
-            )
-            processes.procs.append(server)
-            url = f"http://127.0.0.1:{port}"
-            healthcheck = [
-                a.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-                for a in services["server"]["healthcheck"]["test"][1:]
-            ]
-            assert healthcheck[0] == "python"
-
-            def healthy() -> bool:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()
-                return subprocess.run([sys.executable, *healthcheck[1:]]).returncode == 0
-
-            wait_for(healthy, 60, "the server's healthcheck to pass", every=0.5)
+            server, url = stack.server()
             assert httpx.get(f"{url}/api/v1/studies").status_code == 401
             doc = spec_doc("compose", budget={"max_trials": 1, "parallel_trials": 1, "epochs": 1})
             reply = httpx.post(f"{url}/api/v1/studies", json=doc, headers=user, timeout=30)
             assert reply.status_code == 201, reply.text
-            study = reply.json()
 
-            # worker: the compose command against this server, on the CPU.
-            argv = replace_option(services["worker"]["command"], "--server", url)
-            argv = replace_option(argv, "--devices", "cpu")
-            worker = subprocess.Popen(
-                hpo(argv),
-                stdout=open(tmp_path / "worker.log", "wb"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
-                env=env_of("worker"),
-                cwd=tmp_path,
-            )
-            processes.procs.append(worker)
+            worker = stack.worker(url)
 
-            def registered() -> list[dict[str, Any]]:
-                workers = httpx.get(f"{url}/api/v1/workers", headers=user).json()
-                return [w for w in workers if w["device"] == "cpu" and w["state"] == "active"]
+            def workers() -> list[dict[str, Any]]:
+                listed: list[dict[str, Any]] = httpx.get(
+                    f"{url}/api/v1/workers", headers=user
+                ).json()
+                return listed
 
-            assert len(wait_for(registered, 90, "the worker to register")) == 1
+            wait_for(lambda: [w for w in workers() if w["state"] == "active"], 90, "a worker")
+            assert [(w["device"], w["state"]) for w in workers()] == [("cpu", "active")]
 
             def completed() -> dict[str, Any] | None:
-                got = httpx.get(f"{url}/api/v1/studies/{study['id']}", headers=user).json()
+                got = httpx.get(f"{url}/api/v1/studies/{reply.json()['id']}", headers=user).json()
                 return got if got["state"] == "completed" else None
 
-            finished = wait_for(completed, 120, "the study to complete")
-            assert finished["counts"]["completed"] == 1
-            metrics = httpx.get(f"{url}/metrics", headers=user).text
-            assert 'hpo_trials{state="completed"} 1' in metrics.splitlines()
-            assert 'hpo_workers{state="active"} 1' in metrics.splitlines()
+            assert wait_for(completed, 120, "the study to complete")["counts"]["completed"] == 1
+            metrics = httpx.get(f"{url}/metrics", headers=user).text.splitlines()
+            assert 'hpo_trials{state="completed"} 1' in metrics
+            assert 'hpo_workers{state="active"} 1' in metrics
 
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(30) == 0
-            workers = httpx.get(f"{url}/api/v1/workers", headers=user).json()
-            assert [w["state"] for w in workers] == ["gone"]
+            assert [w["state"] for w in workers()] == ["gone"]
             server.send_signal(signal.SIGTERM)
             server.wait(30)
-            log.close()
 
-            # It all went to PostgreSQL, not to a SQLite file beside the process.
+            # It all went to PostgreSQL, not to a SQLite file beside the processes.
             with engine.connect() as conn:
-                row = conn.execute(text("SELECT state FROM hpo_studies WHERE name = 'compose'"))
-                assert row.scalar() == "completed"
+                state = conn.execute(text("SELECT state FROM hpo_studies WHERE name = 'compose'"))
+                assert state.scalar() == "completed"
             assert not list(tmp_path.glob("*.db"))
         finally:
             engine.dispose()
 
     # Both logged JSON lines (the compose file asks for them) without a token or a password.
     for name in ("server", "worker"):
-        output = (tmp_path / f"{name}.log").read_text()
-        lines = output.splitlines()
-        assert lines, name
-        for line in lines:
+        output = stack.log(name)
+        assert output, name
+        for line in output.splitlines():
             assert json.loads(line)["msg"], (name, line)
         for secret in SECRETS:
             assert example[secret] not in output, (name, secret)
