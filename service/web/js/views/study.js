@@ -138,13 +138,13 @@ export function mountStudy(main, target) {
       trial_finished: ["summary", "table", "history", "curves", "parallel", "importance"],
     }[kind] || ["summary"];
     if (kind === "trial_reported" && curves.data) {
-      if (applyReport(curves.data, data, st.metric, CURVE_LIMIT)) curves.render(curves.data, dialog.trialId);
+      if (applyReport(curves.data, data, st.metric, CURVE_LIMIT)) curves.redraw(); // once per frame
       if (Object.keys(data.metrics || {}).some((m) => !st.metrics.includes(m))) requests.push("summary");
     }
     if (kind === "trial_finished") {
       applyFinished(curves.data, history.data, data, st.study);
-      if (curves.data) curves.render(curves.data, dialog.trialId);
-      if (history.data) history.render(history.data);
+      curves.redraw();
+      history.redraw();
     }
     if (data.trial_id !== undefined && data.trial_id === dialog.trialId) requests.push("trial");
     requests.forEach((name) => refresh[name].request());
