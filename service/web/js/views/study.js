@@ -57,143 +57,174 @@ function header(onAction) {
   return { el, render, live, message };
 }
 
-export function mountStudy(main, target) {
-  const id = target.id;
-  window.hpoEvents = { study: id, ids: [] }; // what the stream delivered, for tests and debugging
-  const st = { study: null, metric: null, metrics: [], focus: null, follower: null };
-  const go = (number) => {
-    window.location.hash = number === null ? `#/studies/${id}` : `#/studies/${id}/trials/${number}`;
-  };
-  const head = header(act);
-  const curves = curvesPanel({ onPick: (trialId) => openById(trialId), onMetric: (m) => { st.metric = m; refresh.curves.now(); } });
-  const history = historyPanel({ onPick: go });
-  const parallel = parallelPanel({ onPick: go });
-  const importance = importancePanel();
-  const rungs = rungsPanel({ onPick: (b, r) => table?.showGroup(b, r) });
-  const dialog = trialDialog({ onClose: () => window.location.hash.includes("/trials/") && go(null) });
-  const rungSlot = h("div");
-  const tableSlot = h("div");
-  let table = null;
-  main.append(
-    h("div", { class: "stack" }, head.el, h("div", { class: "grid2" }, curves.el, history.el, parallel.el, importance.el), rungSlot, tableSlot),
-    dialog.el,
-  );
+// Which panels an event asks to reload.
+const RELOADS = {
+  study_state: ["summary"],
+  trial_started: ["summary", "table", "curves"],
+  trial_state: ["summary", "table"],
+  trial_promoted: ["summary", "table"],
+  trial_reported: ["table"],
+  trial_finished: ["summary", "table", "history", "curves", "parallel", "importance"],
+};
+const STATUS_TEXT = { live: "live", reconnecting: "reconnecting…", gone: "study deleted", unauthorized: "signed out" };
 
-  function openById(trialId) {
-    const curve = curves.data && curves.data.curves.find((c) => c.trial_id === trialId);
-    if (curve) go(curve.number);
+class StudyPage {
+  constructor(main, id) {
+    this.main = main;
+    this.id = id;
+    this.study = null;
+    this.metric = null;
+    this.metrics = [];
+    this.table = null;
+    this.follower = null;
+    this.build();
+    this.refresh = this.refreshers();
   }
 
-  async function act(action) {
-    head.message.textContent = "";
+  build() {
+    const go = (number) => this.go(number);
+    this.head = header((action) => this.act(action));
+    this.curves = curvesPanel({ onPick: (trialId) => this.openCurve(trialId), onMetric: (m) => this.showMetric(m) });
+    this.history = historyPanel({ onPick: go });
+    this.parallel = parallelPanel({ onPick: go });
+    this.importance = importancePanel();
+    this.rungs = rungsPanel({ onPick: (b, r) => this.table?.showGroup(b, r) });
+    this.dialog = trialDialog({ onClose: () => window.location.hash.includes("/trials/") && go(null) });
+    this.rungSlot = h("div");
+    this.tableSlot = h("div");
+    const charts = h("div", { class: "grid2" }, this.curves.el, this.history.el, this.parallel.el, this.importance.el);
+    this.main.append(h("div", { class: "stack" }, this.head.el, charts, this.rungSlot, this.tableSlot), this.dialog.el);
+  }
+
+  refreshers() {
+    const { id } = this;
+    return {
+      summary: new Refresher(async () => this.showOverview(await api.dashboard(id)), { base: 1000 }),
+      curves: new Refresher(async () => this.curves.render(await api.curves(id, { metric: this.metric, limit: CURVE_LIMIT }), this.dialog.trialId), { base: 2000 }),
+      history: new Refresher(async () => this.history.render(await api.history(id)), { base: 1500 }),
+      parallel: new Refresher(async () => this.parallel.render(await api.parallel(id)), { base: 2500 }),
+      importance: new Refresher(async () => this.importance.render(await api.importance(id)), { base: 5000 }),
+      table: new Refresher(async () => this.table?.refresh(), { base: 1500 }),
+      trial: new Refresher(async () => this.dialog.refresh(), { base: 1000 }),
+    };
+  }
+
+  /** The header first, then the event stream from the header's moment, then the charts. */
+  async start() {
+    let overview;
     try {
-      showStudy(await api[action](id));
+      overview = await api.dashboard(this.id);
     } catch (err) {
-      head.message.textContent = err.message;
+      const text = err.status === 404 ? `Study ${this.id} does not exist.` : `Could not load the study: ${err.message}`;
+      this.main.replaceChildren(h("p", { class: "notice" }, text));
+      return;
+    }
+    this.showOverview(overview);
+    this.follower = new EventFollower(`/api/v1/studies/${this.id}/events`, {
+      lastId: overview.last_event_id,
+      onEvent: (kind, data, eventId) => this.onEvent(kind, data, eventId),
+      onStatus: (status) => this.onStatus(status),
+    }).start();
+    // Two lanes rather than four requests at once: the server's threads share one interpreter,
+    // so the first charts come sooner when the heavier aggregates wait their turn.
+    [["history", "parallel"], ["curves", "importance"]].forEach(async (lane) => {
+      for (const name of lane) await this.refresh[name].now();
+    });
+  }
+
+  go(number) {
+    window.location.hash = number === null ? `#/studies/${this.id}` : `#/studies/${this.id}/trials/${number}`;
+  }
+
+  openCurve(trialId) {
+    const curve = this.curves.data?.curves.find((c) => c.trial_id === trialId);
+    if (curve) this.go(curve.number);
+  }
+
+  showMetric(metric) {
+    this.metric = metric;
+    this.refresh.curves.now();
+  }
+
+  async act(action) {
+    this.head.message.textContent = "";
+    try {
+      this.showStudy(await api[action](this.id));
+    } catch (err) {
+      this.head.message.textContent = err.message;
     }
   }
 
-  function showStudy(study) {
-    st.study = study;
-    head.render(study);
+  showStudy(study) {
+    this.study = study;
+    this.head.render(study);
     crumbs(["Studies", "#/"], study.name);
     document.title = `${study.name} · hpo`;
   }
 
-  function showOverview(overview) {
-    showStudy(overview.study);
-    st.metrics = overview.metrics;
-    st.metric = st.metric || overview.study.spec.objective.metric;
-    curves.setMetrics(st.metrics, st.metric);
-    const multi = MULTI_FIDELITY.includes(overview.study.spec.strategy.kind) || overview.rungs.length > 1;
+  showOverview(overview) {
+    const { spec } = overview.study;
+    this.showStudy(overview.study);
+    this.metrics = overview.metrics;
+    this.metric = this.metric || spec.objective.metric;
+    this.curves.setMetrics(this.metrics, this.metric);
+    const multi = MULTI_FIDELITY.includes(spec.strategy.kind) || overview.rungs.length > 1;
     if (multi) {
-      rungs.render(overview.rungs);
-      if (!rungSlot.firstChild) rungSlot.append(rungs.el);
+      this.rungs.render(overview.rungs);
+      if (!this.rungSlot.firstChild) this.rungSlot.append(this.rungs.el);
     }
-    if (!table) {
-      table = trialTable({ studyId: id, params: Object.keys(overview.study.spec.space), multiFidelity: multi, onOpen: go });
-      tableSlot.append(table.el);
-      refresh.table.now();
+    if (!this.table) {
+      this.table = trialTable({ studyId: this.id, params: Object.keys(spec.space), multiFidelity: multi, onOpen: (n) => this.go(n) });
+      this.tableSlot.append(this.table.el);
+      this.refresh.table.now();
     }
   }
 
-  const refresh = {
-    summary: new Refresher(async () => showOverview(await api.dashboard(id)), { base: 1000 }),
-    curves: new Refresher(async () => curves.render(await api.curves(id, { metric: st.metric, limit: CURVE_LIMIT }), dialog.trialId), { base: 2000 }),
-    history: new Refresher(async () => history.render(await api.history(id)), { base: 1500 }),
-    parallel: new Refresher(async () => parallel.render(await api.parallel(id)), { base: 2500 }),
-    importance: new Refresher(async () => importance.render(await api.importance(id)), { base: 5000 }),
-    table: new Refresher(async () => table && table.refresh(), { base: 1500 }),
-    trial: new Refresher(async () => dialog.refresh(), { base: 1000 }),
-  };
-
-  function onEvent(kind, data, eventId) {
+  /** Change what the event changes in place, and ask the panels it touches to reload. */
+  onEvent(kind, data, eventId) {
     window.hpoEvents.ids.push(Number(eventId));
-    const requests = {
-      study_state: ["summary"],
-      trial_started: ["summary", "table", "curves"],
-      trial_state: ["summary", "table"],
-      trial_promoted: ["summary", "table"],
-      trial_reported: ["table"],
-      trial_finished: ["summary", "table", "history", "curves", "parallel", "importance"],
-    }[kind] || ["summary"];
-    if (kind === "trial_reported" && curves.data) {
-      if (applyReport(curves.data, data, st.metric, CURVE_LIMIT)) curves.redraw(); // once per frame
-      if (Object.keys(data.metrics || {}).some((m) => !st.metrics.includes(m))) requests.push("summary");
+    const reloads = [...(RELOADS[kind] || ["summary"])];
+    if (kind === "trial_reported" && this.curves.data) {
+      if (applyReport(this.curves.data, data, this.metric, CURVE_LIMIT)) this.curves.redraw(); // once per frame
+      if (Object.keys(data.metrics || {}).some((m) => !this.metrics.includes(m))) reloads.push("summary");
     }
     if (kind === "trial_finished") {
-      applyFinished(curves.data, history.data, data, st.study);
-      curves.redraw();
-      history.redraw();
+      applyFinished(this.curves.data, this.history.data, data, this.study);
+      this.curves.redraw();
+      this.history.redraw();
     }
-    if (data.trial_id !== undefined && data.trial_id === dialog.trialId) requests.push("trial");
-    requests.forEach((name) => refresh[name].request());
+    if (data.trial_id !== undefined && data.trial_id === this.dialog.trialId) reloads.push("trial");
+    reloads.forEach((name) => this.refresh[name].request());
   }
 
-  function onStatus(status) {
-    const was = head.live.dataset.status;
-    head.live.dataset.status = status;
-    head.live.textContent = { live: "live", reconnecting: "reconnecting…", gone: "study deleted", unauthorized: "signed out" }[status] || status;
-    if (status === "live" && was === "reconnecting") Object.values(refresh).forEach((r) => r.request());
+  onStatus(status) {
+    const live = this.head.live;
+    const was = live.dataset.status;
+    live.dataset.status = status;
+    live.textContent = STATUS_TEXT[status] || status;
+    if (status === "live" && was === "reconnecting") Object.values(this.refresh).forEach((r) => r.request());
   }
 
-  async function start() {
-    let overview;
-    try {
-      overview = await api.dashboard(id);
-    } catch (err) {
-      main.replaceChildren(h("p", { class: "notice" }, err.status === 404 ? `Study ${id} does not exist.` : `Could not load the study: ${err.message}`));
-      return;
-    }
-    showOverview(overview);
-    st.follower = new EventFollower(`/api/v1/studies/${id}/events`, { lastId: overview.last_event_id, onEvent, onStatus }).start();
-    // Two lanes rather than four requests at once: the server's threads share one interpreter,
-    // so the first charts come sooner when the heavier aggregates wait their turn.
-    [["history", "parallel"], ["curves", "importance"]].forEach(async (lane) => {
-      for (const name of lane) await refresh[name].now();
-    });
+  /** Show trial `number` (null: none) and draw its curve on top of the others. */
+  async openTrial(number) {
+    if (number === null) this.dialog.close();
+    else if (number !== this.dialog.number) await this.dialog.open(this.id, number);
+    this.table?.select(number);
+    if (this.curves.data) this.curves.render(this.curves.data, this.dialog.trialId);
   }
 
-  start();
-  if (target.trial !== null) dialog.open(id, target.trial).then(focusCurve);
-
-  /** Draw the open trial's curve on top in the learning curves. */
-  function focusCurve() {
-    if (curves.data) curves.render(curves.data, dialog.trialId);
+  unmount() {
+    this.follower?.stop();
+    Object.values(this.refresh).forEach((r) => r.close());
+    [this.curves, this.history, this.parallel, this.importance].forEach((p) => p.close());
+    this.dialog.close();
   }
+}
 
-  return {
-    update(next) {
-      if (next.trial === null) dialog.close();
-      else if (next.trial !== dialog.number) dialog.open(id, next.trial).then(focusCurve);
-      table?.select(next.trial);
-      if (next.trial === null) focusCurve();
-    },
-    unmount() {
-      st.follower?.stop();
-      Object.values(refresh).forEach((r) => r.close());
-      [curves, history, parallel, importance].forEach((p) => p.close());
-      dialog.close();
-    },
-  };
+export function mountStudy(main, target) {
+  window.hpoEvents = { study: target.id, ids: [] }; // what the stream delivered, for tests and debugging
+  const page = new StudyPage(main, target.id);
+  page.start();
+  if (target.trial !== null) page.openTrial(target.trial);
+  return { update: (next) => page.openTrial(next.trial), unmount: () => page.unmount() };
 }
