@@ -5,6 +5,7 @@ of a 10,000-trial study within its time budget."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,6 +286,30 @@ def test_unknown_study_is_404(seeded: TestClient, path: str) -> None:
     assert reply.json() == {"detail": "study 999 not found"}
 
 
+# -- the page itself ----------------------------------------------------------------------------
+
+WEB = ROOT / "service" / "web"
+SVG_NAMESPACE = "http://www.w3.org/2000/svg"
+
+
+def test_the_page_and_every_module_it_imports_are_served_offline(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    wanted = set(re.findall(r'(?:href|src)="(/static/[^"]+)"', page.text))
+    for module in WEB.rglob("*.js"):
+        for target in re.findall(r'from "(\.{1,2}/[^"]+)"', module.read_text()):
+            path = (module.parent / target).resolve().relative_to(WEB)
+            wanted.add(f"/static/{path.as_posix()}")
+    assert "/static/js/app.js" in wanted and "/static/js/charts/svg.js" in wanted
+    for url in sorted(wanted):
+        reply = client.get(url)
+        assert reply.status_code == 200, url
+    for asset in WEB.rglob("*"):
+        if asset.is_file():
+            text = asset.read_text().replace(SVG_NAMESPACE, "")
+            assert "http://" not in text and "https://" not in text, f"{asset} reaches outside"
+
+
 # -- a large study ------------------------------------------------------------------------------
 
 
@@ -298,7 +323,7 @@ def test_ten_thousand_trials_open_within_budget(tmp_path: Path) -> None:
     with TestClient(create_app(settings, reaper=False)) as client:
         bench.first_load(client, study_id)  # warm-up: one-time imports, SQLite page cache
         figures = bench.first_load(client, study_id)
-    assert sum(f.server_ms for f in figures) < 3000, figures
+    assert sum(f.total_ms for f in figures) < 5000, figures  # budget 1 s; CI may be busy
     assert all(f.bytes < 200_000 for f in figures), figures
     curves = next(f for f in figures if f.name == "curves")
     assert curves.items == 100
