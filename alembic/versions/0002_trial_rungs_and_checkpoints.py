@@ -8,9 +8,7 @@ Create Date: 2026-11-23 15:43:38.986818
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from alembic import op
-
 
 revision = "0002"
 down_revision = "0001"
