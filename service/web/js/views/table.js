@@ -62,7 +62,13 @@ export function trialTable({ studyId, params, multiFidelity, onOpen }) {
   function rowOf(t) {
     return h(
       "tr",
-      { class: `clickable${t.number === selected ? " selected" : ""}`, dataset: { number: t.number, state: t.state }, onclick: () => onOpen(t.number) },
+      {
+        class: `clickable${t.number === selected ? " selected" : ""}`,
+        dataset: { number: t.number, state: t.state },
+        tabindex: 0,
+        onclick: () => onOpen(t.number),
+        onkeydown: (e) => e.key === "Enter" && onOpen(t.number),
+      },
       columns.map((c) => h("td", { class: c.cls || null }, c.cell(t))),
     );
   }
