@@ -232,12 +232,13 @@ def main(argv: list[str] | None = None) -> None:
         began = time.perf_counter()
         study_id = seed(settings, args.trials, args.epochs)
         seeded = time.perf_counter() - began
+        with contextlib.closing(sqlite3.connect(f"{tmp}/bench.db")) as db:
+            (metric_rows,) = db.execute("SELECT count(*) FROM hpo_trial_metrics").fetchone()
         cold, warm = in_process(settings, study_id, args.repeat)
         visits = [] if args.no_browser else in_browser(url, study_id, args.repeat)
-    rows = args.trials * args.epochs
     report = [
-        f"{args.trials:,} trials, up to {args.epochs} epochs (at most {rows:,} metric rows), "
-        f"seeded in {seeded:.1f} s; {platform.python_version()}, SQLite "
+        f"{args.trials:,} trials of up to {args.epochs} epochs ({metric_rows:,} metric rows), "
+        f"seeded in {seeded:.1f} s; Python {platform.python_version()}, SQLite "
         f"{sqlite3.sqlite_version}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f} at the end.",
         "",
