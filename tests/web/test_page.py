@@ -214,6 +214,8 @@ def test_page_catches_up_after_a_server_restart(processes: Processes, web: Page)
     final = httpx.get(f"{url}/api/v1/studies/{study['id']}").json()
     assert _count(web, "completed") == final["counts"]["completed"] == 1
     assert _count(web, "pruned") == final["counts"]["pruned"] == 8
+    expect(page.locator("[data-chart=curves] path.curve.best")).to_have_count(1)
+    expect(page.locator("[data-chart=parallel] path.pc-line")).to_have_count(1)
     expect(page.locator('#panel-rungs tr[data-rung="2"]')).to_contain_text("1")
     page.locator('#panel-rungs tr[data-rung="1"]').click()
     expect(page.locator("#trials tbody tr[data-number]")).to_have_count(2)

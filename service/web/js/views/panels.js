@@ -46,7 +46,7 @@ function panel(name, title, controls = []) {
       draw();
       markDrawn(name);
     },
-    /** Redraw on the next animation frame (after in-place changes to `data`). */
+    /** Redraw (chart, note, legend) on the next animation frame after in-place changes. */
     redraw() {
       if (frameId === null) frameId = requestAnimationFrame(draw);
     },
@@ -72,10 +72,12 @@ export function curvesPanel({ onPick, onMetric }) {
       p.foot.replaceChildren();
       return;
     }
-    const shown = data.curves.length;
-    p.note.textContent = shown < data.total ? `${count(shown)} of ${counted(data.total, "trial")} drawn` : counted(shown, "trial");
-    p.show(data, (d) => drawCurves(p.box, d, { onPick, focus }));
-    p.foot.replaceChildren(curvesLegend(data));
+    p.show(data, (d) => {
+      const shown = d.curves.length;
+      p.note.textContent = shown < d.total ? `${count(shown)} of ${counted(d.total, "trial")} drawn` : counted(shown, "trial");
+      drawCurves(p.box, d, { onPick, focus });
+      p.foot.replaceChildren(curvesLegend(d));
+    });
   };
   return p;
 }
@@ -87,9 +89,11 @@ export function historyPanel({ onPick }) {
       p.empty("No trial has finished yet.");
       return;
     }
-    const shown = data.points.length;
-    p.note.textContent = shown < data.total ? `${count(shown)} of ${counted(data.total, "finished trial")}` : counted(shown, "finished trial");
-    p.show(data, (d) => drawHistory(p.box, d, { onPick }));
+    p.show(data, (d) => {
+      const shown = d.points.length;
+      p.note.textContent = shown < d.total ? `${count(shown)} of ${counted(d.total, "finished trial")}` : counted(shown, "finished trial");
+      drawHistory(p.box, d, { onPick });
+    });
     p.foot.replaceChildren(
       h("div", { class: "legend" },
         h("span", {}, h("span", { class: "key", style: "background: var(--best)" }), "best so far"),
