@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from service.api import auth, dashboard, errors, events, metrics, studies, workers
 from service.api.deps import Services
+from service.api.limits import BodyLimit
 from service.domain.protocol import Protocol
 from service.domain.studies import Studies
 from service.settings import Settings
@@ -39,7 +40,7 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
     storage = open_optuna_storage(settings.database_url, settings.sqlite_busy_timeout_s)
     if run_migrations:
         migrate.upgrade(db.engine)
-    artifacts = ArtifactStore(settings.artifacts_dir)
+    artifacts = ArtifactStore(settings.artifacts_dir, settings.max_checkpoint_bytes)
     protocol = Protocol(db, storage, settings, artifacts)
     return Services(
         settings=settings,
@@ -74,6 +75,11 @@ def create_app(settings: Settings, *, run_migrations: bool = True, reaper: bool 
         lifespan=lifespan,
     )
     app.state.services = services
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        checkpoint_bytes=settings.max_checkpoint_bytes,
+    )
     errors.install(app)
     metrics.instrument(app)
     app.include_router(auth.router)

@@ -24,6 +24,10 @@ class Settings:
     stale_worker_seconds: float = 60.0
     # SQLite busy timeout: how long a writer waits for the lock before giving up.
     sqlite_busy_timeout_s: float = 30.0
+    # Request bodies larger than this are refused with 413 before they are read...
+    max_body_bytes: int = 10 * 1024**2
+    # ...except checkpoint uploads, which may be this large.
+    max_checkpoint_bytes: int = 4 * 1024**3
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -39,5 +43,7 @@ class Settings:
             values["lease_seconds"] = float(env["HPO_LEASE_SECONDS"])
         if "HPO_MAX_ATTEMPTS" in env:
             values["max_attempts"] = int(env["HPO_MAX_ATTEMPTS"])
+        if "HPO_MAX_CHECKPOINT_BYTES" in env:
+            values["max_checkpoint_bytes"] = int(env["HPO_MAX_CHECKPOINT_BYTES"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
