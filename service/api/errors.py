@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service.domain.errors import Conflict, DomainError, InvalidInput, NotFound, StorageFailed
 
 STATUS = {NotFound: 404, Conflict: 409, InvalidInput: 422, StorageFailed: 507}
+# Seconds a client should wait before retrying when the database is busy or unreachable.
+RETRY_AFTER = 1
+log = logging.getLogger("hpo.server")
 
 
 def validation_details(errors: list[Any], prefix: tuple[str, ...] = ("body",)) -> list[dict]:
@@ -45,7 +51,20 @@ def _request_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """The database is locked past the busy timeout, unreachable, or out of connections: the
+    request may succeed later, so 503 with `Retry-After` (workers' clients honour it)."""
+    log.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
+    return JSONResponse(
+        {"detail": "the database is busy or unreachable; retry shortly"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER)},
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(ValidationError, _pydantic_error)
     app.add_exception_handler(RequestValidationError, _request_error)
