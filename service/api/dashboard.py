@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from service.api import dashboard_schemas as out
 from service.api import serializers
 from service.api.auth import user_access
-from service.api.deps import get_services, get_studies
+from service.api.deps import IdPath, get_services, get_studies
 from service.domain.dashboard import Dashboard
 from service.domain.dashboard_params import ParamViews
 from service.domain.dashboard_table import TableQuery, TrialTable
@@ -65,7 +65,7 @@ def _query_errors(build: Callable[[], T]) -> T:
 
 @router.get(STUDY, response_model=out.DashboardStudy, responses=NOT_FOUND)
 def study_overview(
-    study_id: int, studies: StudiesDep, dashboard: DashboardDep, response: Response
+    study_id: IdPath, studies: StudiesDep, dashboard: DashboardDep, response: Response
 ) -> out.DashboardStudy:
     """The study (as GET /studies/{id}), the event id to follow the stream from, the metric
     names and the trials per bracket and rung."""
@@ -83,7 +83,7 @@ def study_overview(
 
 @router.get(STUDY + "/curves", response_model=out.CurvesPublic, responses=NOT_FOUND)
 def curves(
-    study_id: int,
+    study_id: IdPath,
     dashboard: DashboardDep,
     response: Response,
     metric: Annotated[
@@ -100,7 +100,7 @@ def curves(
 
 @router.get(STUDY + "/history", response_model=out.HistoryPublic, responses=NOT_FOUND)
 def history(
-    study_id: int,
+    study_id: IdPath,
     dashboard: DashboardDep,
     response: Response,
     limit: Annotated[int, Query(ge=10, le=20_000, description="points sent at most")] = 2000,
@@ -113,7 +113,7 @@ def history(
 
 @router.get(STUDY + "/parallel", response_model=out.ParallelPublic, responses=NOT_FOUND)
 def parallel(
-    study_id: int,
+    study_id: IdPath,
     views: ParamsDep,
     response: Response,
     limit: Annotated[int, Query(ge=1, le=5000, description="trials sent at most")] = 500,
@@ -125,7 +125,7 @@ def parallel(
 
 @router.get(STUDY + "/importance", response_model=out.ImportancePublic, responses=NOT_FOUND)
 def importance(
-    study_id: int,
+    study_id: IdPath,
     views: ParamsDep,
     response: Response,
     limit: Annotated[int, Query(ge=2, le=5000, description="completed trials used")] = 500,
@@ -142,7 +142,7 @@ def importance(
     responses={**NOT_FOUND, 422: {"description": "unknown sort, state or filter token"}},
 )
 def trial_table(
-    study_id: int,
+    study_id: IdPath,
     table: TableDep,
     response: Response,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Path, Request
 
+from service.api.schemas import MAX_ID
 from service.domain.protocol import Protocol
 from service.domain.studies import Studies
 from service.settings import Settings
 from service.storage.db import Database
+
+# A study, trial or worker id in a path: out of the id range is 422, not a database error.
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @dataclass

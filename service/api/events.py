@@ -16,7 +16,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import user_access
-from service.api.deps import Services, get_services
+from service.api.deps import IdPath, Services, get_services
 from service.api.serializers import finite
 from service.domain.errors import NotFound
 from service.storage.models import EventRow, StudyRow
@@ -61,7 +61,7 @@ def _format(event: EventRow) -> str:
 )
 async def study_events(
     request: Request,
-    study_id: int,
+    study_id: IdPath,
     services: Annotated[Services, Depends(get_services)],
     last_event_id: Annotated[int | None, Header(ge=0)] = None,
 ) -> StreamingResponse:

@@ -7,9 +7,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.domain.spec import MAX_TRIALS
 from service.domain.states import Decision, StudyState, TrialState
 
 Number = float | None  # non-finite values are sent as null: JSON has no NaN
+# Ids are INTEGER columns (32 bits on PostgreSQL): a larger number cannot name a row.
+MAX_ID = 2**31 - 1
 
 
 class Strict(BaseModel):
@@ -40,7 +43,7 @@ class StudyPublic(BaseModel):
 
 
 class BudgetPatch(Strict):
-    max_trials: int | None = Field(None, ge=1, le=1_000_000)
+    max_trials: int | None = Field(None, ge=1, le=MAX_TRIALS)
     parallel_trials: int | None = Field(None, ge=1, le=1024)
 
 
@@ -148,7 +151,7 @@ class LeaseGrant(BaseModel):
 
 
 class LeaseRef(Strict):
-    trial_id: int = Field(ge=0, le=2**62)
+    trial_id: int = Field(ge=0, le=MAX_ID)
     token: str = Field(max_length=128)
 
 

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service.api import schemas, serializers
 from service.api.auth import user_access
-from service.api.deps import get_studies
+from service.api.deps import IdPath, get_studies
+from service.api.schemas import MAX_ID
 from service.domain.errors import InvalidInput
 from service.domain.spec import SpecDocumentError, StudySpec, load_spec_document
 from service.domain.studies import Studies
@@ -74,39 +75,41 @@ def list_studies(studies: StudiesDep) -> list[schemas.StudyPublic]:
 
 
 @router.get("/studies/{study_id}", response_model=schemas.StudyPublic)
-def get_study(studies: StudiesDep, study_id: int) -> schemas.StudyPublic:
+def get_study(studies: StudiesDep, study_id: IdPath) -> schemas.StudyPublic:
     return serializers.study(studies.get(study_id))
 
 
 @router.get("/studies/{study_id}/trials", response_model=schemas.TrialPage)
 def list_trials(
     studies: StudiesDep,
-    study_id: int,
+    study_id: IdPath,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after: Annotated[int | None, Query(ge=-1, description="cursor from the previous page")] = None,
+    after: Annotated[
+        int | None, Query(ge=-1, le=MAX_ID, description="cursor from the previous page")
+    ] = None,
 ) -> schemas.TrialPage:
     return serializers.trial_page(studies.trials(study_id, limit=limit, after=after))
 
 
 @router.get("/trials/{trial_id}", response_model=schemas.TrialDetail)
-def get_trial(studies: StudiesDep, trial_id: int) -> schemas.TrialDetail:
+def get_trial(studies: StudiesDep, trial_id: IdPath) -> schemas.TrialDetail:
     return serializers.trial_detail(studies.trial(trial_id))
 
 
 @router.post("/studies/{study_id}/stop", response_model=schemas.StudyPublic)
-def stop_study(studies: StudiesDep, study_id: int) -> schemas.StudyPublic:
+def stop_study(studies: StudiesDep, study_id: IdPath) -> schemas.StudyPublic:
     """No new trials; running trials pause at their next report."""
     return serializers.study(studies.stop(study_id))
 
 
 @router.post("/studies/{study_id}/resume", response_model=schemas.StudyPublic)
-def resume_study(studies: StudiesDep, study_id: int) -> schemas.StudyPublic:
+def resume_study(studies: StudiesDep, study_id: IdPath) -> schemas.StudyPublic:
     return serializers.study(studies.resume(study_id))
 
 
 @router.patch("/studies/{study_id}", response_model=schemas.StudyPublic)
 def patch_study(
-    studies: StudiesDep, study_id: int, patch: schemas.StudyPatch
+    studies: StudiesDep, study_id: IdPath, patch: schemas.StudyPatch
 ) -> schemas.StudyPublic:
     """Change the budget; raising `max_trials` of a finished study continues it."""
     view = studies.patch_budget(study_id, patch.budget.max_trials, patch.budget.parallel_trials)
@@ -114,6 +117,6 @@ def patch_study(
 
 
 @router.delete("/studies/{study_id}", status_code=204)
-def delete_study(studies: StudiesDep, study_id: int) -> Response:
+def delete_study(studies: StudiesDep, study_id: IdPath) -> Response:
     studies.delete(study_id)
     return Response(status_code=204)

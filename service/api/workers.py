@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api import schemas, serializers
 from service.api.auth import user_access, worker_access
-from service.api.deps import get_protocol, get_settings
+from service.api.deps import IdPath, get_protocol, get_settings
 from service.domain.protocol import Protocol
 from service.settings import Settings
 from service.storage.models import utcnow
@@ -58,13 +58,15 @@ def register(
 
 
 @protocol_router.post("/{worker_id}/deregister", status_code=204)
-def deregister(protocol: ProtocolDep, worker_id: int) -> Response:
+def deregister(protocol: ProtocolDep, worker_id: IdPath) -> Response:
     protocol.deregister(worker_id)
     return Response(status_code=204)
 
 
 @protocol_router.post("/{worker_id}/lease", response_model=schemas.LeaseGrant)
-def lease(protocol: ProtocolDep, worker_id: int, body: schemas.LeaseRequest) -> schemas.LeaseGrant:
+def lease(
+    protocol: ProtocolDep, worker_id: IdPath, body: schemas.LeaseRequest
+) -> schemas.LeaseGrant:
     """Up to `count` trials to train; an empty list when there is no work right now."""
     granted = protocol.lease(worker_id, body.count)
     return schemas.LeaseGrant(assignments=[serializers.assignment(a) for a in granted])
@@ -75,7 +77,7 @@ def lease(protocol: ProtocolDep, worker_id: int, body: schemas.LeaseRequest) -> 
     response_model=schemas.HeartbeatResponse,
 )
 def heartbeat(
-    protocol: ProtocolDep, worker_id: int, body: schemas.HeartbeatRequest
+    protocol: ProtocolDep, worker_id: IdPath, body: schemas.HeartbeatRequest
 ) -> schemas.HeartbeatResponse:
     """Renew the leases; each answers `continue`, or `stop` when the trial is not ours."""
     decisions = protocol.heartbeat(worker_id, [(x.trial_id, x.token) for x in body.leases])
@@ -90,7 +92,7 @@ def heartbeat(
     responses=STALE,
 )
 def report(
-    protocol: ProtocolDep, worker_id: int, trial_id: int, body: schemas.ReportRequest
+    protocol: ProtocolDep, worker_id: IdPath, trial_id: IdPath, body: schemas.ReportRequest
 ) -> schemas.ReportResponse:
     """Store an epoch's metrics (idempotent per epoch): `continue`, `prune`, `pause` or `stop`."""
     decision = protocol.report(worker_id, trial_id, body.token, body.epoch, body.metrics)
@@ -103,7 +105,7 @@ def report(
     responses=STALE,
 )
 def complete(
-    protocol: ProtocolDep, worker_id: int, trial_id: int, body: schemas.TokenRequest
+    protocol: ProtocolDep, worker_id: IdPath, trial_id: IdPath, body: schemas.TokenRequest
 ) -> schemas.TrialPublic:
     return serializers.trial(protocol.complete(worker_id, trial_id, body.token), {})
 
@@ -114,7 +116,7 @@ def complete(
     responses=STALE,
 )
 def fail(
-    protocol: ProtocolDep, worker_id: int, trial_id: int, body: schemas.FailRequest
+    protocol: ProtocolDep, worker_id: IdPath, trial_id: IdPath, body: schemas.FailRequest
 ) -> schemas.TrialPublic:
     return serializers.trial(protocol.fail(worker_id, trial_id, body.token, body.reason), {})
 
@@ -125,7 +127,7 @@ def fail(
     responses=STALE,
 )
 def release(
-    protocol: ProtocolDep, worker_id: int, trial_id: int, body: schemas.TokenRequest
+    protocol: ProtocolDep, worker_id: IdPath, trial_id: IdPath, body: schemas.TokenRequest
 ) -> schemas.TrialPublic:
     """Give an unfinished trial back (the worker is shutting down); it is queued again."""
     return serializers.trial(protocol.release(worker_id, trial_id, body.token), {})
@@ -150,8 +152,8 @@ LeaseToken = Annotated[str, Header(alias="X-Lease-Token", max_length=128)]
 async def save_checkpoint(
     request: Request,
     protocol: ProtocolDep,
-    worker_id: int,
-    trial_id: int,
+    worker_id: IdPath,
+    trial_id: IdPath,
     token: LeaseToken,
     epoch: Annotated[int, Query(ge=1, le=1_000_000, description="epochs trained so far")],
 ) -> schemas.CheckpointSaved:
@@ -176,7 +178,11 @@ async def save_checkpoint(
     },
 )
 def load_checkpoint(
-    protocol: ProtocolDep, worker_id: int, trial_id: int, checkpoint_id: str, token: LeaseToken
+    protocol: ProtocolDep,
+    worker_id: IdPath,
+    trial_id: IdPath,
+    checkpoint_id: str,
+    token: LeaseToken,
 ) -> FileResponse:
     """The trial's checkpoint, for the worker that leased the trial to resume it."""
     path = protocol.checkpoint_path(worker_id, trial_id, token, checkpoint_id)

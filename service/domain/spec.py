@@ -42,6 +42,8 @@ OPTIMIZERS = ("sgd", "adamw")
 MULTI_FIDELITY_KINDS = frozenset({"successive_halving", "hyperband"})
 MAX_GRID_POINTS = 100_000
 DEFAULT_MAX_TRIALS = 20
+# Trial counts are INTEGER columns (32 bits on PostgreSQL); a million trials is far beyond use.
+MAX_TRIALS = 1_000_000
 MAX_NAME_LENGTH = 64
 SPEC_ERROR_TYPE = "invalid_spec"
 """The pydantic error `type` of every rule this module adds to pydantic's own checks."""
@@ -119,7 +121,7 @@ class Strategy(_Strict):
     early_stopping: Literal["none", "median", "asha"] = "none"
     min_epochs: int = Field(default=1, ge=1)
     reduction_factor: int = Field(default=3, ge=2)
-    n_configs: int | None = Field(default=None, ge=1)
+    n_configs: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
     sampler: Literal["random", "tpe"] = "random"
 
     @property
@@ -139,7 +141,7 @@ class Strategy(_Strict):
 
 
 class Budget(_Strict):
-    max_trials: int | None = Field(default=None, ge=1)
+    max_trials: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
     parallel_trials: int = Field(default=1, ge=1, le=1024)
     epochs: int = Field(default=10, ge=1, le=100_000)
 
