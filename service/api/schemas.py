@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from service.domain.spec import MAX_TRIALS
 from service.domain.states import Decision, StudyState, TrialState
@@ -15,8 +15,36 @@ Number = float | None  # non-finite values are sent as null: JSON has no NaN
 MAX_ID = 2**31 - 1
 
 
+def _has_nul(value: Any) -> bool:
+    """Whether a NUL character is in any string of a parsed JSON value (iterative: any depth)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            pending += item
+    return False
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields, values of another JSON type (`false` for a number) and
+    NUL characters (which PostgreSQL text cannot hold) are refused with 422."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _raw_value(cls, value: Any, info: ValidationInfo) -> Any:
+        if _has_nul(value):
+            raise ValueError("text may not contain NUL characters (\\u0000)")
+        wants_int = cls.model_fields[info.field_name or ""].annotation in (int, int | None)
+        if wants_int and isinstance(value, float) and value.is_integer():
+            return int(value)  # 3.0 is an integer to JSON Schema too
+        return value
+
 
 
 # -- studies ------------------------------------------------------------------------------
