@@ -51,6 +51,7 @@ class _Reserved:
     trial_id: int
     number: int
     study_name: str
+    optuna_study_id: int
     spec: StudySpec
 
 
@@ -198,7 +199,9 @@ class Protocol:
             study.last_leased_at = now
             session.add(trial)
             self._hand_out(unit, trial, worker, now)
-            return trial, _Reserved(trial.id, trial.number, study.name, spec)
+            assert study.optuna_study_id is not None
+            reserved = _Reserved(trial.id, trial.number, study.name, study.optuna_study_id, spec)
+            return trial, reserved
         return None
 
     def _studies_by_need(self, session: Session) -> list[StudyRow]:
@@ -243,7 +246,9 @@ class Protocol:
     def _sample(self, item: _Reserved) -> None:
         """Choose the params of a reserved trial through Optuna (outside our transaction)."""
         try:
-            optuna_id, params = search.ask(self.storage, item.study_name, item.spec, item.number)
+            optuna_id, params = search.ask(
+                self.storage, item.study_name, item.optuna_study_id, item.spec, item.number
+            )
         except Exception as exc:  # a sampler failure fails this trial, not the lease request
             with unit_of_work(self.db) as unit:
                 trial = unit.session.get(TrialRow, item.trial_id)
@@ -255,7 +260,7 @@ class Protocol:
         with unit_of_work(self.db) as unit:
             trial = unit.session.get(TrialRow, item.trial_id)
             if trial is None:  # the study was deleted meanwhile
-                unit.later(search.tell, self.storage, item.study_name, optuna_id, "failed", None)
+                unit.later(search.tell, self.storage, optuna_id, "failed", None)
                 return
             trial.optuna_trial_id, trial.params = optuna_id, params
 
@@ -322,9 +327,13 @@ class Protocol:
                 return Decision.PAUSE
             value = trial.value
             study_name, optuna_id = study.name, trial.optuna_trial_id
-        if value is None or optuna_id is None or epoch != trial.epochs:
+            optuna_study_id = study.optuna_study_id
+        if value is None or optuna_id is None or optuna_study_id is None or epoch != trial.epochs:
             return Decision.CONTINUE
-        if not search.report(self.storage, study_name, spec, optuna_id, epoch, value):
+        pruned = search.report(
+            self.storage, study_name, optuna_study_id, spec, optuna_id, epoch, value
+        )
+        if not pruned:
             return Decision.CONTINUE
         return self._prune(trial_id, token, epoch)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import threading
 import warnings
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
@@ -120,10 +122,41 @@ def grid_point(spec: StudySpec, number: int) -> dict[str, Any]:
     return _grid(json.dumps(document, sort_keys=True))[number]
 
 
-def ask(storage: RDBStorage, name: str, spec: StudySpec, number: int) -> tuple[int, dict[str, Any]]:
-    """Create the Optuna trial for our trial `number` and choose its params.
+# One `optuna.Study` per study and process, as Optuna itself runs distributed studies: its trial
+# cache then reads only new and unfinished trials from the database, where a fresh `Study` per
+# request would read every trial (a lease, or a median pruner's report, cost O(trials)). The
+# database stays the only source of truth; this caches what Optuna reads from it.
+_MAX_STUDIES = 64
+_studies: OrderedDict[tuple[int, int], tuple[optuna.Study, threading.Lock]] = OrderedDict()
+_studies_lock = threading.Lock()
 
-    Returns (optuna_trial_id, params)."""
+
+def _cached_study(
+    storage: RDBStorage, name: str, study_id: int
+) -> tuple[optuna.Study, threading.Lock]:
+    key = (id(storage), study_id)
+    with _studies_lock:
+        entry = _studies.get(key)
+        if entry is None:
+            entry = (optuna.Study(study_name=name, storage=storage), threading.Lock())
+            _studies[key] = entry
+            while len(_studies) > _MAX_STUDIES:
+                _studies.popitem(last=False)
+        _studies.move_to_end(key)
+        return entry
+
+
+def forget(storage: RDBStorage, study_id: int) -> None:
+    """Drop the process's cached `Study` of a deleted study."""
+    with _studies_lock:
+        _studies.pop((id(storage), study_id), None)
+
+
+def ask(
+    storage: RDBStorage, name: str, study_id: int, spec: StudySpec, number: int
+) -> tuple[int, dict[str, Any]]:
+    """Create the Optuna trial for our trial `number` in Optuna study `study_id` and choose its
+    params. Returns (optuna_trial_id, params)."""
     if spec.strategy.kind == "grid":
         params = grid_point(spec, number)
         distributions: dict[str, BaseDistribution] = {
@@ -132,33 +165,39 @@ def ask(storage: RDBStorage, name: str, spec: StudySpec, number: int) -> tuple[i
         template = optuna.trial.create_trial(
             state=OptunaState.RUNNING, params=params, distributions=distributions
         )
-        study_id = storage.get_study_id_from_name(name)
         return storage.create_new_trial(study_id, template_trial=template), params
-    study = optuna.Study(study_name=name, storage=storage, sampler=make_sampler(spec, number))
-    trial = study.ask()
-    return trial._trial_id, suggest_params(spec.space, trial)
+    study, lock = _cached_study(storage, name, study_id)
+    with lock:  # the sampler is the trial's own (seeded by its number): one ask at a time
+        study.sampler = make_sampler(spec, number)
+        trial = study.ask()
+        return trial._trial_id, suggest_params(spec.space, trial)
 
 
 def report(
-    storage: RDBStorage, name: str, spec: StudySpec, optuna_trial_id: int, epoch: int, value: float
+    storage: RDBStorage,
+    name: str,
+    study_id: int,
+    spec: StudySpec,
+    optuna_trial_id: int,
+    epoch: int,
+    value: float,
 ) -> bool:
     """Record the objective of `epoch` and return True when the pruner says to stop."""
     storage.set_trial_intermediate_value(optuna_trial_id, epoch, value)
     pruner = make_pruner(spec)
     if pruner is None or math.isnan(value):
         return False
-    study = optuna.Study(study_name=name, storage=storage, pruner=pruner)
+    study, _lock = _cached_study(storage, name, study_id)
     return bool(pruner.prune(study, storage.get_trial(optuna_trial_id)))
 
 
-def tell(
-    storage: RDBStorage, name: str, optuna_trial_id: int, state: str, value: float | None
-) -> None:
-    """Finish the Optuna trial; a no-op if it already is (crash recovery may tell twice)."""
-    study = optuna.Study(study_name=name, storage=storage)
+def tell(storage: RDBStorage, optuna_trial_id: int, state: str, value: float | None) -> None:
+    """Finish the Optuna trial in one storage write; a no-op if it already is (crash recovery
+    may tell twice). Our samplers keep no per-trial state, so `Study.tell`'s sampler hook has
+    nothing to do."""
     optuna_state = _FINISH_STATES[state]
-    values = value if optuna_state == OptunaState.COMPLETE else None
-    if values is not None and not math.isfinite(values):
+    values = [value] if optuna_state == OptunaState.COMPLETE and value is not None else None
+    if values is not None and not math.isfinite(values[0]):
         optuna_state, values = OptunaState.FAIL, None
-    number = storage.get_trial_number_from_id(optuna_trial_id)  # tell() takes numbers, not ids
-    study.tell(number, values, state=optuna_state, skip_if_finished=True)
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_state_values(optuna_trial_id, optuna_state, values)

@@ -87,14 +87,7 @@ class Transitions:
         study = unit.session.get(StudyRow, trial.study_id)
         assert study is not None
         if trial.optuna_trial_id is not None:
-            unit.later(
-                search.tell,
-                self.storage,
-                study.name,
-                trial.optuna_trial_id,
-                state.value,
-                trial.value,
-            )
+            unit.later(search.tell, self.storage, trial.optuna_trial_id, state.value, trial.value)
         unit.event(
             study.id,
             "trial_finished",
