@@ -73,6 +73,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True, reaper: bool 
         summary="Self-hosted hyperparameter optimization: studies, trials, workers.",
         version="0.1.0",
         lifespan=lifespan,
+        responses=errors.COMMON_ERRORS,
     )
     app.state.services = services
     app.add_middleware(

@@ -82,7 +82,8 @@ def worker_access(request: Request, settings: SettingsDep) -> None:
 
 
 class SessionRequest(BaseModel):
-    token: str = Field(min_length=1, max_length=512)
+    # Tokens travel in headers and cookies: visible ASCII only.
+    token: str = Field(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")
 
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])

@@ -6,18 +6,33 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.routing import Match, Route
 
+from service.api.schemas import Problem
 from service.domain.errors import Conflict, DomainError, InvalidInput, NotFound, StorageFailed
 
 STATUS = {NotFound: 404, Conflict: 409, InvalidInput: 422, StorageFailed: 507}
 # Seconds a client should wait before retrying when the database is busy or unreachable.
 RETRY_AFTER = 1
 log = logging.getLogger("hpo.server")
+
+# The error answers any route may give, documented once for the whole API (OpenAPI `responses`).
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "the body could not be parsed"},
+    401: {"model": Problem, "description": "a token is required and was missing or wrong"},
+    403: {"model": Problem, "description": "the worker token cannot use this route"},
+    404: {"model": Problem, "description": "no such study, trial, worker or checkpoint"},
+    413: {"model": Problem, "description": "the body is larger than the limit"},
+    503: {"model": Problem, "description": "the database is busy or unreachable: retry"},
+}
 
 
 def validation_details(errors: list[Any], prefix: tuple[str, ...] = ("body",)) -> list[dict]:
@@ -62,7 +77,23 @@ def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer, except that a 405 lists in `Allow` the methods of every route on the
+    path (Starlette names only those of the first route that matched the path)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allowed = {
+            method
+            for route in request.app.router.routes
+            if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE
+            for method in route.methods or ()
+        }
+        exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
+    return await http_exception_handler(request, exc)
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)

@@ -63,14 +63,14 @@ async def study_events(
     request: Request,
     study_id: IdPath,
     services: Annotated[Services, Depends(get_services)],
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    last_event_id: Annotated[int, Header(ge=0)] = 0,
 ) -> StreamingResponse:
     """Trial started / reported / state / finished and study state events, in order."""
     if not await run_in_threadpool(_exists, services, study_id):
         raise NotFound(f"study {study_id} not found")
 
     async def stream() -> AsyncIterator[str]:
-        after = last_event_id or 0
+        after = last_event_id
         idle = 0.0
         yield "retry: 2000\n\n"
         while not await request.is_disconnected():

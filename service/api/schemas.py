@@ -46,6 +46,11 @@ class Strict(BaseModel):
         return value
 
 
+class Problem(BaseModel):
+    """Every error answer: a message, or a list of `{loc, msg, type}` for invalid input."""
+
+    detail: str | list[dict[str, Any]]
+
 
 # -- studies ------------------------------------------------------------------------------
 

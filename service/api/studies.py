@@ -21,7 +21,26 @@ StudiesDep = Annotated[Studies, Depends(get_studies)]
 
 MAX_SPEC_BYTES = 1_000_000
 
-_SPEC_SCHEMA = StudySpec.model_json_schema()
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema with its `$defs` references replaced by the definitions: inside an
+    OpenAPI document `#/$defs/...` would point at the document's root, where nothing is."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+_SPEC_SCHEMA = _inlined(StudySpec.model_json_schema())
 _SPEC_BODY = {
     "requestBody": {
         "required": True,
