@@ -551,7 +551,9 @@ class Protocol:
         trial = session.get(TrialRow, trial_id)
         if trial is None:
             raise NotFound(f"trial {trial_id} not found (its study may have been deleted)")
-        if trial.lease_token is None or not secrets.compare_digest(trial.lease_token, token):
+        # As bytes: compare_digest raises TypeError for str with non-ASCII characters.
+        current = trial.lease_token
+        if current is None or not secrets.compare_digest(current.encode(), token.encode()):
             raise StaleLease(
                 f"lease token of trial {trial_id} is stale: the trial was handed to another "
                 "worker or ended"
