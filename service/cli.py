@@ -63,6 +63,9 @@ def cmd_server(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         log_config=logs.uvicorn_log_config(args.log_format),
         access_log=args.log_level == "debug",
+        # Open event streams (the page) never end by themselves: on SIGTERM give requests a
+        # few seconds, then close the streams; the page reconnects to the next server.
+        timeout_graceful_shutdown=5,
     )
     return 0
 

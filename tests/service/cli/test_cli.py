@@ -117,3 +117,35 @@ def test_bad_token_is_one_line_and_exit_1(processes: Processes, tmp_path: Path) 
     assert result.stderr.strip().count("\n") == 0
     ok = _hpo("submit", spec, "--server", url, "--token", "right-user-token")
     assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.e2e
+def test_server_stops_on_sigterm_while_a_page_follows_its_events(processes: Processes) -> None:
+    import signal
+    import threading
+    import time
+
+    import httpx
+
+    url = processes.server()
+    study = httpx.post(f"{url}/api/v1/studies", json=spec_doc()).json()
+    opened = threading.Event()
+
+    def follow() -> None:
+        try:
+            with httpx.stream(
+                "GET", f"{url}/api/v1/studies/{study['id']}/events", timeout=60
+            ) as stream:
+                for _ in stream.iter_lines():
+                    opened.set()
+        except httpx.HTTPError:
+            pass
+
+    threading.Thread(target=follow, daemon=True).start()
+    assert opened.wait(30)
+    server = processes.procs[0]
+    started = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    # uvicorn re-raises the signal once shut down, so the exit reads "killed by SIGTERM"
+    assert server.wait(20) in (0, -signal.SIGTERM)
+    assert time.monotonic() - started < 15  # without a bound it waited for the stream forever
