@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import user_access
 from service.api.deps import IdPath, Services, get_services
+from service.api.schemas import MAX_ID
 from service.api.serializers import finite
 from service.domain.errors import NotFound
 from service.storage.models import EventRow, StudyRow
@@ -63,7 +64,7 @@ async def study_events(
     request: Request,
     study_id: IdPath,
     services: Annotated[Services, Depends(get_services)],
-    last_event_id: Annotated[int, Header(ge=0)] = 0,
+    last_event_id: Annotated[int, Header(ge=0, le=MAX_ID)] = 0,
 ) -> StreamingResponse:
     """Trial started / reported / state / finished and study state events, in order."""
     if not await run_in_threadpool(_exists, services, study_id):
