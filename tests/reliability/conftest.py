@@ -1,0 +1,68 @@
+"""Helpers of the reliability suite: an app served over real HTTP in a thread, and a study's
+trials and views read back the way a user sees them."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from tests.conftest import free_port, wait_for
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free loopback port in this process; yields its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: server.started, 30, "the in-process server to start", every=0.05)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def get(http: httpx.Client, path: str) -> Any:
+    reply = http.get(path)
+    assert reply.status_code == 200, f"{path}: {reply.status_code} {reply.text[:300]}"
+    json_answer = reply.headers.get("content-type", "").startswith("application/json")
+    return reply.json() if json_answer else reply.text
+
+
+def trials(http: httpx.Client, study_id: int) -> list[dict[str, Any]]:
+    page: dict[str, Any] = get(http, f"/api/v1/studies/{study_id}/trials?limit=1000")
+    items: list[dict[str, Any]] = page["items"]
+    return items
+
+
+def finished(http: httpx.Client, study_id: int, timeout: float) -> dict[str, Any]:
+    """The study's view once it is no longer running."""
+
+    def done() -> dict[str, Any] | None:
+        study: dict[str, Any] = get(http, f"/api/v1/studies/{study_id}")
+        return study if study["state"] != "running" else None
+
+    study: dict[str, Any] = wait_for(done, timeout, f"study {study_id} to finish")
+    return study
+
+
+def every_view_answers(http: httpx.Client, study_id: int) -> None:
+    """Every list and detail endpoint of the API (the page's included, read from the OpenAPI
+    document, the event stream aside) answers 200 for the study and each of its trials."""
+    trial_ids = [trial["id"] for trial in trials(http, study_id)]
+    for path, operations in get(http, "/openapi.json")["paths"].items():
+        names = set(re.findall(r"{(\w+)}", path))
+        if "get" not in operations or path.endswith("/events") or names - {"study_id", "trial_id"}:
+            continue
+        for trial_id in trial_ids if "trial_id" in names else [None]:
+            get(http, path.format(study_id=study_id, trial_id=trial_id))
