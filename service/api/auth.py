@@ -64,7 +64,7 @@ def tokens_enabled(settings: Settings) -> bool:
     return bool(settings.api_token or settings.worker_token)
 
 
-def user_access(request: Request, settings: SettingsDep) -> None:
+async def user_access(request: Request, settings: SettingsDep) -> None:
     """Users' routes: the user token only."""
     if not tokens_enabled(settings):
         return
@@ -75,7 +75,7 @@ def user_access(request: Request, settings: SettingsDep) -> None:
         raise HTTPException(status_code=403, detail="the worker token cannot use this route")
 
 
-def worker_access(request: Request, settings: SettingsDep) -> None:
+async def worker_access(request: Request, settings: SettingsDep) -> None:
     """The worker protocol: the worker token, or the user token."""
     if tokens_enabled(settings) and role_of(_presented(request), settings) is None:
         raise _unauthorized()

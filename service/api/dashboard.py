@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from service.api import dashboard_schemas as out
 from service.api import serializers
 from service.api.auth import user_access
-from service.api.deps import IdPath, get_services, get_studies
+from service.api.deps import IdPath, get_studies, services_of
 from service.domain.dashboard import Dashboard
 from service.domain.dashboard_params import ParamViews
 from service.domain.dashboard_table import TableQuery, TrialTable
@@ -28,16 +28,16 @@ NOT_FOUND: dict[int | str, dict[str, str]] = {404: {"description": "no such stud
 T = TypeVar("T")
 
 
-def get_dashboard(request: Request) -> Dashboard:
-    return Dashboard(get_services(request).db)
+async def get_dashboard(request: Request) -> Dashboard:
+    return Dashboard(services_of(request).db)
 
 
-def get_param_views(request: Request) -> ParamViews:
-    return ParamViews(get_services(request).db)
+async def get_param_views(request: Request) -> ParamViews:
+    return ParamViews(services_of(request).db)
 
 
-def get_table(request: Request) -> TrialTable:
-    return TrialTable(get_services(request).db)
+async def get_table(request: Request) -> TrialTable:
+    return TrialTable(services_of(request).db)
 
 
 DashboardDep = Annotated[Dashboard, Depends(get_dashboard)]

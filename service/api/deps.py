@@ -25,18 +25,24 @@ class Services:
     protocol: Protocol
 
 
-def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def get_studies(request: Request) -> Studies:
-    return get_services(request).studies
+# `async def` although they await nothing: FastAPI runs a plain `def` dependency in the thread
+# pool, a hop per dependency per request, for what is an attribute lookup.
+async def get_services(request: Request) -> Services:
+    return services_of(request)
 
 
-def get_protocol(request: Request) -> Protocol:
-    return get_services(request).protocol
+async def get_studies(request: Request) -> Studies:
+    return services_of(request).studies
 
 
-def get_settings(request: Request) -> Settings:
-    return get_services(request).settings
+async def get_protocol(request: Request) -> Protocol:
+    return services_of(request).protocol
+
+
+async def get_settings(request: Request) -> Settings:
+    return services_of(request).settings

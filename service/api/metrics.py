@@ -21,7 +21,7 @@ from sqlalchemy import case, func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.auth import user_access
-from service.api.deps import Services, get_services
+from service.api.deps import Services, services_of
 from service.domain.states import StudyState, TrialState
 from service.storage.models import StudyRow, TrialRow, WorkerRow, utcnow
 
@@ -297,7 +297,7 @@ router = APIRouter(tags=["operations"])
 def metrics(request: Request) -> Response:
     """Studies, trials, leases and workers by state (from the database) and this process's
     request counts and latencies, for Prometheus to scrape."""
-    services = get_services(request)
+    services = services_of(request)
     http: HttpMetrics = request.app.state.http_metrics
     text = render(read_counts(services, utcnow()), http)
     return Response(text, media_type=CONTENT_TYPE)

@@ -533,7 +533,9 @@ class Protocol:
     def _lock(cls, session: Session, trial_id: int, token: str) -> tuple[StudyRow, TrialRow]:
         """The trial and its study, row-locked in the one order every writer uses (study, then
         trial), after checking the lease token. On SQLite the write lock already serializes."""
-        study_id = session.scalar(select(TrialRow.study_id).where(TrialRow.id == trial_id))
+        study_id = None
+        if session.get_bind().dialect.name != "sqlite":  # SQLite: BEGIN IMMEDIATE locks all
+            study_id = session.scalar(select(TrialRow.study_id).where(TrialRow.id == trial_id))
         if study_id is not None:
             session.scalars(
                 select(StudyRow).where(StudyRow.id == study_id).with_for_update()
