@@ -1,0 +1,258 @@
+"""The worker protocol as a state machine: Hypothesis drives lease / heartbeat / report /
+complete / fail / release / expire (and writes by workers whose lease was taken) in random
+interleavings against the domain layer, with a clock it controls, and checks after every step:
+
+- at most one live lease per trial, and only its current token is accepted;
+- a finished trial never changes (state, value, epochs, reason, curve);
+- the counts add up to the trials, and the study settles exactly when they are all finished;
+- the grid never hands a point out twice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from itertools import count
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from service.api.deps import Services
+from service.app import build_services
+from service.domain.errors import StaleLease
+from service.domain.states import Decision
+from service.settings import Settings
+from tests.conftest import spec_doc
+
+LEASE = 10  # seconds
+GRID = {
+    "lr": {"type": "float", "values": [0.1, 0.01, 0.001]},
+    "norm": {"type": "categorical", "choices": ["none", "batch"]},
+}
+EPOCHS = 3
+VALUES = st.one_of(st.floats(0, 1), st.just(math.nan), st.just(math.inf))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Held:
+    """A lease as the worker holding it sees it."""
+
+    worker: int
+    token: str
+    expires: datetime
+
+
+def _snapshot(services: Services, trial_id: int) -> tuple[Any, ...]:
+    detail = services.studies.trial(trial_id)
+    row = detail.row
+    value = "nan" if row.value is not None and math.isnan(row.value) else row.value
+    curve = [(m.epoch, repr(sorted(m.metrics.items()))) for m in detail.curve]
+    return (row.state, value, row.epochs, row.reason, row.finished_at, row.attempt, curve)
+
+
+class ProtocolMachine(RuleBasedStateMachine):
+    names = count()
+
+    def __init__(self, services: Services, clock: Clock) -> None:
+        super().__init__()
+        self.services, self.clock, self.protocol = services, clock, services.protocol
+        self.held: dict[int, Held] = {}  # trial id -> the one live lease the model knows of
+        self.stale: list[tuple[int, int, str]] = []  # (worker, trial, token) taken away
+        self.finished: dict[int, tuple[Any, ...]] = {}
+        self.study_id = 0
+        self.workers: list[int] = []
+
+    @initialize()
+    def create_study(self) -> None:
+        doc = spec_doc(
+            f"machine-{next(self.names)}",
+            strategy={"kind": "grid"},
+            budget={"parallel_trials": 3, "epochs": EPOCHS},
+            space=GRID,
+        )
+        self.study_id = self.services.studies.create(doc).row.id
+        self.workers = [self.protocol.register(f"w{i}", "host", i, "cpu", {}).id for i in range(3)]
+
+    def teardown(self) -> None:
+        if self.study_id:
+            self.services.studies.delete(self.study_id)  # the next example starts clean
+
+    # -- what workers do ------------------------------------------------------------------
+
+    @rule(worker=st.integers(0, 2), n=st.integers(1, 3))
+    def lease(self, worker: int, n: int) -> None:
+        for assignment in self.protocol.lease(self.workers[worker], n):
+            trial = assignment.trial
+            assert trial.study_id == self.study_id
+            live = self.held.get(trial.id)
+            assert live is None or live.expires < self.clock.now, "two live leases of a trial"
+            assert trial.id not in self.finished, "a finished trial was handed out again"
+            assert trial.lease_token is not None and trial.lease_expires_at is not None
+            self.held[trial.id] = Held(worker, trial.lease_token, trial.lease_expires_at)
+
+    @rule(worker=st.integers(0, 2))
+    def heartbeat(self, worker: int) -> None:
+        mine = [(t, h.token) for t, h in self.held.items() if h.worker == worker]
+        stale = [(t, tok) for w, t, tok in self.stale if w == worker and t not in dict(mine)]
+        decisions = self.protocol.heartbeat(self.workers[worker], mine + stale)
+        for trial_id, _ in mine:
+            assert decisions[trial_id] is Decision.CONTINUE
+            self.held[trial_id].expires = self.clock.now + timedelta(seconds=LEASE)
+        for trial_id, _ in stale:
+            assert decisions[trial_id] is Decision.STOP
+
+    @precondition(lambda self: self.held)
+    @rule(data=st.data(), value=VALUES, repeat=st.booleans())
+    def report(self, data: st.DataObject, value: float, repeat: bool) -> None:
+        trial_id = data.draw(st.sampled_from(sorted(self.held)))
+        held = self.held[trial_id]
+        epochs = self.services.studies.trial(trial_id).row.epochs
+        epoch = max(1, epochs) if repeat else min(epochs + 1, EPOCHS)
+        before = _snapshot(self.services, trial_id)
+        decision = self.protocol.report(
+            self.workers[held.worker], trial_id, held.token, epoch, {"val_accuracy": value}
+        )
+        assert decision is Decision.CONTINUE
+        held.expires = self.clock.now + timedelta(seconds=LEASE)
+        if epoch <= epochs:  # a repeated report of an epoch changes nothing
+            assert _snapshot(self.services, trial_id) == before
+
+    @precondition(lambda self: self.held)
+    @rule(data=st.data(), how=st.sampled_from(["complete", "fail", "release"]))
+    def end(self, data: st.DataObject, how: str) -> None:
+        trial_id = data.draw(st.sampled_from(sorted(self.held)))
+        held = self.held.pop(trial_id)
+        worker = self.workers[held.worker]
+        if how == "complete":
+            row = self.protocol.complete(worker, trial_id, held.token)
+            finite = row.value is not None and math.isfinite(row.value)
+            assert row.state == ("completed" if row.epochs and finite else "failed")
+        elif how == "fail":
+            assert self.protocol.fail(worker, trial_id, held.token, "broken").state == "failed"
+        else:
+            assert self.protocol.release(worker, trial_id, held.token).state == "queued"
+            self.stale.append((held.worker, trial_id, held.token))
+            return
+        self.finished[trial_id] = _snapshot(self.services, trial_id)
+        self.stale.append((held.worker, trial_id, held.token))
+
+    @precondition(lambda self: self.stale)
+    @rule(data=st.data(), how=st.sampled_from(["report", "complete", "fail", "release"]))
+    def zombie_writes(self, data: st.DataObject, how: str) -> None:
+        """A worker writes with a token it no longer holds: 409 unless the trial has finished
+        (then the write may be answered as a repeat), and never any change."""
+        worker, trial_id, token = data.draw(st.sampled_from(self.stale))
+        worker_id, before = self.workers[worker], _snapshot(self.services, trial_id)
+        writes = {
+            "report": lambda: self.protocol.report(
+                worker_id, trial_id, token, 1, {"val_accuracy": 1}
+            ),
+            "complete": lambda: self.protocol.complete(worker_id, trial_id, token),
+            "fail": lambda: self.protocol.fail(worker_id, trial_id, token, "zombie"),
+            "release": lambda: self.protocol.release(worker_id, trial_id, token),
+        }
+        try:
+            writes[how]()
+        except StaleLease:
+            pass
+        else:
+            assert trial_id in self.finished, f"a zombie's {how} was accepted"
+        assert _snapshot(self.services, trial_id) == before
+
+    @rule(seconds=st.integers(1, 2 * LEASE))
+    def time_passes_and_the_reaper_runs(self, seconds: int) -> None:
+        self.clock.now += timedelta(seconds=seconds)
+        self.protocol.reap()
+        for trial_id, held in list(self.held.items()):
+            if held.expires < self.clock.now:
+                del self.held[trial_id]
+                self.stale.append((held.worker, trial_id, held.token))
+                row = self.services.studies.trial(trial_id).row
+                if row.state == "failed":  # its attempts are used up
+                    assert row.reason == f"its worker vanished {row.attempt} times (lease expired)"
+                    self.finished[trial_id] = _snapshot(self.services, trial_id)
+                else:
+                    assert row.state == "queued" and row.lease_token is None
+
+    # -- what must always hold ------------------------------------------------------------
+
+    @invariant()
+    def one_live_lease_per_trial_and_only_its_token_counts(self) -> None:
+        if not self.study_id:
+            return
+        for row in self.services.studies.trials(self.study_id, limit=1000).items:
+            held = self.held.get(row.id)
+            if row.state == "running":
+                assert held is not None and row.lease_token == held.token
+                assert row.lease_expires_at == held.expires
+            else:
+                assert held is None and row.lease_expires_at is None
+
+    @invariant()
+    def finished_trials_never_change(self) -> None:
+        for trial_id, snapshot in self.finished.items():
+            assert _snapshot(self.services, trial_id) == snapshot
+
+    @invariant()
+    def counts_add_up_and_the_study_settles_when_all_are_finished(self) -> None:
+        if not self.study_id:
+            return
+        view = self.services.studies.get(self.study_id)
+        rows = self.services.studies.trials(self.study_id, limit=1000).items
+        assert sum(view.counts.values()) == len(rows) == view.row.n_trials
+        assert view.counts["running"] <= 3
+        done = view.counts["completed"] + view.counts["pruned"] + view.counts["failed"]
+        assert done == len(self.finished)
+        assert view.row.state == ("running" if done < view.row.max_trials else view.row.state)
+        if done == view.row.max_trials:
+            assert view.row.state in ("completed", "failed")
+
+    @invariant()
+    def the_grid_hands_each_point_out_once(self) -> None:
+        if not self.study_id:
+            return
+        rows = self.services.studies.trials(self.study_id, limit=1000).items
+        points = [tuple(sorted((row.params or {}).items())) for row in rows if row.params]
+        assert len(points) == len(set(points)) <= 6
+
+
+MACHINE_SETTINGS = hypothesis_settings(
+    max_examples=25,
+    stateful_step_count=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+@pytest.mark.slow
+def test_protocol_state_machine(settings: Settings) -> None:
+    clock = Clock()
+    services = build_services(
+        Settings(database_url=settings.database_url, lease_seconds=LEASE, max_attempts=2)
+    )
+    services.protocol.clock = clock
+    run_state_machine_as_test(
+        lambda: ProtocolMachine(services, clock),
+        settings=MACHINE_SETTINGS,
+    )
