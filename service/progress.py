@@ -6,10 +6,11 @@ import sys
 import time
 from typing import Any, TextIO
 
-from trainer.client import Client
+from trainer.client import Client, ServerUnreachable
 
 FINISHED = ("completed", "pruned", "failed")
 WIDTH = 24
+LOST = "the server does not answer; waiting for it to come back"
 
 
 def line(study: dict[str, Any]) -> str:
@@ -27,13 +28,32 @@ def line(study: dict[str, Any]) -> str:
 
 
 def wait(
-    client: Client, study_id: int, out: TextIO = sys.stdout, every: float = 1.0
+    client: Client,
+    study_id: int,
+    out: TextIO = sys.stdout,
+    every: float = 1.0,
+    patience: float = 600.0,
 ) -> dict[str, Any]:
-    """Show progress until the study completes, fails or is stopped; return its final view."""
+    """Show progress until the study completes, fails or is stopped; return its final view.
+
+    A server that stops answering (it is restarting) is waited for, with a line saying so, for
+    up to `patience` seconds after its last answer; then ServerUnreachable is raised."""
     tty = out.isatty()
     last = ""
+    answered = time.monotonic()
     while True:
-        study = client.study(study_id)
+        try:
+            study = client.study(study_id)
+        except ServerUnreachable:
+            if time.monotonic() - answered > patience:
+                raise
+            if last != LOST:
+                out.write(("\n" if tty else "") + LOST + "\n")
+                out.flush()
+                last = LOST
+            time.sleep(every)
+            continue
+        answered = time.monotonic()
         text = line(study)
         if tty:
             out.write("\r" + text.ljust(len(last)))
