@@ -247,7 +247,11 @@ class Protocol:
         """Choose the params of a reserved trial through Optuna (outside our transaction)."""
         try:
             optuna_id, params = search.ask(
-                self.storage, item.study_name, item.optuna_study_id, item.spec, item.number
+                self.transitions.optuna,
+                item.study_name,
+                item.optuna_study_id,
+                item.spec,
+                item.number,
             )
         except Exception as exc:  # a sampler failure fails this trial, not the lease request
             with unit_of_work(self.db) as unit:
@@ -331,7 +335,7 @@ class Protocol:
         if value is None or optuna_id is None or optuna_study_id is None or epoch != trial.epochs:
             return Decision.CONTINUE
         pruned = search.report(
-            self.storage, study_name, optuna_study_id, spec, optuna_id, epoch, value
+            self.transitions.optuna, study_name, optuna_study_id, spec, optuna_id, epoch, value
         )
         if not pruned:
             return Decision.CONTINUE

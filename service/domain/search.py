@@ -122,38 +122,39 @@ def grid_point(spec: StudySpec, number: int) -> dict[str, Any]:
     return _grid(json.dumps(document, sort_keys=True))[number]
 
 
-# One `optuna.Study` per study and process, as Optuna itself runs distributed studies: its trial
-# cache then reads only new and unfinished trials from the database, where a fresh `Study` per
-# request would read every trial (a lease, or a median pruner's report, cost O(trials)). The
-# database stays the only source of truth; this caches what Optuna reads from it.
-_MAX_STUDIES = 64
-_studies: OrderedDict[tuple[int, int], tuple[optuna.Study, threading.Lock]] = OrderedDict()
-_studies_lock = threading.Lock()
+class StudyCache:
+    """One `optuna.Study` per study for the services that own `storage`, as Optuna itself runs
+    distributed studies: its trial cache then reads only new and unfinished trials from the
+    database, where a fresh `Study` per request would read every trial (a lease, or a median
+    pruner's report, cost O(trials)). The database stays the only source of truth; this caches
+    what Optuna reads from it, and lives and dies with the services that made it."""
 
+    def __init__(self, storage: RDBStorage, size: int = 64) -> None:
+        self.storage = storage
+        self.size = size
+        self._studies: OrderedDict[int, tuple[optuna.Study, threading.Lock]] = OrderedDict()
+        self._lock = threading.Lock()
 
-def _cached_study(
-    storage: RDBStorage, name: str, study_id: int
-) -> tuple[optuna.Study, threading.Lock]:
-    key = (id(storage), study_id)
-    with _studies_lock:
-        entry = _studies.get(key)
-        if entry is None:
-            entry = (optuna.Study(study_name=name, storage=storage), threading.Lock())
-            _studies[key] = entry
-            while len(_studies) > _MAX_STUDIES:
-                _studies.popitem(last=False)
-        _studies.move_to_end(key)
-        return entry
+    def get(self, name: str, study_id: int) -> tuple[optuna.Study, threading.Lock]:
+        with self._lock:
+            entry = self._studies.get(study_id)
+            if entry is None:
+                study = optuna.Study(study_name=name, storage=self.storage)
+                entry = (study, threading.Lock())
+                self._studies[study_id] = entry
+                while len(self._studies) > self.size:
+                    self._studies.popitem(last=False)
+            self._studies.move_to_end(study_id)
+            return entry
 
-
-def forget(storage: RDBStorage, study_id: int) -> None:
-    """Drop the process's cached `Study` of a deleted study."""
-    with _studies_lock:
-        _studies.pop((id(storage), study_id), None)
+    def forget(self, study_id: int) -> None:
+        """Drop the cached `Study` of a deleted study."""
+        with self._lock:
+            self._studies.pop(study_id, None)
 
 
 def ask(
-    storage: RDBStorage, name: str, study_id: int, spec: StudySpec, number: int
+    cache: StudyCache, name: str, study_id: int, spec: StudySpec, number: int
 ) -> tuple[int, dict[str, Any]]:
     """Create the Optuna trial for our trial `number` in Optuna study `study_id` and choose its
     params. Returns (optuna_trial_id, params)."""
@@ -165,8 +166,8 @@ def ask(
         template = optuna.trial.create_trial(
             state=OptunaState.RUNNING, params=params, distributions=distributions
         )
-        return storage.create_new_trial(study_id, template_trial=template), params
-    study, lock = _cached_study(storage, name, study_id)
+        return cache.storage.create_new_trial(study_id, template_trial=template), params
+    study, lock = cache.get(name, study_id)
     with lock:  # the sampler is the trial's own (seeded by its number): one ask at a time
         study.sampler = make_sampler(spec, number)
         trial = study.ask()
@@ -174,7 +175,7 @@ def ask(
 
 
 def report(
-    storage: RDBStorage,
+    cache: StudyCache,
     name: str,
     study_id: int,
     spec: StudySpec,
@@ -183,12 +184,12 @@ def report(
     value: float,
 ) -> bool:
     """Record the objective of `epoch` and return True when the pruner says to stop."""
-    storage.set_trial_intermediate_value(optuna_trial_id, epoch, value)
+    cache.storage.set_trial_intermediate_value(optuna_trial_id, epoch, value)
     pruner = make_pruner(spec)
     if pruner is None or math.isnan(value):
         return False
-    study, _lock = _cached_study(storage, name, study_id)
-    return bool(pruner.prune(study, storage.get_trial(optuna_trial_id)))
+    study, _lock = cache.get(name, study_id)
+    return bool(pruner.prune(study, cache.storage.get_trial(optuna_trial_id)))
 
 
 def tell(storage: RDBStorage, optuna_trial_id: int, state: str, value: float | None) -> None:

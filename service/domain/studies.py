@@ -234,7 +234,7 @@ class Studies:
         with unit_of_work(self.db) as unit:
             study = self._study(unit.session, study_id, lock=True)
             unit.later(search.delete_study, self.storage, study.optuna_study_id)
-            unit.later(search.forget, self.storage, study.optuna_study_id)
+            unit.later(self.transitions.optuna.forget, study.optuna_study_id)
             checkpoints = unit.session.scalars(
                 select(TrialRow.checkpoint_id).where(
                     TrialRow.study_id == study.id, TrialRow.checkpoint_id.is_not(None)

@@ -46,6 +46,7 @@ class Transitions:
         self, storage: RDBStorage, artifacts: ArtifactStore, clock: Callable[[], datetime]
     ) -> None:
         self.storage = storage
+        self.optuna = search.StudyCache(storage)
         self.artifacts = artifacts
         self.clock = clock
 
