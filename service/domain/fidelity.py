@@ -78,12 +78,17 @@ def hyperband(min_epochs: int, epochs: int, eta: int) -> list[Bracket]:
         rungs = tuple(
             Rung(
                 configs=max(1, n // eta**i),
-                epochs=epochs if i == s else max(min_epochs, round(epochs / eta ** (s - i))),
+                epochs=epochs if i == s else max(min_epochs, _half_up(epochs / eta ** (s - i))),
             )
             for i in range(s + 1)
         )
         brackets.append(Bracket(index=s, rungs=rungs))
     return brackets
+
+
+def _half_up(x: float) -> int:
+    """Round halves up (20 / 8 = 2.5 epochs is 3), not to even as `round` does."""
+    return int(x + 0.5)
 
 
 def schedule(

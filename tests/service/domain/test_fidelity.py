@@ -60,3 +60,8 @@ def test_trials_are_numbered_bracket_after_bracket() -> None:
     ]
     with pytest.raises(ValueError, match="beyond"):
         locate(brackets, 49)
+
+
+def test_hyperband_rounds_half_epochs_up() -> None:
+    brackets = hyperband(min_epochs=1, epochs=20, eta=2)
+    assert [r.epochs for r in brackets[0].rungs] == [1, 3, 5, 10, 20]  # 20 / 8 = 2.5 is 3
