@@ -45,7 +45,9 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
     return Services(
         settings=settings,
         db=db,
-        studies=Studies(db, storage, protocol.transitions, artifacts),
+        studies=Studies(
+            db, storage, protocol.transitions, artifacts, settings.stale_worker_seconds
+        ),
         protocol=protocol,
     )
 

@@ -105,6 +105,8 @@ def submit(client: Any, document: dict[str, Any], wait: bool) -> dict[str, Any]:
 
     study = client.create_study(document)
     print(f"study {study['id']} '{study['name']}' created: {client.server}/#/studies/{study['id']}")
+    if study.get("reason"):
+        print(study["reason"])  # e.g. no worker can run its model yet
     if wait:
         study = progress.wait(client, study["id"])
         print_result(study)

@@ -21,9 +21,10 @@ def line(study: dict[str, Any]) -> str:
     best = study.get("best")
     metric = study["spec"]["objective"]["metric"]
     best_text = f"{best['value']:.4g}" if best and best["value"] is not None else "-"
+    waiting = f"; {study['reason']}" if study["state"] == "running" and study.get("reason") else ""
     return (
         f"[{'#' * filled}{'.' * (WIDTH - filled)}] {done}/{total} trials done, "
-        f"{counts.get('running', 0)} running, best {metric} {best_text}"
+        f"{counts.get('running', 0)} running, best {metric} {best_text}{waiting}"
     )
 
 

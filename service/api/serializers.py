@@ -30,7 +30,7 @@ def study(view: StudyView) -> schemas.StudyPublic:
         id=row.id,
         name=row.name,
         state=StudyState(row.state),
-        reason=row.reason,
+        reason=row.reason or view.waiting,
         spec=finite(row.spec),
         counts=view.counts,
         best=None

@@ -55,7 +55,7 @@ class _Reserved:
     spec: StudySpec
 
 
-def _runs(worker: WorkerRow, spec: StudySpec) -> bool:
+def can_run(worker: WorkerRow, spec: StudySpec) -> bool:
     """Whether a worker has the model and dataset the study names."""
     caps = worker.capabilities or {}
     model, dataset = spec.workload.model, spec.workload.dataset
@@ -157,7 +157,7 @@ class Protocol:
         session = unit.session
         for study in self._studies_by_need(session):
             spec = search.stored_spec(study.spec)
-            if not _runs(worker, spec):
+            if not can_run(worker, spec):
                 continue
             running = (
                 session.scalar(

@@ -4,6 +4,7 @@ the budget, delete. Worker-facing operations live in `service.domain.protocol`."
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from optuna.storages import RDBStorage
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from service.domain import search
 from service.domain.errors import Conflict, InvalidInput, NotFound
+from service.domain.protocol import can_run
 from service.domain.space import grid_size
 from service.domain.spec import StudySpec
 from service.domain.states import StudyState, TrialState
@@ -30,6 +32,7 @@ class StudyView:
     row: StudyRow
     counts: dict[str, int]
     best: TrialRow | None
+    waiting: str | None = None  # why a running study gets no trials, when it is known
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,24 @@ def best_trial(session: Session, study: StudyRow) -> TrialRow | None:
     ).first()
 
 
+def waiting_reason(session: Session, row: StudyRow, seen_since: datetime) -> str | None:
+    """Why a running study that names a plugin model or dataset gets no trials: no active worker
+    (registered, not gone, seen since `seen_since`) can run it. None when one can."""
+    spec = search.stored_spec(row.spec)
+    if row.state != StudyState.RUNNING.value or can_run(WorkerRow(capabilities={}), spec):
+        return None  # built-ins run on every worker
+    active = session.scalars(
+        select(WorkerRow).where(WorkerRow.state == "active", WorkerRow.last_seen_at >= seen_since)
+    )
+    if any(can_run(worker, spec) for worker in active):
+        return None
+    workload = spec.workload
+    return (
+        f"waiting: no active worker can run model '{workload.model}' "
+        f"with dataset '{workload.dataset}'"
+    )
+
+
 def worker_names(session: Session, ids: set[int | None]) -> dict[int, str]:
     wanted = {i for i in ids if i is not None}
     if not wanted:
@@ -85,11 +106,14 @@ class Studies:
         storage: RDBStorage,
         transitions: Transitions,
         artifacts: ArtifactStore,
+        stale_worker_seconds: float = 60.0,
     ) -> None:
         self.db = db
         self.storage = storage
         self.transitions = transitions
         self.artifacts = artifacts
+        # A worker unseen for longer does not count as able to run a study's plugins.
+        self.stale_worker = timedelta(seconds=stale_worker_seconds)
 
     # -- creation ---------------------------------------------------------------------------
 
@@ -124,7 +148,7 @@ class Studies:
                 unit.event(row.id, "study_state", state=row.state, reason=None)
         except IntegrityError as exc:
             raise Conflict(f"a study named '{spec.name}' already exists") from exc
-        return StudyView(row, counts={s.value: 0 for s in TrialState}, best=None)
+        return self.get(row.id)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -276,6 +300,6 @@ class Studies:
             raise NotFound(f"study {study_id} not found")
         return row
 
-    @staticmethod
-    def _view(session: Session, row: StudyRow) -> StudyView:
-        return StudyView(row, counts_by_state(session, row.id), best_trial(session, row))
+    def _view(self, session: Session, row: StudyRow) -> StudyView:
+        waiting = waiting_reason(session, row, utcnow() - self.stale_worker)
+        return StudyView(row, counts_by_state(session, row.id), best_trial(session, row), waiting)
