@@ -29,6 +29,7 @@ from trainer.client import ApiError, Client, ServerUnreachable
 from trainer.hygiene import MemoryWatch
 
 log = logging.getLogger("hpo.worker")
+LEAVING_RETRY_SECONDS = 3.0
 
 
 def resolve_devices(devices: str) -> list[str]:
@@ -125,9 +126,15 @@ class DeviceWorker:
                     break
         finally:
             self.shutdown.set()
+            self._leaving()
             with contextlib.suppress(ApiError, ServerUnreachable):
                 self.client.deregister(self.worker_id)
             log.info("worker %s stopped", self.name)
+
+    def _leaving(self) -> None:
+        """A worker on its way out tries the server briefly: if it is gone too, the lease
+        expires and the trial is handed out again all the same."""
+        self.client.retry_seconds = min(self.client.retry_seconds, LEAVING_RETRY_SECONDS)
 
     def _wants_fresh_process(self) -> bool:
         if self.max_trials is not None and self.trials_run >= self.max_trials:
@@ -266,6 +273,7 @@ class DeviceWorker:
                 assignment["target_epochs"],
             )
         elif decision is Decision.STOP and not lease.lost.is_set():
+            self._leaving()
             self._call(lambda: self.client.release(self.worker_id, lease.trial_id, lease.token))
             log.info("%s released unfinished (worker shutting down)", label)
         elif decision is Decision.STOP:

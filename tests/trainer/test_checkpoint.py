@@ -95,7 +95,7 @@ def test_a_checkpoint_cannot_run_code_when_loaded(tmp_path: Path) -> None:
     marker = Path("/tmp/hpo-pwned")
     marker.unlink(missing_ok=True)
     with pytest.raises(TrainingError, match="cannot resume"):
-        _run(_config(resume=pickle.dumps(_Exploit())))
+        _run(_config(resume=pickle.dumps(_Exploit(), protocol=2)))
     assert not marker.exists()
 
 
