@@ -71,9 +71,9 @@ def study_spec(trials: int, n_samples: int) -> dict:
     }
 
 
-def measure(url: str, trials: int, n_samples: int) -> dict[str, float]:
+def measure(url: str, study_id: int) -> dict[str, float]:
     with httpx.Client(base_url=url, timeout=60) as http:
-        study = http.post("/api/v1/studies", json=study_spec(trials, n_samples)).json()
+        study = http.get(f"/api/v1/studies/{study_id}").json()
         while http.get(f"/api/v1/studies/{study['id']}").json()["state"] == "running":
             time.sleep(0.5)
         items = http.get(f"/api/v1/studies/{study['id']}/trials", params={"limit": 1000}).json()[
@@ -116,6 +116,10 @@ def main() -> None:
         procs = [start(["server", "--port", str(port)], env, Path(tmp) / "server.log")]
         try:
             wait_healthy(url)
+            # The study exists before the workers start, so both lease at once: a worker's
+            # idle polling before any work exists is not overhead of training.
+            spec = study_spec(args.trials, args.n_samples)
+            study_id = httpx.post(f"{url}/api/v1/studies", json=spec, timeout=60).json()["id"]
             for i in range(2):
                 procs.append(
                     start(
@@ -124,7 +128,7 @@ def main() -> None:
                         Path(tmp) / f"worker{i}.log",
                     )
                 )
-            result = measure(url, args.trials, args.n_samples)
+            result = measure(url, study_id)
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
