@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, make_url, text
 
 from service.app import create_app
+from service.demo import free_port
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,12 +122,6 @@ class ApiWorker:
             reply = self.report(trial, epoch, val_accuracy=value, val_loss=1 - value)
             assert reply.status_code == 200, reply.text
         return self.post(trial, "complete")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def hpo_command(*args: str) -> list[str]:
@@ -237,3 +232,23 @@ def install_example_plugin(site: Path) -> Path:
         lines.extend(f"{name} = {target}" for name, target in entries.items())
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
     return site
+
+
+def in_threads(n: int, target: Any, timeout: float = 300) -> list[BaseException]:
+    """Run target(0..n-1) in n threads that start together; returns what they raised."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            target(i)
+        except BaseException as exc:  # collected and asserted by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    return errors

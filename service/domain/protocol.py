@@ -27,7 +27,7 @@ from service.domain.errors import NotFound, StaleLease, StorageFailed
 from service.domain.fidelity import locate
 from service.domain.spec import BUILTIN_DATASETS, BUILTIN_MODELS, DATASET_PREFIXES, StudySpec
 from service.domain.states import Decision, StudyState, TrialState
-from service.domain.transitions import Transitions, target_epochs
+from service.domain.transitions import Transitions, objective_of, target_epochs
 from service.domain.unit import Unit, unit_of_work
 from service.settings import Settings
 from service.storage.artifacts import ArtifactError, ArtifactStore
@@ -366,9 +366,7 @@ class Protocol:
         )
         if epoch >= trial.epochs:
             trial.epochs = epoch
-            metric = study.spec["objective"]["metric"]
-            value = metrics.get(metric)
-            trial.value = float(value) if isinstance(value, int | float) else None
+            trial.value = objective_of(metrics, study.spec["objective"]["metric"])
         unit.event(
             study.id, "trial_reported", trial.id, number=trial.number, epoch=epoch, metrics=metrics
         )

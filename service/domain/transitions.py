@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from optuna.storages import RDBStorage
 from sqlalchemy import delete, func, select
@@ -34,6 +35,12 @@ def counts_by_state(session: Session, study_id: int) -> dict[str, int]:
     for state, n in rows:
         counts[state] = n
     return counts
+
+
+def objective_of(metrics: dict[str, Any], metric: str) -> float | None:
+    """The objective in a report's metrics, or None when it is missing or not a number."""
+    value = metrics.get(metric)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def target_epochs(trial: TrialRow, spec: StudySpec) -> int:
@@ -79,8 +86,7 @@ class Transitions:
         trial.epochs, trial.value = resume_at, None
         if resume_at:
             row = unit.session.get(MetricRow, (trial.id, resume_at))
-            value = row.metrics.get(metric) if row is not None else None
-            trial.value = float(value) if isinstance(value, int | float) else None
+            trial.value = objective_of(row.metrics, metric) if row is not None else None
 
     def finish(self, unit: Unit, trial: TrialRow, state: TrialState, reason: str | None) -> None:
         trial.state, trial.reason, trial.finished_at = state.value, reason, self.clock()

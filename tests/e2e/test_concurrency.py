@@ -4,33 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ApiWorker, Processes, postgres_database, spec_doc
+from tests.conftest import ApiWorker, Processes, in_threads, postgres_database, spec_doc
 
 pytestmark = pytest.mark.e2e
-
-
-def _in_threads(n: int, target: Any) -> list[BaseException]:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n)
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            target(i)
-        except BaseException as exc:  # collected and re-raised by the test
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return errors
 
 
 def test_grid_with_eight_concurrent_leasing_clients_hands_out_each_point_once(
@@ -60,7 +40,7 @@ def test_grid_with_eight_concurrent_leasing_clients_hands_out_each_point_once(
                         handed.append(tuple(sorted(trial["params"].items())))
                     assert worker.run(trial, [0.5]).status_code == 200
 
-    assert _in_threads(8, lease_until_empty) == []
+    assert in_threads(8, lease_until_empty) == []
     counts = Counter(handed)
     assert len(counts) == 36 and set(counts.values()) == {1}
     with httpx.Client(base_url=url) as http:
@@ -99,7 +79,7 @@ def test_eight_workers_reporting_at_once_never_see_database_locked(
                 with lock:
                     statuses[reply.status_code] += 1
 
-    assert _in_threads(8, work) == []
+    assert in_threads(8, work) == []
     assert statuses == Counter({200: 32 * 11})
     log = processes.log("server")
     assert "database is locked" not in log and "Traceback" not in log, log
@@ -136,7 +116,7 @@ def test_two_servers_on_one_postgres_hand_each_grid_point_out_once(processes: Pr
                         handed.append(tuple(sorted(leased[0]["params"].items())))
                     assert worker.run(leased[0], [0.5]).status_code == 200
 
-        assert _in_threads(16, lease_until_empty) == []
+        assert in_threads(16, lease_until_empty) == []
         assert len(handed) == 24 and len(set(handed)) == 24
         with httpx.Client(base_url=servers[1]) as http:
             view = http.get(f"/api/v1/studies/{study['id']}").json()

@@ -11,36 +11,18 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import Processes, spec_doc
+from tests.conftest import Processes, in_threads, spec_doc
 from tests.reliability.conftest import get, serving, trials
 from trainer.client import Client
 
 CLIENTS = 32
 EPOCHS = 4
-
-
-def _threads(n: int, target: Any) -> list[BaseException]:
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            target(i)
-        except BaseException as exc:  # collected and asserted by the test
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(300)
-    return errors
 
 
 def _page_paths(url: str, study_id: int) -> list[str]:
@@ -95,7 +77,7 @@ def test_32_clients_and_the_page_on_sqlite_see_no_lock_error_and_no_5xx(
     for poller in pollers:
         poller.start()
     try:
-        assert _threads(CLIENTS, work) == []
+        assert in_threads(CLIENTS, work) == []
     finally:
         done.set()
         for poller in pollers:
