@@ -82,6 +82,22 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(database_url=database_url, artifacts_dir=tmp_path / "a")
 
 
+USER_TOKEN, WORKER_TOKEN = "user-secret-token", "worker-secret-token"
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[TestClient]:
+    """An app on SQLite with both tokens set (USER_TOKEN, WORKER_TOKEN)."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'hpo.db'}",
+        artifacts_dir=tmp_path / "a",
+        api_token=USER_TOKEN,
+        worker_token=WORKER_TOKEN,
+    )
+    with TestClient(create_app(settings, reaper=False)) as client:
+        yield client
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings, reaper=False)

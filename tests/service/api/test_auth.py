@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from tests.conftest import USER_TOKEN as USER
+from tests.conftest import WORKER_TOKEN as WORKER
 from tests.conftest import spec_doc
 
-USER, WORKER = "user-secret-token", "worker-secret-token"
 OPEN = {("GET", "/api/v1/session"), ("POST", "/api/v1/session")}
-
-
-@pytest.fixture
-def secured(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'hpo.db'}",
-        artifacts_dir=tmp_path / "a",
-        api_token=USER,
-        worker_token=WORKER,
-    )
-    with TestClient(create_app(settings, reaper=False)) as client:
-        yield client
 
 
 def _routes(client: TestClient) -> list[tuple[str, str, bool]]:

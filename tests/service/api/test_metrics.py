@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from service.app import create_app
-from service.settings import Settings
 from service.storage.models import TrialRow, WorkerRow, utcnow
+from tests.conftest import USER_TOKEN as USER
+from tests.conftest import WORKER_TOKEN as WORKER
 from tests.conftest import ApiWorker, spec_doc
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -174,21 +171,6 @@ def test_requests_are_counted_and_timed_by_route_template(client: TestClient) ->
     # The scrape itself is counted on the next one.
     series = scrape(client)
     assert value(series, total, method="GET", route="/metrics", status="200") == 1
-
-
-USER, WORKER = "user-secret-token", "worker-secret-token"
-
-
-@pytest.fixture
-def secured(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'hpo.db'}",
-        artifacts_dir=tmp_path / "a",
-        api_token=USER,
-        worker_token=WORKER,
-    )
-    with TestClient(create_app(settings, reaper=False)) as client:
-        yield client
 
 
 def test_metrics_need_the_user_token(secured: TestClient) -> None:
