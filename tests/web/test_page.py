@@ -46,7 +46,9 @@ def test_launch_watch_a_trial_and_stop(processes: Processes, web: Page) -> None:
     page.evaluate("window.__sameDocument = true")  # gone if the page reloads
 
     page.get_by_role("button", name="New study").click()
-    page.locator("textarea[name=spec]").fill(_spec("from-the-page"))
+    # Long enough that it is still running when the test stops it (trials take a second).
+    long_study = {"max_trials": 500, "parallel_trials": 1, "epochs": 6}
+    page.locator("textarea[name=spec]").fill(_spec("from-the-page", budget=long_study))
     page.get_by_role("button", name="Launch").click()
     expect(page.locator("#study-name")).to_have_text("from-the-page")
     expect(page.locator("#live")).to_have_attribute("data-status", "live")
