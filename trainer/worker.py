@@ -106,6 +106,7 @@ class DeviceWorker:
 
     def run(self) -> None:
         """Lease and train until shut down."""
+        self.warm_up()
         self.register()
         beat = threading.Thread(target=self._heartbeat_loop, name="hpo-heartbeat", daemon=True)
         beat.start()
@@ -130,6 +131,19 @@ class DeviceWorker:
             with contextlib.suppress(ApiError, ServerUnreachable):
                 self.client.deregister(self.worker_id)
             log.info("worker %s stopped", self.name)
+
+    def warm_up(self) -> None:
+        """PyTorch's one-time start-up is paid here, before the worker asks for work, so that
+        no trial (and no lease) waits on it."""
+        from trainer.train import TrainingError, warm_up
+
+        started = time.monotonic()
+        try:
+            warm_up(self.device)
+        except TrainingError as exc:  # each trial will fail with the same reason
+            log.warning("warm-up on %s failed: %s", self.device, exc)
+            return
+        log.info("%s warmed up in %.1f s", self.device, time.monotonic() - started)
 
     def _leaving(self) -> None:
         """A worker on its way out tries the server briefly: if it is gone too, the lease

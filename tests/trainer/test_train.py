@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from trainer.train import (
     build_run,
     evaluate,
     train,
+    warm_up,
 )
 
 SMALL = {"n_samples": 160, "batch_size": 32, "lr": 1e-2, "channels": 8, "width": 32}
@@ -235,3 +238,28 @@ def test_cuda_out_of_memory_fails_the_trial_with_a_reason(monkeypatch: pytest.Mo
     monkeypatch.setattr("trainer.train.train_epoch", out_of_memory)
     with pytest.raises(TrainingError, match=r"CUDA out of memory.*2.00 GiB.*smaller batch_size"):
         run()
+
+
+WARM_THEN_TRAIN = """
+import sys
+from trainer.train import TrainConfig, train, warm_up
+warm_up("cpu")
+before = set(sys.modules)
+config = TrainConfig("mlp", "synthetic", 1, {"n_samples": 64, "optimizer": "sgd"}, seed=0)
+train(config, lambda epoch, metrics: "continue")
+print(sorted(m for m in set(sys.modules) - before if m.startswith("torch")))
+"""
+
+
+def test_after_warm_up_a_first_trial_loads_no_more_of_pytorch() -> None:
+    # Without the warm-up the first optimizer imports torch._dynamo inside the first trial,
+    # about 1.5 s of a worker's time that would count against every short study.
+    out = subprocess.run(
+        [sys.executable, "-c", WARM_THEN_TRAIN], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_warm_up_refuses_an_unusable_device() -> None:
+    with pytest.raises(TrainingError, match="not available"):
+        warm_up("cuda:99")
