@@ -175,8 +175,11 @@ class Client:
         decision: str = self._trial_call(worker_id, trial_id, "report", body)["decision"]
         return decision
 
-    def complete(self, worker_id: int, trial_id: int, token: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._trial_call(worker_id, trial_id, "complete", {"token": token})
+    def complete(self, worker_id: int, trial_id: int, token: str, lease: int = 0) -> dict[str, Any]:
+        """The completed trial; with `lease` above 0 its `assignments` are the worker's next
+        trials, leased in the same request."""
+        body = {"token": token, "lease": lease}
+        result: dict[str, Any] = self._trial_call(worker_id, trial_id, "complete", body)
         return result
 
     def fail(self, worker_id: int, trial_id: int, token: str, reason: str) -> dict[str, Any]:

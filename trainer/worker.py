@@ -106,21 +106,24 @@ class DeviceWorker:
 
     def run(self) -> None:
         """Lease and train until shut down."""
+        self.register()  # first: a wrong token or server is said at once
         self.warm_up()
-        self.register()
         beat = threading.Thread(target=self._heartbeat_loop, name="hpo-heartbeat", daemon=True)
         beat.start()
         idle = self.poll_seconds
+        # Trials leased with the last completion (one request instead of two), not yet started.
+        upcoming: list[dict[str, Any]] = []
         try:
             while not self.shutdown.is_set():
-                assignments = self._lease()
+                assignments, upcoming = upcoming or self._lease(), []
                 if not assignments:
                     self.shutdown.wait(idle)
                     idle = min(idle * 1.5, 5 * self.poll_seconds)
                     continue
                 idle = self.poll_seconds
-                for assignment in assignments:
-                    self.run_trial(assignment)
+                for i, assignment in enumerate(assignments):
+                    last = i == len(assignments) - 1
+                    upcoming = self.run_trial(assignment, lease_next=last and self._takes_more())
                     self.trials_run += 1
                 if self._wants_fresh_process():
                     self.recycle = True
@@ -128,6 +131,7 @@ class DeviceWorker:
         finally:
             self.shutdown.set()
             self._leaving()
+            self._give_back(upcoming)
             with contextlib.suppress(ApiError, ServerUnreachable):
                 self.client.deregister(self.worker_id)
             log.info("worker %s stopped", self.name)
@@ -149,6 +153,19 @@ class DeviceWorker:
         """A worker on its way out tries the server briefly: if it is gone too, the lease
         expires and the trial is handed out again all the same."""
         self.client.retry_seconds = min(self.client.retry_seconds, LEAVING_RETRY_SECONDS)
+
+    def _takes_more(self) -> bool:
+        """Whether this process will train another trial after the current one."""
+        if self.shutdown.is_set():
+            return False
+        return self.max_trials is None or self.trials_run + 1 < self.max_trials
+
+    def _give_back(self, assignments: list[dict[str, Any]]) -> None:
+        """Release trials leased with a completion that this process will not train after all
+        (it is shutting down, or starting afresh): they are queued again at once."""
+        for a in assignments:
+            with contextlib.suppress(ApiError, ServerUnreachable):
+                self.client.release(self.worker_id, a["trial_id"], a["token"])
 
     def _wants_fresh_process(self) -> bool:
         if self.max_trials is not None and self.trials_run >= self.max_trials:
@@ -187,7 +204,11 @@ class DeviceWorker:
 
     # -- one trial --------------------------------------------------------------------------
 
-    def run_trial(self, assignment: dict[str, Any]) -> None:
+    def run_trial(
+        self, assignment: dict[str, Any], lease_next: bool = False
+    ) -> list[dict[str, Any]]:
+        """Train one assignment to its end; returns the next trials when `lease_next` and the
+        server handed them out with the completion."""
         from trainer.train import TrainConfig, TrainingError, train
 
         trial_id, token = assignment["trial_id"], assignment["token"]
@@ -214,7 +235,7 @@ class DeviceWorker:
                 lambda epoch, metrics: self._report(lease, epoch, metrics),
                 checkpoint=lambda epoch, blob: self._checkpoint(lease, epoch, blob),
             )
-            self._finish(assignment, lease, label, result, started)
+            return self._finish(assignment, lease, label, result, started, lease_next)
         except TrainingError as exc:
             reason = str(exc)
             self._call(lambda: self.client.fail(self.worker_id, trial_id, token, reason))
@@ -226,6 +247,7 @@ class DeviceWorker:
         finally:
             with self._lock:
                 self._current = None
+        return []
 
     def _resume_state(self, assignment: dict[str, Any]) -> bytes:
         return self.client.load_checkpoint(
@@ -265,16 +287,25 @@ class DeviceWorker:
         return decision
 
     def _finish(
-        self, assignment: dict[str, Any], lease: Lease, label: str, result: Any, started: float
-    ) -> None:
-        """Close the trial with the server and log its one line."""
+        self,
+        assignment: dict[str, Any],
+        lease: Lease,
+        label: str,
+        result: Any,
+        started: float,
+        lease_next: bool,
+    ) -> list[dict[str, Any]]:
+        """Close the trial with the server and log its one line; returns the next trials
+        leased with the completion."""
         seconds = time.monotonic() - started
         metric = assignment["objective"]["metric"]
         value = _short(result.metrics.get(metric))
         decision: Decision | None = result.decision
         if decision is None:
             trial = self._call(
-                lambda: self.client.complete(self.worker_id, lease.trial_id, lease.token)
+                lambda: self.client.complete(
+                    self.worker_id, lease.trial_id, lease.token, lease=int(lease_next)
+                )
             )
             state = trial["state"] if trial else "lost"
             log.info(
@@ -286,7 +317,9 @@ class DeviceWorker:
                 value,
                 assignment["target_epochs"],
             )
-        elif decision is Decision.STOP and not lease.lost.is_set():
+            upcoming: list[dict[str, Any]] = trial.get("assignments", []) if trial else []
+            return upcoming
+        if decision is Decision.STOP and not lease.lost.is_set():
             self._leaving()
             self._call(lambda: self.client.release(self.worker_id, lease.trial_id, lease.token))
             log.info("%s released unfinished (worker shutting down)", label)
@@ -303,6 +336,7 @@ class DeviceWorker:
                 value,
                 assignment["start_epoch"] + result.epochs_trained,
             )
+        return []
 
     def _call(self, fn: Any) -> Any:
         """A final call for a trial: a stale lease (409) or a deleted trial (404) is no error."""

@@ -183,6 +183,19 @@ class LeaseGrant(BaseModel):
     assignments: list[Assignment]
 
 
+class CompleteRequest(Strict):
+    token: str = Field(max_length=128)
+    lease: int = Field(
+        0, ge=0, le=64, description="also lease up to this many next trials: saves a request"
+    )
+
+
+class CompletedTrial(TrialPublic):
+    assignments: list[Assignment] = Field(
+        default_factory=list, description="the next trials, when the request asked to lease"
+    )
+
+
 class LeaseRef(Strict):
     trial_id: int = Field(ge=0, le=MAX_ID)
     token: str = Field(max_length=128)

@@ -101,13 +101,19 @@ def report(
 
 @protocol_router.post(
     TRIAL + "/complete",
-    response_model=schemas.TrialPublic,
+    response_model=schemas.CompletedTrial,
     responses=STALE,
 )
 def complete(
-    protocol: ProtocolDep, worker_id: IdPath, trial_id: IdPath, body: schemas.TokenRequest
-) -> schemas.TrialPublic:
-    return serializers.trial(protocol.complete(worker_id, trial_id, body.token), {})
+    protocol: ProtocolDep, worker_id: IdPath, trial_id: IdPath, body: schemas.CompleteRequest
+) -> schemas.CompletedTrial:
+    """The trial trained all its epochs. With `lease` above 0 the answer also carries the
+    worker's next trials (as a lease would), so a busy worker needs one request, not two."""
+    trial = serializers.trial(protocol.complete(worker_id, trial_id, body.token), {})
+    granted = protocol.lease(worker_id, body.lease) if body.lease else []
+    return schemas.CompletedTrial(
+        **trial.model_dump(), assignments=[serializers.assignment(a) for a in granted]
+    )
 
 
 @protocol_router.post(

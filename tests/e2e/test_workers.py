@@ -9,6 +9,8 @@ import httpx
 import pytest
 
 from tests.conftest import Processes, spec_doc, wait_for
+from trainer.client import Client
+from trainer.worker import DeviceWorker
 
 pytestmark = pytest.mark.e2e
 
@@ -193,3 +195,35 @@ def test_worker_recycles_its_process_and_the_study_goes_on(processes: Processes)
     assert len(registrations) >= 3  # the same pid, a fresh process each time
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
+
+
+def test_a_trial_leased_with_a_completion_is_given_back_when_the_worker_stops(
+    processes: Processes,
+) -> None:
+    # A busy worker leases its next trial in the completion's request; if it is told to stop
+    # just then, that trial must not sit leased to a leaving worker until its lease expires.
+    url = processes.server()
+    doc = spec_doc("handover", budget={"max_trials": 2, "parallel_trials": 1, "epochs": 1})
+    study_id = _create(url, doc)["id"]
+    client = Client(url)
+    worker = DeviceWorker(client, "cpu", poll_seconds=0.2)
+    complete = client.complete
+    handed: list[dict[str, Any]] = []
+
+    def complete_then_stop(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        reply = complete(*args, **kwargs)
+        handed.extend(reply["assignments"])
+        worker.shutdown.set()  # as a SIGTERM arriving with the reply would
+        return reply
+
+    client.complete = complete_then_stop  # type: ignore[method-assign]
+    try:
+        worker.run()
+    finally:
+        client.close()
+    [upcoming] = handed  # the worker did ask for its next trial with the completion
+    given_back = _get(url, f"/api/v1/trials/{upcoming['trial_id']}")
+    assert given_back["state"] == "queued" and given_back["attempt"] == 1
+    processes.worker("next", url)
+    study = _finished(url, study_id, timeout=120)
+    assert study["state"] == "completed" and study["counts"]["completed"] == 2

@@ -87,6 +87,38 @@ def test_stale_token_gets_409_and_changes_nothing(client: TestClient) -> None:
     assert detail["state"] == "running" and detail["curve"] == []
 
 
+def test_complete_can_lease_the_next_trial_in_the_same_request(client: TestClient) -> None:
+    study = _study(client, budget={"max_trials": 3, "parallel_trials": 1, "epochs": 1})
+    worker = ApiWorker(client)
+    [first] = worker.lease()
+    assert worker.report(first, 1, val_accuracy=0.5).status_code == 200
+    reply = worker.post(first, "complete", lease=1).json()
+    # The completion frees the study's one parallel slot before the lease takes it.
+    assert reply["state"] == "completed" and reply["id"] == first["trial_id"]
+    [second] = reply["assignments"]
+    assert second["number"] == 1 and second["token"] and second["params"]
+    detail = client.get(f"/api/v1/trials/{second['trial_id']}").json()
+    assert detail["state"] == "running" and detail["worker"] == "w"
+    assert worker.report(second, 1, val_accuracy=0.6).status_code == 200
+    assert worker.post(second, "complete").json()["assignments"] == []  # lease 0: none
+    [third] = worker.lease()
+    assert worker.report(third, 1, val_accuracy=0.7).status_code == 200
+    assert worker.post(third, "complete", lease=1).json()["assignments"] == []  # no work left
+    assert client.get(f"/api/v1/studies/{study['id']}").json()["state"] == "completed"
+
+
+def test_a_refused_completion_leases_nothing(client: TestClient) -> None:
+    _study(client, budget={"max_trials": 3, "parallel_trials": 3, "epochs": 1})
+    worker = ApiWorker(client)
+    [trial] = worker.lease()
+    forged = {**trial, "token": "not-the-token"}
+    assert worker.post(forged, "complete", lease=1).status_code == 409
+    bad = worker.post(trial, "complete", lease=65)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "lease"]
+    # One of three trials is running; had the refused completions leased, fewer would be left.
+    assert len(worker.lease(count=5)) == 2
+
+
 def test_all_metrics_are_stored_and_nan_never_breaks_a_response(client: TestClient) -> None:
     study = _study(client, budget={"max_trials": 2, "parallel_trials": 2, "epochs": 2})
     worker = ApiWorker(client)
