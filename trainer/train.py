@@ -16,7 +16,6 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +31,12 @@ from trainer.checkpoint import restore, snapshot
 from trainer.data import Dataset, load_dataset
 from trainer.models import build_model
 from trainer.norms import WEIGHT_LAYERS, Norm, Params, TrainingError
+from trainer.reporting import Checkpoint, Report, Reporter, Superseded
 
 __all__ = ["Decision", "TrainConfig", "TrainResult", "TrainingError", "train"]
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[int, dict[str, float]], Decision]
-Checkpoint = Callable[[int, bytes], None]
 EVAL_BATCH_SIZE = 1024
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -171,9 +169,11 @@ def train(config: TrainConfig, report: Report, checkpoint: Checkpoint | None = N
     metrics: train_loss, val_loss, val_accuracy, lr (of the epoch's last step), epoch_seconds,
     samples_per_second (training samples per second of training time). Before the report of
     every `checkpoint_every`-th epoch (param, default 1) and of `stop_epoch`, calls
-    checkpoint(epoch, bytes) with the state to resume from. Returns at once after a report whose
-    decision ends training (prune, pause, stop). Raises TrainingError for a bad param, model or
-    dataset, a NaN or infinite loss, an unusable checkpoint, or CUDA out of memory.
+    checkpoint(epoch, bytes) with the state to resume from. Both callbacks run in order on a
+    helper thread while the next epoch trains; a decision that ends training (prune, pause,
+    stop) ends the trial after its epoch, the epoch in progress thrown away. Raises
+    TrainingError for a bad param, model or dataset, a NaN or infinite loss, an unusable
+    checkpoint, or CUDA out of memory; an exception of a callback is raised as is.
     """
     plugin = plugins.discover().trainers.get(config.model)
     if plugin is not None:  # a whole training function of the user's: it keeps our contract
@@ -244,12 +244,29 @@ def warm_up(device: str) -> None:
 def _fit(
     run: Run, start: int, stop: int, report: Report, checkpoint: Checkpoint | None
 ) -> TrainResult:
+    reporter = Reporter(report, checkpoint)
+    try:
+        return _epochs(run, start, stop, reporter)
+    finally:
+        reporter.close()
+
+
+def _epochs(run: Run, start: int, stop: int, reporter: Reporter) -> TrainResult:
+    """Epochs start+1..stop. Each epoch's report travels while the next one trains (see
+    trainer/reporting.py); an answer that ends training ends the trial after its epoch."""
     metrics: dict[str, float] = {}
     n_train = len(run.data.y_train)
     for epoch in range(start + 1, stop + 1):
         started = time.perf_counter()
-        train_loss, lr = train_epoch(run, epoch)
+        try:
+            train_loss, lr = train_epoch(run, epoch, reporter)
+        except Superseded:
+            train_loss = lr = math.nan  # thrown away: the answer below ends training
         train_seconds = time.perf_counter() - started
+        decision = reporter.decision()
+        if decision is not None and decision.ends_training():
+            return TrainResult(epoch - 1 - start, metrics, decision)
+        waited = time.perf_counter() - started - train_seconds
         _check_finite("training", train_loss, epoch, lr)
         val_loss, val_accuracy = evaluate(run.model, run.data.x_val, run.data.y_val)
         _check_finite("validation", val_loss, epoch, lr)
@@ -258,22 +275,25 @@ def _fit(
             "val_loss": val_loss,
             "val_accuracy": val_accuracy,
             "lr": lr,
-            "epoch_seconds": time.perf_counter() - started,
+            # Time spent waiting for the previous epoch's answer is not this epoch's.
+            "epoch_seconds": time.perf_counter() - started - waited,
             "samples_per_second": n_train / train_seconds,
         }
         due = epoch % run.checkpoint_every == 0 or epoch == stop
-        if checkpoint is not None and due and epoch < run.schedule_epochs:
-            # Before the report: if the answer is `pause`, the state to resume from exists.
-            # After the trial's last epoch there is nothing left to resume.
-            checkpoint(epoch, snapshot(run, epoch))
-        decision = Decision(report(epoch, metrics))
-        if decision.ends_training():
-            return TrainResult(epoch - start, metrics, decision)
-    return TrainResult(stop - start, metrics, None)
+        # After the trial's last epoch there is nothing left to resume.
+        wanted = reporter.takes_checkpoints and due and epoch < run.schedule_epochs
+        blob = snapshot(run, epoch) if wanted else None
+        reporter.send(epoch, metrics, blob)
+    decision = reporter.decision()
+    ended = decision is not None and decision.ends_training()
+    return TrainResult(stop - start, metrics, decision if ended else None)
 
 
-def train_epoch(run: Run, epoch: int) -> tuple[float, float]:
-    """One pass over the training split (epochs count from 1): (mean loss, last step's lr)."""
+def train_epoch(run: Run, epoch: int, reporter: Reporter | None = None) -> tuple[float, float]:
+    """One pass over the training split (epochs count from 1): (mean loss, last step's lr).
+
+    Raises Superseded (after a batch) when `reporter` says the epoch will be thrown away.
+    """
     model, optimizer, data = run.model, run.optimizer, run.data
     model.train()
     device = data.x_train.device
@@ -299,6 +319,8 @@ def train_epoch(run: Run, epoch: int) -> tuple[float, float]:
         # Kept on the device: loss.item() here would wait for the GPU every step.
         losses.append(loss.detach())
         step += 1
+        if reporter is not None:
+            reporter.check()
     sizes = torch.tensor([stop - start for start, stop in run.bounds], device=device)
     return (torch.stack(losses).float() @ sizes.float()).item() / len(y), lr
 
