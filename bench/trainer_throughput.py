@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from service.domain.states import Decision
 from trainer.data import load_dataset
 from trainer.models import build_model
-from trainer.norms import Params
+from trainer.params import Params
 from trainer.train import TrainConfig, train
 
 CASES = [("mlp", "batch"), ("mlp", "layer"), ("cnn", "batch"), ("cnn", "layer")]

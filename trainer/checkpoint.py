@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from trainer.norms import TrainingError
+from trainer.params import TrainingError
 
 if TYPE_CHECKING:
     from trainer.train import Run

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from trainer import plugins
-from trainer.norms import Params, TrainingError
+from trainer.params import Params, TrainingError
 
 # Every param any loader or the split reads; their values key the in-memory cache.
 SOURCE_OPTIONS = ("n_samples", "n_features", "n_classes", "shape", "class_sep", "label", "layout")

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from trainer import plugins
-from trainer.norms import Norm, Params, TrainingError
+from trainer.norms import Norm
+from trainer.params import Params, TrainingError
 
 ModelBuilder = Callable[[tuple[int, ...], int, Params], nn.Module]
 

@@ -30,7 +30,8 @@ from trainer import plugins
 from trainer.checkpoint import restore, snapshot
 from trainer.data import Dataset, load_dataset
 from trainer.models import build_model
-from trainer.norms import WEIGHT_LAYERS, Norm, Params, TrainingError
+from trainer.norms import WEIGHT_LAYERS, Norm
+from trainer.params import Params, TrainingError
 from trainer.reporting import Checkpoint, Report, Reporter, Superseded
 
 __all__ = ["Decision", "TrainConfig", "TrainResult", "TrainingError", "train"]

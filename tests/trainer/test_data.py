@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from trainer.data import DATASETS, FILE_FORMATS, clear_cache, load_dataset
-from trainer.norms import Params, TrainingError
+from trainer.params import Params, TrainingError
 
 
 def load(name: str, **params: object):  # type: ignore[no-untyped-def]

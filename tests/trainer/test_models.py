@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from trainer.models import MODELS, build_model
-from trainer.norms import Params, TrainingError
+from trainer.params import Params, TrainingError
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from trainer.models import build_model
-from trainer.norms import Norm, Params, TrainingError
+from trainer.norms import Norm
+from trainer.params import Params, TrainingError
 
 
 def stats_over(y: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
