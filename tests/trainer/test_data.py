@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.data import DATASETS, FILE_FORMATS, clear_cache, load_dataset
+from trainer.data import clear_cache, load_dataset
 from trainer.params import Params, TrainingError
+from trainer.sources import DATASETS, FILE_FORMATS
 
 
 def load(name: str, **params: object):  # type: ignore[no-untyped-def]
