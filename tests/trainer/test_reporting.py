@@ -24,21 +24,30 @@ class Epochs:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.started: dict[int, threading.Event] = {}
+        self.finished: dict[int, threading.Event] = {}
+        self.seconds: dict[int, float] = {}
         self.superseded: list[int] = []
         real = train_module.train_epoch
 
         def spy(run: Any, epoch: int, reporter: Any = None) -> tuple[float, float]:
             self.started.setdefault(epoch, threading.Event()).set()
+            began = time.perf_counter()
             try:
                 return real(run, epoch, reporter)
             except Superseded:
                 self.superseded.append(epoch)
                 raise
+            finally:
+                self.seconds[epoch] = time.perf_counter() - began
+                self.finished.setdefault(epoch, threading.Event()).set()
 
         monkeypatch.setattr(train_module, "train_epoch", spy)
 
     def wait_started(self, epoch: int) -> bool:
         return self.started.setdefault(epoch, threading.Event()).wait(30)
+
+    def wait_finished(self, epoch: int) -> bool:
+        return self.finished.setdefault(epoch, threading.Event()).wait(30)
 
 
 def test_the_next_epoch_trains_while_a_report_is_on_its_way(
@@ -97,14 +106,21 @@ def test_a_failing_report_stops_the_trial_with_its_error(monkeypatch: pytest.Mon
     assert epochs.superseded == [2]
 
 
-def test_waiting_for_a_slow_answer_is_not_counted_as_training_time() -> None:
+def test_waiting_for_a_slow_answer_is_not_counted_as_training_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    epochs = Epochs(monkeypatch)
     curve: list[dict[str, float]] = []
 
     def report(epoch: int, metrics: dict[str, float]) -> Decision:
         curve.append(metrics)
         if epoch == 1:
-            time.sleep(1.5)  # far longer than an epoch of 160 samples
+            # Answer only after epoch 2 has trained, and 2 s later: the loop then waits 2 s
+            # for this answer before it validates epoch 2.
+            assert epochs.wait_finished(2)
+            time.sleep(2.0)
         return Decision.CONTINUE
 
     train(TrainConfig("mlp", "synthetic", 2, dict(SMALL)), report)
-    assert curve[1]["epoch_seconds"] < 1.0
+    # Had the wait been counted, epoch 2 would be at least its training time plus 2 s.
+    assert curve[1]["epoch_seconds"] < epochs.seconds[2] + 2.0
