@@ -14,8 +14,7 @@ array (N, A, B) from a file is read as one-channel images (N, H, W) unless param
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,9 +27,6 @@ from trainer import plugins
 from trainer.params import Params, TrainingError
 from trainer.sources import DATASETS, FILE_FORMATS, Arrays, FileLoader, Loader, Splits
 
-# Every param any loader or the split reads; their values key the in-memory cache.
-SOURCE_OPTIONS = ("n_samples", "n_features", "n_classes", "shape", "class_sep", "label", "layout")
-DATA_OPTIONS = (*SOURCE_OPTIONS, "val_fraction", "test_fraction", "data_seed", "standardize")
 CACHE_SIZE = 4
 
 
@@ -159,27 +155,46 @@ def _standardized(splits: Splits, params: Params) -> Splits:
 
 # ---------------------------------------------------------------- loading and the cache
 
-_cache: OrderedDict[tuple, Dataset] = OrderedDict()
+
+@dataclass(frozen=True)
+class _Entry:
+    """A cached dataset and the params its loading read, with the values they had (None for
+    a param that was absent): any params agreeing on those would load the same dataset."""
+
+    where: tuple  # name, device and the file's (size, modification time)
+    reads: tuple[tuple[str, str | None], ...]
+    dataset: Dataset
+
+    def serves(self, where: tuple, params: Params) -> bool:
+        return where == self.where and all(_value(params, k) == v for k, v in self.reads)
+
+
+_cache: list[_Entry] = []  # the most recently used last
 
 
 def load_dataset(name: str, params: Params, device: str | torch.device = "cpu") -> Dataset:
     """The dataset `name` with its options from `params`, standardized, on `device`.
 
-    Loaded datasets stay cached in this process (the last CACHE_SIZE ones, keyed by name, data
-    options, device and the file's size and time), so a worker does not reload per trial.
+    Loaded datasets stay cached in this process (the last CACHE_SIZE ones), so a worker does not
+    reload per trial. A cached one serves when the name, the device, the file's size and time,
+    and the value of every param its loading read (a plugin's own options included) agree.
     Raises TrainingError for an unknown name, a missing or malformed file, or a bad option.
     """
     path, loader = _resolve(name)
-    key = _cache_key(name, path, params, device)
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
-    arrays = loader(params)
-    splits, n_classes = _checked(arrays, params)
-    dataset = _on_device(_standardized(_split(splits, params), params), n_classes, device)
-    _cache[key] = dataset
-    while len(_cache) > CACHE_SIZE:
-        _cache.popitem(last=False)
+    where = (name, str(torch.device(device)), _stamp(path))
+    for i, entry in enumerate(_cache):
+        if entry.serves(where, params):
+            _cache.append(_cache.pop(i))
+            params.used.update(k for k, _ in entry.reads)
+            return entry.dataset
+    reading = Params(params.values)  # records exactly what loading reads
+    arrays = loader(reading)
+    splits, n_classes = _checked(arrays, reading)
+    dataset = _on_device(_standardized(_split(splits, reading), reading), n_classes, device)
+    params.used.update(reading.used)
+    reads = tuple((k, _value(params, k)) for k in sorted(reading.used))
+    _cache.append(_Entry(where, reads, dataset))
+    del _cache[:-CACHE_SIZE]
     return dataset
 
 
@@ -207,9 +222,7 @@ def _resolve(name: str) -> tuple[Path | None, Loader]:
 
 def _load_plugin(name: str, load: Callable[..., Any], params: Params) -> Arrays:
     """A dataset from an `hpo.datasets` entry point: a mapping of numpy arrays like an npz."""
-    options = dict(params.values)
-    params.used.update(options)  # the plugin reads what it needs; no unused-param warning
-    arrays = load(options)
+    arrays = load(_Options(params))
     if not isinstance(arrays, Mapping) or "x_train" not in arrays or "y_train" not in arrays:
         raise TrainingError(
             f"plugin dataset {name!r} must return a mapping with x_train and "
@@ -230,19 +243,44 @@ def _load_plugin(name: str, load: Callable[..., Any], params: Params) -> Arrays:
     )
 
 
+class _Options(Mapping[str, Any]):
+    """A plugin dataset's read-only view of the params. It records each key the plugin looks
+    up (present or not), so the cache keys that dataset on exactly the options it used;
+    iterating over the keys counts as reading them all."""
+
+    def __init__(self, params: Params) -> None:
+        self._params = params
+
+    def __getitem__(self, key: str) -> Any:
+        self._params.used.add(key)
+        return self._params.values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self._params.used.update(self._params.values)
+        return iter(self._params.values)
+
+    def __len__(self) -> int:
+        return len(self._params.values)
+
+
 def _load_file(file_loader: FileLoader, path: Path, params: Params) -> Arrays:
     if not path.exists():
         raise TrainingError(f"{path}: no such file or directory")
     return file_loader(path, params)
 
 
-def _cache_key(name: str, path: Path | None, params: Params, device: str | torch.device) -> tuple:
-    options = json.dumps({k: params.raw(k) for k in DATA_OPTIONS}, sort_keys=True, default=str)
-    stamp = None
-    if path is not None and path.exists():
-        stat = path.stat()
-        stamp = (stat.st_size, stat.st_mtime_ns)
-    return name, options, str(torch.device(device)), stamp
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    if path is None or not path.exists():
+        return None
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _value(params: Params, key: str) -> str | None:
+    """A param's value as comparable text; None when absent."""
+    if key not in params.values:
+        return None
+    return json.dumps(params.values[key], sort_keys=True, default=str)
 
 
 def _on_device(splits: Splits, n_classes: int, device: str | torch.device) -> Dataset:
@@ -257,7 +295,7 @@ def _on_device(splits: Splits, n_classes: int, device: str | torch.device) -> Da
 def cached_bytes(device_type: str) -> int:
     """Bytes the dataset cache holds on devices of `device_type` ("cpu", "cuda")."""
     total = 0
-    for dataset in _cache.values():
+    for dataset in (entry.dataset for entry in _cache):
         for value in vars(dataset).values():
             if isinstance(value, torch.Tensor) and value.device.type == device_type:
                 total += value.nbytes

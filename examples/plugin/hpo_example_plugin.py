@@ -7,6 +7,7 @@ Entry points (see pyproject.toml): `two_layer` (hpo.models), `rings` (hpo.datase
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ def build_two_layer(input_shape: tuple[int, ...], n_classes: int, options: dict)
     )
 
 
-def load_rings(options: dict) -> dict[str, np.ndarray]:
+def load_rings(options: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Points on three noisy concentric rings; the class is the ring (`n_samples`, `noise`)."""
     rng = np.random.default_rng(int(options.get("data_seed", 0)))
     n = int(options.get("n_samples", 1500))

@@ -91,7 +91,18 @@ def test_synthetic_is_seeded_and_takes_a_sample_shape() -> None:
 def test_loaded_datasets_are_cached_in_memory_by_name_and_options() -> None:
     first = load("synthetic", n_samples=120)
     assert load("synthetic", n_samples=120) is first
+    assert load("synthetic", n_samples=120, lr=0.3, width=64) is first  # not data options
     assert load("synthetic", n_samples=121) is not first
+    assert load("synthetic", n_samples=120, val_fraction=0.3) is not first
+    assert load("digits", n_samples=120) is not first
+
+
+def test_a_cached_dataset_still_counts_its_options_as_read() -> None:
+    # Otherwise every trial after the first would warn that n_samples is an unused param.
+    load("synthetic", n_samples=130)
+    params = Params({"n_samples": 130, "val_fraction": 0.2})
+    load_dataset("synthetic", params)
+    assert params.unused() == []
 
 
 def test_standardization_uses_training_statistics_only(tmp_path: Path) -> None:

@@ -8,10 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from service.domain.states import Decision
 from tests.conftest import install_example_plugin
 from trainer import plugins
+from trainer.data import Dataset, load_dataset
+from trainer.params import Params
 from trainer.train import TrainConfig, TrainingError, train
 
 
@@ -54,6 +57,18 @@ def test_plugin_model_on_plugin_dataset_learns(example_plugin: Path) -> None:
     assert len(curve) == 6
     assert curve[-1]["train_loss"] < curve[0]["train_loss"]
     assert curve[-1]["val_accuracy"] > 0.6  # three rings: chance is 1/3
+
+
+def test_a_plugin_dataset_is_cached_on_the_options_it_reads(example_plugin: Path) -> None:
+    # `noise` is an option of the plugin's own, which the trainer knows nothing about.
+    def rings(**params: object) -> Dataset:
+        return load_dataset("rings", Params({"n_samples": 300, **params}))
+
+    first = rings(noise=0.1, lr=0.5)
+    assert rings(noise=0.1, lr=0.01) is first  # lr is not the dataset's: served from the cache
+    noisier = rings(noise=0.4, lr=0.5)
+    assert noisier is not first
+    assert not torch.equal(noisier.x_train, first.x_train)
 
 
 def test_plugin_training_function_keeps_the_contract(example_plugin: Path) -> None:
