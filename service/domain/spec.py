@@ -1,8 +1,11 @@
-"""The study spec: pydantic models of the document a user submits, and its loading.
+"""The study spec: pydantic models of the document a user submits, and the rules across fields.
 
-A spec that validates can run: every rule of docs/spec.md is checked here, and a broken one fails
-with a `pydantic.ValidationError` whose `loc` names the offending field (``("space", "lr",
-"high")``, ``("strategy", "kind")``) and whose message says why in plain words.
+A spec that validates can run: every rule of docs/spec.md is checked here or in this module's
+parts (`spec_params`: each parameter of the space; `spec_workload`: model and dataset;
+`spec_document`: reading YAML/JSON; `spec_issues`: how errors are raised), whose public names are
+re-exported here. A broken rule fails with a `pydantic.ValidationError` whose `loc` names the
+offending field (``("space", "lr", "high")``, ``("strategy", "kind")``) and whose message says
+why in plain words.
 
 Models and datasets registered on the server (plugins) are accepted through the validation
 context; without one only the built-ins are::
@@ -13,97 +16,84 @@ context; without one only the built-ins are::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
-    FiniteFloat,
     ValidationError,
-    ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from service.domain import fidelity
 from service.domain import space as search_space
+from service.domain.spec_document import SpecDocumentError, load_spec_document
+from service.domain.spec_issues import (
+    SPEC_ERROR_TYPE,
+    _invalid,
+    _Issue,
+    _raise,
+    _show,
+    _show_all,
+    _Strict,
+)
+from service.domain.spec_params import (
+    MAX_GRID_POINTS,
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    Param,
+    Scalar,
+)
+from service.domain.spec_workload import (
+    BUILTIN_DATASETS,
+    BUILTIN_MODELS,
+    DATASET_PREFIXES,
+    Workload,
+)
 
-BUILTIN_MODELS = frozenset({"mlp", "cnn", "resnet"})
-BUILTIN_DATASETS = frozenset({"digits", "mnist1d", "synthetic"})
-DATASET_PREFIXES = ("npz:", "idx:", "csv:")
+__all__ = [
+    "BUILTIN_DATASETS",
+    "BUILTIN_MODELS",
+    "DATASET_PREFIXES",
+    "DEFAULT_MAX_TRIALS",
+    "MAX_GRID_POINTS",
+    "MAX_NAME_LENGTH",
+    "MAX_TRIALS",
+    "MULTI_FIDELITY_KINDS",
+    "OPTIMIZERS",
+    "SPEC_ERROR_TYPE",
+    "Budget",
+    "CategoricalParam",
+    "FloatParam",
+    "IntParam",
+    "Objective",
+    "Param",
+    "Scalar",
+    "SpecDocumentError",
+    "Strategy",
+    "StudySpec",
+    "Workload",
+    "load_spec_document",
+]
+
 OPTIMIZERS = ("sgd", "adamw")
 MULTI_FIDELITY_KINDS = frozenset({"successive_halving", "hyperband"})
-MAX_GRID_POINTS = 100_000
 DEFAULT_MAX_TRIALS = 20
 # Trial counts are INTEGER columns (32 bits on PostgreSQL); a million trials is far beyond use.
 MAX_TRIALS = 1_000_000
 MAX_NAME_LENGTH = 64
-SPEC_ERROR_TYPE = "invalid_spec"
-"""The pydantic error `type` of every rule this module adds to pydantic's own checks."""
 
 _STUDY_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PARAM_TAGS = frozenset({"float", "int", "categorical"})
 
-Scalar = str | int | FiniteFloat | bool
-"""A value a categorical choice or a `when` condition may hold."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors
-
-
-@dataclass(frozen=True)
-class _Issue:
-    """One broken rule: where (relative to the model being validated) and why."""
-
-    loc: tuple[str | int, ...]
-    msg: str
-    input: Any = None
-    type: str = SPEC_ERROR_TYPE
-
-
-def _invalid(msg: str) -> PydanticCustomError:
-    """An error for the field being validated; the message is shown as is."""
-    return PydanticCustomError(SPEC_ERROR_TYPE, msg)
-
-
-def _raise(title: str, issues: Iterable[_Issue]) -> None:
-    """Raise every issue at once; pydantic prefixes each `loc` with the enclosing fields."""
-    details = [
-        InitErrorDetails(type=PydanticCustomError(i.type, i.msg), loc=i.loc, input=i.input)
-        for i in issues
-    ]
-    if details:
-        raise ValidationError.from_exception_data(title, details)
-
-
-def _show(value: Any) -> str:
-    """A value as the user wrote it in YAML: strings quoted, booleans lower case."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value)
-
-
-def _show_all(values: list[Any], most: int = 8) -> str:
-    """Values for a message, the first `most` of them and an ellipsis for the rest."""
-    shown = ", ".join(_show(v) for v in values[:most])
-    return shown + ", ..." if len(values) > most else shown
-
 
 # ---------------------------------------------------------------------------------------------
 # Objective, strategy, budget
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Objective(_Strict):
@@ -144,222 +134,6 @@ class Budget(_Strict):
     max_trials: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
     parallel_trials: int = Field(default=1, ge=1, le=1024)
     epochs: int = Field(default=10, ge=1, le=100_000)
-
-
-# ---------------------------------------------------------------------------------------------
-# Parameters
-
-
-def _when_issues(when: dict[str, Any] | None) -> list[_Issue]:
-    """The rules of `when` that need no other parameter: not empty, no empty value lists."""
-    if when is None:
-        return []
-    if not when:
-        return [_Issue(("when",), "`when` must name at least one parameter", when)]
-    return [
-        _Issue(("when", ref), f"the condition on '{ref}' lists no values, so it can never hold")
-        for ref, expected in when.items()
-        if expected == []
-    ]
-
-
-def _duplicate(values: list[Any]) -> Any | None:
-    """The first value equal to an earlier one (1 and 1.0 are equal; true and 1 are not, as in
-    `space.same_value`)."""
-    seen: set[tuple[bool, Any]] = set()
-    for value in values:
-        key = (isinstance(value, bool), value)
-        if key in seen:
-            return value
-        seen.add(key)
-    return None
-
-
-def _values_issue(param: FloatParam | IntParam) -> _Issue | None:
-    """A list of `values` replaces the range: it must be non-empty, distinct and alone."""
-    values = param.values or []
-    for field in ("low", "high", "step", "grid"):
-        if getattr(param, field) is not None:
-            msg = f"`{field}` cannot be combined with `values`: give a list of values or a range"
-            return _Issue((field,), msg, getattr(param, field))
-    if param.log:
-        return _Issue(("log",), "`log` cannot be combined with `values`", param.log)
-    if not values:
-        return _Issue(("values",), "`values` must list at least one value", values)
-    repeated = _duplicate(values)
-    if repeated is not None:
-        return _Issue(("values",), f"`values` must be distinct; {_show(repeated)} repeats", values)
-    return None
-
-
-def _bounds_issue(param: FloatParam | IntParam) -> _Issue | None:
-    """`low` and `high` are required, ordered, and positive on a log scale."""
-    for field in ("low", "high"):
-        if getattr(param, field) is None:
-            article = "an" if param.type == "int" else "a"
-            msg = f"{article} {param.type} parameter needs `low` and `high` (or a list of `values`)"
-            return _Issue((field,), msg)
-    assert param.low is not None and param.high is not None
-    if param.low >= param.high:
-        msg = f"`high` ({param.high}) must be greater than `low` ({param.low})"
-        return _Issue(("high",), msg, param.high)
-    if param.log and param.low <= 0:
-        msg = f"`low` must be greater than 0 when `log: true` (got {param.low})"
-        return _Issue(("low",), msg, param.low)
-    return None
-
-
-def _step_issue(param: FloatParam | IntParam) -> _Issue | None:
-    """A step is positive, fits in the range, and (as in Optuna) does not go with a log scale."""
-    step = param.step
-    if step is None:
-        return None
-    assert param.low is not None and param.high is not None
-    if step <= 0:
-        return _Issue(("step",), f"`step` must be greater than 0 (got {step})", step)
-    if step > param.high - param.low:
-        width = param.high - param.low
-        msg = f"`step` ({step}) is larger than the range `high` - `low` ({width:g})"
-        return _Issue(("step",), msg, step)
-    if param.log and param.type == "float":
-        msg = (
-            "`step` cannot be combined with `log: true` for a float parameter (Optuna does not "
-            "support it); drop `step`, or give `grid: N` for log-spaced grid points"
-        )
-        return _Issue(("step",), msg, step)
-    if param.log and step != 1:
-        msg = "`step` must be 1 when `log: true` (Optuna does not support it for integers)"
-        return _Issue(("step",), msg, step)
-    return None
-
-
-def _grid_issue(param: FloatParam | IntParam) -> _Issue | None:
-    """`grid: N` asks for N points (at least the two ends) instead of a step ladder."""
-    grid = param.grid
-    if grid is None:
-        return None
-    if grid < 2:
-        return _Issue(("grid",), f"`grid` must be at least 2 points (got {grid})", grid)
-    if grid > MAX_GRID_POINTS:
-        return _Issue(("grid",), f"`grid` must be at most {MAX_GRID_POINTS:,} points", grid)
-    if param.step is not None:
-        msg = "`grid` cannot be combined with `step`: the step already fixes the grid points"
-        return _Issue(("grid",), msg, grid)
-    return None
-
-
-def _range_param_issues(param: FloatParam | IntParam) -> list[_Issue]:
-    if param.values is not None:
-        first = _values_issue(param)
-    else:
-        first = _bounds_issue(param) or _step_issue(param) or _grid_issue(param)
-    return ([first] if first else []) + _when_issues(param.when)
-
-
-class FloatParam(_Strict):
-    """A float from `low` to `high` (log-uniform with `log`, on a ladder with `step`), or one of
-    `values`. `grid: N` gives grid search N evenly (log-) spaced points; others ignore it."""
-
-    type: Literal["float"]
-    low: FiniteFloat | None = None
-    high: FiniteFloat | None = None
-    log: bool = False
-    step: FiniteFloat | None = None
-    values: list[FiniteFloat] | None = None
-    grid: int | None = None
-    when: dict[str, Scalar | list[Scalar]] | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> FloatParam:
-        _raise("FloatParam", _range_param_issues(self))
-        return self
-
-
-class IntParam(_Strict):
-    """An integer from `low` to `high` inclusive (by `step`, or log-uniform with `log`), or one
-    of `values`. Grid search takes every integer of the range, or `grid: N` spaced ones."""
-
-    type: Literal["int"]
-    low: int | None = None
-    high: int | None = None
-    log: bool = False
-    step: int | None = None
-    values: list[int] | None = None
-    grid: int | None = None
-    when: dict[str, Scalar | list[Scalar]] | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> IntParam:
-        _raise("IntParam", _range_param_issues(self))
-        return self
-
-
-class CategoricalParam(_Strict):
-    """One of `choices` (strings, numbers or booleans), distinct and at least one."""
-
-    type: Literal["categorical"]
-    choices: list[Scalar]
-    when: dict[str, Scalar | list[Scalar]] | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> CategoricalParam:
-        issues = _when_issues(self.when)
-        repeated = _duplicate(self.choices)
-        if not self.choices:
-            issues.insert(0, _Issue(("choices",), "`choices` must list at least one value", []))
-        elif repeated is not None:
-            msg = f"`choices` must be distinct; {_show(repeated)} repeats"
-            issues.insert(0, _Issue(("choices",), msg, self.choices))
-        _raise("CategoricalParam", issues)
-        return self
-
-
-Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
-
-
-# ---------------------------------------------------------------------------------------------
-# Workload
-
-
-def _registered(info: ValidationInfo, key: str) -> frozenset[str]:
-    """Names that the validation context adds to the built-ins (plugins on the server)."""
-    context = info.context if isinstance(info.context, Mapping) else {}
-    return frozenset(context.get(key) or ())
-
-
-class Workload(BaseModel):
-    """What to train. Any extra key (`lr: 0.01`, `n_samples: 4000`, `seed: 1`) fixes a tunable
-    or a dataset option; a parameter of the same name in `space` overrides it while active."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str
-    dataset: str
-    optimizer: str = "adamw"
-    """sgd or adamw; checked by `StudySpec` unless `optimizer` is searched in the space."""
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, model: str, info: ValidationInfo) -> str:
-        known = BUILTIN_MODELS | _registered(info, "models")
-        if model not in known:
-            raise _invalid(f"unknown model '{model}'; the models are {', '.join(sorted(known))}")
-        return model
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, dataset: str, info: ValidationInfo) -> str:
-        for prefix in DATASET_PREFIXES:
-            if dataset.startswith(prefix):
-                if not dataset[len(prefix) :].strip():
-                    raise _invalid(f"dataset '{dataset}' needs a path after '{prefix}'")
-                return dataset
-        known = BUILTIN_DATASETS | _registered(info, "datasets")
-        if dataset not in known:
-            names = ", ".join(sorted(known))
-            msg = f"unknown dataset '{dataset}'; use one of {names}, or npz:PATH, idx:DIR, csv:PATH"
-            raise _invalid(msg)
-        return dataset
 
 
 # ---------------------------------------------------------------------------------------------
@@ -584,79 +358,3 @@ def _fidelity_issues(spec: StudySpec) -> list[_Issue]:
             )
             issues.append(_Issue(("budget", "max_trials"), msg, max_trials))
     return issues
-
-
-# ---------------------------------------------------------------------------------------------
-# Documents
-
-
-class SpecDocumentError(ValueError):
-    """The text is not YAML/JSON, or its top level is not a mapping of spec fields."""
-
-
-class _SpecLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 scalars (`1e-4` is a float; `yes`, `no`, `on`, `off`
-    are strings), and refusing duplicate keys and aliases (which could blow up validation)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", mark)
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        self.flatten_mapping(node)
-        seen: list[Any] = []
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                mark = key_node.start_mark
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
-            seen.append(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_BOOL_TAG, _FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
-_SpecLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL_TAG, _FLOAT_TAG)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_SpecLoader.add_implicit_resolver(
-    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_SpecLoader.add_implicit_resolver(
-    _FLOAT_TAG,
-    re.compile(
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
-
-
-def load_spec_document(text: str) -> dict[str, Any]:
-    """Parse a spec written in YAML or JSON into a plain mapping (not yet validated).
-
-    Raises SpecDocumentError, with the line and column where known, for text that does not
-    parse, an empty document, or a top level that is not a mapping.
-    """
-    try:
-        data = yaml.load(text, Loader=_SpecLoader)
-    except yaml.YAMLError as exc:
-        problem = _yaml_problem(exc)
-        raise SpecDocumentError(f"the spec is not valid YAML or JSON: {problem}") from exc
-    if data is None:
-        raise SpecDocumentError("the spec is empty")
-    if not isinstance(data, dict):
-        raise SpecDocumentError(
-            "the spec must be a mapping of fields (name, strategy, space, workload, ...), "
-            f"not a {type(data).__name__}"
-        )
-    return data
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        mark = exc.problem_mark
-        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
-    return str(exc)
