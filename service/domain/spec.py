@@ -144,7 +144,9 @@ def _check_study_name(name: str) -> str:
     if not name:
         raise _invalid("the study name must not be empty")
     if len(name) > MAX_NAME_LENGTH:
-        raise _invalid(f"the study name has {len(name)} characters; at most 64 are allowed")
+        raise _invalid(
+            f"the study name has {len(name)} characters; at most {MAX_NAME_LENGTH} are allowed"
+        )
     if not _STUDY_NAME.fullmatch(name):
         raise _invalid("the study name may contain only letters, digits, '-', '_' and '.'")
     return name
