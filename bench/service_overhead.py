@@ -368,7 +368,7 @@ def run_in_process(folder: Path, trials: int, profiled: int) -> tuple[Run, pstat
 
 # Where the profiled loop spends its time (cumulative): (file suffix, function, label).
 HOTSPOTS = [
-    ("service/domain/protocol.py", "lease", "`Protocol.lease`"),
+    ("service/domain/leasing.py", "lease", "`Protocol.lease`"),
     ("service/domain/search.py", "ask", "of which `search.ask` (Optuna, after the commit)"),
     ("optuna/study/study.py", "_pop_waiting_trial_id", "of which `Study._pop_waiting_trial_id`"),
     ("service/domain/protocol.py", "report", "`Protocol.report`"),
