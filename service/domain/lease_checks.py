@@ -41,14 +41,19 @@ def leased(session: Session, trial_id: int, token: str) -> TrialRow:
     trial = session.get(TrialRow, trial_id)
     if trial is None:
         raise NotFound(f"trial {trial_id} not found (its study may have been deleted)")
-    # As bytes: compare_digest raises TypeError for str with non-ASCII characters.
-    current = trial.lease_token
-    if current is None or not secrets.compare_digest(current.encode(), token.encode()):
+    if not holds(trial, token):
         raise StaleLease(
             f"lease token of trial {trial_id} is stale: the trial was handed to another "
             "worker or ended"
         )
     return trial
+
+
+def holds(trial: TrialRow, token: str) -> bool:
+    """Whether `token` is the trial's current lease token, compared in constant time."""
+    current = trial.lease_token
+    # As bytes: compare_digest raises TypeError for str with non-ASCII characters.
+    return current is not None and secrets.compare_digest(current.encode(), token.encode())
 
 
 def require_running(trial: TrialRow) -> None:

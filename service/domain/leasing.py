@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from service.domain import search
 from service.domain.errors import NotFound
 from service.domain.fidelity import locate
-from service.domain.lease_checks import decision_for_finished
+from service.domain.lease_checks import decision_for_finished, holds
 from service.domain.spec import BUILTIN_DATASETS, BUILTIN_MODELS, DATASET_PREFIXES, StudySpec
 from service.domain.states import Decision, StudyState, TrialState
 from service.domain.transitions import Transitions, target_epochs
@@ -304,7 +304,7 @@ class Leasing:
             decisions: dict[int, Decision] = {}
             for trial_id, token in leases:
                 trial = unit.session.get(TrialRow, trial_id)
-                if trial is None or trial.lease_token != token:
+                if trial is None or not holds(trial, token):
                     decisions[trial_id] = Decision.STOP
                 elif trial.state == TrialState.RUNNING.value:
                     trial.lease_expires_at = now + self._lease_span

@@ -268,3 +268,17 @@ def test_plugin_model_runs_only_on_workers_that_have_it(client: TestClient) -> N
     [trial] = has_plugin.lease()
     assert trial["workload"]["model"] == "my_net"
     assert has_plugin.run(trial, [0.1, 0.2, 0.3]).json()["state"] == "completed"
+
+
+@pytest.mark.parametrize("forged", ["not-the-token", "tökén", ""])
+def test_a_heartbeat_with_a_wrong_token_answers_stop(client: TestClient, forged: str) -> None:
+    _study(client)
+    worker = ApiWorker(client)
+    [trial] = worker.lease()
+    beat = {"leases": [{"trial_id": trial["trial_id"], "token": forged}]}
+    reply = client.post(f"/api/v1/workers/{worker.id}/heartbeat", json=beat)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["decisions"] == [{"trial_id": trial["trial_id"], "decision": "stop"}]
+    beat = {"leases": [{"trial_id": trial["trial_id"], "token": trial["token"]}]}
+    reply = client.post(f"/api/v1/workers/{worker.id}/heartbeat", json=beat)
+    assert reply.json()["decisions"] == [{"trial_id": trial["trial_id"], "decision": "continue"}]
