@@ -153,8 +153,15 @@ class Client:
     def deregister(self, worker_id: int) -> None:
         self._call("POST", f"/api/v1/workers/{worker_id}/deregister")
 
-    def lease(self, worker_id: int, count: int = 1) -> list[dict[str, Any]]:
-        result = self._call("POST", f"/api/v1/workers/{worker_id}/lease", body={"count": count})
+    def lease(
+        self, worker_id: int, count: int = 1, held: list[int] | None = None
+    ) -> list[dict[str, Any]]:
+        """Up to `count` trials. `held`: the trials this worker trains now (see the server's
+        LeaseRequest); a worker that leases only when idle passes []."""
+        body: dict[str, Any] = {"count": count}
+        if held is not None:
+            body["held"] = held
+        result = self._call("POST", f"/api/v1/workers/{worker_id}/lease", body=body)
         assignments: list[dict[str, Any]] = result["assignments"]
         return assignments
 
@@ -175,10 +182,19 @@ class Client:
         decision: str = self._trial_call(worker_id, trial_id, "report", body)["decision"]
         return decision
 
-    def complete(self, worker_id: int, trial_id: int, token: str, lease: int = 0) -> dict[str, Any]:
+    def complete(
+        self,
+        worker_id: int,
+        trial_id: int,
+        token: str,
+        lease: int = 0,
+        held: list[int] | None = None,
+    ) -> dict[str, Any]:
         """The completed trial; with `lease` above 0 its `assignments` are the worker's next
-        trials, leased in the same request."""
-        body = {"token": token, "lease": lease}
+        trials, leased in the same request (`held` as for `lease`)."""
+        body: dict[str, Any] = {"token": token, "lease": lease}
+        if held is not None:
+            body["held"] = held
         result: dict[str, Any] = self._trial_call(worker_id, trial_id, "complete", body)
         return result
 

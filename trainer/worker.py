@@ -182,7 +182,8 @@ class DeviceWorker:
 
     def _lease(self) -> list[dict[str, Any]]:
         try:
-            return self.client.lease(self.worker_id)
+            # An idle worker holds no trial: one leased to it anyway came in a lost answer.
+            return self.client.lease(self.worker_id, held=[])
         except ApiError as exc:
             if exc.status == 404:  # the server forgot us (database reset): register again
                 self.register()
@@ -304,7 +305,11 @@ class DeviceWorker:
         if decision is None:
             trial = self._call(
                 lambda: self.client.complete(
-                    self.worker_id, lease.trial_id, lease.token, lease=int(lease_next)
+                    self.worker_id,
+                    lease.trial_id,
+                    lease.token,
+                    lease=int(lease_next),
+                    held=[] if lease_next else None,
                 )
             )
             state = trial["state"] if trial else "lost"

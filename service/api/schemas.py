@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -157,8 +157,19 @@ class WorkerPublic(BaseModel):
     trials: list[WorkerTrial]
 
 
+Held = Annotated[
+    list[Annotated[int, Field(ge=0, le=MAX_ID)]] | None,
+    Field(
+        max_length=64,
+        description="the trials the worker is training now; any other trial leased to it "
+        "never reached it (a lost answer) and is queued again first. Omitted: no such check",
+    ),
+]
+
+
 class LeaseRequest(Strict):
     count: int = Field(1, ge=1, le=64)
+    held: Held = None
 
 
 class Assignment(BaseModel):
@@ -188,6 +199,7 @@ class CompleteRequest(Strict):
     lease: int = Field(
         0, ge=0, le=64, description="also lease up to this many next trials: saves a request"
     )
+    held: Held = None
 
 
 class CompletedTrial(TrialPublic):

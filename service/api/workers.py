@@ -68,7 +68,7 @@ def lease(
     protocol: ProtocolDep, worker_id: IdPath, body: schemas.LeaseRequest
 ) -> schemas.LeaseGrant:
     """Up to `count` trials to train; an empty list when there is no work right now."""
-    granted = protocol.lease(worker_id, body.count)
+    granted = protocol.lease(worker_id, body.count, body.held)
     return schemas.LeaseGrant(assignments=[serializers.assignment(a) for a in granted])
 
 
@@ -110,7 +110,7 @@ def complete(
     """The trial trained all its epochs. With `lease` above 0 the answer also carries the
     worker's next trials (as a lease would), so a busy worker needs one request, not two."""
     trial = serializers.trial(protocol.complete(worker_id, trial_id, body.token), {})
-    granted = protocol.lease(worker_id, body.lease) if body.lease else []
+    granted = protocol.lease(worker_id, body.lease, body.held) if body.lease else []
     return schemas.CompletedTrial(
         **trial.model_dump(), assignments=[serializers.assignment(a) for a in granted]
     )

@@ -12,13 +12,13 @@ The lock order every writer keeps is written down in `service.domain.lease_check
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from optuna.storages import RDBStorage
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from service.domain import search
@@ -132,11 +132,19 @@ class Leasing:
 
     # -- leasing ----------------------------------------------------------------------------
 
-    def lease(self, worker_id: int, count: int = 1) -> list[Assignment]:
+    def lease(
+        self, worker_id: int, count: int = 1, held: Collection[int] | None = None
+    ) -> list[Assignment]:
         """Give the worker up to `count` trials: re-leases of queued trials first, then new ones,
-        spreading work over running studies (fewest running trials first)."""
+        spreading work over running studies (fewest running trials first).
+
+        `held`, when given, lists the trials the worker is training now: any other trial leased
+        to it is one whose answer never reached it, and is queued again first (see
+        `take_back_unheard`)."""
         if self._any_expired(self.clock()):
             self.reap()  # its own transaction: it locks studies that may not be running
+        if held is not None:
+            self.take_back_unheard(worker_id, held)
         with unit_of_work(self.db) as unit:
             now = self.clock()
             worker = self._worker(unit.session, worker_id)
@@ -324,28 +332,7 @@ class Leasing:
         expired_now = (TrialRow.state == TrialState.RUNNING.value) & (
             TrialRow.lease_expires_at < now
         )
-        found = unit.session.execute(select(TrialRow.id, TrialRow.study_id).where(expired_now))
-        ids, study_ids = set(), set()
-        for trial_id, study_id in found:
-            ids.add(trial_id)
-            study_ids.add(study_id)
-        if not ids:
-            return 0
-        # Studies before trials, each in id order: the order every writer locks them in.
-        unit.session.execute(
-            select(StudyRow.id)
-            .where(StudyRow.id.in_(study_ids))
-            .order_by(StudyRow.id)
-            .with_for_update()
-        )
-        expired = list(
-            unit.session.scalars(
-                select(TrialRow)
-                .where(TrialRow.id.in_(ids), expired_now)
-                .order_by(TrialRow.id)
-                .with_for_update(skip_locked=True)
-            )
-        )
+        expired = self._locked(unit.session, expired_now)
         for trial in expired:
             if trial.attempt >= self.settings.max_attempts:
                 self.transitions.finish(
@@ -359,12 +346,59 @@ class Leasing:
             self.transitions.release(unit, trial, TrialState.QUEUED)
         return len(expired)
 
+    def take_back_unheard(self, worker_id: int, held: Collection[int]) -> int:
+        """Queue again the running trials leased to this worker other than `held`; returns how
+        many. A worker asking for work while such a trial exists never heard of it: the answer
+        that carried it was lost (a reset connection, a server killed after committing) and the
+        worker asked again. Without this the trial would wait for its lease to expire and lose
+        an attempt; nothing was trained, so no attempt is counted."""
+        unheard = (
+            (TrialRow.worker_id == worker_id)
+            & (TrialRow.state == TrialState.RUNNING.value)
+            & TrialRow.id.not_in(list(held))
+        )
+        with self.db.read() as session:
+            if session.scalar(select(TrialRow.id).where(unheard).limit(1)) is None:
+                return 0
+        with unit_of_work(self.db) as unit:
+            trials = self._locked(unit.session, unheard)
+            for trial in trials:
+                self.transitions.release(unit, trial, TrialState.QUEUED)
+            return len(trials)
+
     def _any_expired(self, now: datetime) -> bool:
         with self.db.read() as session:
             query = select(TrialRow.id).where(
                 TrialRow.state == TrialState.RUNNING.value, TrialRow.lease_expires_at < now
             )
             return session.scalar(query.limit(1)) is not None
+
+    @staticmethod
+    def _locked(session: Session, where: ColumnElement[bool]) -> list[TrialRow]:
+        """The trials matching `where`, row-locked with their studies: studies before trials,
+        each in id order, the order every writer locks them in. A trial another transaction
+        holds is skipped (it is being changed; the next pass sees it)."""
+        found = session.execute(select(TrialRow.id, TrialRow.study_id).where(where))
+        ids, study_ids = set(), set()
+        for trial_id, study_id in found:
+            ids.add(trial_id)
+            study_ids.add(study_id)
+        if not ids:
+            return []
+        session.execute(
+            select(StudyRow.id)
+            .where(StudyRow.id.in_(study_ids))
+            .order_by(StudyRow.id)
+            .with_for_update()
+        )
+        return list(
+            session.scalars(
+                select(TrialRow)
+                .where(TrialRow.id.in_(ids), where)
+                .order_by(TrialRow.id)
+                .with_for_update(skip_locked=True)
+            )
+        )
 
     # -- lookups ----------------------------------------------------------------------------
 

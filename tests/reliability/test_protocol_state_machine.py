@@ -60,6 +60,7 @@ class Held:
     worker: int
     token: str
     expires: datetime
+    heard: bool = True  # False: the answer carrying it was lost; the worker never saw it
 
 
 def _snapshot(services: Services, trial_id: int) -> tuple[Any, ...]:
@@ -78,6 +79,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.services, self.clock, self.protocol = services, clock, services.protocol
         self.held: dict[int, Held] = {}  # trial id -> the one live lease the model knows of
         self.stale: list[tuple[int, int, str]] = []  # (worker, trial, token) taken away
+        self._attempts: dict[int, int] = {}  # trial id -> its attempt when last handed out
         self.finished: dict[int, tuple[Any, ...]] = {}
         self.study_id = 0
         self.workers: list[int] = []
@@ -99,20 +101,40 @@ class ProtocolMachine(RuleBasedStateMachine):
 
     # -- what workers do ------------------------------------------------------------------
 
+    @rule(worker=st.integers(0, 2), n=st.integers(1, 3), lost=st.booleans())
+    def lease(self, worker: int, n: int, lost: bool) -> None:
+        self._granted(worker, self.protocol.lease(self.workers[worker], n), heard=not lost)
+
     @rule(worker=st.integers(0, 2), n=st.integers(1, 3))
-    def lease(self, worker: int, n: int) -> None:
-        for assignment in self.protocol.lease(self.workers[worker], n):
+    def lease_naming_the_trials_held(self, worker: int, n: int) -> None:
+        """A worker that says what it trains gets the trials of its lost answers queued again
+        (then possibly handed to it again, with a new token)."""
+        mine = {t: h for t, h in self.held.items() if h.worker == worker}
+        held = [t for t, h in mine.items() if h.heard]
+        granted = self.protocol.lease(self.workers[worker], n, held=held)
+        for trial_id, lease in mine.items():
+            if not lease.heard:
+                del self.held[trial_id]
+                self.stale.append((worker, trial_id, lease.token))
+                row = self.services.studies.trial(trial_id).row
+                assert row.state in ("queued", "running") and row.lease_token != lease.token
+                assert row.attempt == self._attempts[trial_id]  # not counted as an attempt
+        self._granted(worker, granted, heard=True)
+
+    def _granted(self, worker: int, granted: list[Any], heard: bool) -> None:
+        for assignment in granted:
             trial = assignment.trial
             assert trial.study_id == self.study_id
             live = self.held.get(trial.id)
             assert live is None or live.expires < self.clock.now, "two live leases of a trial"
             assert trial.id not in self.finished, "a finished trial was handed out again"
             assert trial.lease_token is not None and trial.lease_expires_at is not None
-            self.held[trial.id] = Held(worker, trial.lease_token, trial.lease_expires_at)
+            self.held[trial.id] = Held(worker, trial.lease_token, trial.lease_expires_at, heard)
+            self._attempts[trial.id] = trial.attempt
 
     @rule(worker=st.integers(0, 2))
     def heartbeat(self, worker: int) -> None:
-        mine = [(t, h.token) for t, h in self.held.items() if h.worker == worker]
+        mine = [(t, h.token) for t, h in self.held.items() if h.worker == worker and h.heard]
         stale = [(t, tok) for w, t, tok in self.stale if w == worker and t not in dict(mine)]
         decisions = self.protocol.heartbeat(self.workers[worker], mine + stale)
         for trial_id, _ in mine:
@@ -121,10 +143,13 @@ class ProtocolMachine(RuleBasedStateMachine):
         for trial_id, _ in stale:
             assert decisions[trial_id] is Decision.STOP
 
-    @precondition(lambda self: self.held)
+    def _heard(self) -> list[int]:
+        return sorted(t for t, h in self.held.items() if h.heard)
+
+    @precondition(lambda self: self._heard())
     @rule(data=st.data(), value=VALUES, repeat=st.booleans())
     def report(self, data: st.DataObject, value: float, repeat: bool) -> None:
-        trial_id = data.draw(st.sampled_from(sorted(self.held)))
+        trial_id = data.draw(st.sampled_from(self._heard()))
         held = self.held[trial_id]
         epochs = self.services.studies.trial(trial_id).row.epochs
         epoch = max(1, epochs) if repeat else min(epochs + 1, EPOCHS)
@@ -137,10 +162,10 @@ class ProtocolMachine(RuleBasedStateMachine):
         if epoch <= epochs:  # a repeated report of an epoch changes nothing
             assert _snapshot(self.services, trial_id) == before
 
-    @precondition(lambda self: self.held)
+    @precondition(lambda self: self._heard())
     @rule(data=st.data(), how=st.sampled_from(["complete", "fail", "release"]))
     def end(self, data: st.DataObject, how: str) -> None:
-        trial_id = data.draw(st.sampled_from(sorted(self.held)))
+        trial_id = data.draw(st.sampled_from(self._heard()))
         held = self.held.pop(trial_id)
         worker = self.workers[held.worker]
         if how == "complete":

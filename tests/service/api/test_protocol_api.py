@@ -282,3 +282,42 @@ def test_a_heartbeat_with_a_wrong_token_answers_stop(client: TestClient, forged:
     beat = {"leases": [{"trial_id": trial["trial_id"], "token": trial["token"]}]}
     reply = client.post(f"/api/v1/workers/{worker.id}/heartbeat", json=beat)
     assert reply.json()["decisions"] == [{"trial_id": trial["trial_id"], "decision": "continue"}]
+
+
+def test_a_trial_whose_lease_answer_was_lost_is_handed_out_again(client: TestClient) -> None:
+    _study(client, budget={"max_trials": 3, "parallel_trials": 3, "epochs": 1})
+    worker = ApiWorker(client)
+    [lost] = worker.lease()  # as if the answer never reached the worker
+    reply = client.post(f"/api/v1/workers/{worker.id}/lease", json={"count": 1, "held": []})
+    [again] = reply.json()["assignments"]
+    # The same trial, at once (not after its lease expires), with its attempt not counted.
+    assert again["trial_id"] == lost["trial_id"] and again["attempt"] == 1
+    assert again["token"] != lost["token"]
+    assert worker.report(lost, 1, val_accuracy=0.5).status_code == 409
+    assert worker.report(again, 1, val_accuracy=0.5).status_code == 200
+
+
+def test_trials_the_worker_holds_are_kept(client: TestClient) -> None:
+    _study(client, budget={"max_trials": 3, "parallel_trials": 3, "epochs": 1})
+    worker = ApiWorker(client)
+    [first] = worker.lease()
+    reply = client.post(
+        f"/api/v1/workers/{worker.id}/lease", json={"count": 1, "held": [first["trial_id"]]}
+    )
+    [second] = reply.json()["assignments"]
+    assert second["trial_id"] != first["trial_id"]
+    assert worker.report(first, 1, val_accuracy=0.5).status_code == 200
+
+
+def test_a_retried_completion_hands_out_the_same_next_trial(client: TestClient) -> None:
+    study = _study(client, budget={"max_trials": 3, "parallel_trials": 1, "epochs": 1})
+    worker = ApiWorker(client)
+    [first] = worker.lease()
+    assert worker.report(first, 1, val_accuracy=0.5).status_code == 200
+    [lost] = worker.post(first, "complete", lease=1, held=[]).json()["assignments"]
+    retried = worker.post(first, "complete", lease=1, held=[]).json()  # the answer was lost
+    assert retried["state"] == "completed"
+    [again] = retried["assignments"]
+    assert again["trial_id"] == lost["trial_id"] and again["attempt"] == 1
+    counts = client.get(f"/api/v1/studies/{study['id']}").json()["counts"]
+    assert counts["running"] == 1 and counts["completed"] == 1 and counts["queued"] == 0
