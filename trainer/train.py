@@ -6,7 +6,7 @@ the reports into requests. Everything tunable comes from `config.params`; see do
 The whole dataset sits on the device; each epoch gathers it once in a seeded order and takes
 batches as slices, and the loss is summed on the device, so the only host syncs are at the end
 of an epoch. The learning rate is a pure function of the global step (warm-up, then cosine), so
-resuming at an epoch needs no scheduler state.
+resuming at an epoch needs no scheduler state; trainer.optim builds the optimizer and schedule.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
 from service.domain.states import Decision
 from trainer import plugins
 from trainer.checkpoint import restore, snapshot
 from trainer.data import Dataset, load_dataset
 from trainer.models import build_model
-from trainer.norms import WEIGHT_LAYERS, Norm
+from trainer.norms import Norm
+from trainer.optim import OPTIMIZERS, LoopParams, LrSchedule, build_optimizer, build_schedule
 from trainer.params import Params, TrainingError
 from trainer.reporting import Checkpoint, Report, Reporter, Superseded
 
@@ -39,8 +39,6 @@ __all__ = ["Decision", "TrainConfig", "TrainResult", "TrainingError", "train"]
 log = logging.getLogger(__name__)
 
 EVAL_BATCH_SIZE = 1024
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -88,63 +86,6 @@ class TrainResult:
     epochs_trained: int
     metrics: dict[str, float]
     decision: Decision | None
-
-
-@dataclass(frozen=True)
-class LoopParams:
-    """The loop's own params, validated (models and datasets read theirs)."""
-
-    optimizer: str
-    lr: float
-    weight_decay: float
-    momentum: float
-    nesterov: bool
-    batch_size: int
-    warmup_epochs: float
-    lr_schedule: str
-    grad_clip: float | None
-
-    @classmethod
-    def from_params(cls, params: Params) -> LoopParams:
-        optimizer = params.get_choice("optimizer", "adamw", OPTIMIZERS)
-        # momentum and nesterov are read for sgd only, so that setting them for adamw is
-        # reported as an unused param.
-        sgd = optimizer == "sgd"
-        momentum = params.get_float("momentum", 0.9, low=0.0, below=1.0) if sgd else 0.0
-        nesterov = params.get_bool("nesterov", False) if sgd else False
-        if nesterov and momentum == 0.0:
-            raise TrainingError("param 'nesterov' needs a param 'momentum' above 0")
-        return cls(
-            optimizer=optimizer,
-            lr=params.get_optional_float("lr", above=0.0) or 1e-3,
-            weight_decay=params.get_float("weight_decay", 0.0, low=0.0),
-            momentum=momentum,
-            nesterov=nesterov,
-            batch_size=params.get_int("batch_size", 64, low=1),
-            warmup_epochs=params.get_float("warmup_epochs", 0.0, low=0.0),
-            lr_schedule=params.get_choice("lr_schedule", "cosine", SCHEDULES),
-            grad_clip=params.get_optional_float("grad_clip", above=0.0),
-        )
-
-
-@dataclass(frozen=True)
-class LrSchedule:
-    """Linear warm-up over `warmup_steps`, then cosine decay towards 0 at `total_steps` (or a
-    constant rate)."""
-
-    base: float
-    warmup_steps: int
-    total_steps: int
-    cosine: bool
-
-    def at(self, step: int) -> float:
-        """The learning rate of global step `step` (0-based)."""
-        if step < self.warmup_steps:
-            return self.base * (step + 1) / self.warmup_steps
-        if not self.cosine:
-            return self.base
-        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        return self.base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 @dataclass
@@ -340,45 +281,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
         loss_sum += F.cross_entropy(logits, yb, reduction="sum")
         correct += (logits.argmax(dim=1) == yb).sum()
     return loss_sum.item() / len(y), correct.item() / len(y)
-
-
-def build_optimizer(model: nn.Module, loop: LoopParams) -> torch.optim.Optimizer:
-    """SGD or AdamW over two param groups: the weights of linear and conv layers with
-    `weight_decay` (coupled L2 for SGD, decoupled for AdamW), and everything else (biases,
-    normalization scales and shifts, weight-norm magnitudes) without."""
-    decay = decayed_weights(model)
-    decay_ids = {id(p) for p in decay}
-    rest = [p for p in model.parameters() if id(p) not in decay_ids]
-    groups = [
-        {"params": params, "weight_decay": wd}
-        for params, wd in ((decay, loop.weight_decay), (rest, 0.0))
-        if params
-    ]
-    # The fused kernels (CPU and CUDA) update all tensors of a group in one call: for small
-    # models the per-tensor loop of the default implementation is a large part of a step.
-    if loop.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups, lr=loop.lr, momentum=loop.momentum, nesterov=loop.nesterov, fused=True
-        )
-    return torch.optim.AdamW(groups, lr=loop.lr, fused=True)
-
-
-def decayed_weights(model: nn.Module) -> list[torch.Tensor]:
-    """The weights of linear and conv layers; under weight normalization, the direction v and
-    not the magnitude g (a scale like a norm layer's)."""
-    weights: list[torch.Tensor] = []
-    for module in model.modules():
-        if isinstance(module, WEIGHT_LAYERS):
-            if parametrize.is_parametrized(module, "weight"):
-                weights.append(module.get_parameter("parametrizations.weight.original1"))
-            else:
-                weights.append(module.weight)
-    return weights
-
-
-def build_schedule(loop: LoopParams, epochs: int, steps_per_epoch: int) -> LrSchedule:
-    warmup_steps = min(round(loop.warmup_epochs * steps_per_epoch), epochs * steps_per_epoch)
-    return LrSchedule(loop.lr, warmup_steps, epochs * steps_per_epoch, loop.lr_schedule == "cosine")
 
 
 def batch_bounds(n_samples: int, batch_size: int, norm: str) -> list[tuple[int, int]]:
