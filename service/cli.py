@@ -71,10 +71,10 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from trainer import worker
+    from trainer import processes
 
     try:
-        options = worker.WorkerOptions(
+        options = processes.WorkerOptions(
             server=args.server,
             token=args.token,
             threads=args.threads,
@@ -82,7 +82,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             log_format=args.log_format,
             max_trials_per_process=args.max_trials_per_process,
         )
-        return worker.run(options, devices=args.devices)
+        return processes.run(options, devices=args.devices)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
 

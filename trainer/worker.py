@@ -7,17 +7,15 @@ lease never lose a healthy trial. SIGTERM (or Ctrl-C) ends the current epoch, gi
 back to the server (it is queued again, not lost) and exits; a second signal exits at once.
 
 The process stays up between trials, so interpreter, PyTorch and dataset start-up are paid once.
+trainer.processes starts one such process per device and handles its signals.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
-import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,27 +28,6 @@ from trainer.hygiene import MemoryWatch
 
 log = logging.getLogger("hpo.worker")
 LEAVING_RETRY_SECONDS = 3.0
-
-
-def resolve_devices(devices: str) -> list[str]:
-    """`auto` → every CUDA device, else the CPU; `cpu`; or CUDA indices such as `0,1`."""
-    spec = devices.strip().lower()
-    if spec == "cpu":
-        return ["cpu"]
-    if spec == "auto":
-        import torch
-
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        return [f"cuda:{i}" for i in range(n)] or ["cpu"]
-    try:
-        indices = [int(part) for part in spec.split(",") if part.strip()]
-    except ValueError as exc:
-        raise ValueError(
-            f"--devices must be auto, cpu or CUDA indices like 0,1; got {devices!r}"
-        ) from exc
-    if not indices or len(set(indices)) != len(indices) or min(indices) < 0:
-        raise ValueError(f"--devices must list distinct CUDA indices like 0,1; got {devices!r}")
-    return [f"cuda:{i}" for i in indices]
 
 
 @dataclass
@@ -358,127 +335,3 @@ def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-# -- processes ---------------------------------------------------------------------------------
-
-
-def _configure_logging(log_format: str = "text", token: str | None = None) -> None:
-    from service.logs import configure
-
-    # `token` is redacted from every line, like the tokens in the environment.
-    configure(
-        log_format,
-        "info",
-        secrets=[token],
-        text_format="%(asctime)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per trial, not per request
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """What `hpo worker` was told; each device process gets the same."""
-
-    server: str
-    token: str | None = None
-    threads: int | None = None
-    retry_seconds: float = 60.0
-    log_format: str = "text"
-    max_trials_per_process: int | None = None
-
-    def command(self, device: str) -> list[str]:
-        """The `hpo worker` command line that serves `device` alone (the token travels in the
-        environment, never on a command line)."""
-        devices = "cpu" if device == "cpu" else device.split(":", 1)[1]
-        argv = [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "worker",
-            "--server",
-            self.server,
-            "--devices",
-            devices,
-            "--retry-seconds",
-            str(self.retry_seconds),
-            "--log-format",
-            self.log_format,
-        ]
-        if self.threads:
-            argv += ["--threads", str(self.threads)]
-        if self.max_trials_per_process:
-            argv += ["--max-trials-per-process", str(self.max_trials_per_process)]
-        return argv
-
-
-def _device_main(options: WorkerOptions, device: str) -> int:
-    """Body of one device process; returns its exit code, or replaces the process with a fresh
-    one serving the same device when memory hygiene asks for it (same pid, clean memory)."""
-    _configure_logging(options.log_format, options.token)
-    served = device
-    if device.startswith("cuda:"):
-        os.environ.setdefault("CUDA_VISIBLE_DEVICES", device.split(":", 1)[1])
-        device = "cuda:0"
-    if options.threads:
-        import torch
-
-        torch.set_num_threads(options.threads)
-    client = Client(options.server, token=options.token, retry_seconds=options.retry_seconds)
-    worker = DeviceWorker(client, device, max_trials=options.max_trials_per_process)
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        if worker.shutdown.is_set():
-            raise SystemExit(1)  # second signal: leave now
-        log.info("signal %d: finishing the current epoch, then releasing the trial", signum)
-        worker.shutdown.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        worker.run()
-    except ServerUnreachable as exc:
-        log.error("error: %s", exc)
-        return 1
-    except ApiError as exc:
-        log.error("error: the server refused the worker: %s", exc)
-        return 1
-    finally:
-        client.close()
-    if worker.recycle:
-        if options.token:
-            os.environ["HPO_WORKER_TOKEN"] = options.token
-        # CUDA_VISIBLE_DEVICES stays set, so the fresh process sees its device as index 0.
-        command = options.command("cpu" if served == "cpu" else "cuda:0")
-        os.execv(command[0], command)
-    return 0
-
-
-def run(options: WorkerOptions, devices: str = "auto") -> int:
-    """Run one training process per device until SIGTERM / Ctrl-C; returns the exit code."""
-    targets = resolve_devices(devices)
-    if len(targets) == 1:
-        return _device_main(options, targets[0])
-    ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_device_process, args=(options, d), name=f"hpo-worker-{d}")
-        for d in targets
-    ]
-    for proc in procs:
-        proc.start()
-
-    def forward(signum: int, _frame: Any) -> None:
-        for proc in procs:
-            if proc.pid is not None and proc.is_alive():
-                os.kill(proc.pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for proc in procs:
-        proc.join()
-    return max((proc.exitcode or 0) for proc in procs)
-
-
-def _device_process(options: WorkerOptions, device: str) -> None:
-    sys.exit(_device_main(options, device))

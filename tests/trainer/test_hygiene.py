@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from trainer.hygiene import SLACK_BYTES, MemoryWatch
-from trainer.worker import DeviceWorker, WorkerOptions
+from trainer.processes import WorkerOptions
+from trainer.worker import DeviceWorker
 
 
 class Probe:
