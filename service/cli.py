@@ -179,7 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="train trials leased from a server, one process per device")
     p.add_argument("--server", default="http://127.0.0.1:8000")
-    p.add_argument("--devices", default="auto", help="auto | cpu | CUDA indices like 0,1")
+    p.add_argument(
+        "--devices",
+        default="auto",
+        help="auto | cpu | CUDA indices like 0,1 (counted within CUDA_VISIBLE_DEVICES when set)",
+    )
     p.add_argument("--token", default=None, help="worker token (default: $HPO_WORKER_TOKEN)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     p.add_argument(

@@ -43,6 +43,31 @@ def resolve_devices(devices: str) -> list[str]:
     return [f"cuda:{i}" for i in indices]
 
 
+def cuda_visible_for(index: int, visible: str | None) -> str:
+    """The CUDA_VISIBLE_DEVICES value that leaves a process only CUDA device `index`, numbered
+    as PyTorch numbers the devices this process sees: within a CUDA_VISIBLE_DEVICES already set
+    (by Slurm, Kubernetes or the user), index 1 of "2,3" is GPU 3, not GPU 1.
+
+    Raises ValueError when `visible` makes fewer devices visible than `index` needs.
+    """
+    if visible is None:
+        return str(index)
+    entries = [entry.strip() for entry in visible.split(",")]
+    if index >= len(entries):
+        raise ValueError(
+            f"--devices names CUDA device {index}, but CUDA_VISIBLE_DEVICES={visible!r} "
+            f"makes only {len(entries)} visible"
+        )
+    return entries[index]
+
+
+def combined_exit_code(codes: list[int | None]) -> int:
+    """The worst of the device processes' exit codes. One killed by a signal (a negative code
+    from multiprocessing) counts as 128 + the signal, as a shell reports it, so that a worker
+    whose process the OOM killer took never exits 0."""
+    return max(128 - code if code < 0 else code for code in (c or 0 for c in codes))
+
+
 def _configure_logging(log_format: str = "text", token: str | None = None) -> None:
     from service.logs import configure
 
@@ -99,7 +124,9 @@ def _device_main(options: WorkerOptions, device: str) -> int:
     _configure_logging(options.log_format, options.token)
     served = device
     if device.startswith("cuda:"):
-        os.environ.setdefault("CUDA_VISIBLE_DEVICES", device.split(":", 1)[1])
+        index = int(device.split(":", 1)[1])
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_for(index, visible)
         device = "cuda:0"
     if options.threads:
         import torch
@@ -129,7 +156,7 @@ def _device_main(options: WorkerOptions, device: str) -> int:
     if worker.recycle:
         if options.token:
             os.environ["HPO_WORKER_TOKEN"] = options.token
-        # CUDA_VISIBLE_DEVICES stays set, so the fresh process sees its device as index 0.
+        # CUDA_VISIBLE_DEVICES now names this device alone: the fresh process serves index 0.
         command = options.command("cpu" if served == "cpu" else "cuda:0")
         os.execv(command[0], command)
     return 0
@@ -138,6 +165,9 @@ def _device_main(options: WorkerOptions, device: str) -> int:
 def run(options: WorkerOptions, devices: str = "auto") -> int:
     """Run one training process per device until SIGTERM / Ctrl-C; returns the exit code."""
     targets = resolve_devices(devices)
+    for target in targets:  # a device that is not there is said before any process starts
+        if target.startswith("cuda:"):
+            cuda_visible_for(int(target.split(":", 1)[1]), os.environ.get("CUDA_VISIBLE_DEVICES"))
     if len(targets) == 1:
         return _device_main(options, targets[0])
     ctx = multiprocessing.get_context("spawn")
@@ -157,7 +187,7 @@ def run(options: WorkerOptions, devices: str = "auto") -> int:
     signal.signal(signal.SIGINT, forward)
     for proc in procs:
         proc.join()
-    return max((proc.exitcode or 0) for proc in procs)
+    return combined_exit_code([proc.exitcode for proc in procs])
 
 
 def _device_process(options: WorkerOptions, device: str) -> None:

@@ -72,6 +72,16 @@ def test_bad_devices_is_one_line() -> None:
     assert result.stderr.startswith("error: --devices must be")
 
 
+def test_a_device_outside_cuda_visible_devices_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    result = _hpo("worker", "--devices", "2", "--server", "http://127.0.0.1:9")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: --devices names CUDA device 2")
+    assert "Traceback" not in result.stderr
+
+
 def test_server_refuses_a_public_address_without_tokens() -> None:
     result = _hpo("server", "--host", "0.0.0.0", "--port", str(free_port()))
     assert result.returncode == 1
