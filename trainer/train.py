@@ -1,12 +1,14 @@
 """The training loop of one trial: a config in, one report per epoch out.
 
 Knows nothing of HTTP or the database: `trainer.worker` calls `train(config, report)` and turns
-the reports into requests. Everything tunable comes from `config.params`; see docs/trainer.md.
+the reports into requests, which travel while the next epoch trains (trainer/reporting.py).
+Everything tunable comes from `config.params`; see docs/trainer.md.
 
 The whole dataset sits on the device; each epoch gathers it once in a seeded order and takes
 batches as slices, and the loss is summed on the device, so the only host syncs are at the end
-of an epoch. The learning rate is a pure function of the global step (warm-up, then cosine), so
-resuming at an epoch needs no scheduler state; trainer.optim builds the optimizer and schedule.
+of an epoch. The learning rate is a pure function of the global step (warm-up, then cosine or
+constant), so resuming at an epoch needs no scheduler state; trainer.optim builds the optimizer
+and schedule.
 """
 
 from __future__ import annotations
