@@ -40,8 +40,8 @@ from typing import Any
 
 import torch
 
+from hpo.protocol import Decision, StudyState
 from service.app import build_services
-from service.domain.states import Decision, StudyState
 from service.settings import Settings
 from trainer.train import TrainConfig, TrainingError, train
 

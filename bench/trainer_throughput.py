@@ -24,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from service.domain.states import Decision
+from hpo.protocol import Decision
 from trainer.data import load_dataset
 from trainer.models import build_model
 from trainer.params import Params

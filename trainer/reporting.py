@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from service.domain.states import Decision
+from hpo.protocol import Decision
 
 Report = Callable[[int, dict[str, float]], Decision]
 Checkpoint = Callable[[int, bytes], None]

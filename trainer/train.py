@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from service.domain.states import Decision
+from hpo.protocol import Decision
 from trainer import plugins
 from trainer.checkpoint import restore, snapshot
 from trainer.data import Dataset, load_dataset

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.domain.states import Decision
+from hpo.protocol import Decision
 from trainer import plugins
 from trainer.client import ApiError, Client, ServerUnreachable
 from trainer.hygiene import MemoryWatch

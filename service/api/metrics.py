@@ -20,9 +20,9 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from sqlalchemy import case, func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hpo.protocol import StudyState, TrialState
 from service.api.auth import user_access
 from service.api.deps import Services, services_of
-from service.domain.states import StudyState, TrialState
 from service.storage.models import StudyRow, TrialRow, WorkerRow, utcnow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from hpo.protocol import Decision, StudyState, TrialState
 from service.domain.spec import MAX_TRIALS
-from service.domain.states import Decision, StudyState, TrialState
 
 Number = float | None  # non-finite values are sent as null: JSON has no NaN
 # Ids are INTEGER columns (32 bits on PostgreSQL): a larger number cannot name a row.

@@ -6,9 +6,9 @@ import math
 from datetime import datetime
 from typing import Any
 
+from hpo.protocol import StudyState
 from service.api import schemas
 from service.domain.protocol import Assignment
-from service.domain.states import StudyState
 from service.domain.studies import StudyView, TrialDetail, TrialPage
 from service.storage.models import TrialRow, WorkerRow
 

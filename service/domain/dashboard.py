@@ -20,8 +20,8 @@ import numpy as np
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
+from hpo.protocol import TrialState
 from service.domain.errors import NotFound
-from service.domain.states import TrialState
 from service.storage.db import Database
 from service.storage.models import EventRow, MetricRow, StudyRow, TrialRow
 

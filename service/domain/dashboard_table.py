@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, String, Text, func, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
+from hpo.protocol import TrialState
 from service.domain.dashboard import load_study
 from service.domain.errors import InvalidInput
-from service.domain.states import TrialState
 from service.storage.db import Database
 from service.storage.models import TrialRow, WorkerRow, utcnow
 

@@ -17,8 +17,8 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hpo.protocol import Decision, TrialState
 from service.domain.errors import NotFound, StaleLease
-from service.domain.states import Decision, TrialState
 from service.storage.models import StudyRow, TrialRow
 
 

@@ -21,12 +21,12 @@ from optuna.storages import RDBStorage
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
+from hpo.protocol import Decision, StudyState, TrialState
 from service.domain import search
 from service.domain.errors import NotFound
 from service.domain.fidelity import locate
 from service.domain.lease_checks import decision_for_finished, holds
 from service.domain.spec import BUILTIN_DATASETS, BUILTIN_MODELS, DATASET_PREFIXES, StudySpec
-from service.domain.states import Decision, StudyState, TrialState
 from service.domain.transitions import Transitions, target_epochs
 from service.domain.unit import Unit, unit_of_work
 from service.settings import Settings

@@ -23,12 +23,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
+from hpo.protocol import Decision, StudyState, TrialState
 from service.domain import search
 from service.domain.errors import NotFound, StorageFailed
 from service.domain.lease_checks import decision_for_finished, leased, lock, require_running
 from service.domain.leasing import Assignment, Leasing, can_run
 from service.domain.spec import StudySpec
-from service.domain.states import Decision, StudyState, TrialState
 from service.domain.transitions import objective_of, target_epochs
 from service.domain.unit import Unit, unit_of_work
 from service.storage.artifacts import ArtifactError

@@ -16,10 +16,10 @@ from optuna.storages import RDBStorage
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from hpo.protocol import StudyState, TrialState
 from service.domain import search
 from service.domain.fidelity import Rung
 from service.domain.spec import StudySpec
-from service.domain.states import StudyState, TrialState
 from service.domain.unit import Unit
 from service.storage.artifacts import ArtifactStore
 from service.storage.models import MetricRow, StudyRow, TrialRow

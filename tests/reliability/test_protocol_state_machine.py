@@ -29,10 +29,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from hpo.protocol import Decision
 from service.api.deps import Services
 from service.app import build_services
 from service.domain.errors import StaleLease
-from service.domain.states import Decision
 from service.settings import Settings
 from tests.conftest import spec_doc
 

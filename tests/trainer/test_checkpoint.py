@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.domain.states import Decision
+from hpo.protocol import Decision
 from trainer.train import TrainConfig, TrainingError, train
 
 TIMING = {"epoch_seconds", "samples_per_second"}

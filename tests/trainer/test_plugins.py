@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.domain.states import Decision
+from hpo.protocol import Decision
 from tests.conftest import install_example_plugin
 from trainer import plugins
 from trainer.data import Dataset, load_dataset

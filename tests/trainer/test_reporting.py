@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.domain.states import Decision
+from hpo.protocol import Decision
 from trainer import train as train_module
 from trainer.reporting import Superseded
 from trainer.train import TrainConfig, TrainResult, train

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from service.domain.states import Decision
+from hpo.protocol import Decision
 from trainer.norms import NORMS
 from trainer.train import (
     TrainConfig,

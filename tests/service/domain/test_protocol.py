@@ -6,10 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from hpo.protocol import Decision
 from service.api.deps import Services
 from service.app import build_services
 from service.domain.errors import StaleLease
-from service.domain.states import Decision
 from service.settings import Settings
 from tests.conftest import spec_doc
 

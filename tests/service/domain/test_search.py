@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from hpo.protocol import Decision
 from service.api.deps import Services
 from service.app import build_services
-from service.domain.states import Decision
 from service.settings import Settings
 from tests.conftest import spec_doc
 

@@ -1,7 +1,7 @@
-"""States of studies and trials, and the decisions a worker receives after a report.
+"""What the server and the worker must agree on: states, decisions and the shapes they exchange.
 
-These are the contract values of DESIGN.md; the wire format is the enum's string value.
-This module imports nothing heavy so that the trainer can share the `Decision` vocabulary.
+These are the contract values of DESIGN.md; the wire format is the enum's string value. Both
+`service` and `trainer` import this module, so it stays torch-free and imports neither of them.
 """
 
 from __future__ import annotations
