@@ -38,7 +38,7 @@ async function request(method, path, { params, body, contentType, own401 = false
   const response = await fetch(url, init);
   if (response.status === 204) return null;
   const text = await response.text();
-  let data = null;
+  let data;
   try {
     data = text ? JSON.parse(text) : null;
   } catch {

@@ -37,7 +37,11 @@ function setupTheme() {
 function parse(hash) {
   const study = hash.match(/^#\/studies\/(\d+)(?:\/trials\/(\d+))?\/?$/);
   if (study) {
-    return { key: `study:${study[1]}`, id: Number(study[1]), trial: study[2] ? Number(study[2]) : null };
+    return {
+      key: `study:${study[1]}`,
+      id: Number(study[1]),
+      trial: study[2] ? Number(study[2]) : null,
+    };
   }
   return { key: "studies" };
 }
@@ -59,13 +63,24 @@ function route() {
 function askForToken(message) {
   current?.view.unmount();
   current = null;
-  const input = h("input", { type: "password", name: "token", autocomplete: "current-password", required: true, size: 40, "aria-label": "API token" });
+  const input = h("input", {
+    type: "password",
+    name: "token",
+    autocomplete: "current-password",
+    required: true,
+    size: 40,
+    "aria-label": "API token",
+  });
   const error = h("p", { class: "note", role: "alert" }, message || "");
   const form = h(
     "form",
     { class: "panel stack", style: "max-width: 32rem; margin: 3rem auto" },
     h("h2", {}, "This server needs a token"),
-    h("p", { class: "note" }, "Enter the value of HPO_API_TOKEN. The page keeps it in a session cookie."),
+    h(
+      "p",
+      { class: "note" },
+      "Enter the value of HPO_API_TOKEN. The page keeps it in a session cookie.",
+    ),
     input,
     h("div", { class: "form-actions" }, h("button", { type: "submit", class: "primary" }, "Open")),
     error,

@@ -16,9 +16,36 @@ export function drawBars(container, rows) {
     const pct = `${(share * 100).toFixed(1)} %`;
     const g = s("g", { "data-param": label, "data-tip": `${label}: ${pct} of the importance` });
     const shown = label.length > 22 ? `${label.slice(0, 21)}…` : label;
-    g.appendChild(s("text", { class: "bar-label", x: left - 8, y: y + barH / 2, "text-anchor": "end", "dominant-baseline": "middle" }, shown));
-    g.appendChild(s("rect", { class: "bar", x: left, y, width: Math.max(1, share * room), height: barH, rx: 3 }));
-    g.appendChild(s("text", { x: left + Math.max(1, share * room) + 6, y: y + barH / 2, "dominant-baseline": "middle" }, pct));
+    g.appendChild(
+      s(
+        "text",
+        {
+          class: "bar-label",
+          x: left - 8,
+          y: y + barH / 2,
+          "text-anchor": "end",
+          "dominant-baseline": "middle",
+        },
+        shown,
+      ),
+    );
+    g.appendChild(
+      s("rect", {
+        class: "bar",
+        x: left,
+        y,
+        width: Math.max(1, share * room),
+        height: barH,
+        rx: 3,
+      }),
+    );
+    g.appendChild(
+      s(
+        "text",
+        { x: left + Math.max(1, share * room) + 6, y: y + barH / 2, "dominant-baseline": "middle" },
+        pct,
+      ),
+    );
     svg.appendChild(g);
   });
   svg.setAttribute("aria-label", `importance of ${rows.length} parameters`);

@@ -23,7 +23,9 @@ function domainOf(curves, band, epochs) {
 }
 
 function drawBand(plot, band, x, y) {
-  const keep = band.epochs.map((e, i) => i).filter((i) => band.low[i] !== null && band.high[i] !== null);
+  const keep = band.epochs
+    .map((e, i) => i)
+    .filter((i) => band.low[i] !== null && band.high[i] !== null);
   if (keep.length < 2) return;
   const top = keep.map((i) => [x(band.epochs[i]), y(band.high[i])]);
   const bottom = keep.map((i) => [x(band.epochs[i]), y(band.low[i])]).reverse();
@@ -57,7 +59,12 @@ export function drawCurves(container, data, opts = {}) {
   const normal = [];
   const onTop = [];
   for (const c of sorted) {
-    const classes = ["curve", c.state, c.best ? "best" : "", c.trial_id === opts.focus ? "focus" : ""];
+    const classes = [
+      "curve",
+      c.state,
+      c.best ? "best" : "",
+      c.trial_id === opts.focus ? "focus" : "",
+    ];
     const tip = curveTip(c, metric);
     const els = [
       s("path", {
@@ -70,7 +77,16 @@ export function drawCurves(container, data, opts = {}) {
     ];
     if (c.points.length === 1 && c.points[0][1] !== null) {
       const [e, v] = c.points[0];
-      els.push(s("circle", { class: `dot ${c.state}`, cx: x(e), cy: y(v), r: 2, "data-trial": c.trial_id, "data-tip": tip }));
+      els.push(
+        s("circle", {
+          class: `dot ${c.state}`,
+          cx: x(e),
+          cy: y(v),
+          r: 2,
+          "data-trial": c.trial_id,
+          "data-tip": tip,
+        }),
+      );
     }
     (c.best || c.trial_id === opts.focus ? onTop : normal).push(...els);
   }
@@ -89,12 +105,29 @@ export function drawCurves(container, data, opts = {}) {
 export function curvesLegend(data) {
   const best = data.curves.find((c) => c.best);
   const items = [
-    best ? h("span", {}, h("span", { class: "key", style: "background: var(--best)" }), `best #${best.number}`) : null,
+    best
+      ? h(
+          "span",
+          {},
+          h("span", { class: "key", style: "background: var(--best)" }),
+          `best #${best.number}`,
+        )
+      : null,
     h("span", {}, h("span", { class: "key", style: "background: var(--running)" }), "running"),
     h("span", {}, h("span", { class: "key", style: "background: var(--series)" }), "finished"),
-    h("span", {}, h("span", { class: "key", style: "background: var(--pruned); opacity: .4" }), "pruned (faded)"),
+    h(
+      "span",
+      {},
+      h("span", { class: "key", style: "background: var(--pruned); opacity: .4" }),
+      "pruned (faded)",
+    ),
     data.band
-      ? h("span", {}, h("span", { class: "key", style: "background: var(--band); height: .6rem" }), `10–90 % of ${data.band.trials.toLocaleString("en-US")} trials`)
+      ? h(
+          "span",
+          {},
+          h("span", { class: "key", style: "background: var(--band); height: .6rem" }),
+          `10–90 % of ${data.band.trials.toLocaleString("en-US")} trials`,
+        )
       : null,
   ];
   return h("div", { class: "legend" }, items);

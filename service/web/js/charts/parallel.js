@@ -22,10 +22,18 @@ function drawAxis(plot, axis, scale, x, h) {
     const y = scale(t);
     if (!Number.isFinite(y)) continue;
     g.appendChild(s("line", { x1: x - 3, x2: x, y1: y, y2: y }));
-    g.appendChild(s("text", { x: x - 5, y, "text-anchor": "end", "dominant-baseline": "middle" }, paramText(t)));
+    g.appendChild(
+      s("text", { x: x - 5, y, "text-anchor": "end", "dominant-baseline": "middle" }, paramText(t)),
+    );
   }
   const name = axis.name.length > 16 ? `${axis.name.slice(0, 15)}…` : axis.name;
-  g.appendChild(s("text", { class: "pc-label", x, y: -10, "text-anchor": "middle", "data-tip": axis.name }, name));
+  g.appendChild(
+    s(
+      "text",
+      { class: "pc-label", x, y: -10, "text-anchor": "middle", "data-tip": axis.name },
+      name,
+    ),
+  );
   plot.appendChild(g);
 }
 
@@ -44,11 +52,17 @@ export function drawParallel(container, data, opts = {}) {
   const step = w / Math.max(1, axes.length - 1);
   const lines = data.lines.map((l) => ({ ...l, values: [...l.values, l.value] }));
   const scales = axes.map((axis, i) => axisScale(axis, lines, i, [h, 0]));
-  const good = goodness(data.lines.map((l) => l.value), data.direction === "maximize");
+  const good = goodness(
+    data.lines.map((l) => l.value),
+    data.direction === "maximize",
+  );
   const ordered = [...lines].sort((a, b) => good(a.value) - good(b.value));
   const group = s("g");
   ordered.forEach((line, k) => {
-    const pts = line.values.map((v, i) => [i * step, v === null || v === undefined ? NaN : scales[i](v)]);
+    const pts = line.values.map((v, i) => [
+      i * step,
+      v === null || v === undefined ? NaN : scales[i](v),
+    ]);
     const best = k === ordered.length - 1;
     const tip = [`Trial #${line.number} · ${data.metric} ${num(line.value)}`]
       .concat(data.axes.map((a, i) => `${a.name} = ${paramText(line.values[i])}`))

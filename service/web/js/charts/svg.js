@@ -111,12 +111,24 @@ export function axisY(plot, scale, w, { title, format = num, n = 5 } = {}) {
     const y = scale(t);
     if (!Number.isFinite(y)) continue;
     g.appendChild(s("line", { class: "gridline", x1: 0, x2: w, y1: y, y2: y }));
-    g.appendChild(s("text", { x: -6, y, "text-anchor": "end", "dominant-baseline": "middle" }, format(t)));
+    g.appendChild(
+      s("text", { x: -6, y, "text-anchor": "end", "dominant-baseline": "middle" }, format(t)),
+    );
   }
   if (title) {
     const [r0, r1] = [scale(scale.domain[0]), scale(scale.domain[1])];
     const mid = (r0 + r1) / 2;
-    g.appendChild(s("text", { class: "axis-title", transform: `translate(-44,${mid}) rotate(-90)`, "text-anchor": "middle" }, title));
+    g.appendChild(
+      s(
+        "text",
+        {
+          class: "axis-title",
+          transform: `translate(-44,${mid}) rotate(-90)`,
+          "text-anchor": "middle",
+        },
+        title,
+      ),
+    );
   }
   plot.appendChild(g);
 }
@@ -124,7 +136,9 @@ export function axisY(plot, scale, w, { title, format = num, n = 5 } = {}) {
 /** Bottom axis at height `h`. */
 export function axisX(plot, scale, h, { title, format = num, n = 6 } = {}) {
   const g = s("g", { class: "axis" });
-  g.appendChild(s("line", { x1: scale(scale.domain[0]), x2: scale(scale.domain[1]), y1: h, y2: h }));
+  g.appendChild(
+    s("line", { x1: scale(scale.domain[0]), x2: scale(scale.domain[1]), y1: h, y2: h }),
+  );
   for (const t of scale.ticks(n)) {
     const x = scale(t);
     if (!Number.isFinite(x)) continue;
@@ -133,7 +147,9 @@ export function axisX(plot, scale, h, { title, format = num, n = 6 } = {}) {
   }
   if (title) {
     const mid = (scale(scale.domain[0]) + scale(scale.domain[1])) / 2;
-    g.appendChild(s("text", { class: "axis-title", x: mid, y: h + 30, "text-anchor": "middle" }, title));
+    g.appendChild(
+      s("text", { class: "axis-title", x: mid, y: h + 30, "text-anchor": "middle" }, title),
+    );
   }
   plot.appendChild(g);
 }

@@ -83,7 +83,9 @@ function editor() {
   const paint = () => {
     const n = area.value.split("\n").length;
     gutter.replaceChildren(
-      ...Array.from({ length: n }, (_, i) => h("div", { class: marks.has(i) ? "bad" : null }, i + 1)),
+      ...Array.from({ length: n }, (_, i) =>
+        h("div", { class: marks.has(i) ? "bad" : null }, i + 1),
+      ),
     );
     gutter.scrollTop = area.scrollTop;
   };
@@ -129,7 +131,11 @@ function showErrors(box, ed, err) {
         e.path.length ? h("span", { class: "where" }, e.path.join(" › ")) : null,
         h("span", { class: "msg" }, e.msg),
         e.line >= 0
-          ? h("button", { type: "button", class: "ghost", onclick: () => ed.select(e.line) }, `line ${e.line + 1}`)
+          ? h(
+              "button",
+              { type: "button", class: "ghost", onclick: () => ed.select(e.line) },
+              `line ${e.line + 1}`,
+            )
           : null,
       ),
     ),
@@ -139,8 +145,16 @@ function showErrors(box, ed, err) {
 /** The form as an element; onLaunched(study) after a 201. */
 export function launchPanel({ onLaunched, onCancel }) {
   const ed = editor();
-  const errors = h("div", { class: "errors", "aria-live": "polite" }, h("p", { class: "note" }, "Validation errors from the server appear here, next to the spec."));
-  const file = h("input", { type: "file", accept: ".yaml,.yml,.json,application/json,text/yaml", hidden: true });
+  const errors = h(
+    "div",
+    { class: "errors", "aria-live": "polite" },
+    h("p", { class: "note" }, "Validation errors from the server appear here, next to the spec."),
+  );
+  const file = h("input", {
+    type: "file",
+    accept: ".yaml,.yml,.json,application/json,text/yaml",
+    hidden: true,
+  });
   const launch = h("button", { type: "submit", class: "primary" }, "Launch");
   const setText = (text) => {
     ed.area.value = text;
@@ -153,7 +167,12 @@ export function launchPanel({ onLaunched, onCancel }) {
   const form = h(
     "form",
     { class: "panel stack", "aria-label": "launch a study" },
-    h("div", { class: "panel-head" }, h("h2", {}, "Launch a study"), h("span", { class: "note" }, "YAML or JSON, as for hpo submit (docs/spec.md)")),
+    h(
+      "div",
+      { class: "panel-head" },
+      h("h2", {}, "Launch a study"),
+      h("span", { class: "note" }, "YAML or JSON, as for hpo submit (docs/spec.md)"),
+    ),
     h("div", { class: "launch" }, ed.el, errors),
     h(
       "div",

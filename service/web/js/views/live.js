@@ -6,7 +6,14 @@ export function applyReport(curves, event, metric, limit) {
   let curve = curves.curves.find((c) => c.trial_id === event.trial_id);
   if (!curve) {
     if (curves.curves.length >= limit) return false;
-    curve = { trial_id: event.trial_id, number: event.number, state: "running", value: null, best: false, points: [] };
+    curve = {
+      trial_id: event.trial_id,
+      number: event.number,
+      state: "running",
+      value: null,
+      best: false,
+      points: [],
+    };
     curves.curves.push(curve);
     curves.total = Math.max(curves.total, curves.curves.length);
   }
@@ -32,7 +39,11 @@ export function applyFinished(curves, history, event, study) {
     curve.state = event.state;
     curve.value = event.value;
     const best = curves.curves.find((c) => c.best);
-    if (event.state === "completed" && event.value !== null && better(event.value, best?.value, maximize)) {
+    if (
+      event.state === "completed" &&
+      event.value !== null &&
+      better(event.value, best?.value, maximize)
+    ) {
       if (best) best.best = false;
       curve.best = true;
     }
@@ -46,7 +57,9 @@ export function applyFinished(curves, history, event, study) {
   const before = history.best.filter((b) => b[0] < event.number);
   const record = before.length ? before[before.length - 1][1] : undefined;
   if (better(event.value, record, maximize)) {
-    const after = history.best.filter((b) => b[0] > event.number && better(b[1], event.value, maximize));
+    const after = history.best.filter(
+      (b) => b[0] > event.number && better(b[1], event.value, maximize),
+    );
     history.best = [...before, [event.number, event.value], ...after];
   }
 }

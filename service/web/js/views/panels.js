@@ -20,9 +20,19 @@ function markDrawn(name) {
 /** A panel with a title, a note, optional controls, a chart box and a footer. */
 function panel(name, title, controls = []) {
   const note = h("span", { class: "note" });
-  const box = h("div", { class: "chart", dataset: { chart: name } }, h("p", { class: "empty" }, "Loading…"));
+  const box = h(
+    "div",
+    { class: "chart", dataset: { chart: name } },
+    h("p", { class: "empty" }, "Loading…"),
+  );
   const foot = h("div");
-  const el = h("section", { class: "panel", id: `panel-${name}`, "aria-label": title }, h("div", { class: "panel-head" }, h("h2", {}, title), controls, note), box, foot);
+  const el = h(
+    "section",
+    { class: "panel", id: `panel-${name}`, "aria-label": title },
+    h("div", { class: "panel-head" }, h("h2", {}, title), controls, note),
+    box,
+    foot,
+  );
   let data = null;
   let drawer = null;
   let frameId = null;
@@ -59,12 +69,18 @@ function panel(name, title, controls = []) {
 }
 
 export function curvesPanel({ onPick, onMetric }) {
-  const select = h("select", { name: "metric", "aria-label": "metric", onchange: () => onMetric(select.value) });
+  const select = h("select", {
+    name: "metric",
+    "aria-label": "metric",
+    onchange: () => onMetric(select.value),
+  });
   const p = panel("curves", "Learning curves", [select]);
   p.setMetrics = (names, current) => {
     const known = [...select.options].map((o) => o.value);
     if (known.join("\n") === names.join("\n") && select.value === current) return;
-    select.replaceChildren(...names.map((n) => h("option", { value: n, selected: n === current }, n)));
+    select.replaceChildren(
+      ...names.map((n) => h("option", { value: n, selected: n === current }, n)),
+    );
   };
   p.render = (data, focus) => {
     if (!data.curves.length) {
@@ -74,7 +90,10 @@ export function curvesPanel({ onPick, onMetric }) {
     }
     p.show(data, (d) => {
       const shown = d.curves.length;
-      p.note.textContent = shown < d.total ? `${count(shown)} of ${counted(d.total, "trial")} drawn` : counted(shown, "trial");
+      p.note.textContent =
+        shown < d.total
+          ? `${count(shown)} of ${counted(d.total, "trial")} drawn`
+          : counted(shown, "trial");
       drawCurves(p.box, d, { onPick, focus });
       p.foot.replaceChildren(curvesLegend(d));
     });
@@ -91,14 +110,25 @@ export function historyPanel({ onPick }) {
     }
     p.show(data, (d) => {
       const shown = d.points.length;
-      p.note.textContent = shown < d.total ? `${count(shown)} of ${counted(d.total, "finished trial")}` : counted(shown, "finished trial");
+      p.note.textContent =
+        shown < d.total
+          ? `${count(shown)} of ${counted(d.total, "finished trial")}`
+          : counted(shown, "finished trial");
       drawHistory(p.box, d, { onPick });
     });
     p.foot.replaceChildren(
-      h("div", { class: "legend" },
+      h(
+        "div",
+        { class: "legend" },
         h("span", {}, h("span", { class: "key", style: "background: var(--best)" }), "best so far"),
         h("span", {}, h("span", { class: "key", style: "background: var(--series)" }), "completed"),
-        h("span", {}, h("span", { class: "key", style: "background: var(--pruned); opacity: .5" }), "pruned")),
+        h(
+          "span",
+          {},
+          h("span", { class: "key", style: "background: var(--pruned); opacity: .5" }),
+          "pruned",
+        ),
+      ),
     );
   };
   return p;
@@ -112,10 +142,23 @@ export function parallelPanel({ onPick }) {
       return;
     }
     const shown = data.lines.length;
-    p.note.textContent = shown < data.total ? `${count(shown)} of ${counted(data.total, "completed trial")}` : counted(shown, "completed trial");
+    p.note.textContent =
+      shown < data.total
+        ? `${count(shown)} of ${counted(data.total, "completed trial")}`
+        : counted(shown, "completed trial");
     p.show(data, (d) => drawParallel(p.box, d, { onPick }));
     p.foot.replaceChildren(
-      h("div", { class: "legend" }, h("span", {}, `${data.metric}: worse`, h("span", { class: "colorbar", style: `background: ${rampGradient()}` }), "better")),
+      h(
+        "div",
+        { class: "legend" },
+        h(
+          "span",
+          {},
+          `${data.metric}: worse`,
+          h("span", { class: "colorbar", style: `background: ${rampGradient()}` }),
+          "better",
+        ),
+      ),
     );
   };
   return p;
@@ -129,7 +172,12 @@ export function importancePanel() {
       p.empty(data.note ? `No importance yet: ${data.note}.` : "No importance yet.");
       return;
     }
-    p.show(data, (d) => drawBars(p.box, d.importances.map(([name, v]) => [name, v ?? 0])));
+    p.show(data, (d) =>
+      drawBars(
+        p.box,
+        d.importances.map(([name, v]) => [name, v ?? 0]),
+      ),
+    );
   };
   return p;
 }
@@ -140,18 +188,52 @@ export function rungsPanel({ onPick }) {
   const el = h(
     "section",
     { class: "panel", id: "panel-rungs", "aria-label": "rungs" },
-    h("div", { class: "panel-head" }, h("h2", {}, "Brackets and rungs"), h("span", { class: "note" }, "click a rung to list its trials")),
-    h("div", { class: "scroll-x" }, h("table", { class: "data" },
-      h("thead", {}, h("tr", {}, ["Bracket", "Rung", "Running", "Paused", "Completed", "Pruned", "Failed", "Best"].map((t) => h("th", {}, t)))),
-      body)),
+    h(
+      "div",
+      { class: "panel-head" },
+      h("h2", {}, "Brackets and rungs"),
+      h("span", { class: "note" }, "click a rung to list its trials"),
+    ),
+    h(
+      "div",
+      { class: "scroll-x" },
+      h(
+        "table",
+        { class: "data" },
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ["Bracket", "Rung", "Running", "Paused", "Completed", "Pruned", "Failed", "Best"].map(
+              (t) => h("th", {}, t),
+            ),
+          ),
+        ),
+        body,
+      ),
+    ),
   );
   const render = (groups) => {
     body.replaceChildren(
       ...groups.map((g) =>
         h(
           "tr",
-          { class: "clickable", dataset: { bracket: g.bracket, rung: g.rung }, onclick: () => onPick(g.bracket, g.rung) },
-          [g.bracket, g.rung, g.counts.running + g.counts.queued, g.counts.paused, g.counts.completed, g.counts.pruned, g.counts.failed].map((v) => h("td", { class: "num" }, String(v))),
+          {
+            class: "clickable",
+            dataset: { bracket: g.bracket, rung: g.rung },
+            onclick: () => onPick(g.bracket, g.rung),
+          },
+          [
+            g.bracket,
+            g.rung,
+            g.counts.running + g.counts.queued,
+            g.counts.paused,
+            g.counts.completed,
+            g.counts.pruned,
+            g.counts.failed,
+          ].map((v) => h("td", { class: "num" }, String(v))),
           h("td", { class: "num" }, num(g.best)),
         ),
       ),

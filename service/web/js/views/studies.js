@@ -14,7 +14,11 @@ function progress(study) {
   return h(
     "span",
     { dataset: { done, max: study.max_trials } },
-    h("span", { class: "progress", "aria-hidden": "true" }, h("span", { style: `width: ${(share * 100).toFixed(1)}%` })),
+    h(
+      "span",
+      { class: "progress", "aria-hidden": "true" },
+      h("span", { style: `width: ${(share * 100).toFixed(1)}%` }),
+    ),
     `${count(done)} / ${count(study.max_trials)}`,
   );
 }
@@ -24,7 +28,11 @@ function studyRow(study) {
   const best = study.best ? num(study.best.value) : "—";
   return h(
     "tr",
-    { class: "clickable", dataset: { study: study.name }, onclick: (e) => e.target.closest("a") || (window.location.hash = href) },
+    {
+      class: "clickable",
+      dataset: { study: study.name },
+      onclick: (e) => e.target.closest("a") || (window.location.hash = href),
+    },
     h("td", { class: "wrap" }, h("a", { href }, study.name)),
     h("td", {}, study.spec.strategy.kind),
     h("td", {}, badge(study.state)),
@@ -41,7 +49,11 @@ export function mountStudies(main) {
   const launchSlot = h("div");
   const workers = workersPanel();
   let launch = null;
-  const toggle = h("button", { type: "button", class: "primary", onclick: () => showLaunch(!launch) }, "New study");
+  const toggle = h(
+    "button",
+    { type: "button", class: "primary", onclick: () => showLaunch(!launch) },
+    "New study",
+  );
 
   function showLaunch(on) {
     launch = on
@@ -66,7 +78,17 @@ export function mountStudies(main) {
       h(
         "table",
         { class: "data", id: "studies" },
-        h("thead", {}, h("tr", {}, ["Name", "Strategy", "State", "Finished / max", "Best", "Created"].map((t) => h("th", {}, t)))),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ["Name", "Strategy", "State", "Finished / max", "Best", "Created"].map((t) =>
+              h("th", {}, t),
+            ),
+          ),
+        ),
         body,
       ),
     ),
@@ -82,7 +104,17 @@ export function mountStudies(main) {
       body.replaceChildren(
         ...(studies.length
           ? studies.map(studyRow)
-          : [h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No study yet. Launch one with New study, or run hpo submit spec.yaml."))]),
+          : [
+              h(
+                "tr",
+                {},
+                h(
+                  "td",
+                  { colspan: 6, class: "empty" },
+                  "No study yet. Launch one with New study, or run hpo submit spec.yaml.",
+                ),
+              ),
+            ]),
       );
     } catch (err) {
       note.textContent = `could not load the studies: ${err.message}`;

@@ -7,7 +7,14 @@ import { api } from "../api.js";
 import { EventFollower } from "../events.js";
 import { Refresher } from "../refresh.js";
 import { STATES, badge, count, crumbs, h, num, paramText } from "../dom.js";
-import { CURVE_LIMIT, curvesPanel, historyPanel, importancePanel, parallelPanel, rungsPanel } from "./panels.js";
+import {
+  CURVE_LIMIT,
+  curvesPanel,
+  historyPanel,
+  importancePanel,
+  parallelPanel,
+  rungsPanel,
+} from "./panels.js";
 import { applyFinished, applyReport } from "./live.js";
 import { trialTable } from "./table.js";
 import { trialDialog } from "./trial.js";
@@ -18,8 +25,16 @@ function header(onAction) {
   const title = h("h1", { id: "study-name" });
   const state = h("span", { id: "study-state" });
   const live = h("span", { class: "live", id: "live", "data-status": "connecting" }, "connecting");
-  const stop = h("button", { type: "button", class: "danger", id: "stop", onclick: () => onAction("stop") }, "Stop");
-  const resume = h("button", { type: "button", id: "resume", onclick: () => onAction("resume") }, "Resume");
+  const stop = h(
+    "button",
+    { type: "button", class: "danger", id: "stop", onclick: () => onAction("stop") },
+    "Stop",
+  );
+  const resume = h(
+    "button",
+    { type: "button", id: "resume", onclick: () => onAction("resume") },
+    "Resume",
+  );
   const message = h("span", { class: "note", role: "alert" });
   const counts = h("div", { class: "chips", id: "counts" });
   const about = h("div", { class: "note" });
@@ -27,7 +42,13 @@ function header(onAction) {
   const el = h(
     "section",
     { class: "panel study-head", "aria-label": "study" },
-    h("div", { class: "study-title" }, title, state, h("div", { class: "actions" }, message, live, stop, resume)),
+    h(
+      "div",
+      { class: "study-title" },
+      title,
+      state,
+      h("div", { class: "actions" }, message, live, stop, resume),
+    ),
     about,
     counts,
     best,
@@ -39,17 +60,46 @@ function header(onAction) {
     resume.disabled = study.state !== "stopped";
     const spec = study.spec;
     const finished = study.counts.completed + study.counts.pruned + study.counts.failed;
-    about.textContent = `${spec.strategy.kind} · ${spec.objective.direction} ${spec.objective.metric} · ${spec.workload.model} on ${spec.workload.dataset} · ${count(finished)} of ${count(study.max_trials)} trials finished${study.reason ? ` · ${study.reason}` : ""}`;
+    about.textContent = [
+      spec.strategy.kind,
+      `${spec.objective.direction} ${spec.objective.metric}`,
+      `${spec.workload.model} on ${spec.workload.dataset}`,
+      `${count(finished)} of ${count(study.max_trials)} trials finished`,
+      study.reason,
+    ]
+      .filter(Boolean)
+      .join(" · ");
     counts.replaceChildren(
-      ...STATES.map((s) => h("span", { class: `chip state-${s}`, dataset: { count: s } }, h("b", {}, count(study.counts[s] || 0)), s)),
+      ...STATES.map((s) =>
+        h(
+          "span",
+          { class: `chip state-${s}`, dataset: { count: s } },
+          h("b", {}, count(study.counts[s] || 0)),
+          s,
+        ),
+      ),
     );
     best.replaceChildren(
       ...(study.best
         ? [
             h("span", { class: "note" }, "Best"),
-            h("a", { href: `#/studies/${study.id}/trials/${study.best.number}`, class: "value", id: "best-value" }, num(study.best.value)),
+            h(
+              "a",
+              {
+                href: `#/studies/${study.id}/trials/${study.best.number}`,
+                class: "value",
+                id: "best-value",
+              },
+              num(study.best.value),
+            ),
             h("span", { class: "note" }, `trial #${study.best.number}`),
-            h("span", { class: "chips" }, Object.entries(study.best.params).map(([k, v]) => h("span", { class: "chip" }, h("b", {}, k), paramText(v)))),
+            h(
+              "span",
+              { class: "chips" },
+              Object.entries(study.best.params).map(([k, v]) =>
+                h("span", { class: "chip" }, h("b", {}, k), paramText(v)),
+              ),
+            ),
           ]
         : [h("span", { class: "note" }, "No completed trial yet.")]),
     );
@@ -66,7 +116,12 @@ const RELOADS = {
   trial_reported: ["table"],
   trial_finished: ["summary", "table", "history", "curves", "parallel", "importance"],
 };
-const STATUS_TEXT = { live: "live", reconnecting: "reconnecting…", gone: "study deleted", unauthorized: "signed out" };
+const STATUS_TEXT = {
+  live: "live",
+  reconnecting: "reconnecting…",
+  gone: "study deleted",
+  unauthorized: "signed out",
+};
 
 class StudyPage {
   constructor(main, id) {
@@ -84,26 +139,56 @@ class StudyPage {
   build() {
     const go = (number) => this.go(number);
     this.head = header((action) => this.act(action));
-    this.curves = curvesPanel({ onPick: (trialId) => this.openCurve(trialId), onMetric: (m) => this.showMetric(m) });
+    this.curves = curvesPanel({
+      onPick: (trialId) => this.openCurve(trialId),
+      onMetric: (m) => this.showMetric(m),
+    });
     this.history = historyPanel({ onPick: go });
     this.parallel = parallelPanel({ onPick: go });
     this.importance = importancePanel();
     this.rungs = rungsPanel({ onPick: (b, r) => this.table?.showGroup(b, r) });
-    this.dialog = trialDialog({ onClose: () => window.location.hash.includes("/trials/") && go(null) });
+    this.dialog = trialDialog({
+      onClose: () => window.location.hash.includes("/trials/") && go(null),
+    });
     this.rungSlot = h("div");
     this.tableSlot = h("div");
-    const charts = h("div", { class: "grid2" }, this.curves.el, this.history.el, this.parallel.el, this.importance.el);
-    this.main.append(h("div", { class: "stack" }, this.head.el, charts, this.rungSlot, this.tableSlot), this.dialog.el);
+    const charts = h(
+      "div",
+      { class: "grid2" },
+      this.curves.el,
+      this.history.el,
+      this.parallel.el,
+      this.importance.el,
+    );
+    this.main.append(
+      h("div", { class: "stack" }, this.head.el, charts, this.rungSlot, this.tableSlot),
+      this.dialog.el,
+    );
   }
 
   refreshers() {
     const { id } = this;
     return {
-      summary: new Refresher(async () => this.showOverview(await api.dashboard(id)), { base: 1000 }),
-      curves: new Refresher(async () => this.curves.render(await api.curves(id, { metric: this.metric, limit: CURVE_LIMIT }), this.dialog.trialId), { base: 2000 }),
-      history: new Refresher(async () => this.history.render(await api.history(id)), { base: 1500 }),
-      parallel: new Refresher(async () => this.parallel.render(await api.parallel(id)), { base: 2500 }),
-      importance: new Refresher(async () => this.importance.render(await api.importance(id)), { base: 5000 }),
+      summary: new Refresher(async () => this.showOverview(await api.dashboard(id)), {
+        base: 1000,
+      }),
+      curves: new Refresher(
+        async () =>
+          this.curves.render(
+            await api.curves(id, { metric: this.metric, limit: CURVE_LIMIT }),
+            this.dialog.trialId,
+          ),
+        { base: 2000 },
+      ),
+      history: new Refresher(async () => this.history.render(await api.history(id)), {
+        base: 1500,
+      }),
+      parallel: new Refresher(async () => this.parallel.render(await api.parallel(id)), {
+        base: 2500,
+      }),
+      importance: new Refresher(async () => this.importance.render(await api.importance(id)), {
+        base: 5000,
+      }),
       table: new Refresher(async () => this.table?.refresh(), { base: 1500 }),
       trial: new Refresher(async () => this.dialog.refresh(), { base: 1000 }),
     };
@@ -115,7 +200,10 @@ class StudyPage {
     try {
       overview = await api.dashboard(this.id);
     } catch (err) {
-      const text = err.status === 404 ? `Study ${this.id} does not exist.` : `Could not load the study: ${err.message}`;
+      const text =
+        err.status === 404
+          ? `Study ${this.id} does not exist.`
+          : `Could not load the study: ${err.message}`;
       this.main.replaceChildren(h("p", { class: "notice" }, text));
       return;
     }
@@ -127,13 +215,17 @@ class StudyPage {
     }).start();
     // Two lanes rather than four requests at once: the server's threads share one interpreter,
     // so the first charts come sooner when the heavier aggregates wait their turn.
-    [["history", "parallel"], ["curves", "importance"]].forEach(async (lane) => {
+    [
+      ["history", "parallel"],
+      ["curves", "importance"],
+    ].forEach(async (lane) => {
       for (const name of lane) await this.refresh[name].now();
     });
   }
 
   go(number) {
-    window.location.hash = number === null ? `#/studies/${this.id}` : `#/studies/${this.id}/trials/${number}`;
+    window.location.hash =
+      number === null ? `#/studies/${this.id}` : `#/studies/${this.id}/trials/${number}`;
   }
 
   openCurve(trialId) {
@@ -174,7 +266,12 @@ class StudyPage {
       if (!this.rungSlot.firstChild) this.rungSlot.append(this.rungs.el);
     }
     if (!this.table) {
-      this.table = trialTable({ studyId: this.id, params: Object.keys(spec.space), multiFidelity: multi, onOpen: (n) => this.go(n) });
+      this.table = trialTable({
+        studyId: this.id,
+        params: Object.keys(spec.space),
+        multiFidelity: multi,
+        onOpen: (n) => this.go(n),
+      });
       this.tableSlot.append(this.table.el);
       this.refresh.table.now();
     }
@@ -185,8 +282,10 @@ class StudyPage {
     window.hpoEvents.ids.push(Number(eventId));
     const reloads = [...(RELOADS[kind] || ["summary"])];
     if (kind === "trial_reported" && this.curves.data) {
-      if (applyReport(this.curves.data, data, this.metric, CURVE_LIMIT)) this.curves.redraw(); // once per frame
-      if (Object.keys(data.metrics || {}).some((m) => !this.metrics.includes(m))) reloads.push("summary");
+      // redrawn once per frame, however many reports arrive
+      if (applyReport(this.curves.data, data, this.metric, CURVE_LIMIT)) this.curves.redraw();
+      if (Object.keys(data.metrics || {}).some((m) => !this.metrics.includes(m)))
+        reloads.push("summary");
     }
     if (kind === "trial_finished") {
       applyFinished(this.curves.data, this.history.data, data, this.study);
@@ -202,7 +301,8 @@ class StudyPage {
     const was = live.dataset.status;
     live.dataset.status = status;
     live.textContent = STATUS_TEXT[status] || status;
-    if (status === "live" && was === "reconnecting") Object.values(this.refresh).forEach((r) => r.request());
+    if (status === "live" && was === "reconnecting")
+      Object.values(this.refresh).forEach((r) => r.request());
   }
 
   /** Show trial `number` (null: none) and draw its curve on top of the others. */
@@ -222,7 +322,8 @@ class StudyPage {
 }
 
 export function mountStudy(main, target) {
-  window.hpoEvents = { study: target.id, ids: [] }; // what the stream delivered, for tests and debugging
+  // what the stream delivered, for tests and debugging
+  window.hpoEvents = { study: target.id, ids: [] };
   const page = new StudyPage(main, target.id);
   page.start();
   if (target.trial !== null) page.openTrial(target.trial);

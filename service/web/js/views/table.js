@@ -11,7 +11,15 @@ const PAGE = 50;
  * onOpen(number). Returns {el, refresh(), showGroup(bracket, rung), select(number)}.
  */
 export function trialTable({ studyId, params, multiFidelity, onOpen }) {
-  const view = { sort: "number", order: "desc", offset: 0, states: new Set(), q: "", bracket: null, rung: null };
+  const view = {
+    sort: "number",
+    order: "desc",
+    offset: 0,
+    states: new Set(),
+    q: "",
+    bracket: null,
+    rung: null,
+  };
   let selected = null;
   let last = null;
   const head = h("tr");
@@ -19,7 +27,12 @@ export function trialTable({ studyId, params, multiFidelity, onOpen }) {
   const info = h("span", { class: "note", dataset: { role: "table-total" } });
   const prev = h("button", { type: "button", onclick: () => go(view.offset - PAGE) }, "‹ Prev");
   const next = h("button", { type: "button", onclick: () => go(view.offset + PAGE) }, "Next ›");
-  const search = h("input", { type: "search", name: "q", placeholder: "filter: #12, norm=batch, or text", "aria-label": "filter trials" });
+  const search = h("input", {
+    type: "search",
+    name: "q",
+    placeholder: "filter: #12, norm=batch, or text",
+    "aria-label": "filter trials",
+  });
   const group = h("span", { class: "chip", hidden: true });
   const message = h("span", { class: "note", role: "alert" });
 
@@ -32,7 +45,12 @@ export function trialTable({ studyId, params, multiFidelity, onOpen }) {
           { key: "rung", label: "Rung", cell: (t) => String(t.rung), cls: "num" },
         ]
       : []),
-    ...params.map((name) => ({ key: `param:${name}`, label: name, cell: (t) => paramText(t.params[name]), cls: "param" })),
+    ...params.map((name) => ({
+      key: `param:${name}`,
+      label: name,
+      cell: (t) => paramText(t.params[name]),
+      cls: "param",
+    })),
     { key: "value", label: "Value", cell: (t) => num(t.value), cls: "num" },
     { key: "epochs", label: "Epochs", cell: (t) => String(t.epochs), cls: "num" },
     { key: "worker", label: "Worker", cell: (t) => t.worker || "—" },
@@ -42,8 +60,19 @@ export function trialTable({ studyId, params, multiFidelity, onOpen }) {
   function drawHead() {
     head.replaceChildren(
       ...columns.map((c) => {
-        const sorted = view.sort === c.key ? (view.order === "asc" ? "ascending" : "descending") : null;
-        return h("th", { class: `sortable ${c.cls || ""}`, "aria-sort": sorted, dataset: { sort: c.key }, onclick: () => sortBy(c.key), title: "sort" }, c.label);
+        const sorted =
+          view.sort === c.key ? (view.order === "asc" ? "ascending" : "descending") : null;
+        return h(
+          "th",
+          {
+            class: `sortable ${c.cls || ""}`,
+            "aria-sort": sorted,
+            dataset: { sort: c.key },
+            onclick: () => sortBy(c.key),
+            title: "sort",
+          },
+          c.label,
+        );
       }),
     );
   }
@@ -89,29 +118,52 @@ export function trialTable({ studyId, params, multiFidelity, onOpen }) {
       });
       message.textContent = "";
     } catch (err) {
-      message.textContent = err.fieldErrors().map((e) => e.msg).join("; ") || err.message;
+      message.textContent =
+        err
+          .fieldErrors()
+          .map((e) => e.msg)
+          .join("; ") || err.message;
       return;
     }
     last = page;
     const end = page.offset + page.items.length;
-    info.textContent = page.total ? `${count(page.offset + 1)}–${count(end)} of ${count(page.total)}` : "no trial matches";
+    info.textContent = page.total
+      ? `${count(page.offset + 1)}–${count(end)} of ${count(page.total)}`
+      : "no trial matches";
     prev.disabled = page.offset === 0;
     next.disabled = end >= page.total;
     body.replaceChildren(
-      ...(page.items.length ? page.items.map(rowOf) : [h("tr", {}, h("td", { colspan: columns.length, class: "empty" }, "No trials to show."))]),
+      ...(page.items.length
+        ? page.items.map(rowOf)
+        : [
+            h("tr", {}, h("td", { colspan: columns.length, class: "empty" }, "No trials to show.")),
+          ]),
     );
   }
 
-  search.addEventListener("input", debounce(() => {
-    view.q = search.value.trim();
-    go(0);
-  }, 300));
-  const stateBoxes = STATES.map((state) =>
-    h("label", {}, h("input", { type: "checkbox", name: "state", value: state, onchange: (e) => {
-      if (e.target.checked) view.states.add(state);
-      else view.states.delete(state);
+  search.addEventListener(
+    "input",
+    debounce(() => {
+      view.q = search.value.trim();
       go(0);
-    } }), state),
+    }, 300),
+  );
+  const stateBoxes = STATES.map((state) =>
+    h(
+      "label",
+      {},
+      h("input", {
+        type: "checkbox",
+        name: "state",
+        value: state,
+        onchange: (e) => {
+          if (e.target.checked) view.states.add(state);
+          else view.states.delete(state);
+          go(0);
+        },
+      }),
+      state,
+    ),
   );
 
   function showGroup(bracket, rung) {
@@ -120,7 +172,16 @@ export function trialTable({ studyId, params, multiFidelity, onOpen }) {
     group.hidden = bracket === null;
     group.replaceChildren(
       `bracket ${bracket}, rung ${rung}`,
-      h("button", { type: "button", class: "ghost", title: "show every rung", onclick: () => showGroup(null, null) }, "×"),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "ghost",
+          title: "show every rung",
+          onclick: () => showGroup(null, null),
+        },
+        "×",
+      ),
     );
     go(0);
   }
@@ -139,7 +200,9 @@ export function trialTable({ studyId, params, multiFidelity, onOpen }) {
     showGroup,
     select(number) {
       selected = number;
-      body.querySelectorAll("tr[data-number]").forEach((tr) => tr.classList.toggle("selected", Number(tr.dataset.number) === number));
+      body
+        .querySelectorAll("tr[data-number]")
+        .forEach((tr) => tr.classList.toggle("selected", Number(tr.dataset.number) === number));
     },
     get page() {
       return last;

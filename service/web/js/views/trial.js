@@ -17,7 +17,11 @@ function facts(trial) {
     ["Duration", duration(trial.duration_s)],
     ["Reason", trial.reason || "—"],
   ];
-  return h("dl", { class: "facts" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", { dataset: { fact: k } }, v)]));
+  return h(
+    "dl",
+    { class: "facts" },
+    rows.map(([k, v]) => [h("dt", {}, k), h("dd", { dataset: { fact: k } }, v)]),
+  );
 }
 
 function paramsTable(trial) {
@@ -26,7 +30,18 @@ function paramsTable(trial) {
     "table",
     { class: "data", "aria-label": "params" },
     h("thead", {}, h("tr", {}, h("th", {}, "Param"), h("th", {}, "Value"))),
-    h("tbody", {}, entries.map(([k, v]) => h("tr", { dataset: { param: k } }, h("td", {}, k), h("td", { class: "wrap" }, paramText(v))))),
+    h(
+      "tbody",
+      {},
+      entries.map(([k, v]) =>
+        h(
+          "tr",
+          { dataset: { param: k } },
+          h("td", {}, k),
+          h("td", { class: "wrap" }, paramText(v)),
+        ),
+      ),
+    ),
   );
 }
 
@@ -40,8 +55,19 @@ function metricCharts(trial) {
     const box = h("div", { class: "chart" });
     const mini = h("div", { class: "mini", dataset: { metric: name } }, h("h3", {}, name), box);
     const points = trial.curve.map((p) => [p.epoch, p.metrics[name] ?? null]);
-    const curve = { trial_id: trial.id, number: trial.number, state: trial.state, best: false, points };
-    mini.draw = () => drawCurves(box, { curves: [curve], band: null, metric: name, epochs: trial.epochs }, { height: 170, focus: trial.id });
+    const curve = {
+      trial_id: trial.id,
+      number: trial.number,
+      state: trial.state,
+      best: false,
+      points,
+    };
+    mini.draw = () =>
+      drawCurves(
+        box,
+        { curves: [curve], band: null, metric: name, epochs: trial.epochs },
+        { height: 170, focus: trial.id },
+      );
     return mini;
   });
 }
@@ -57,7 +83,11 @@ export function trialDialog({ onClose }) {
     if (!current) return;
     const page = await api.table(current.studyId, { q: `#${current.number}`, limit: 1 });
     if (!page.items.length) {
-      fill(body, h("p", { class: "notice" }, `Trial #${current.number} does not exist.`), closeButton());
+      fill(
+        body,
+        h("p", { class: "notice" }, `Trial #${current.number} does not exist.`),
+        closeButton(),
+      );
       return;
     }
     const row = page.items[0];
@@ -74,7 +104,13 @@ export function trialDialog({ onClose }) {
     const minis = metricCharts(trial);
     fill(
       body,
-      h("div", { class: "dialog-head" }, h("h2", {}, `Trial #${trial.number}`), badge(trial.state), closeButton()),
+      h(
+        "div",
+        { class: "dialog-head" },
+        h("h2", {}, `Trial #${trial.number}`),
+        badge(trial.state),
+        closeButton(),
+      ),
       h("div", { class: "grid2" }, facts(trial), paramsTable(trial)),
       h("div", { class: "minis" }, minis),
     );
@@ -96,7 +132,11 @@ export function trialDialog({ onClose }) {
       try {
         await load();
       } catch (err) {
-        fill(body, h("p", { class: "notice" }, `Could not load trial #${number}: ${err.message}`), closeButton());
+        fill(
+          body,
+          h("p", { class: "notice" }, `Could not load trial #${number}: ${err.message}`),
+          closeButton(),
+        );
       }
     },
     refresh: load,

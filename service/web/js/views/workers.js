@@ -10,11 +10,17 @@ function trialCell(worker, studyNames) {
   if (!worker.trials.length) return h("span", { class: "note" }, "idle");
   const more = worker.trials.length - SHOWN_TRIALS;
   return [
-    worker.trials.slice(0, SHOWN_TRIALS).map((t, i) => [
-      i ? ", " : "",
-      h("a", { href: `#/studies/${t.study_id}/trials/${t.number}` }, `${studyNames.get(t.study_id) || `study ${t.study_id}`} #${t.number}`),
-      ` · epoch ${t.epoch}`,
-    ]),
+    worker.trials
+      .slice(0, SHOWN_TRIALS)
+      .map((t, i) => [
+        i ? ", " : "",
+        h(
+          "a",
+          { href: `#/studies/${t.study_id}/trials/${t.number}` },
+          `${studyNames.get(t.study_id) || `study ${t.study_id}`} #${t.number}`,
+        ),
+        ` · epoch ${t.epoch}`,
+      ]),
     more > 0 ? ` and ${more} more` : "",
   ];
 }
@@ -22,7 +28,11 @@ function trialCell(worker, studyNames) {
 function row(worker, studyNames) {
   const state = worker.stale
     ? h("span", { class: "badge stale", title: "no heartbeat within the server's limit" }, "stale")
-    : h("span", { class: `badge state-${worker.state === "active" ? "running" : "pruned"}` }, worker.state);
+    : h(
+        "span",
+        { class: `badge state-${worker.state === "active" ? "running" : "pruned"}` },
+        worker.state,
+      );
   return h(
     "tr",
     { dataset: { worker: worker.name }, class: worker.stale ? "stale-row" : null },
@@ -31,7 +41,11 @@ function row(worker, studyNames) {
     h("td", { class: "mono" }, worker.device),
     h("td", {}, state),
     h("td", { class: "wrap" }, trialCell(worker, studyNames)),
-    h("td", { class: "num", dataset: { age: worker.heartbeat_age_s } }, ago(worker.heartbeat_age_s)),
+    h(
+      "td",
+      { class: "num", dataset: { age: worker.heartbeat_age_s } },
+      ago(worker.heartbeat_age_s),
+    ),
   );
 }
 
@@ -49,7 +63,17 @@ export function workersPanel() {
       h(
         "table",
         { class: "data" },
-        h("thead", {}, h("tr", {}, ["Worker", "Host", "Device", "State", "Training", "Last heartbeat"].map((t) => h("th", {}, t)))),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ["Worker", "Host", "Device", "State", "Training", "Last heartbeat"].map((t) =>
+              h("th", {}, t),
+            ),
+          ),
+        ),
         body,
       ),
     ),
@@ -61,7 +85,17 @@ export function workersPanel() {
     body.replaceChildren(
       ...(workers.length
         ? workers.map((w) => row(w, studyNames))
-        : [h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No worker yet: start one with hpo worker --server URL"))]),
+        : [
+            h(
+              "tr",
+              {},
+              h(
+                "td",
+                { colspan: 6, class: "empty" },
+                "No worker yet: start one with hpo worker --server URL",
+              ),
+            ),
+          ]),
     );
   }
   return { el, refresh };
