@@ -38,6 +38,14 @@ class TrialState(str, Enum):
 FINISHED_TRIAL_STATES = frozenset({TrialState.COMPLETED, TrialState.PRUNED, TrialState.FAILED})
 
 
+class WorkerState(str, Enum):
+    """What the server stores about a worker. `active` covers a worker that stopped sending
+    heartbeats too: "stale" is not stored but read off `last_seen_at`."""
+
+    ACTIVE = "active"
+    GONE = "gone"
+
+
 class Decision(str, Enum):
     """What a worker must do after reporting an epoch.
 
