@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.api import auth, dashboard, errors, events, metrics, studies, workers
+from service.api import auth, dashboard, docs, errors, events, metrics, studies, workers
 from service.api.deps import Services
 from service.api.limits import BodyLimit
 from service.domain.protocol import Protocol
@@ -76,6 +76,10 @@ def create_app(settings: Settings, *, run_migrations: bool = True, reaper: bool 
         version="0.1.0",
         lifespan=lifespan,
         responses=errors.COMMON_ERRORS,
+        # served by service.api.docs instead: from the package, behind the user token
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     app.add_middleware(
@@ -92,6 +96,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True, reaper: bool 
     app.include_router(workers.protocol_router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
+    app.include_router(docs.router)
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 
     @app.get("/healthz", tags=["health"])

@@ -3,28 +3,58 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from starlette.routing import BaseRoute, Mount
 
 from tests.conftest import USER_TOKEN as USER
 from tests.conftest import WORKER_TOKEN as WORKER
 from tests.conftest import spec_doc
 
+# What answers without a token when tokens are set: the page's shell and its static files (the
+# page must load to ask for the token), the token exchange itself, and the health check. The API
+# schema and its readers (/openapi.json, /docs, /redoc) are not public: they need the user token.
 OPEN = {("GET", "/api/v1/session"), ("POST", "/api/v1/session")}
+PUBLIC = {("GET", "/"), ("GET", "/healthz")}
+STATIC = [
+    "/static/js/app.js",
+    "/static/style.css",
+    "/static/vendor/swagger-ui/swagger-ui-bundle.js",
+]
+
+
+def _served(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
+    """Every endpoint among `routes`, the included routers' too (the static mount apart)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)  # how FastAPI keeps include_router
+        if included is not None:
+            yield from _served(included.routes)
+        elif isinstance(route, APIRoute):
+            yield route
+        else:
+            assert isinstance(route, Mount) and route.path == "/static", route
 
 
 def _routes(client: TestClient) -> list[tuple[str, str, bool]]:
-    """(method, path with ids filled in, is a worker-protocol route) for every API route, as
-    the OpenAPI document lists them."""
+    """(method, path with ids filled in, is a worker-protocol route) for every route the app
+    serves, as the app itself lists them."""
     out = []
-    for template, operations in client.get("/openapi.json").json()["paths"].items():
-        if not template.startswith("/api/v1"):
-            continue
-        path = re.sub(r"\{checkpoint_id\}", "0" * 32, template)
+    for route in _served(client.app.routes):  # type: ignore[attr-defined]
+        path = re.sub(r"\{checkpoint_id\}", "0" * 32, route.path)
         path = re.sub(r"\{[a-z_]+\}", "1", path)
-        for method, operation in operations.items():
-            out.append((method.upper(), path, "worker protocol" in operation.get("tags", [])))
+        for method in sorted(route.methods - {"HEAD"}):
+            out.append((method, path, "worker protocol" in route.tags))
     return out
+
+
+def test_the_routes_listed_are_every_route_served(secured: TestClient) -> None:
+    templates = {route.path for route in _served(secured.app.routes)}  # type: ignore[attr-defined]
+    assert {"/", "/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"} <= templates
+    schema = secured.get("/openapi.json", headers={"Authorization": f"Bearer {USER}"}).json()
+    assert set(schema["paths"]) <= templates
+    assert len(schema["paths"]) >= 20
 
 
 def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
@@ -36,16 +66,40 @@ def test_every_route_needs_a_token(secured: TestClient) -> None:
     routes = _routes(secured)
     assert len(routes) >= 20
     for method, path, _ in routes:
-        if (method, path) in OPEN:
+        if (method, path) in OPEN | PUBLIC:
             continue
         assert _call(secured, method, path, None) == 401, (method, path)
         assert _call(secured, method, path, "wrong") == 401, (method, path)
-    assert secured.get("/healthz").status_code == 200
+
+
+def test_only_the_pages_shell_and_the_health_check_are_public(secured: TestClient) -> None:
+    assert secured.get("/healthz").json() == {"status": "ok"}
+    shell = secured.get("/")
+    assert shell.status_code == 200
+    assert "<title>hpo</title>" in shell.text
+    for path in STATIC:
+        assert secured.get(path).status_code == 200, path
+    for path in ("/openapi.json", "/docs", "/redoc", "/metrics"):
+        assert secured.get(path).status_code == 401, path
+
+
+def test_the_user_token_or_the_pages_cookie_opens_the_api_docs(secured: TestClient) -> None:
+    user = {"Authorization": f"Bearer {USER}"}
+    assert secured.get("/openapi.json", headers=user).json()["info"]["title"] == "hpo"
+    assert secured.get("/docs", headers={"Authorization": f"Bearer {WORKER}"}).status_code == 403
+    secured.post("/api/v1/session", json={"token": USER}).raise_for_status()
+    docs = secured.get("/docs")
+    assert docs.status_code == 200
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in docs.text
+    assert "/static/vendor/redoc/redoc.standalone.js" in secured.get("/redoc").text
+    # nothing on these pages comes from another host
+    for page in (docs.text, secured.get("/redoc").text):
+        assert not re.search(r"(src|href)=[\"']?(https?:)?//", page), page
 
 
 def test_worker_token_opens_the_worker_protocol_only(secured: TestClient) -> None:
     for method, path, worker in _routes(secured):
-        if (method, path) in OPEN:
+        if (method, path) in OPEN | PUBLIC:
             continue
         status = _call(secured, method, path, WORKER)
         if worker:
