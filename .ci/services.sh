@@ -1,0 +1,15 @@
+# Sourced by .ci/run and .ci/upgrade_check.py's shell: install and start what the test suite
+# needs beyond Python packages, and export the variables that make the suite require them
+# (a missing service fails the run instead of skipping its tests).
+
+# The page's browser tests drive Debian's Chromium through Playwright (never `playwright install`).
+if ! command -v chromium >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+# Without Chromium or Playwright the page tests fail instead of skipping.
+export HPO_REQUIRE_BROWSER=1
+
+# The storage and API suite runs against SQLite and PostgreSQL; PostgreSQL must be there.
+bash .ci/database.sh
+export HPO_TEST_POSTGRES_URL="postgresql+psycopg://hpo:hpo@127.0.0.1:5432/postgres"
+export HPO_REQUIRE_POSTGRES=1
