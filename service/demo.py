@@ -18,9 +18,10 @@ from service.cli import CliError, load_spec_file, submit
 from trainer.client import Client, ServerUnreachable
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at `host` right now (the tests and benches use it too)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -15,14 +12,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, make_url, text
 
 from service.app import create_app
-from service.demo import free_port
 from service.settings import Settings
+
+# The process scaffolding lives in tests/support (shared with bench/); its names stay importable
+# from here for the tests that take them from tests.conftest.
+from tests.support.processes import (  # noqa: F401
+    Processes,
+    free_port,
+    healthy,
+    hpo_command,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,77 +144,11 @@ class ApiWorker:
         return self.post(trial, "complete")
 
 
-def hpo_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "service.cli", *args]
-
-
-class Processes:
-    """Real `hpo server` / `hpo worker` processes, logged to files, stopped at teardown."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.env = {
-            **os.environ,
-            "HPO_DATABASE_URL": f"sqlite:///{tmp_path / 'hpo.db'}",
-            "HPO_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-            "PYTHONUNBUFFERED": "1",
-        }
-
-    def start(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            hpo_command(*args),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**self.env, **env},
-            cwd=ROOT,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.tmp_path / f"{name}.log").read_text(errors="replace")
-
-    def server(self, name: str = "server", **env: str) -> str:
-        """Start `hpo server` (its log: `<name>.log`) and wait until it answers."""
-        port = free_port()
-        proc = self.start(name, "server", "--port", str(port), **env)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, self.log(name)
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    return url
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError("server did not start:\n" + self.log(name))
-
-    def worker(self, name: str, url: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        return self.start(
-            name, "worker", "--server", url, "--devices", "cpu", "--threads", "1", *args, **env
-        )
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[Processes]:
-    procs = Processes(tmp_path)
-    try:
+    """Real `hpo` processes on a SQLite file in tmp_path, stopped at teardown."""
+    with Processes(tmp_path) as procs:
         yield procs
-    finally:
-        procs.stop_all()
 
 
 def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.3) -> Any:

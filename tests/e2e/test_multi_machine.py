@@ -3,8 +3,6 @@ non-default address with PostgreSQL and tokens, and workers that know nothing el
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pytest
 
@@ -18,38 +16,13 @@ ADDRESS = "127.0.0.7"  # not the default 127.0.0.1: workers reach it only by the
 
 def test_workers_with_only_url_and_worker_token_run_a_study(processes: Processes) -> None:
     with postgres_database() as database_url:
-        with socket.socket() as sock:
-            sock.bind((ADDRESS, 0))
-            port = sock.getsockname()[1]
-        processes.start(
-            "server",
-            "server",
-            "--host",
-            ADDRESS,
-            "--port",
-            str(port),
-            HPO_DATABASE_URL=database_url,
-            HPO_API_TOKEN=USER,
-            HPO_WORKER_TOKEN=WORKER,
+        url = processes.server(
+            host=ADDRESS, HPO_DATABASE_URL=database_url, HPO_API_TOKEN=USER, HPO_WORKER_TOKEN=WORKER
         )
-        url = f"http://{ADDRESS}:{port}"
-        wait_for(lambda: _healthy(url), 60, "the server on " + ADDRESS)
         # A worker's whole configuration: the URL and the worker token. No database URL.
         bare = {"HPO_DATABASE_URL": "", "HPO_API_TOKEN": "", "HPO_ARTIFACTS_DIR": "/nonexistent"}
         for name in ("box-a", "box-b"):
-            processes.start(
-                name,
-                "worker",
-                "--server",
-                url,
-                "--token",
-                WORKER,
-                "--devices",
-                "cpu",
-                "--threads",
-                "1",
-                **bare,
-            )
+            processes.worker(name, url, "--token", WORKER, **bare)
         user = {"Authorization": f"Bearer {USER}"}
         doc = spec_doc("remote", budget={"max_trials": 6, "parallel_trials": 2, "epochs": 2})
         study = httpx.post(f"{url}/api/v1/studies", json=doc, headers=user, timeout=30).json()
@@ -65,10 +38,3 @@ def test_workers_with_only_url_and_worker_token_run_a_study(processes: Processes
         assert httpx.get(f"{url}/api/v1/studies", timeout=10).status_code == 401
         for name in ("box-a", "box-b"):
             assert WORKER not in processes.log(name) and USER not in processes.log(name)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False

@@ -13,7 +13,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from tests.conftest import Processes, free_port, wait_for
+from tests.conftest import free_port, wait_for
 
 
 @contextmanager
@@ -30,23 +30,6 @@ def serving(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
-
-
-def server_on(processes: Processes, name: str, port: int, **env: str) -> str:
-    """Start `hpo server` on a given port (to restart it where workers look for it); wait until
-    it answers."""
-    proc = processes.start(name, "server", "--port", str(port), **env)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert proc.poll() is None, processes.log(name)
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, 60, f"{name} to answer", every=0.2)
-    return url
 
 
 def get(http: httpx.Client, path: str) -> Any:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import Processes, free_port, postgres_database, spec_doc, wait_for
-from tests.reliability.conftest import get, server_on, trials
+from tests.reliability.conftest import get, trials
 
 EPOCHS = 4
 TRIALS = 4
@@ -38,7 +38,7 @@ def test_server_killed_mid_study_and_restarted_loses_nothing(
 
 def _kill_and_restart(processes: Processes, tmp_path: Path, database: str, outage: float) -> None:
     port, env = free_port(), {"HPO_DATABASE_URL": database, "HPO_LEASE_SECONDS": "3"}
-    url = server_on(processes, "server", port, **env)
+    url = processes.server(port=port, **env)
     workers = [processes.worker(f"w{i}", url) for i in range(WORKERS)]
     budget = {"max_trials": TRIALS, "parallel_trials": WORKERS, "epochs": EPOCHS}
     spec = tmp_path / "study.yaml"
@@ -52,11 +52,11 @@ def _kill_and_restart(processes: Processes, tmp_path: Path, database: str, outag
             return any(t["state"] == "running" and t["epochs"] >= 1 for t in items)
 
         wait_for(mid_way, 120, "a trial mid-way", every=0.1)
-    server = processes.procs[0]
+    server = processes.process("server")
     server.send_signal(signal.SIGKILL)
     server.wait()
     time.sleep(outage)
-    server_on(processes, "server-again", port, **env)
+    processes.server("server-again", port=port, **env)
 
     assert submit.wait(240) == 0, processes.log("submit")
     out = processes.log("submit")

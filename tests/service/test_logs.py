@@ -17,7 +17,7 @@ import optuna
 import pytest
 
 from service import logs
-from tests.conftest import Processes, free_port, spec_doc, wait_for
+from tests.conftest import Processes, spec_doc, wait_for
 
 USER, WORKER = "user-Token-1f9c2", "worker-Token-7a3e8"
 CLI_TOKEN = "cli-Token-55d0"
@@ -123,12 +123,9 @@ def test_unknown_format_is_refused() -> None:
 
 @pytest.mark.e2e
 def test_server_writes_only_json_and_no_token(processes: Processes) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {"HPO_API_TOKEN": USER, "HPO_WORKER_TOKEN": WORKER}
-    args = ("--port", str(port), "--log-format", "json", "--log-level", "debug")
-    proc = processes.start("server", "server", *args, **env)
-    wait_for(lambda: _healthy(url), 60, "the server to answer")
+    url = processes.server("server", "--log-format", "json", "--log-level", "debug", **env)
+    proc = processes.process("server")
     user = {"Authorization": f"Bearer {USER}"}
     assert httpx.post(f"{url}/api/v1/studies", json=spec_doc(), headers=user).status_code == 201
     assert httpx.get(f"{url}/api/v1/studies", headers={"Authorization": "Bearer nope"}).is_error
@@ -185,10 +182,3 @@ def test_worker_writes_only_json_and_no_token(processes: Processes) -> None:
     assert entry["level"] == "error" and "the server refused the worker: 401" in entry["msg"]
     assert entry["msg"].endswith("send `Authorization: Bearer <token>`")  # a hint, not a secret
     assert CLI_TOKEN not in refused_text
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ApiWorker, Processes, free_port, spec_doc, wait_for
+from tests.conftest import ApiWorker, Processes, free_port, spec_doc
 from tests.web.conftest import Page, sync_api
 
 expect = sync_api.expect
@@ -158,23 +158,10 @@ def test_names_and_values_are_shown_as_text(processes: Processes, web: Page) -> 
     web.shoot("escaped-names")
 
 
-def _server_on(processes: Processes, name: str, port: int) -> Any:
-    proc = processes.start(name, "server", "--port", str(port))
-    wait_for(lambda: _healthy(port), 60, f"{name} on port {port}")
-    return proc
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def test_page_catches_up_after_a_server_restart(processes: Processes, web: Page) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = _server_on(processes, "server", port)
+    port = free_port()  # the restarted server comes back on the same one
+    url = processes.server(port=port)
+    server = processes.process("server")
     spec = yaml.safe_load(
         _spec(
             "restart",
@@ -204,7 +191,7 @@ def test_page_catches_up_after_a_server_restart(processes: Processes, web: Page)
     server.wait(20)
     expect(page.locator("#live")).to_have_attribute("data-status", "reconnecting")
     time.sleep(1)  # the worker's reports wait for the server meanwhile
-    _server_on(processes, "server2", port)
+    processes.server("server2", port=port)
     expect(page.locator("#live")).to_have_attribute("data-status", "live", timeout=LIVE)
 
     expect(page.locator("#study-state")).to_have_text("completed", timeout=LIVE)
