@@ -23,23 +23,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
-import socket
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
 from large_study import seed  # bench/large_study.py, beside this script
+from reporting import machine
 
 from service.settings import Settings
+from tests.support.chromium import ARGS, CHROMIUM
+from tests.support.processes import Processes
 
 # -- measuring ---------------------------------------------------------------------------------
 
@@ -106,42 +104,18 @@ def in_process(settings: Settings, study_id: int, repeat: int) -> tuple[list[Fig
     return cold, warm
 
 
-def in_browser(database_url: str, study_id: int, repeat: int) -> list[dict[str, Any]]:
+def in_browser(folder: Path, database_url: str, study_id: int, repeat: int) -> list[dict[str, Any]]:
     """Open the study page `repeat` times in headless Chromium against a real `hpo server`;
     per visit: first chart, every panel and the table drawn (ms from navigation start), and
     the API requests' transfer sizes and Server-Timing."""
     from playwright.sync_api import sync_playwright
 
-    with _server(database_url) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with Processes(folder) as processes, sync_playwright() as p:
+        url = processes.server(HPO_DATABASE_URL=database_url)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         visits = [_visit(browser, f"{url}/#/studies/{study_id}") for _ in range(repeat)]
         browser.close()
     return visits
-
-
-@contextlib.contextmanager
-def _server(database_url: str) -> Iterator[str]:
-    """A real `hpo server` on `database_url` and a free port; yields its URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "HPO_DATABASE_URL": database_url}
-    command = [sys.executable, "-m", "service.cli", "server", "--port", str(port)]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("hpo server did not start")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 def _visit(browser: Any, url: str) -> dict[str, Any]:
@@ -165,17 +139,6 @@ def _visit(browser: Any, url: str) -> dict[str, Any]:
     )
     page.close()
     return visit
-
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -235,11 +198,10 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.closing(sqlite3.connect(f"{tmp}/bench.db")) as db:
             (metric_rows,) = db.execute("SELECT count(*) FROM hpo_trial_metrics").fetchone()
         cold, warm = in_process(settings, study_id, args.repeat)
-        visits = [] if args.no_browser else in_browser(url, study_id, args.repeat)
+        visits = [] if args.no_browser else in_browser(Path(tmp), url, study_id, args.repeat)
     report = [
         f"{args.trials:,} trials of up to {args.epochs} epochs ({metric_rows:,} metric rows), "
-        f"seeded in {seeded:.1f} s; Python {platform.python_version()}, SQLite "
-        f"{sqlite3.sqlite_version}, {os.cpu_count()} CPUs, load average "
+        f"seeded in {seeded:.1f} s; {machine('fastapi', 'sqlalchemy').line()}, load average "
         f"{os.getloadavg()[0]:.1f} at the end.",
         "",
         *_table(cold, warm),

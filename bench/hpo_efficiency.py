@@ -30,7 +30,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -38,7 +37,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
 import torch
+from reporting import machine  # bench/reporting.py
 
 from hpo.protocol import Decision, StudyState
 from service.app import build_services
@@ -130,20 +131,9 @@ def build_table(path: Path, rebuild: bool) -> dict[str, Any]:
         table["configs"].append(entry)
         final = entry["val_accuracy"][-1] if entry["val_accuracy"] else float("nan")
         print(f"[{len(table['configs'])}/{len(configs)}] {params} -> {final:.4f}", flush=True)
-        table["meta"]["machine"] = machine()
+        table["meta"]["machine"] = machine("torch").as_dict()
         save_json(path, table)
     return table
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def final_accuracy(entry: dict[str, Any]) -> float | None:

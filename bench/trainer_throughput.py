@@ -17,12 +17,13 @@ schedule, two param groups, loss bookkeeping. Validation is outside the measured
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
+import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
 import torch
 import torch.nn.functional as F
+from reporting import machine  # bench/reporting.py
 
 from hpo.protocol import Decision
 from trainer.data import load_dataset
@@ -105,19 +106,6 @@ def ratio(rates: dict[str, list[float]], baseline: str) -> float:
     return statistics.median(b / o for b, o in zip(rates["builtin"], rates[baseline], strict=True))
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return (
-        f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="mnist1d")
@@ -129,7 +117,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"{args.dataset}, batch size {args.batch_size}, device {args.device}: {machine()}\n")
+    described = machine("torch").line()
+    print(f"{args.dataset}, batch size {args.batch_size}, device {args.device}: {described}\n")
     print(
         "| model | norm | built-in samples/s | hand-written | ratio | hand-written, fused AdamW "
         "| ratio |"

@@ -15,36 +15,16 @@ Target (issue 3): at least 0.90.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
+import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
 import httpx
+from reporting import code_version, machine, markdown_table  # bench/reporting.py
 
-from service.demo import free_port
-
-
-def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "wb")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", *args], env=env, stdout=out, stderr=subprocess.STDOUT
-    )
-
-
-def wait_healthy(url: str) -> None:
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise SystemExit("the server did not start")
+from tests.support.processes import Processes
 
 
 def study_spec(trials: int, n_samples: int) -> dict:
@@ -100,42 +80,25 @@ def main() -> None:
         help="synthetic samples: sets the epoch length (about 0.5 s)",
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **os.environ,
-            "HPO_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
-            "HPO_ARTIFACTS_DIR": f"{tmp}/artifacts",
-        }
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        procs = [start(["server", "--port", str(port)], env, Path(tmp) / "server.log")]
-        try:
-            wait_healthy(url)
-            # The study exists before the workers start, so both lease at once: a worker's
-            # idle polling before any work exists is not overhead of training.
-            spec = study_spec(args.trials, args.n_samples)
-            study_id = httpx.post(f"{url}/api/v1/studies", json=spec, timeout=60).json()["id"]
-            for i in range(2):
-                procs.append(
-                    start(
-                        ["worker", "--server", url, "--devices", "cpu", "--threads", "1"],
-                        env,
-                        Path(tmp) / f"worker{i}.log",
-                    )
-                )
-            result = measure(url, study_id)
-        finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                proc.wait(30)
-    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}")
-    print("| trials | mean epoch (s) | wall (s) | sum of epoch_seconds | efficiency |")
-    print("|---:|---:|---:|---:|---:|")
-    print(
-        f"| {result['trials']:.0f} | {result['mean_epoch']:.2f} | {result['wall']:.1f} | "
-        f"{result['epoch_seconds']:.1f} | {result['efficiency']:.3f} |"
+    with tempfile.TemporaryDirectory() as tmp, Processes(Path(tmp)) as processes:
+        url = processes.server()
+        # The study exists before the workers start, so both lease at once: a worker's idle
+        # polling before any work exists is not overhead of training.
+        spec = study_spec(args.trials, args.n_samples)
+        study_id = httpx.post(f"{url}/api/v1/studies", json=spec, timeout=60).json()["id"]
+        for i in range(2):
+            processes.worker(f"worker{i}", url)
+        result = measure(url, study_id)
+    print(f"Machine: {machine('torch').line()}; code: {code_version('service', 'trainer')}.\n")
+    header = ("trials", "mean epoch (s)", "wall (s)", "sum of epoch_seconds", "efficiency")
+    row = (
+        f"{result['trials']:.0f}",
+        f"{result['mean_epoch']:.2f}",
+        f"{result['wall']:.1f}",
+        f"{result['epoch_seconds']:.1f}",
+        f"{result['efficiency']:.3f}",
     )
+    print(markdown_table(header, [row], text=0))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.chromium import ARGS, CHROMIUM
 
 # CI sets HPO_REQUIRE_BROWSER=1: there a missing Chromium or Playwright fails the page tests
 # instead of skipping them, as HPO_REQUIRE_POSTGRES does for PostgreSQL.
@@ -35,18 +35,9 @@ def _playwright() -> ModuleType:
 
 
 sync_api = _playwright()
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     _missing("Debian's chromium is not installed (apt-get install chromium)")
 
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SHOTS = ROOT / "test-output" / "web"
 
 
