@@ -10,7 +10,7 @@ Each part runs on a fresh SQLite file in one temporary folder:
    busy timeout, synchronous=NORMAL, BEGIN IMMEDIATE). The pruner is `NopPruner`: the service
    study (`early_stopping: none`) consults none either.
 2. Service over HTTP: a real `hpo server` subprocess; one registered worker leases a trial,
-   reports 10 epochs and completes it, N times, through `trainer.client.Client`. Baselines:
+   reports 10 epochs and completes it, N times, through `trainer.client.WorkerClient`. Baselines:
    `GET /healthz` (HTTP, no database) and a report with epoch 0 (refused 422 by request
    validation: HTTP plus body parsing, no database).
 3. With `--workers K`: K threads, each its own client and worker, on a study with

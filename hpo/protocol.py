@@ -6,7 +6,11 @@ These are the contract values of DESIGN.md; the wire format is the enum's string
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, Field
 
 
 class StudyState(str, Enum):
@@ -63,3 +67,78 @@ class Decision(str, Enum):
 
     def ends_training(self) -> bool:
         return self is not Decision.CONTINUE
+
+
+# -- the shapes a worker and the server exchange (the wire format of the worker protocol) ------
+
+
+class WorkerRegistered(BaseModel):
+    """The answer to a worker's registration."""
+
+    worker_id: int
+    lease_seconds: float
+    heartbeat_seconds: float
+
+
+class Assignment(BaseModel):
+    """One leased trial, with everything a worker needs to train it."""
+
+    trial_id: int
+    token: str
+    study_id: int
+    study_name: str
+    number: int
+    attempt: int
+    params: dict[str, Any]
+    workload: dict[str, Any]
+    objective: dict[str, str] = Field(description="the study's `{metric, direction}`")
+    epochs: int = Field(description="the full fidelity: the learning-rate schedule spans it")
+    target_epochs: int = Field(description="train up to this epoch, then report and await")
+    start_epoch: int = Field(description="epochs already trained: resume from the checkpoint")
+    checkpoint_id: str | None = Field(description="download it to resume; null: start fresh")
+    rung: int
+    expires_at: datetime
+
+    @property
+    def metric(self) -> str:
+        """The metric the study optimizes."""
+        return self.objective["metric"]
+
+
+class LeaseGrant(BaseModel):
+    """The answer to a lease: up to the count asked for, none when there is no work now."""
+
+    assignments: list[Assignment]
+
+
+class Report(BaseModel):
+    """One epoch's metrics of a leased trial; reporting the same epoch again changes nothing."""
+
+    token: str = Field(max_length=128)
+    epoch: int = Field(ge=1, le=1_000_000)
+    metrics: dict[str, float] = Field(max_length=256)
+
+
+class ReportResponse(BaseModel):
+    """What the worker must do after the reported epoch."""
+
+    decision: Decision
+
+
+class TrialDecision(BaseModel):
+    trial_id: int
+    decision: Decision
+
+
+class HeartbeatResponse(BaseModel):
+    """Each lease the heartbeat named: `continue`, or `stop` when the trial is not ours."""
+
+    decisions: list[TrialDecision]
+
+
+class Completion(BaseModel):
+    """What a worker reads in the answer to completing a trial (the server sends the whole
+    trial): its state, and the next trials when the completion asked to lease them too."""
+
+    state: TrialState
+    assignments: list[Assignment] = Field(default_factory=list)

@@ -37,7 +37,7 @@ def _is_loopback(host: str) -> bool:
 def cmd_server(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service import logs
+    from hpo import logs
     from service.app import create_app
     from service.settings import Settings
 
@@ -126,7 +126,7 @@ def print_result(study: dict[str, Any]) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from trainer.client import Client
+    from hpo.client import Client
 
     document = load_spec_file(Path(args.spec))
     client = Client(args.server, token=args.token, retry_seconds=args.retry_seconds)
@@ -149,7 +149,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from service.logs import redact_url
+    from hpo.logs import redact_url
     from service.settings import Settings
     from service.storage import migrate
     from service.storage.db import make_engine, open_optuna_storage
@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import os
 
-    from trainer.client import ApiError, ServerUnreachable, format_detail
+    from hpo.client import ApiError, ServerUnreachable, format_detail
 
     args = build_parser().parse_args(argv)
     if getattr(args, "token", None) is None and args.command in ("worker", "submit"):

@@ -14,8 +14,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from hpo.client import Client, ServerUnreachable
 from service.cli import CliError, load_spec_file, submit
-from trainer.client import Client, ServerUnreachable
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from trainer.client import Client, ServerUnreachable
+from hpo.client import Client, ServerUnreachable
 
 FINISHED = ("completed", "pruned", "failed")
 WIDTH = 24

@@ -15,7 +15,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.client import ApiError, Client, ServerUnreachable
+from hpo.client import ApiError, ServerUnreachable
+from hpo.logs import configure
+from trainer.client import WorkerClient
 from trainer.worker import DeviceWorker
 
 # The per-trial logic's logger: a worker's lines read as one stream, whichever module wrote them.
@@ -69,8 +71,6 @@ def combined_exit_code(codes: list[int | None]) -> int:
 
 
 def _configure_logging(log_format: str = "text", token: str | None = None) -> None:
-    from service.logs import configure
-
     # `token` is redacted from every line, like the tokens in the environment.
     configure(
         log_format,
@@ -132,7 +132,7 @@ def _device_main(options: WorkerOptions, device: str) -> int:
         import torch
 
         torch.set_num_threads(options.threads)
-    client = Client(options.server, token=options.token, retry_seconds=options.retry_seconds)
+    client = WorkerClient(options.server, token=options.token, retry_seconds=options.retry_seconds)
     worker = DeviceWorker(client, device, max_trials=options.max_trials_per_process)
 
     def on_signal(signum: int, _frame: Any) -> None:

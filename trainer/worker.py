@@ -18,16 +18,19 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from hpo.protocol import Decision
+from hpo.client import ApiError, ServerUnreachable
+from hpo.protocol import Assignment, Decision
 from trainer import plugins
-from trainer.client import ApiError, Client, ServerUnreachable
+from trainer.client import WorkerClient
 from trainer.hygiene import MemoryWatch
 
 log = logging.getLogger("hpo.worker")
 LEAVING_RETRY_SECONDS = 3.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,7 +45,7 @@ class Lease:
 class DeviceWorker:
     def __init__(
         self,
-        client: Client,
+        client: WorkerClient,
         device: str,
         name: str | None = None,
         poll_seconds: float = 1.0,
@@ -75,8 +78,8 @@ class DeviceWorker:
             self.device,
             capabilities=plugins.discover().capabilities(),
         )
-        self.worker_id = reply["worker_id"]
-        self.heartbeat_seconds = float(reply["heartbeat_seconds"])
+        self.worker_id = reply.worker_id
+        self.heartbeat_seconds = reply.heartbeat_seconds
         log.info(
             "worker %s registered with %s as #%d", self.name, self.client.server, self.worker_id
         )
@@ -89,7 +92,7 @@ class DeviceWorker:
         beat.start()
         idle = self.poll_seconds
         # Trials leased with the last completion (one request instead of two), not yet started.
-        upcoming: list[dict[str, Any]] = []
+        upcoming: list[Assignment] = []
         try:
             while not self.shutdown.is_set():
                 assignments, upcoming = upcoming or self._lease(), []
@@ -129,7 +132,7 @@ class DeviceWorker:
     def _leaving(self) -> None:
         """A worker on its way out tries the server briefly: if it is gone too, the lease
         expires and the trial is handed out again all the same."""
-        self.client.retry_seconds = min(self.client.retry_seconds, LEAVING_RETRY_SECONDS)
+        self.client.leaving(LEAVING_RETRY_SECONDS)
 
     def _takes_more(self) -> bool:
         """Whether this process will train another trial after the current one."""
@@ -137,12 +140,12 @@ class DeviceWorker:
             return False
         return self.max_trials is None or self.trials_run + 1 < self.max_trials
 
-    def _give_back(self, assignments: list[dict[str, Any]]) -> None:
+    def _give_back(self, assignments: list[Assignment]) -> None:
         """Release trials leased with a completion that this process will not train after all
         (it is shutting down, or starting afresh): they are queued again at once."""
         for a in assignments:
             with contextlib.suppress(ApiError, ServerUnreachable):
-                self.client.release(self.worker_id, a["trial_id"], a["token"])
+                self.client.release(self.worker_id, a.trial_id, a.token)
 
     def _wants_fresh_process(self) -> bool:
         if self.max_trials is not None and self.trials_run >= self.max_trials:
@@ -157,7 +160,7 @@ class DeviceWorker:
             return True
         return False
 
-    def _lease(self) -> list[dict[str, Any]]:
+    def _lease(self) -> list[Assignment]:
         try:
             # An idle worker holds no trial: one leased to it anyway came in a lost answer.
             return self.client.lease(self.worker_id, held=[])
@@ -177,35 +180,33 @@ class DeviceWorker:
             except (ApiError, ServerUnreachable) as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
-            if lease is not None and decisions.get(lease.trial_id) == Decision.STOP.value:
+            if lease is not None and decisions.get(lease.trial_id) is Decision.STOP:
                 lease.lost.set()
 
     # -- one trial --------------------------------------------------------------------------
 
-    def run_trial(
-        self, assignment: dict[str, Any], lease_next: bool = False
-    ) -> list[dict[str, Any]]:
+    def run_trial(self, assignment: Assignment, lease_next: bool = False) -> list[Assignment]:
         """Train one assignment to its end; returns the next trials when `lease_next` and the
         server handed them out with the completion."""
         from trainer.train import TrainConfig, TrainingError, train
 
-        trial_id, token = assignment["trial_id"], assignment["token"]
+        trial_id, token = assignment.trial_id, assignment.token
         lease = Lease(trial_id, token)
         with self._lock:
             self._current = lease
-        label = f"trial #{assignment['number']} of '{assignment['study_name']}'"
-        params = " ".join(f"{k}={_short(v)}" for k, v in assignment["params"].items())
-        start = assignment["start_epoch"]
+        label = f"trial #{assignment.number} of '{assignment.study_name}'"
+        params = " ".join(f"{k}={_short(v)}" for k, v in assignment.params.items())
+        start = assignment.start_epoch
         resuming = f" (resuming after epoch {start})" if start else ""
         log.info("%s started on %s%s: %s", label, self.device, resuming, params)
         started = time.monotonic()
         try:
             config = TrainConfig.from_assignment(
-                assignment["workload"],
-                assignment["params"],
-                assignment["epochs"],
+                assignment.workload,
+                assignment.params,
+                assignment.epochs,
                 self.device,
-                stop_epoch=assignment["target_epochs"],
+                stop_epoch=assignment.target_epochs,
                 resume=self._resume_state(assignment) if start else None,
             )
             result = train(
@@ -227,12 +228,11 @@ class DeviceWorker:
                 self._current = None
         return []
 
-    def _resume_state(self, assignment: dict[str, Any]) -> bytes:
+    def _resume_state(self, assignment: Assignment) -> bytes:
+        if assignment.checkpoint_id is None:
+            raise ValueError(f"trial {assignment.trial_id} resumes without a checkpoint id")
         return self.client.load_checkpoint(
-            self.worker_id,
-            assignment["trial_id"],
-            assignment["token"],
-            assignment["checkpoint_id"],
+            self.worker_id, assignment.trial_id, assignment.token, assignment.checkpoint_id
         )
 
     def _checkpoint(self, lease: Lease, epoch: int, blob: bytes) -> None:
@@ -252,8 +252,8 @@ class DeviceWorker:
         if lease.lost.is_set():
             return Decision.STOP
         try:
-            decision = Decision(
-                self.client.report(self.worker_id, lease.trial_id, lease.token, epoch, metrics)
+            decision = self.client.report(
+                self.worker_id, lease.trial_id, lease.token, epoch, metrics
             )
         except ApiError as exc:
             if exc.status in (404, 409):  # re-leased to another worker, or deleted
@@ -266,21 +266,21 @@ class DeviceWorker:
 
     def _finish(
         self,
-        assignment: dict[str, Any],
+        assignment: Assignment,
         lease: Lease,
         label: str,
         result: Any,
         started: float,
         lease_next: bool,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Assignment]:
         """Close the trial with the server and log its one line; returns the next trials
         leased with the completion."""
         seconds = time.monotonic() - started
-        metric = assignment["objective"]["metric"]
+        metric = assignment.metric
         value = _short(result.metrics.get(metric))
         decision: Decision | None = result.decision
         if decision is None:
-            trial = self._call(
+            completion = self._call(
                 lambda: self.client.complete(
                     self.worker_id,
                     lease.trial_id,
@@ -289,7 +289,7 @@ class DeviceWorker:
                     held=[] if lease_next else None,
                 )
             )
-            state = trial["state"] if trial else "lost"
+            state = completion.state.value if completion else "lost"
             log.info(
                 "%s %s in %.1f s: %s=%s at epoch %d",
                 label,
@@ -297,10 +297,9 @@ class DeviceWorker:
                 seconds,
                 metric,
                 value,
-                assignment["target_epochs"],
+                assignment.target_epochs,
             )
-            upcoming: list[dict[str, Any]] = trial.get("assignments", []) if trial else []
-            return upcoming
+            return completion.assignments if completion else []
         if decision is Decision.STOP and not lease.lost.is_set():
             self._leaving()
             self._call(lambda: self.client.release(self.worker_id, lease.trial_id, lease.token))
@@ -316,11 +315,11 @@ class DeviceWorker:
                 seconds,
                 metric,
                 value,
-                assignment["start_epoch"] + result.epochs_trained,
+                assignment.start_epoch + result.epochs_trained,
             )
         return []
 
-    def _call(self, fn: Any) -> Any:
+    def _call(self, fn: Callable[[], T]) -> T | None:
         """A final call for a trial: a stale lease (409) or a deleted trial (404) is no error."""
         try:
             return fn()

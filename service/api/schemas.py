@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from hpo.protocol import Decision, StudyState, TrialState
+from hpo.protocol import Assignment, Report, StudyState, TrialState
 from service.domain.spec import MAX_TRIALS
 
 Number = float | None  # non-finite values are sent as null: JSON has no NaN
@@ -132,12 +132,6 @@ class WorkerRegister(Strict):
     capabilities: Capabilities = Field(default_factory=Capabilities)
 
 
-class WorkerRegistered(BaseModel):
-    worker_id: int
-    lease_seconds: float
-    heartbeat_seconds: float
-
-
 class WorkerTrial(BaseModel):
     trial_id: int
     study_id: int
@@ -172,28 +166,6 @@ class LeaseRequest(Strict):
     held: Held = None
 
 
-class Assignment(BaseModel):
-    trial_id: int
-    token: str
-    study_id: int
-    study_name: str
-    number: int
-    attempt: int
-    params: dict[str, Any]
-    workload: dict[str, Any]
-    objective: dict[str, str]
-    epochs: int = Field(description="the full fidelity: the learning-rate schedule spans it")
-    target_epochs: int = Field(description="train up to this epoch, then report and await")
-    start_epoch: int = Field(description="epochs already trained: resume from the checkpoint")
-    checkpoint_id: str | None = Field(description="download it to resume; null: start fresh")
-    rung: int
-    expires_at: datetime
-
-
-class LeaseGrant(BaseModel):
-    assignments: list[Assignment]
-
-
 class CompleteRequest(Strict):
     token: str = Field(max_length=128)
     lease: int = Field(
@@ -217,23 +189,9 @@ class HeartbeatRequest(Strict):
     leases: list[LeaseRef] = Field(default_factory=list, max_length=256)
 
 
-class TrialDecision(BaseModel):
-    trial_id: int
-    decision: Decision
-
-
-class HeartbeatResponse(BaseModel):
-    decisions: list[TrialDecision]
-
-
-class ReportRequest(Strict):
-    token: str = Field(max_length=128)
-    epoch: int = Field(ge=1, le=1_000_000)
-    metrics: dict[str, float] = Field(max_length=256)
-
-
-class ReportResponse(BaseModel):
-    decision: Decision
+class ReportRequest(Strict, Report):
+    """The report shape the worker shares (hpo.protocol), checked as strictly as every request
+    body."""
 
 
 class CheckpointSaved(BaseModel):

@@ -8,8 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from hpo.protocol import Assignment, Completion
 from tests.conftest import Processes, spec_doc, wait_for
-from trainer.client import Client
+from trainer.client import WorkerClient
 from trainer.worker import DeviceWorker
 
 pytestmark = pytest.mark.e2e
@@ -205,14 +206,14 @@ def test_a_trial_leased_with_a_completion_is_given_back_when_the_worker_stops(
     url = processes.server()
     doc = spec_doc("handover", budget={"max_trials": 2, "parallel_trials": 1, "epochs": 1})
     study_id = _create(url, doc)["id"]
-    client = Client(url)
+    client = WorkerClient(url)
     worker = DeviceWorker(client, "cpu", poll_seconds=0.2)
     complete = client.complete
-    handed: list[dict[str, Any]] = []
+    handed: list[Assignment] = []
 
-    def complete_then_stop(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    def complete_then_stop(*args: Any, **kwargs: Any) -> Completion:
         reply = complete(*args, **kwargs)
-        handed.extend(reply["assignments"])
+        handed.extend(reply.assignments)
         worker.shutdown.set()  # as a SIGTERM arriving with the reply would
         return reply
 
@@ -222,7 +223,7 @@ def test_a_trial_leased_with_a_completion_is_given_back_when_the_worker_stops(
     finally:
         client.close()
     [upcoming] = handed  # the worker did ask for its next trial with the completion
-    given_back = _get(url, f"/api/v1/trials/{upcoming['trial_id']}")
+    given_back = _get(url, f"/api/v1/trials/{upcoming.trial_id}")
     assert given_back["state"] == "queued" and given_back["attempt"] == 1
     processes.worker("next", url)
     study = _finished(url, study_id, timeout=120)

@@ -15,11 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hpo.client import Client
+from hpo.protocol import TrialState
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import Processes, in_threads, spec_doc
 from tests.reliability.conftest import get, serving, trials
-from trainer.client import Client
+from trainer.client import WorkerClient
 
 CLIENTS = 32
 EPOCHS = 4
@@ -53,16 +55,15 @@ def test_32_clients_and_the_page_on_sqlite_see_no_lock_error_and_no_5xx(
     lock = threading.Lock()
 
     def work(i: int) -> None:
-        client = Client(url, retry_seconds=60)  # the worker's own client: it honours 503s
-        worker_id = client.register(f"storm-{i}", "host", os.getpid(), "cpu", {})["worker_id"]
+        client = WorkerClient(url, retry_seconds=60)  # the worker's own client: it honours 503s
+        worker_id = client.register(f"storm-{i}", "host", os.getpid(), "cpu", {}).worker_id
         while leased := client.lease(worker_id):
             trial = leased[0]
             for epoch in range(1, EPOCHS + 1):
                 metrics = {"val_accuracy": epoch / 10, "val_loss": 1.0, "train_loss": 1.0}
-                assert client.report(worker_id, trial["trial_id"], trial["token"], epoch, metrics)
-            assert client.complete(worker_id, trial["trial_id"], trial["token"])["state"] == (
-                "completed"
-            )
+                assert client.report(worker_id, trial.trial_id, trial.token, epoch, metrics)
+            completion = client.complete(worker_id, trial.trial_id, trial.token)
+            assert completion.state is TrialState.COMPLETED
         client.close()
 
     def poll(i: int) -> None:
@@ -109,10 +110,12 @@ def test_a_busy_database_answers_503_with_retry_after_and_the_worker_waits(
         assert reply.headers["Retry-After"] == "1"
         assert reply.json() == {"detail": "the database is busy or unreachable; retry shortly"}
         assert httpx.get(f"{url}/api/v1/studies", timeout=30).json() == []  # reads go on
-        client = Client(url, retry_seconds=30)
+        client = WorkerClient(url, retry_seconds=30)
         registered = client.register("patient", "host", os.getpid(), "cpu", {})
         waited = time.monotonic() - started
-        assert registered["worker_id"] == 1 and waited >= 2.0, waited
-        assert [w["name"] for w in client.workers()] == ["patient"]
+        assert registered.worker_id == 1 and waited >= 2.0, waited
         client.close()
+        user = Client(url)
+        assert [w["name"] for w in user.workers()] == ["patient"]
+        user.close()
         holder.close()

@@ -16,7 +16,7 @@ import httpx
 import optuna
 import pytest
 
-from service import logs
+from hpo import logs
 from tests.conftest import Processes, spec_doc, wait_for
 
 USER, WORKER = "user-Token-1f9c2", "worker-Token-7a3e8"

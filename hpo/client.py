@@ -1,0 +1,167 @@
+"""A small HTTP client of the hpo server for people and scripts: create a study, follow it.
+
+`Connection` is the plumbing every client of the server shares (the worker's protocol client
+in trainer/client.py builds on it too): the bearer token, JSON bodies that may hold NaN, and
+retries. Transient trouble (connection refused or reset, 502/503/504) is retried with
+exponential backoff, honouring `Retry-After`, for up to `retry_seconds`; then
+`ServerUnreachable` is raised. Any other error answer raises `ApiError` with the server's
+`detail`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+RETRY_STATUS = {502, 503, 504}
+
+
+class ServerUnreachable(Exception):
+    """The server did not answer within the retry window."""
+
+
+class ApiError(Exception):
+    """The server answered with an error status; `detail` is its `detail` field."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(f"{status}: {format_detail(detail)}")
+        self.status = status
+        self.detail = detail
+
+
+def format_detail(detail: Any) -> str:
+    """A server `detail` as text: validation errors become `field.path: reason` lines."""
+    if isinstance(detail, list):
+        lines = []
+        for err in detail:
+            if isinstance(err, dict):
+                loc = [str(p) for p in err.get("loc", []) if p != "body"]
+                lines.append(f"{'.'.join(loc) or 'spec'}: {err.get('msg', err)}")
+            else:
+                lines.append(str(err))
+        return "\n".join(lines)
+    return str(detail)
+
+
+class Connection:
+    """One server's HTTP session: its address, the token, retries, and errors as ApiError."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retry_seconds: float = 60.0,
+    ) -> None:
+        self.server = server.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+        self.retry_seconds = retry_seconds
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        """The decoded JSON answer (None for an empty one); `body` is sent as JSON."""
+        if body is not None:
+            # json.dumps, not httpx's encoder: a NaN metric must still reach the server
+            # (its parser accepts NaN and Infinity) instead of failing the report here.
+            kwargs["content"] = json.dumps(body).encode()
+            kwargs["headers"] = {"Content-Type": "application/json"}
+        response = self.retrying(lambda: self._http.request(method, path, **kwargs))
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ApiError(response.status_code, detail)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def download(self, path: str, headers: dict[str, str]) -> bytes:
+        """The raw bytes of a GET answer."""
+        response = self.retrying(lambda: self._http.get(path, headers=headers))
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.text)
+        return response.content
+
+    def retrying(self, send: Callable[[], httpx.Response]) -> httpx.Response:
+        """`send()`'s response, retried while the server is unreachable or overloaded."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.2
+        while True:
+            try:
+                response = send()
+                if response.status_code not in RETRY_STATUS:
+                    return response
+                wait = float(response.headers.get("Retry-After", delay))
+                problem = f"server answered {response.status_code}"
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                wait, problem = delay, f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + wait > deadline:
+                raise ServerUnreachable(f"cannot reach the hpo server at {self.server} ({problem})")
+            time.sleep(wait * (0.8 + 0.4 * random.random()))
+            delay = min(delay * 2, 5.0)
+
+
+class Client:
+    """What `hpo submit`, `hpo demo` and a script need of the REST API. Answers are the
+    server's JSON as documented in DESIGN.md."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retry_seconds: float = 60.0,
+    ) -> None:
+        self.connection = Connection(server, token, timeout, retry_seconds)
+
+    @property
+    def server(self) -> str:
+        return self.connection.server
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.connection.call("GET", "/healthz")
+        return result
+
+    def create_study(self, spec: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.connection.call("POST", "/api/v1/studies", body=spec)
+        return result
+
+    def study(self, study_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.connection.call("GET", f"/api/v1/studies/{study_id}")
+        return result
+
+    def studies(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.connection.call("GET", "/api/v1/studies")
+        return result
+
+    def trials(self, study_id: int, limit: int = 100, after: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        path = f"/api/v1/studies/{study_id}/trials"
+        result: dict[str, Any] = self.connection.call("GET", path, params=params)
+        return result
+
+    def trial(self, trial_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.connection.call("GET", f"/api/v1/trials/{trial_id}")
+        return result
+
+    def stop_study(self, study_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.connection.call("POST", f"/api/v1/studies/{study_id}/stop")
+        return result
+
+    def workers(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.connection.call("GET", "/api/v1/workers")
+        return result
