@@ -36,10 +36,14 @@ def _reaper(protocol: Protocol, every: float, stop: threading.Event) -> None:
 
 
 def build_services(settings: Settings, *, run_migrations: bool = True) -> Services:
+    if run_migrations:  # waits for the database; one process at a time
+        migrate.prepare(
+            settings.database_url,
+            wait_seconds=settings.database_wait_seconds,
+            busy_timeout_s=settings.sqlite_busy_timeout_s,
+        )
     db = Database(settings.database_url, settings.sqlite_busy_timeout_s)
     storage = open_optuna_storage(settings.database_url, settings.sqlite_busy_timeout_s)
-    if run_migrations:
-        migrate.upgrade(db.engine)
     artifacts = ArtifactStore(settings.artifacts_dir, settings.max_checkpoint_bytes)
     protocol = Protocol(db, storage, settings, artifacts)
     return Services(

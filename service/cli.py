@@ -40,6 +40,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     from hpo import logs
     from service.app import create_app
     from service.settings import Settings
+    from service.storage.db import DatabaseUnavailable
 
     settings = Settings.from_env(database_url=args.database_url)
     if not _is_loopback(args.host) and not (settings.api_token and settings.worker_token):
@@ -48,7 +49,10 @@ def cmd_server(args: argparse.Namespace) -> int:
             "HPO_WORKER_TOKEN, or listen on 127.0.0.1 (the default)"
         )
     out = logs.configure(args.log_format, args.log_level)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except DatabaseUnavailable as exc:
+        raise CliError(str(exc)) from exc
     out.announce(
         "hpo.server",
         f"hpo server on http://{args.host}:{args.port}/ "
@@ -152,13 +156,15 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from hpo.logs import redact_url
     from service.settings import Settings
     from service.storage import migrate
-    from service.storage.db import make_engine, open_optuna_storage
+    from service.storage.db import DatabaseUnavailable
 
-    settings = Settings.from_env(database_url=args.database_url)
-    open_optuna_storage(settings.database_url).engine.dispose()  # Optuna's tables
-    engine = make_engine(settings.database_url)
-    migrate.upgrade(engine)
-    engine.dispose()
+    settings = Settings.from_env(
+        database_url=args.database_url, database_wait_seconds=args.wait_seconds
+    )
+    try:
+        migrate.prepare(settings.database_url, wait_seconds=settings.database_wait_seconds)
+    except DatabaseUnavailable as exc:
+        raise CliError(str(exc)) from exc
     print(f"database {redact_url(settings.database_url)} is up to date")
     return 0
 
@@ -222,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = p.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="run the migrations (hpo server also does)")
     up.add_argument("--database-url", default=None)
+    up.add_argument(
+        "--wait-seconds",
+        type=float,
+        default=None,
+        help="how long to wait for the database to accept connections "
+        "(default: $HPO_DATABASE_WAIT_SECONDS or 60)",
+    )
     up.set_defaults(func=cmd_db_upgrade)
     return parser
 

@@ -22,6 +22,8 @@ class Settings:
     max_attempts: int = 3
     # A worker unseen for this long is shown as stale.
     stale_worker_seconds: float = 60.0
+    # How long start-up waits for a database that does not accept connections yet.
+    database_wait_seconds: float = 60.0
     # SQLite busy timeout: how long a writer waits for the lock before giving up.
     sqlite_busy_timeout_s: float = 30.0
     # Request bodies larger than this are refused with 413 before they are read...
@@ -43,6 +45,8 @@ class Settings:
             values["lease_seconds"] = float(env["HPO_LEASE_SECONDS"])
         if "HPO_MAX_ATTEMPTS" in env:
             values["max_attempts"] = int(env["HPO_MAX_ATTEMPTS"])
+        if "HPO_DATABASE_WAIT_SECONDS" in env:
+            values["database_wait_seconds"] = float(env["HPO_DATABASE_WAIT_SECONDS"])
         if "HPO_MAX_CHECKPOINT_BYTES" in env:
             values["max_checkpoint_bytes"] = int(env["HPO_MAX_CHECKPOINT_BYTES"])
         values.update({k: v for k, v in overrides.items() if v is not None})

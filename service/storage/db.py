@@ -9,16 +9,24 @@ Read-only sessions start deferred so that readers never queue behind writers.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 READ_ONLY = "hpo_read_only"
+# How long `hpo server` and `hpo db upgrade` wait for a database that does not accept
+# connections yet (a container or pod started before it), unless told otherwise.
+DEFAULT_WAIT_SECONDS = 60.0
+log = logging.getLogger("hpo.storage")
 
 
 def is_sqlite(url: str) -> bool:
@@ -32,6 +40,63 @@ def engine_kwargs(url: str, busy_timeout_s: float = 30.0) -> dict[str, Any]:
         # connection to one thread at a time.
         return {"connect_args": {"timeout": busy_timeout_s, "check_same_thread": False}}
     return {"pool_pre_ping": True}
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database did not accept a connection within the time given; the message names it
+    (password hidden) and the driver's last reason."""
+
+
+def wait_for_database(
+    url: str,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    *,
+    say: Callable[[str], None] = log.warning,
+    retry_every: float = 1.0,
+) -> None:
+    """Return once the database at `url` accepts a connection, retrying for up to `wait_seconds`,
+    so that a server or migration started before its database (compose, Kubernetes, a reboot)
+    waits for it instead of failing. Says so once, in one line, when the first try fails.
+    Wrong credentials or a missing database are not waited for: they will not fix themselves.
+    SQLite needs no waiting. Raises `DatabaseUnavailable` when the time is up."""
+    if is_sqlite(url):
+        return
+    shown = make_url(url).render_as_string(hide_password=True)
+    engine = create_engine(url, poolclass=NullPool)
+    deadline = time.monotonic() + wait_seconds
+    said = False
+    try:
+        while True:
+            try:
+                with engine.connect():
+                    return
+            except OperationalError as exc:
+                reason = _first_line(exc.orig) if exc.orig is not None else str(exc)
+                if _permanent(reason) or time.monotonic() >= deadline:
+                    raise DatabaseUnavailable(
+                        f"database {shown} is not available"
+                        + (f" after {wait_seconds:g} s" if said else "")
+                        + f": {reason}"
+                    ) from exc
+                if not said:
+                    say(f"waiting up to {wait_seconds:g} s for database {shown}: {reason}")
+                    said = True
+                time.sleep(max(0.0, min(retry_every, deadline - time.monotonic())))
+    finally:
+        engine.dispose()
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _permanent(reason: str) -> bool:
+    """Errors that waiting cannot cure: refused credentials, a database that does not exist."""
+    reason = reason.lower()
+    return "authentication failed" in reason or (
+        "database" in reason and "does not exist" in reason
+    )
 
 
 def configure_sqlite(engine: Engine, busy_timeout_s: float = 30.0) -> None:

@@ -1,0 +1,255 @@
+"""The database goes away under a running study, or is not there yet when the service starts.
+
+On a cluster PostgreSQL restarts, fails over and drops connections. These tests do it to a real
+server: a PostgreSQL cluster of the test's own (its own data folder and port, so that stopping it
+leaves the shared server on 5432 alone) stopped for 20 s mid-study and started again; every
+server connection killed from the database side; and `hpo db upgrade` and `hpo server` started
+before their database exists. The API answers 503 while the database is away, and the study
+completes with every trial and every epoch exactly once, without a server restart.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from sqlalchemy import create_engine, text
+
+from tests.conftest import Processes, free_port, postgres_database, spec_doc, wait_for
+from tests.reliability.conftest import get, trials
+
+EPOCHS = 4
+TRIALS = 4
+WORKERS = 2
+# About half a second per epoch on one CPU thread: trials are mid-way when the database goes.
+WORKLOAD = {"model": "mlp", "dataset": "synthetic", "n_samples": 60000, "width": 256}
+OUTAGE_SECONDS = 20.0
+
+
+def _postgres_bin() -> Path | None:
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: p.parts)
+    return versions[-1].parent if versions else None
+
+
+class Cluster:
+    """A throwaway PostgreSQL cluster: `initdb` in a temporary folder, run by the postgres user
+    when the tests run as root (PostgreSQL refuses root), on its own loopback port."""
+
+    def __init__(self, bin_dir: Path, port: int) -> None:
+        self.bin = bin_dir
+        self.port = port
+        self.dir = Path(tempfile.mkdtemp(prefix="hpo-pg-"))
+        self.data = self.dir / "data"
+        self.url = f"postgresql+psycopg://hpo@127.0.0.1:{port}/postgres"
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", "hpo", "-A", "trust", "--no-sync")
+
+    def _run(self, tool: str, *args: str) -> None:
+        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        result = subprocess.run(
+            [*as_postgres, str(self.bin / tool), *args], capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"{tool} failed: {result.stdout}{result.stderr}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.dir / "server.log")
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """A PostgreSQL cluster of this test's own, not started yet."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        if os.environ.get("HPO_REQUIRE_POSTGRES"):
+            pytest.fail("HPO_REQUIRE_POSTGRES is set but PostgreSQL's programs are not installed")
+        pytest.skip("PostgreSQL's programs (initdb, pg_ctl) are not installed")
+    made = Cluster(bin_dir, free_port())
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
+def _server(processes: Processes, **env: str) -> str:
+    """`hpo server` on a free port; its URL once it answers /healthz."""
+    port = free_port()
+    proc = processes.start("server", "server", "--port", str(port), **env)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, processes.log("server")
+        return _answers(url, "/healthz")
+
+    wait_for(up, 60, "the server to answer", every=0.2)
+    return url
+
+
+def _answers(url: str, path: str = "/api/v1/studies") -> bool:
+    try:
+        return httpx.get(f"{url}{path}", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _submit(processes: Processes, tmp_path: Path, url: str, name: str) -> None:
+    budget = {"max_trials": TRIALS, "parallel_trials": WORKERS, "epochs": EPOCHS}
+    spec = tmp_path / "study.yaml"
+    spec.write_text(yaml.safe_dump(spec_doc(name, budget=budget, workload=WORKLOAD)))
+    processes.start("submit", "submit", str(spec), "--server", url, "--wait")
+
+
+def _wait_mid_way(http: httpx.Client) -> None:
+    def mid_way() -> bool:
+        page = http.get("/api/v1/studies/1/trials")  # 404 until `hpo submit` created it
+        items = page.json()["items"] if page.status_code == 200 else []
+        return any(t["state"] == "running" and t["epochs"] >= 1 for t in items)
+
+    wait_for(mid_way, 120, "a trial mid-way", every=0.1)
+
+
+def _assert_completed_exactly_once(processes: Processes, url: str, name: str) -> None:
+    """`hpo submit --wait` ends well; every trial completed with epochs 1..EPOCHS once each."""
+    submit = processes.procs[-1]
+    assert submit.wait(300) == 0, processes.log("submit")
+    assert f"study '{name}' completed" in processes.log("submit")
+    with httpx.Client(base_url=url, timeout=30) as http:
+        study = get(http, "/api/v1/studies/1")
+        assert study["state"] == "completed" and study["counts"]["completed"] == TRIALS
+        rows = trials(http, 1)
+        assert sorted(t["number"] for t in rows) == list(range(TRIALS))
+        for trial in rows:
+            curve = get(http, f"/api/v1/trials/{trial['id']}")["curve"]
+            assert [point["epoch"] for point in curve] == list(range(1, EPOCHS + 1))
+        # A trial may be handed back and resumed (attempt 2), never run a third time.
+        assert all(t["attempt"] <= 2 for t in rows)
+    logs = "".join(processes.log(f"w{i}") for i in range(WORKERS))
+    assert logs.count("completed in") == TRIALS
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_postgres_stopped_20_s_mid_study_answers_503_and_the_study_completes(
+    processes: Processes, tmp_path: Path, cluster: Cluster
+) -> None:
+    cluster.start()
+    env = {"HPO_DATABASE_URL": cluster.url}
+    url = _server(processes, **env)
+    workers = [processes.worker(f"w{i}", url) for i in range(WORKERS)]
+    _submit(processes, tmp_path, url, "outage")
+    with httpx.Client(base_url=url, timeout=30) as http:
+        _wait_mid_way(http)
+        cluster.stop()
+        stopped_at = time.monotonic()
+        reply = http.get("/api/v1/studies/1")
+        assert reply.status_code == 503, reply.text
+        assert reply.headers["retry-after"] == "1"
+        assert "database" in reply.json()["detail"]
+        assert http.get("/healthz").status_code == 200  # the process itself is alive
+        time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - stopped_at)))
+        assert http.get("/api/v1/studies/1").status_code == 503
+        cluster.start()
+        wait_for(lambda: http.get("/api/v1/studies/1").status_code == 200, 30, "the API back")
+    _assert_completed_exactly_once(processes, url, "outage")
+    assert processes.procs[0].poll() is None  # the same server process, never restarted
+    assert all(worker.poll() is None for worker in workers)  # they waited on their own
+    processes.stop_all()
+    assert "Traceback" not in "".join(processes.log(f"w{i}") for i in range(WORKERS))
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_every_server_connection_killed_by_the_database_loses_nothing(
+    processes: Processes, tmp_path: Path
+) -> None:
+    with postgres_database() as database:
+        url = _server(processes, HPO_DATABASE_URL=database)
+        for i in range(WORKERS):
+            processes.worker(f"w{i}", url)
+        _submit(processes, tmp_path, url, "terminated")
+        admin = create_engine(database, isolation_level="AUTOCOMMIT")
+        killed = 0
+        try:
+            with httpx.Client(base_url=url, timeout=30) as http:
+                _wait_mid_way(http)
+                for _ in range(3):  # three times, a second apart, while trials train
+                    with admin.connect() as conn:
+                        killed += conn.execute(
+                            text(
+                                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                            )
+                        ).scalar_one()
+                    time.sleep(1)
+            _assert_completed_exactly_once(processes, url, "terminated")
+            assert processes.procs[0].poll() is None  # the same server process throughout
+        finally:
+            admin.dispose()
+            processes.stop_all()  # before the database goes away under them
+    assert killed >= 3  # the server held connections each time
+
+
+@pytest.mark.e2e
+def test_migration_and_server_started_before_the_database_wait_for_it(
+    processes: Processes, cluster: Cluster
+) -> None:
+    env = {"HPO_DATABASE_URL": cluster.url}
+    upgrade = processes.start("upgrade", "db", "upgrade", "--wait-seconds", "60", **env)
+    port = free_port()
+    server = processes.start("server", "server", "--port", str(port), **env)
+    wait_for(
+        lambda: (
+            "waiting up to 60 s for database" in processes.log("upgrade")
+            and "waiting up to 60 s for database" in processes.log("server")
+        ),
+        30,
+        "both to say they wait",
+    )
+    time.sleep(3)
+    assert upgrade.poll() is None and server.poll() is None  # still waiting, not failed
+    cluster.start()
+    assert upgrade.wait(60) == 0, processes.log("upgrade")
+    out = processes.log("upgrade")
+    assert out.count("waiting up to 60 s") == 1  # one line, not one per try
+    assert (
+        f"database postgresql+psycopg://hpo@127.0.0.1:{cluster.port}/postgres is up to date" in out
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _answers(url), 60, "the server to answer once the database is up")
+    with httpx.Client(base_url=url, timeout=10) as http:
+        assert get(http, "/api/v1/studies") == []
+
+
+def test_a_database_that_never_comes_is_a_one_line_error_after_the_wait(
+    processes: Processes,
+) -> None:
+    url = f"postgresql+psycopg://hpo:secret@127.0.0.1:{free_port()}/hpo"
+    started = time.monotonic()
+    upgrade = processes.start(
+        "upgrade", "db", "upgrade", "--wait-seconds", "2", HPO_DATABASE_URL=url
+    )
+    assert upgrade.wait(30) == 1
+    assert time.monotonic() - started >= 2
+    lines = processes.log("upgrade").strip().splitlines()
+    assert lines[0].startswith("waiting up to 2 s for database postgresql+psycopg://hpo:***@")
+    assert lines[-1].startswith("error: database postgresql+psycopg://hpo:***@127.0.0.1:")
+    assert "is not available after 2 s: " in lines[-1] and "Connection refused" in lines[-1]
+    assert len(lines) == 2 and "secret" not in processes.log("upgrade")
