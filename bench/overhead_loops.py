@@ -20,10 +20,11 @@ from typing import Any
 import optuna
 from sqlalchemy import Engine, event
 
+from hpo.client import ApiError, Client
 from service.app import build_services
 from service.settings import Settings
 from service.storage.db import open_optuna_storage
-from trainer.client import ApiError, Client
+from trainer.client import WorkerClient
 
 EPOCHS = 10
 METRIC = "val_accuracy"
@@ -156,12 +157,12 @@ class HttpWorker:
     """One registered worker talking to the server through the project's client."""
 
     def __init__(self, server: str, name: str) -> None:
-        self.client = Client(server, retry_seconds=5.0)
+        self.client = WorkerClient(server, retry_seconds=5.0)
         registered = self.client.register(name, socket.gethostname(), os.getpid(), "cpu", {})
-        self.worker_id = registered["worker_id"]
+        self.worker_id = registered.worker_id
 
     def lease(self) -> list[tuple[int, str]]:
-        return [(a["trial_id"], a["token"]) for a in self.client.lease(self.worker_id)]
+        return [(a.trial_id, a.token) for a in self.client.lease(self.worker_id)]
 
     def report(self, trial_id: int, token: str, epoch: int, metrics: dict[str, float]) -> str:
         return self.client.report(self.worker_id, trial_id, token, epoch, metrics)
@@ -236,9 +237,10 @@ def refused_report(worker: HttpWorker) -> None:
 def baselines(url: str, calls: int) -> Run:
     """Requests that do no database work: `GET /healthz` and a report refused with 422."""
     worker = HttpWorker(url, "bench-baseline")
+    user = Client(url)
     run = Run()
     for _ in range(calls):
-        run.timed("GET /healthz", worker.client.health)
+        run.timed("GET /healthz", user.health)
         run.timed("report refused by validation (422)", refused_report, worker)
     return run
 
