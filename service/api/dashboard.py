@@ -164,7 +164,11 @@ def trial_table(
         Query(max_length=500, description="tokens, all must match: #12, name=value, or text"),
     ] = "",
     bracket: Annotated[int | None, Query(ge=0, le=1000)] = None,
-    rung: Annotated[int | None, Query(ge=0, le=1000)] = None,
+    rung: Annotated[int | None, Query(ge=0, le=1000, description="trials now at this rung")] = None,
+    reached: Annotated[
+        int | None,
+        Query(ge=0, le=1000, description="trials that reached this rung (at it or promoted past)"),
+    ] = None,
 ) -> out.TablePage:
     """One page of the study's trials, sorted and filtered, with the total that match."""
     query = TableQuery(
@@ -176,6 +180,7 @@ def trial_table(
         text=q,
         bracket=bracket,
         rung=rung,
+        reached=reached,
     )
     page = timed(response, lambda: _query_errors(lambda: table.page(study_id, query)))
     return out.TablePage(

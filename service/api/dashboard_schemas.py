@@ -26,8 +26,21 @@ FiniteNumber = Annotated[float | None, BeforeValidator(_finite_or_none)]
 class RungGroup(BaseModel):
     bracket: int
     rung: int
-    counts: dict[str, int] = Field(description="trials of this rung in each trial state")
-    best: FiniteNumber = Field(description="the best objective among its finished trials")
+    counts: dict[str, int] = Field(description="trials now at this rung, in each trial state")
+    best: FiniteNumber = Field(
+        description="multi-fidelity: the best objective reported at this rung's epoch by the "
+        "trials trained to it; otherwise the best objective among finished trials"
+    )
+    epochs: int | None = Field(
+        default=None, description="multi-fidelity: the epochs a trial is trained to at this rung"
+    )
+    trained: int | None = Field(
+        default=None,
+        description="multi-fidelity: trials trained to this rung (at it now or promoted past it)",
+    )
+    promoted: int | None = Field(
+        default=None, description="multi-fidelity: trials promoted past this rung"
+    )
 
 
 class DashboardStudy(BaseModel):
@@ -94,9 +107,13 @@ class LinePublic(BaseModel):
 class ParallelPublic(BaseModel):
     metric: str
     direction: str
-    total: int = Field(description="completed trials in the study")
+    total: int = Field(description="trials compared: completed ones, or see `basis`")
     axes: list[AxisPublic]
     lines: list[LinePublic]
+    basis: str | None = Field(
+        default=None,
+        description="multi-fidelity studies: the trials are compared at the first rung's epoch",
+    )
 
 
 class ImportancePublic(BaseModel):
@@ -104,6 +121,10 @@ class ImportancePublic(BaseModel):
     trials: int = Field(description="completed trials the importance was computed over")
     importances: list[tuple[str, FiniteNumber]] = Field(description="(param, share), largest first")
     note: str | None = Field(description="why there is no importance yet")
+    basis: str | None = Field(
+        default=None,
+        description="multi-fidelity studies: the trials are compared at the first rung's epoch",
+    )
 
 
 class TableTrial(TrialPublic):

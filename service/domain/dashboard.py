@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from hpo.protocol import TrialState
+from service.domain import search
 from service.domain.errors import NotFound
 from service.storage.db import Database
 from service.storage.models import EventRow, MetricRow, StudyRow, TrialRow
@@ -59,12 +60,19 @@ class Objective:
 
 @dataclass(frozen=True)
 class RungGroup:
-    """Trials of one (bracket, rung): how many in each state, and the best finished value."""
+    """One (bracket, rung): `counts` of the trials now at it by state. For successive halving
+    and Hyperband also the rung's `epochs`, the trials `trained` to it (every trial that reached
+    it, including those promoted past it), how many were `promoted` past it, and `best`, the best
+    objective any of them reported at its epoch. Other strategies have one group (0, 0) whose
+    `best` is the best finished value."""
 
     bracket: int
     rung: int
     counts: dict[str, int]
     best: float | None
+    epochs: int | None = None
+    trained: int | None = None
+    promoted: int | None = None
 
 
 @dataclass(frozen=True)
@@ -286,6 +294,23 @@ def completed_facts(session: Session, study_id: int) -> list[Facts]:
     return [f for f in _facts(session, study_id) if f.state == COMPLETED and is_number(f.value)]
 
 
+def facts_at_epoch(session: Session, study: StudyRow, epoch: int) -> list[Facts]:
+    """Every trial that reported `epoch` with a finite objective, valued at that epoch."""
+    metric = objective_of(study).metric
+    rows = session.execute(
+        select(TrialRow.id, TrialRow.number, TrialRow.state, MetricRow.metrics, TrialRow.epochs)
+        .join(MetricRow, MetricRow.trial_id == TrialRow.id)
+        .where(TrialRow.study_id == study.id, MetricRow.epoch == epoch)
+        .order_by(TrialRow.number)
+    )
+    found = []
+    for trial_id, number, state, metrics, epochs in rows:
+        value = (metrics or {}).get(metric)
+        if isinstance(value, int | float) and is_number(float(value)):
+            found.append(Facts(trial_id, number, state, float(value), epochs))
+    return found
+
+
 def load_params(session: Session, ids: list[int]) -> dict[int, dict[str, Any]]:
     if not ids:
         return {}
@@ -345,7 +370,55 @@ def _metric_names(session: Session, study: StudyRow, trials: int = 20) -> list[s
 
 
 def _rungs(session: Session, study: StudyRow) -> list[RungGroup]:
-    """Trial counts and best value per (bracket, rung), in bracket and rung order."""
+    """Per (bracket, rung) in bracket and rung order: every rung of the schedule for a
+    multi-fidelity study (see `_ladder`), else the one group of `_rung_counts`."""
+    groups = _rung_counts(session, study)
+    spec = search.stored_spec(study.spec)
+    if not spec.strategy.is_multi_fidelity:
+        return groups
+    return _ladder(session, study, [[r.epochs for r in b.rungs] for b in spec.brackets()], groups)
+
+
+def _ladder(
+    session: Session, study: StudyRow, epochs: list[list[int]], now: list[RungGroup]
+) -> list[RungGroup]:
+    """Rungs as the user thinks of them: trials trained to each (a trial at rung k reached
+    rungs 0..k), promoted past it, and the best objective reported at its epoch."""
+    reached = session.execute(
+        select(TrialRow.bracket, TrialRow.rung).where(TrialRow.study_id == study.id)
+    ).all()
+    objective = objective_of(study)
+    at_epoch = session.execute(
+        select(TrialRow.bracket, MetricRow.epoch, MetricRow.metrics)
+        .join(MetricRow, MetricRow.trial_id == TrialRow.id)
+        .where(TrialRow.study_id == study.id)
+        .where(MetricRow.epoch.in_({e for bracket in epochs for e in bracket}))
+    )
+    values: dict[tuple[int, int], list[float]] = {}
+    for bracket, epoch, metrics in at_epoch:
+        value = (metrics or {}).get(objective.metric)
+        if isinstance(value, int | float) and is_number(float(value)):
+            values.setdefault((bracket, epoch), []).append(float(value))
+    pick_best = max if objective.maximize else min
+    counts = {(g.bracket, g.rung): g.counts for g in now}
+    empty = {s.value: 0 for s in TrialState}
+    return [
+        RungGroup(
+            b,
+            k,
+            counts.get((b, k), empty),
+            pick_best(values[b, e]) if values.get((b, e)) else None,
+            epochs=e,
+            trained=sum(1 for tb, tr in reached if tb == b and tr >= k),
+            promoted=sum(1 for tb, tr in reached if tb == b and tr > k),
+        )
+        for b, bracket in enumerate(epochs)
+        for k, e in enumerate(bracket)
+    ]
+
+
+def _rung_counts(session: Session, study: StudyRow) -> list[RungGroup]:
+    """Trial counts and best finished value per (bracket, rung) the trials are now at."""
     key = (TrialRow.bracket, TrialRow.rung)
     rows = session.execute(
         select(

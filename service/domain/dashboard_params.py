@@ -1,22 +1,27 @@
 """Parameter views for the web page: parallel coordinates and parameter importance.
 
 Both read at most `limit` completed trials of a study, chosen by `dashboard.pick` / `spread`, so
-their cost does not grow with the study. No FastAPI here.
+their cost does not grow with the study. A successive-halving or Hyperband study completes few
+trials by design, so there both compare every trial at the first rung's epoch instead (all of them
+trained that far, so the values are comparable) and say so in `basis`. No FastAPI here.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
+from sqlalchemy.orm import Session
 
 from service.domain import search
 from service.domain.dashboard import (
     Facts,
     best_completed,
     completed_facts,
+    facts_at_epoch,
     load_params,
     load_study,
     objective_of,
@@ -60,6 +65,7 @@ class Parallel:
     total: int
     axes: list[Axis]
     lines: list[Line]
+    basis: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,7 @@ class Importance:
     trials: int
     importances: list[tuple[str, float]]
     note: str | None
+    basis: str | None = None
 
 
 class ParamViews:
@@ -82,13 +89,17 @@ class ParamViews:
         with self.db.read() as session:
             study = load_study(session, study_id)
             objective = objective_of(study)
-            completed = completed_facts(session, study_id)
-            best = best_completed(completed, objective.maximize, limit // 5)
-            chosen = pick(completed, best, limit)
+            compared, basis = _compared(session, study)
+            if basis is None:
+                best = best_completed(compared, objective.maximize, limit // 5)
+            else:
+                sign = -1.0 if objective.maximize else 1.0
+                best = heapq.nsmallest(limit // 5, compared, key=lambda f: sign * f.score)
+            chosen = pick(compared, best, limit)
             params = load_params(session, [f.id for f in chosen])
         axes = axes_of(study)
         lines = [Line(f.number, f.score, [params[f.id].get(a.name) for a in axes]) for f in chosen]
-        return Parallel(objective.metric, objective.direction, len(completed), axes, lines)
+        return Parallel(objective.metric, objective.direction, len(compared), axes, lines, basis)
 
     def importance(self, study_id: int, limit: int) -> Importance:
         """Optuna's PED-ANOVA importance of each parameter over at most `limit` completed
@@ -96,15 +107,28 @@ class ParamViews:
         are left out, as Optuna does; `note` says why the list is empty when it is."""
         with self.db.read() as session:
             study = load_study(session, study_id)
-            sample = spread(completed_facts(session, study_id), limit)
+            compared, basis = _compared(session, study)
+            sample = spread(compared, limit)
             params = load_params(session, [f.id for f in sample])
         if len(sample) < 2:
-            return Importance(EVALUATOR, len(sample), [], "needs at least two completed trials")
+            needs = "two completed trials" if basis is None else "two trials at the first rung"
+            return Importance(EVALUATOR, len(sample), [], f"needs at least {needs}", basis)
         try:
             found = _evaluate(study, sample, params)
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-            return Importance(EVALUATOR, len(sample), [], f"could not be computed: {exc}")
-        return Importance(EVALUATOR, len(sample), found, None)
+            return Importance(EVALUATOR, len(sample), [], f"could not be computed: {exc}", basis)
+        return Importance(EVALUATOR, len(sample), found, None, basis)
+
+
+def _compared(session: Session, study: StudyRow) -> tuple[list[Facts], str | None]:
+    """The trials the parameter views compare, and on what basis when not their final values:
+    completed trials, or for multi-fidelity studies every trial at the first rung's epoch."""
+    strategy = search.stored_spec(study.spec).strategy
+    if not strategy.is_multi_fidelity:
+        return completed_facts(session, study.id), None
+    epoch = strategy.min_epochs
+    basis = f"values at epoch {epoch}, the first rung, which every trial trains"
+    return facts_at_epoch(session, study, epoch), basis
 
 
 def axes_of(study: StudyRow) -> list[Axis]:

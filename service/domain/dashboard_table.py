@@ -44,7 +44,8 @@ class TableQuery:
     """What the table asks for. `text` holds space-separated tokens, all of which must match:
     `#12` (trial number), `name=value` (a parameter's value, as written in the params' JSON)
     or plain text (found in the params, the worker's name or the reason). `bracket` and `rung`
-    keep the trials of one bracket / rung (successive halving, Hyperband)."""
+    keep the trials of one bracket / rung (successive halving, Hyperband); `reached` keeps
+    every trial that reached rung `reached` (at it now or promoted past it)."""
 
     offset: int = 0
     limit: int = 50
@@ -54,6 +55,7 @@ class TableQuery:
     text: str = ""
     bracket: int | None = None
     rung: int | None = None
+    reached: int | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,8 @@ def _filtered(study_id: int, states: list[str], query: TableQuery) -> Select:
         found = found.where(TrialRow.bracket == query.bracket)
     if query.rung is not None:
         found = found.where(TrialRow.rung == query.rung)
+    if query.reached is not None:
+        found = found.where(TrialRow.rung >= query.reached)
     for token in query.text.split():
         found = found.where(_token_clause(token))
     return found

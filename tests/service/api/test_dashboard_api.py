@@ -185,6 +185,9 @@ def test_overview_starts_the_stream_at_the_newest_event(client: TestClient) -> N
                 "failed": 1,
             },
             "best": 0.9,
+            "epochs": None,
+            "trained": None,
+            "promoted": None,
         }
     ]
     with client.stream(
@@ -315,8 +318,10 @@ def test_the_page_and_every_module_it_imports_are_served_offline(client: TestCli
     for url in sorted(wanted):
         reply = client.get(url)
         assert reply.status_code == 200, url
+    # Third-party bundles under vendor/ hold URLs in comments and links that they never fetch;
+    # tests/web/test_docs.py loads the API docs with every other host blocked instead.
     for asset in WEB.rglob("*"):
-        if asset.is_file():
+        if asset.is_file() and "vendor" not in asset.relative_to(WEB).parts:
             text = asset.read_text().replace(SVG_NAMESPACE, "")
             assert "http://" not in text and "https://" not in text, f"{asset} reaches outside"
 
