@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from typing import Any
 
 import httpx
@@ -141,7 +143,9 @@ def test_successive_halving_with_two_workers(processes: Processes) -> None:
     assert {t["id"] for t in promoted} == {t["id"] for t in rung0[:3]}
 
 
-def test_sigterm_releases_the_trial_and_exits_cleanly(processes: Processes) -> None:
+def test_sigterm_hands_the_trial_back_and_the_next_worker_resumes_it_from_the_checkpoint(
+    processes: Processes,
+) -> None:
     url = processes.server()
     doc = spec_doc(
         "term", budget={"max_trials": 1, "parallel_trials": 1, "epochs": 6}, workload=SLOW
@@ -154,17 +158,51 @@ def test_sigterm_releases_the_trial_and_exits_cleanly(processes: Processes) -> N
     released = _get(url, f"/api/v1/trials/{trial['id']}")
     assert released["state"] == "queued" and released["attempt"] == 1
     assert "released unfinished" in processes.log("leaving")
+    done = released["epochs"]  # the leaving worker checkpointed and reported these
+    assert 1 <= done < 6 and [p["epoch"] for p in released["curve"]] == list(range(1, done + 1))
+
     processes.worker("next", url)
     study = _finished(url, study_id, timeout=120)
     assert study["counts"]["completed"] == 1
-    assert [p["epoch"] for p in _get(url, f"/api/v1/trials/{trial['id']}")["curve"]] == [
-        1,
-        2,
-        3,
-        4,
-        5,
-        6,
-    ]
+    # No epoch trained twice: the next worker started after the released epochs, from the
+    # checkpoint (a restart at epoch 0 logs no resumption, or another epoch).
+    started = [line for line in processes.log("next").splitlines() if " started on " in line]
+    assert len(started) == 1, started
+    assert f" started on cpu (resuming after epoch {done}): " in started[0], started
+    curve = _get(url, f"/api/v1/trials/{trial['id']}")["curve"]
+    assert [p["epoch"] for p in curve] == [1, 2, 3, 4, 5, 6]
+    assert curve[:done] == released["curve"]  # the first worker's epochs, kept as they were
+    # The resumed epochs continue the curve: every learning metric is what one uninterrupted
+    # run of the same trial gives (training on the CPU is deterministic), to the last bit.
+    whole = _uninterrupted(SLOW, _get(url, f"/api/v1/trials/{trial['id']}")["params"], 6)
+    for point, expected in zip(curve, whole, strict=True):
+        assert {k: point["metrics"][k] for k in LEARNING} == expected, point
+
+
+LEARNING = ("train_loss", "val_loss", "val_accuracy", "lr")  # the metrics that are not timings
+
+
+def _uninterrupted(workload: dict[str, Any], params: dict[str, Any], epochs: int) -> list[Any]:
+    """The learning metrics of each epoch of one run on the CPU with one thread, as
+    `hpo worker --threads 1` trains it."""
+    import torch
+
+    from hpo.protocol import Decision
+    from trainer.train import TrainConfig, train
+
+    curve: list[dict[str, float]] = []
+
+    def report(_epoch: int, metrics: dict[str, float]) -> Decision:
+        curve.append({k: metrics[k] for k in LEARNING})
+        return Decision.CONTINUE
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(TrainConfig.from_assignment(workload, params, epochs, "cpu"), report)
+    finally:
+        torch.set_num_threads(threads)
+    return curve
 
 
 def test_nan_loss_fails_the_trial_and_the_worker_goes_on(processes: Processes) -> None:
@@ -228,3 +266,29 @@ def test_a_trial_leased_with_a_completion_is_given_back_when_the_worker_stops(
     processes.worker("next", url)
     study = _finished(url, study_id, timeout=120)
     assert study["state"] == "completed" and study["counts"]["completed"] == 2
+
+
+# `hpo worker` as installed, except that it finds two devices on the CPU: a GPU box's one
+# process per device, on a machine without GPUs.
+TWO_CPU_DEVICES = (
+    "import sys, trainer.processes as p; p.resolve_devices = lambda devices: ['cpu', 'cpu']; "
+    "from service.cli import main; sys.exit(main())"
+)
+
+
+def test_a_device_process_killed_by_a_signal_fails_the_worker(processes: Processes) -> None:
+    url = processes.server()
+    argv = [sys.executable, "-c", TWO_CPU_DEVICES, "worker", "--server", url, "--threads", "1"]
+    worker = processes.spawn("worker", argv, processes.env)
+
+    def device_pids() -> list[int]:
+        # A device process registers as <host>:<pid>/<device>.
+        active = [w for w in _get(url, "/api/v1/workers") if w["state"] == "active"]
+        return [int(w["name"].rsplit(":", 1)[1].split("/")[0]) for w in active]
+
+    doomed, survivor = wait_for(lambda: len(pids := device_pids()) == 2 and pids, 90, "2 devices")
+    assert worker.pid not in (doomed, survivor)  # both are children of `hpo worker`
+    os.kill(doomed, signal.SIGKILL)  # as the kernel's OOM killer would
+    worker.send_signal(signal.SIGTERM)  # the other one stops cleanly
+    assert worker.wait(60) == 128 + signal.SIGKILL, processes.log("worker")
+    assert f":{survivor}/cpu stopped" in processes.log("worker")

@@ -30,7 +30,7 @@ def test_a_device_beyond_cuda_visible_devices_is_refused() -> None:
     ("codes", "expected"),
     [([0, 0], 0), ([0, 1], 1), ([0, None], 0), ([0, -9], 137), ([1, -15], 143)],
 )
-def test_a_device_process_killed_by_a_signal_fails_the_worker(
+def test_a_signal_counts_as_128_plus_it_in_the_workers_exit_code(
     codes: list[int | None], expected: int
 ) -> None:
     assert combined_exit_code(codes) == expected

@@ -3,13 +3,17 @@ hand-written worker whose 'training' is a known curve per configuration."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from service.app import create_app
+from service.settings import Settings
 from tests.conftest import ApiWorker, spec_doc
 
 
@@ -162,21 +166,28 @@ def test_stop_pauses_with_the_checkpoint_and_resume_continues_the_curve(
     assert [p["epoch"] for p in curve] == [1, 2, 3, 4]
 
 
-def test_expired_lease_resumes_from_the_last_checkpoint(client: TestClient) -> None:
-    doc = spec_doc("crash", budget={"max_trials": 1, "parallel_trials": 1, "epochs": 5})
-    client.post("/api/v1/studies", json=doc)
-    worker = ApiWorker(client)
-    trainer = FakeTrainer(client, worker)
-    [trial] = worker.lease()
-    for epoch in (1, 2, 3):
-        trainer.checkpoint(trial, epoch)
-        worker.report(trial, epoch, val_accuracy=0.1 * epoch)
-    worker.report(trial, 4, val_accuracy=0.4)  # epoch 4 reported, its checkpoint never made
-    assert worker.post(trial, "release").status_code == 200  # as if the worker went away
-    [again] = worker.lease()
-    assert again["start_epoch"] == 3 and again["checkpoint_id"]
-    curve = client.get(f"/api/v1/trials/{trial['trial_id']}").json()["curve"]
-    assert [p["epoch"] for p in curve] == [1, 2, 3]
+def test_expired_lease_resumes_from_the_last_checkpoint(settings: Settings) -> None:
+    lease = 2.0  # seconds; each report renews it, so only the gaps between calls must be shorter
+    app = create_app(replace(settings, lease_seconds=lease), reaper=False)
+    with TestClient(app) as client:
+        doc = spec_doc("crash", budget={"max_trials": 1, "parallel_trials": 1, "epochs": 5})
+        client.post("/api/v1/studies", json=doc)
+        gone = ApiWorker(client, "gone")
+        trainer = FakeTrainer(client, gone)
+        [trial] = gone.lease()
+        for epoch in (1, 2, 3):
+            trainer.checkpoint(trial, epoch)
+            assert gone.report(trial, epoch, val_accuracy=0.1 * epoch).status_code == 200
+        assert gone.report(trial, 4, val_accuracy=0.4).status_code == 200  # no checkpoint of 4
+        time.sleep(lease + 0.5)  # and the worker is heard of no more: its lease runs out
+        heir = ApiWorker(client, "heir")
+        [again] = heir.lease()
+        assert again["trial_id"] == trial["trial_id"] and again["attempt"] == 2
+        assert again["start_epoch"] == 3
+        assert FakeTrainer(client, heir).resume_blob(again) == b"state after 3"
+        curve = client.get(f"/api/v1/trials/{trial['trial_id']}").json()["curve"]
+        assert [p["epoch"] for p in curve] == [1, 2, 3]
+        assert gone.report(trial, 5, val_accuracy=0.5).status_code == 409  # the lease is gone
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,7 @@ def test_bad_devices_is_one_line() -> None:
     result = _hpo("worker", "--devices", "gpu-please")
     assert result.returncode == 1
     assert result.stderr.startswith("error: --devices must be")
+    assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n"), result.stderr
 
 
 def test_a_device_outside_cuda_visible_devices_is_one_line(
