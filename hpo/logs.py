@@ -17,7 +17,6 @@ import copy
 import json
 import logging
 import math
-import os
 import re
 import sys
 import threading
@@ -26,9 +25,9 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, TextIO
 
-FORMATS = ("text", "json")
+from hpo.config import LOG_FORMATS, TOKEN_VARIABLES, env_text
+
 REDACTED = "***"
-TOKEN_VARIABLES = ("HPO_API_TOKEN", "HPO_WORKER_TOKEN")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # RFC 6750's token68 characters: "Bearer <token>" in a help text is left alone.
@@ -71,7 +70,7 @@ def redact_url(url: str) -> str:
 
 
 def environment_secrets() -> list[str]:
-    return [os.environ[name] for name in TOKEN_VARIABLES if os.environ.get(name)]
+    return [token for name in TOKEN_VARIABLES if (token := env_text(name))]
 
 
 class TextFormatter(logging.Formatter):
@@ -171,8 +170,8 @@ def configure(
     and uncaught exceptions are routed through the same handler, so every line is JSON.
     Raises ValueError for a format other than `text` or `json`.
     """
-    if log_format not in FORMATS:
-        raise ValueError(f"log format must be one of {', '.join(FORMATS)}; got {log_format!r}")
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}; got {log_format!r}")
     redact = Redactor([*environment_secrets(), *secrets])
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     if log_format == "json":

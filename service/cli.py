@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hpo import config
+
 # Installed, the top-level examples/ ships as `service/examples`; in a checkout it is itself.
 _INSTALLED_EXAMPLES = Path(__file__).resolve().parent / "examples"
 EXAMPLES = (
@@ -74,13 +76,20 @@ def cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def connection_of(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The server a command talks to and its token (the flag, else the command's variable),
+    validated. Raises hpo.config.ConfigError."""
+    return config.server_url(args.server), config.token(args.token_variable, args.token)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from trainer import processes
 
+    server, token = connection_of(args)
     try:
         options = processes.WorkerOptions(
-            server=args.server,
-            token=args.token,
+            server=server,
+            token=token,
             threads=args.threads,
             retry_seconds=args.retry_seconds,
             log_format=args.log_format,
@@ -132,8 +141,9 @@ def print_result(study: dict[str, Any]) -> None:
 def cmd_submit(args: argparse.Namespace) -> int:
     from hpo.client import Client
 
+    server, token = connection_of(args)
     document = load_spec_file(Path(args.spec))
-    client = Client(args.server, token=args.token, retry_seconds=args.retry_seconds)
+    client = Client(server, token=token, retry_seconds=args.retry_seconds)
     try:
         study = submit(client, document, args.wait)
     finally:
@@ -180,17 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
-    p.add_argument("--log-format", default="text", choices=["text", "json"], help=LOG_FORMAT_HELP)
+    _add_log_format(p)
     p.set_defaults(func=cmd_server)
 
     p = sub.add_parser("worker", help="train trials leased from a server, one process per device")
-    p.add_argument("--server", default="http://127.0.0.1:8000")
+    _add_connection(p, "worker", config.WORKER_TOKEN, retry_seconds=60.0)
     p.add_argument(
         "--devices",
         default="auto",
         help="auto | cpu | CUDA indices like 0,1 (counted within CUDA_VISIBLE_DEVICES when set)",
     )
-    p.add_argument("--token", default=None, help="worker token (default: $HPO_WORKER_TOKEN)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     p.add_argument(
         "--max-trials-per-process",
@@ -200,21 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a fresh training process after N trials (on CUDA one also starts whenever "
         "a trial leaves memory behind)",
     )
-    p.add_argument(
-        "--retry-seconds",
-        type=float,
-        default=60.0,
-        help="how long to keep retrying an unreachable server",
-    )
-    p.add_argument("--log-format", default="text", choices=["text", "json"], help=LOG_FORMAT_HELP)
+    _add_log_format(p)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("submit", help="create a study from a YAML or JSON spec")
     p.add_argument("spec")
-    p.add_argument("--server", default="http://127.0.0.1:8000")
-    p.add_argument("--token", default=None, help="user token (default: $HPO_API_TOKEN)")
+    _add_connection(p, "user", config.API_TOKEN, retry_seconds=5.0)
     p.add_argument("--wait", action="store_true", help="show live progress until it finishes")
-    p.add_argument("--retry-seconds", type=float, default=5.0)
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("demo", help="server + one worker + an example study on local SQLite")
@@ -239,18 +240,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import os
+def _add_connection(
+    p: argparse.ArgumentParser, role: str, token_variable: str, retry_seconds: float
+) -> None:
+    """The options of a command that talks to a server (read with `connection_of`)."""
+    p.add_argument("--server", default=config.DEFAULT_SERVER, help="the hpo server's URL")
+    p.add_argument("--token", default=None, help=f"{role} token (default: ${token_variable})")
+    p.add_argument(
+        "--retry-seconds",
+        type=float,
+        default=retry_seconds,
+        help="how long to keep retrying an unreachable server",
+    )
+    p.set_defaults(token_variable=token_variable)
 
+
+def _add_log_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", default="text", choices=config.LOG_FORMATS, help=LOG_FORMAT_HELP)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     from hpo.client import ApiError, ServerUnreachable, format_detail
 
     args = build_parser().parse_args(argv)
-    if getattr(args, "token", None) is None and args.command in ("worker", "submit"):
-        env = "HPO_WORKER_TOKEN" if args.command == "worker" else "HPO_API_TOKEN"
-        args.token = os.environ.get(env) or None
     try:
         return int(args.func(args))
-    except CliError as exc:
+    except (CliError, config.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except ServerUnreachable as exc:
         print(f"error: {exc}", file=sys.stderr)

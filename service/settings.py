@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hpo import config
 
 DEFAULT_DATABASE_URL = "sqlite:///./hpo.db"
 DEFAULT_ARTIFACTS_DIR = "./artifacts"
@@ -32,22 +34,30 @@ class Settings:
     max_checkpoint_bytes: int = 4 * 1024**3
 
     @classmethod
-    def from_env(cls, **overrides: object) -> Settings:
-        """Settings from HPO_* environment variables; overrides (CLI flags) win unless None."""
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from the HPO_* environment variables (`env`, default os.environ); overrides
+        (command-line flags) win unless None. Raises hpo.config.ConfigError naming the variable
+        whose value cannot be used."""
         values: dict[str, object] = {
-            "database_url": env.get("HPO_DATABASE_URL", DEFAULT_DATABASE_URL),
-            "artifacts_dir": Path(env.get("HPO_ARTIFACTS_DIR", DEFAULT_ARTIFACTS_DIR)),
-            "api_token": env.get("HPO_API_TOKEN") or None,
-            "worker_token": env.get("HPO_WORKER_TOKEN") or None,
+            "database_url": config.env_text("HPO_DATABASE_URL", env) or DEFAULT_DATABASE_URL,
+            "artifacts_dir": Path(
+                config.env_text("HPO_ARTIFACTS_DIR", env) or DEFAULT_ARTIFACTS_DIR
+            ),
+            "api_token": config.token(config.API_TOKEN, env=env),
+            "worker_token": config.token(config.WORKER_TOKEN, env=env),
         }
-        if "HPO_LEASE_SECONDS" in env:
-            values["lease_seconds"] = float(env["HPO_LEASE_SECONDS"])
-        if "HPO_MAX_ATTEMPTS" in env:
-            values["max_attempts"] = int(env["HPO_MAX_ATTEMPTS"])
-        if "HPO_DATABASE_WAIT_SECONDS" in env:
-            values["database_wait_seconds"] = float(env["HPO_DATABASE_WAIT_SECONDS"])
-        if "HPO_MAX_CHECKPOINT_BYTES" in env:
-            values["max_checkpoint_bytes"] = int(env["HPO_MAX_CHECKPOINT_BYTES"])
+        for name, (variable, kind, minimum) in _NUMBERS.items():
+            value = config.env_number(variable, kind, minimum, env)
+            if value is not None:
+                values[name] = value
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+# Settings read from a numeric variable: the variable, its type and its smallest sensible value.
+_NUMBERS: dict[str, tuple[str, type[int] | type[float], float]] = {
+    "lease_seconds": ("HPO_LEASE_SECONDS", float, 0.1),
+    "max_attempts": ("HPO_MAX_ATTEMPTS", int, 1),
+    "database_wait_seconds": ("HPO_DATABASE_WAIT_SECONDS", float, 0),
+    "max_checkpoint_bytes": ("HPO_MAX_CHECKPOINT_BYTES", int, 1),
+}

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from hpo import config
 from hpo.client import ApiError, ServerUnreachable
 from hpo.logs import configure
 from trainer.client import WorkerClient
@@ -155,7 +156,7 @@ def _device_main(options: WorkerOptions, device: str) -> int:
         client.close()
     if worker.recycle:
         if options.token:
-            os.environ["HPO_WORKER_TOKEN"] = options.token
+            os.environ[config.WORKER_TOKEN] = options.token
         # CUDA_VISIBLE_DEVICES now names this device alone: the fresh process serves index 0.
         command = options.command("cpu" if served == "cpu" else "cuda:0")
         os.execv(command[0], command)

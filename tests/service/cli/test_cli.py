@@ -83,6 +83,48 @@ def test_a_device_outside_cuda_visible_devices_is_one_line(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "HPO_LEASE_SECONDS",
+            "soon",
+            "HPO_LEASE_SECONDS must be a number of at least 0.1; got 'soon'",
+        ),
+        ("HPO_MAX_ATTEMPTS", "0", "HPO_MAX_ATTEMPTS must be an integer of at least 1; got '0'"),
+        ("HPO_MAX_ATTEMPTS", "2.5", "HPO_MAX_ATTEMPTS must be an integer of at least 1; got '2.5'"),
+    ],
+)
+def test_a_bad_setting_in_the_environment_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    result = _hpo("server", "--port", str(free_port()))
+    assert result.returncode == 1
+    assert result.stderr == f"error: {message}\n"
+
+
+@pytest.mark.parametrize("command", ["worker", "submit"])
+def test_a_server_that_is_not_a_url_is_one_line(command: str, tmp_path: Path) -> None:
+    args = [str(_write(tmp_path, spec_doc()))] if command == "submit" else []
+    result = _hpo(command, *args, "--server", "127.0.0.1:8000")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: --server must be an http:// or https:// URL such as http://127.0.0.1:8000; "
+        "got '127.0.0.1:8000'\n"
+    )
+
+
+def test_server_worker_and_submit_share_their_options() -> None:
+    for command in ("worker", "submit"):
+        help_text = _hpo(command, "--help").stdout
+        assert "--server SERVER" in help_text and "--retry-seconds RETRY_SECONDS" in help_text
+    assert "(default: $HPO_WORKER_TOKEN)" in _hpo("worker", "--help").stdout
+    assert "(default: $HPO_API_TOKEN)" in _hpo("submit", "--help").stdout
+    for command in ("server", "worker"):
+        assert "--log-format {text,json}" in _hpo(command, "--help").stdout
+
+
 def test_server_refuses_a_public_address_without_tokens() -> None:
     result = _hpo("server", "--host", "0.0.0.0", "--port", str(free_port()))
     assert result.returncode == 1
