@@ -97,7 +97,11 @@ def api_schema(mode: str, tmp_path: Path) -> Iterator[schemathesis.BaseSchema]:
     )
     app = create_app(settings_, reaper=False)
     _seed(app)
-    yield schemathesis.openapi.from_asgi("/openapi.json", app, config=_config(MODES[mode]))
+    # The schema itself is behind the user token when tokens are set.
+    headers = {"Authorization": f"Bearer {USER}"} if tokens else {}
+    yield schemathesis.openapi.from_asgi(
+        "/openapi.json", app, config=_config(MODES[mode]), headers=headers
+    )
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
