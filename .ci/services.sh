@@ -13,3 +13,14 @@ export HPO_REQUIRE_BROWSER=1
 bash .ci/database.sh
 export HPO_TEST_POSTGRES_URL="postgresql+psycopg://hpo:hpo@127.0.0.1:5432/postgres"
 export HPO_REQUIRE_POSTGRES=1
+
+# Issue 17, beyond one box. tests/deploy/test_kubernetes.py renders deploy/kubernetes with
+# `kubectl kustomize` (no cluster), and tests/e2e/test_slurm.py submits a job array of workers
+# to a one-node Slurm cluster on this machine (slurmctld, slurmd and munge from Debian's
+# packages; .ci/slurm.sh installs, configures and starts them). Both fail rather than skip.
+if ! command -v kubectl >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null
+fi
+export HPO_REQUIRE_KUBECTL=1
+bash .ci/slurm.sh
+export HPO_REQUIRE_SLURM=1
