@@ -25,15 +25,12 @@ D = "/api/v1/dashboard/studies"
 
 
 def _bench() -> ModuleType:
-    """bench/dashboard_large_study.py (first_load) with bench/large_study.py (seed) that it
-    imports by name, as running it from bench/ would."""
-    for name in ("large_study", "dashboard_large_study"):
-        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return module
+    """bench/dashboard_large_study.py (first_load, and seed from bench/large_study.py), with
+    the modules beside it that it imports by name as running it from bench/ would (bench/ goes
+    last on sys.path: no installed module is shadowed)."""
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.append(str(ROOT / "bench"))
+    return importlib.import_module("dashboard_large_study")
 
 
 @pytest.fixture(scope="module")
@@ -331,15 +328,16 @@ def test_the_page_and_every_module_it_imports_are_served_offline(client: TestCli
 
 @pytest.mark.slow
 def test_ten_thousand_trials_open_within_budget(tmp_path: Path) -> None:
-    """The page's first load of 10,000 trials x 20 epochs: the budget is 1 s of server time
-    (docs/BENCHMARKS.md has the real figure); the bound here is generous for slow CI."""
+    """The page's first load of 10,000 trials x 20 epochs within its budget of 1 s of server
+    time, counted as the process's CPU time (other load on the machine cannot inflate it; the
+    wall-clock figures are in docs/BENCHMARKS.md)."""
     bench = _bench()
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'hpo.db'}", artifacts_dir=tmp_path)
     study_id = bench.seed(settings, trials=10_000, epochs=20, events=False)
     with TestClient(create_app(settings, reaper=False)) as client:
         bench.first_load(client, study_id)  # warm-up: one-time imports, SQLite page cache
         figures = bench.first_load(client, study_id)
-    assert sum(f.total_ms for f in figures) < 5000, figures  # budget 1 s; CI may be busy
+    assert sum(f.cpu_ms for f in figures) < 1000, figures
     assert all(f.bytes < 200_000 for f in figures), figures
     curves = next(f for f in figures if f.name == "curves")
     assert curves.items == 100
