@@ -95,7 +95,7 @@ def test_grid_proposes_every_point_exactly_once(services: Services) -> None:
     assert len(seen) == len(set(seen)) == 3 * (1 + 2)
 
 
-@pytest.mark.parametrize("kind", ["random", "tpe"])
+@pytest.mark.parametrize("kind", ["random", "tpe", "gp"])
 def test_seed_makes_the_proposals_reproducible(services: Services, kind: str) -> None:
     first = _run(services, f"{kind}-a", kind, trials=12, seed=7)
     second = _run(services, f"{kind}-b", kind, trials=12, seed=7)
