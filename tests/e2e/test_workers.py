@@ -143,6 +143,44 @@ def test_successive_halving_with_two_workers(processes: Processes) -> None:
     assert {t["id"] for t in promoted} == {t["id"] for t in rung0[:3]}
 
 
+def test_hyperband_with_two_workers(processes: Processes) -> None:
+    url = processes.server()
+    processes.worker("w1", url)
+    processes.worker("w2", url)
+    strategy = {"kind": "hyperband", "min_epochs": 1, "reduction_factor": 2, "seed": 0}
+    doc = spec_doc("hb", strategy=strategy, budget={"epochs": 4, "parallel_trials": 2})
+    study = _finished(url, _create(url, doc)["id"], timeout=300)
+    # Brackets for min 1, eta 2, 4 epochs, numbered in this order: 4 configs at 1 epoch, 2
+    # promoted to 2, 1 to 4; 3 configs at 2 epochs, 1 promoted to 4; 3 configs at 4 epochs.
+    assert study["state"] == "completed"
+    assert study["counts"]["completed"] == 5 and study["counts"]["pruned"] == 5
+    trials = sorted(_trials(url, study["id"]), key=lambda t: t["number"])
+    brackets = [trials[0:4], trials[4:7], trials[7:10]]
+    assert [sorted(t["epochs"] for t in b) for b in brackets] == [[1, 1, 2, 4], [2, 2, 4], [4] * 3]
+    assert {t["state"] for t in trials if t["epochs"] < 4} == {"pruned"}
+    assert {t["state"] for t in trials if t["epochs"] == 4} == {"completed"}
+    # Each promotion took the best of its rung and resumed it from its checkpoint.
+    curves = {t["id"]: _get(url, f"/api/v1/trials/{t['id']}")["curve"] for t in trials}
+
+    def best(bracket: list[dict[str, Any]], epoch: int, keep: int) -> set[int]:
+        ranked = sorted(
+            (t for t in bracket if t["epochs"] >= epoch),
+            key=lambda t: curves[t["id"]][epoch - 1]["metrics"]["val_accuracy"],
+            reverse=True,
+        )
+        return {t["id"] for t in ranked[:keep]}
+
+    first, second, _ = brackets
+    assert {t["id"] for t in first if t["epochs"] >= 2} == best(first, 1, 2)
+    assert {t["id"] for t in first if t["epochs"] == 4} == best(first, 2, 1)
+    assert {t["id"] for t in second if t["epochs"] == 4} == best(second, 2, 1)
+    for trial in trials:
+        assert [p["epoch"] for p in curves[trial["id"]]] == list(range(1, trial["epochs"] + 1))
+    log = processes.log("w1") + processes.log("w2")
+    assert log.count("(resuming after epoch 1)") == 2 and log.count("(resuming after epoch 2)") == 2
+    assert log.count(" started on ") == 10 + 4  # every config once, every promotion once
+
+
 def test_sigterm_hands_the_trial_back_and_the_next_worker_resumes_it_from_the_checkpoint(
     processes: Processes,
 ) -> None:
