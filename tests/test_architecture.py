@@ -7,6 +7,7 @@ fails here with its file, line and import.
 - service/ never imports trainer/, except `hpo worker`'s own command, which starts the trainer's
   processes from inside its function in service/cli.py.
 - service/domain/ is policy: no FastAPI or Starlette (transport) and no SQLAlchemy (storage).
+- The spec package (service/domain/spec/) is used through its public names.
 """
 
 from __future__ import annotations
@@ -121,6 +122,35 @@ def test_the_domain_imports_no_web_framework() -> None:
 def test_the_domain_builds_no_sql_outside_the_modules_still_moving_it() -> None:
     crossing = crossings("service/domain", ("sqlalchemy",))
     assert [str(i) for i in crossing if i.module not in SQL_IN_DOMAIN_UNTIL_STORAGE_LANDS] == []
+
+
+def private_names_imported(path: Path) -> list[str]:
+    """`from module import _name` statements in the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return [
+        f"{module_name(path)} (line {node.lineno}) imports {alias.name} from {node.module}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.name.startswith("_")
+    ]
+
+
+def test_the_spec_is_used_through_its_public_names() -> None:
+    # Its modules share public names only; the rest of the code imports the package
+    # (service.domain.spec) or its public module spec.space, never a private module.
+    assert [
+        p for path in sources("service/domain/spec") for p in private_names_imported(path)
+    ] == []
+    outside = [
+        str(i)
+        for package in ("hpo", "service", "trainer", "tests", "bench")
+        for path in sources(package)
+        for i in imports_of(path)
+        if i.target.startswith("service.domain.spec._")
+        and not within(i.module, "service.domain.spec")
+    ]
+    assert outside == []
 
 
 @pytest.mark.parametrize(

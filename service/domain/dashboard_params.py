@@ -28,7 +28,7 @@ from service.domain.dashboard import (
     pick,
     spread,
 )
-from service.domain.space import distribution_for
+from service.domain.spec.space import distribution_for
 from service.storage.db import Database
 from service.storage.models import StudyRow
 

@@ -21,8 +21,8 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState as OptunaState
 
-from service.domain.space import distribution_for, grid_points, suggest_params
 from service.domain.spec import StudySpec
+from service.domain.spec.space import distribution_for, grid_points, suggest_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # TPE's `group` (conditional spaces) is marked experimental; it is what define-by-run needs.

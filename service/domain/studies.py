@@ -16,8 +16,8 @@ from hpo.protocol import StudyState, TrialState
 from service.domain import search
 from service.domain.errors import Conflict, InvalidInput, NotFound
 from service.domain.protocol import can_run
-from service.domain.space import grid_size
 from service.domain.spec import StudySpec
+from service.domain.spec.space import grid_size
 from service.domain.transitions import Transitions, counts_by_state, target_epochs
 from service.domain.unit import unit_of_work
 from service.storage.artifacts import ArtifactStore

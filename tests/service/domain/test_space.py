@@ -13,7 +13,8 @@ import optuna
 import pytest
 from pydantic import TypeAdapter
 
-from service.domain.space import (
+from service.domain.spec import Param
+from service.domain.spec.space import (
     distribution_for,
     grid_points,
     grid_size,
@@ -23,7 +24,6 @@ from service.domain.space import (
     suggest_params,
     to_internal,
 )
-from service.domain.spec import Param
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -1,17 +1,6 @@
-"""The study spec: pydantic models of the document a user submits, and the rules across fields.
-
-A spec that validates can run: every rule of docs/spec.md is checked here or in this module's
-parts (`spec_params`: each parameter of the space; `spec_workload`: model and dataset;
-`spec_document`: reading YAML/JSON; `spec_issues`: how errors are raised), whose public names are
-re-exported here. A broken rule fails with a `pydantic.ValidationError` whose `loc` names the
-offending field (``("space", "lr", "high")``, ``("strategy", "kind")``) and whose message says
-why in plain words.
-
-Models and datasets registered on the server (plugins) are accepted through the validation
-context; without one only the built-ins are::
-
-    StudySpec.model_validate(data, context={"models": {"vit"}, "datasets": {"cifar10"}})
-"""
+"""The study as a whole: objective, strategy and budget, the spec that holds them with its
+parameters and workload, and the rules across fields (conditions, cycles, grid size, optimizer,
+fidelity)."""
 
 from __future__ import annotations
 
@@ -29,56 +18,22 @@ from pydantic import (
 )
 
 from service.domain import fidelity
-from service.domain import space as search_space
-from service.domain.spec_document import SpecDocumentError, load_spec_document
-from service.domain.spec_issues import (
-    SPEC_ERROR_TYPE,
-    _invalid,
-    _Issue,
-    _raise,
-    _show,
-    _show_all,
-    _Strict,
+from service.domain.spec import space as search_space
+from service.domain.spec._errors import (
+    Issue,
+    Strict,
+    invalid,
+    raise_issues,
+    show,
+    show_all,
 )
-from service.domain.spec_params import (
+from service.domain.spec._params import (
     MAX_GRID_POINTS,
     CategoricalParam,
     FloatParam,
-    IntParam,
     Param,
-    Scalar,
 )
-from service.domain.spec_workload import (
-    BUILTIN_DATASETS,
-    BUILTIN_MODELS,
-    DATASET_PREFIXES,
-    Workload,
-)
-
-__all__ = [
-    "BUILTIN_DATASETS",
-    "BUILTIN_MODELS",
-    "DATASET_PREFIXES",
-    "DEFAULT_MAX_TRIALS",
-    "MAX_GRID_POINTS",
-    "MAX_NAME_LENGTH",
-    "MAX_TRIALS",
-    "MULTI_FIDELITY_KINDS",
-    "OPTIMIZERS",
-    "SPEC_ERROR_TYPE",
-    "Budget",
-    "CategoricalParam",
-    "FloatParam",
-    "IntParam",
-    "Objective",
-    "Param",
-    "Scalar",
-    "SpecDocumentError",
-    "Strategy",
-    "StudySpec",
-    "Workload",
-    "load_spec_document",
-]
+from service.domain.spec._workload import Workload
 
 OPTIMIZERS = ("sgd", "adamw")
 MULTI_FIDELITY_KINDS = frozenset({"successive_halving", "hyperband"})
@@ -96,12 +51,12 @@ _PARAM_TAGS = frozenset({"float", "int", "categorical"})
 # Objective, strategy, budget
 
 
-class Objective(_Strict):
+class Objective(Strict):
     metric: str = Field(default="val_accuracy", min_length=1)
     direction: Literal["maximize", "minimize"] = "maximize"
 
 
-class Strategy(_Strict):
+class Strategy(Strict):
     """How trials are chosen. `min_epochs` and `reduction_factor` shape successive_halving,
     hyperband and `early_stopping: asha`; `sampler` picks the proposals of successive_halving
     and hyperband, `n_configs` the size of successive halving. Other kinds ignore them."""
@@ -126,11 +81,11 @@ class Strategy(_Strict):
                 f"early_stopping cannot be used with {self.kind}, which already stops weak "
                 "trials early; leave early_stopping: none"
             )
-            _raise("Strategy", [_Issue(("early_stopping",), msg, self.early_stopping)])
+            raise_issues("Strategy", [Issue(("early_stopping",), msg, self.early_stopping)])
         return self
 
 
-class Budget(_Strict):
+class Budget(Strict):
     max_trials: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
     parallel_trials: int = Field(default=1, ge=1, le=1024)
     epochs: int = Field(default=10, ge=1, le=100_000)
@@ -142,19 +97,19 @@ class Budget(_Strict):
 
 def _check_study_name(name: str) -> str:
     if not name:
-        raise _invalid("the study name must not be empty")
+        raise invalid("the study name must not be empty")
     if len(name) > MAX_NAME_LENGTH:
-        raise _invalid(
+        raise invalid(
             f"the study name has {len(name)} characters; at most {MAX_NAME_LENGTH} are allowed"
         )
     if not _STUDY_NAME.fullmatch(name):
-        raise _invalid("the study name may contain only letters, digits, '-', '_' and '.'")
+        raise invalid("the study name may contain only letters, digits, '-', '_' and '.'")
     return name
 
 
 def _check_param_name(name: str) -> str:
     if not _PARAM_NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
-        raise _invalid(
+        raise invalid(
             f"parameter name '{name}' must start with a letter or '_' and contain only letters, "
             f"digits and '_' (at most {MAX_NAME_LENGTH} characters)"
         )
@@ -168,7 +123,7 @@ def _relative_to_space(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     return loc
 
 
-class StudySpec(_Strict):
+class StudySpec(Strict):
     """A whole study spec (docs/spec.md); valid means a study can run from it."""
 
     name: Annotated[str, AfterValidator(_check_study_name)]
@@ -187,13 +142,13 @@ class StudySpec(_Strict):
             space: dict[str, Any] = handler(value)
         except ValidationError as exc:
             issues = [
-                _Issue(_relative_to_space(e["loc"]), e["msg"], e["input"], e["type"])
+                Issue(_relative_to_space(e["loc"]), e["msg"], e["input"], e["type"])
                 for e in exc.errors()
             ]
-            _raise("space", issues)
+            raise_issues("space", issues)
             raise
         if not space:
-            raise _invalid("the space must have at least one parameter to search")
+            raise invalid("the space must have at least one parameter to search")
         return space
 
     @model_validator(mode="after")
@@ -201,7 +156,7 @@ class StudySpec(_Strict):
         issues = _condition_issues(self) or _cycle_issues(self.space)
         if not issues and self.strategy.kind == "grid":
             issues = _grid_issues(self.space)
-        _raise("StudySpec", issues + _optimizer_issues(self) + _fidelity_issues(self))
+        raise_issues("StudySpec", issues + _optimizer_issues(self) + _fidelity_issues(self))
         return self
 
     def effective_max_trials(self) -> int:
@@ -231,7 +186,7 @@ class StudySpec(_Strict):
         )
 
 
-def _condition_issues(spec: StudySpec) -> list[_Issue]:
+def _condition_issues(spec: StudySpec) -> list[Issue]:
     """Each `when` names another parameter of the space, by values that parameter can take."""
     space, grid = spec.space, spec.strategy.kind == "grid"
     issues = []
@@ -239,13 +194,13 @@ def _condition_issues(spec: StudySpec) -> list[_Issue]:
         for ref, allowed in search_space.conditions(param).items():
             loc = ("space", name, "when", ref)
             if ref == name:
-                issues.append(_Issue(loc, f"'{name}' cannot depend on itself in `when`"))
+                issues.append(Issue(loc, f"'{name}' cannot depend on itself in `when`"))
             elif ref not in space:
                 msg = f"`when` names '{ref}', which is not a parameter in `space`"
-                issues.append(_Issue(loc, msg, ref))
+                issues.append(Issue(loc, msg, ref))
             else:
                 issue = _condition_value_issue(ref, space[ref], allowed, grid)
-                issues += [_Issue(loc, issue, allowed)] if issue else []
+                issues += [Issue(loc, issue, allowed)] if issue else []
     return issues
 
 
@@ -258,27 +213,27 @@ def _condition_value_issue(ref: str, param: Param, allowed: list[Any], grid: boo
         )
     for value in allowed:
         if not search_space.can_take(param, value, grid=grid):
-            return f"'{ref}' can never be {_show(value)}: {_describe_domain(param)}"
+            return f"'{ref}' can never be {show(value)}: {_describe_domain(param)}"
     return None
 
 
 def _describe_domain(param: Param) -> str:
     if isinstance(param, CategoricalParam):
-        return f"its choices are {_show_all(param.choices)}"
+        return f"its choices are {show_all(param.choices)}"
     if param.values is not None:
-        return f"its values are {_show_all(param.values)}"
+        return f"its values are {show_all(param.values)}"
     if param.grid is not None:
-        return f"its grid points are {_show_all(search_space.param_values_for_grid('', param))}"
+        return f"its grid points are {show_all(search_space.param_values_for_grid('', param))}"
     return f"it is an integer from {param.low} to {param.high} in steps of {param.step or 1}"
 
 
-def _cycle_issues(space: Mapping[str, Any]) -> list[_Issue]:
+def _cycle_issues(space: Mapping[str, Any]) -> list[Issue]:
     """Conditions must not form a cycle (a when b, b when a)."""
     for start in space:
         path = _cycle_from(space, [start])
         if path:
             msg = f"the `when` conditions form a cycle: {' -> '.join(path)}"
-            return [_Issue(("space", start, "when"), msg)]
+            return [Issue(("space", start, "when"), msg)]
     return []
 
 
@@ -294,10 +249,10 @@ def _cycle_from(space: Mapping[str, Any], path: list[str]) -> list[str] | None:
     return None
 
 
-def _grid_issues(space: Mapping[str, Any]) -> list[_Issue]:
+def _grid_issues(space: Mapping[str, Any]) -> list[Issue]:
     """Grid search needs finitely many values per parameter and at most MAX_GRID_POINTS."""
     issues = [
-        _Issue(
+        Issue(
             ("space", name),
             f"grid search needs finite values for float parameter '{name}': give `values`, "
             "`grid: N` or `step`",
@@ -314,10 +269,10 @@ def _grid_issues(space: Mapping[str, Any]) -> list[_Issue]:
         f"the grid has {size:,} points, more than the limit of {MAX_GRID_POINTS:,}; give fewer "
         "values, a smaller `grid: N`, or use random or tpe search"
     )
-    return [_Issue(("space",), msg, size)]
+    return [Issue(("space",), msg, size)]
 
 
-def _optimizer_issues(spec: StudySpec) -> list[_Issue]:
+def _optimizer_issues(spec: StudySpec) -> list[Issue]:
     """The optimizer is sgd or adamw, whether fixed in the workload or searched in the space."""
     param = spec.space.get("optimizer")
     known = ", ".join(OPTIMIZERS)
@@ -326,18 +281,18 @@ def _optimizer_issues(spec: StudySpec) -> list[_Issue]:
         if optimizer in OPTIMIZERS:
             return []
         msg = f"unknown optimizer '{optimizer}'; the optimizers are {known}"
-        return [_Issue(("workload", "optimizer"), msg, optimizer)]
+        return [Issue(("workload", "optimizer"), msg, optimizer)]
     if not isinstance(param, CategoricalParam):
         msg = f"`optimizer` must be a categorical parameter over {known}"
-        return [_Issue(("space", "optimizer"), msg, param.type)]
+        return [Issue(("space", "optimizer"), msg, param.type)]
     unknown = [c for c in param.choices if c not in OPTIMIZERS]
     if not unknown:
         return []
-    msg = f"unknown optimizer {_show(unknown[0])} in `choices`; the optimizers are {known}"
-    return [_Issue(("space", "optimizer", "choices"), msg, param.choices)]
+    msg = f"unknown optimizer {show(unknown[0])} in `choices`; the optimizers are {known}"
+    return [Issue(("space", "optimizer", "choices"), msg, param.choices)]
 
 
-def _fidelity_issues(spec: StudySpec) -> list[_Issue]:
+def _fidelity_issues(spec: StudySpec) -> list[Issue]:
     """Successive halving, hyperband and asha start at min_epochs and end at budget.epochs."""
     strategy, budget = spec.strategy, spec.budget
     if not strategy.is_multi_fidelity and strategy.early_stopping != "asha":
@@ -345,11 +300,11 @@ def _fidelity_issues(spec: StudySpec) -> list[_Issue]:
     issues = []
     if strategy.min_epochs > budget.epochs:
         msg = f"min_epochs ({strategy.min_epochs}) must not exceed budget.epochs ({budget.epochs})"
-        issues.append(_Issue(("strategy", "min_epochs"), msg, strategy.min_epochs))
+        issues.append(Issue(("strategy", "min_epochs"), msg, strategy.min_epochs))
     n_configs, max_trials = strategy.n_configs or 0, budget.max_trials
     if strategy.kind == "successive_halving" and max_trials and n_configs > max_trials:
         msg = f"n_configs ({n_configs}) must not exceed budget.max_trials ({max_trials})"
-        issues.append(_Issue(("strategy", "n_configs"), msg, n_configs))
+        issues.append(Issue(("strategy", "n_configs"), msg, n_configs))
     if strategy.kind == "hyperband" and max_trials and not issues:
         needed = sum(b.size for b in spec.brackets())
         if max_trials < needed:
@@ -358,5 +313,5 @@ def _fidelity_issues(spec: StudySpec) -> list[_Issue]:
                 f"reduction_factor {strategy.reduction_factor} runs {needed} trials; raise "
                 "max_trials to at least that or leave it out"
             )
-            issues.append(_Issue(("budget", "max_trials"), msg, max_trials))
+            issues.append(Issue(("budget", "max_trials"), msg, max_trials))
     return issues

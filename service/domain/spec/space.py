@@ -12,8 +12,9 @@ import math
 import random
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import optuna
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -21,10 +22,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-if TYPE_CHECKING:
-    import optuna
-
-    from service.domain.spec import FloatParam, IntParam, Param
+from service.domain.spec._params import FloatParam, IntParam, Param
 
 _GRID_DIGITS = 12
 """Significant digits of the points of a `grid: N` float ladder, so that they print nicely."""

@@ -19,7 +19,7 @@ SPEC_ERROR_TYPE = "invalid_spec"
 
 
 @dataclass(frozen=True)
-class _Issue:
+class Issue:
     """One broken rule: where (relative to the model being validated) and why."""
 
     loc: tuple[str | int, ...]
@@ -28,12 +28,12 @@ class _Issue:
     type: str = SPEC_ERROR_TYPE
 
 
-def _invalid(msg: str) -> PydanticCustomError:
+def invalid(msg: str) -> PydanticCustomError:
     """An error for the field being validated; the message is shown as is."""
     return PydanticCustomError(SPEC_ERROR_TYPE, msg)
 
 
-def _raise(title: str, issues: Iterable[_Issue]) -> None:
+def raise_issues(title: str, issues: Iterable[Issue]) -> None:
     """Raise every issue at once; pydantic prefixes each `loc` with the enclosing fields."""
     details = [
         InitErrorDetails(type=PydanticCustomError(i.type, i.msg), loc=i.loc, input=i.input)
@@ -43,20 +43,20 @@ def _raise(title: str, issues: Iterable[_Issue]) -> None:
         raise ValidationError.from_exception_data(title, details)
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     """A value as the user wrote it in YAML: strings quoted, booleans lower case."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(value)
 
 
-def _show_all(values: list[Any], most: int = 8) -> str:
+def show_all(values: list[Any], most: int = 8) -> str:
     """Values for a message, the first `most` of them and an ellipsis for the rest."""
-    shown = ", ".join(_show(v) for v in values[:most])
+    shown = ", ".join(show(v) for v in values[:most])
     return shown + ", ..." if len(values) > most else shown
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     """A spec section that refuses unknown keys, so a misspelt field is an error, not ignored."""
 
     model_config = ConfigDict(extra="forbid")

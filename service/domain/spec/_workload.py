@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from service.domain.spec_issues import _invalid
+from service.domain.spec._errors import invalid
 
 BUILTIN_MODELS = frozenset({"mlp", "cnn", "resnet"})
 BUILTIN_DATASETS = frozenset({"digits", "mnist1d", "synthetic"})
@@ -37,7 +37,7 @@ class Workload(BaseModel):
     def _known_model(cls, model: str, info: ValidationInfo) -> str:
         known = BUILTIN_MODELS | _registered(info, "models")
         if model not in known:
-            raise _invalid(f"unknown model '{model}'; the models are {', '.join(sorted(known))}")
+            raise invalid(f"unknown model '{model}'; the models are {', '.join(sorted(known))}")
         return model
 
     @field_validator("dataset")
@@ -46,11 +46,11 @@ class Workload(BaseModel):
         for prefix in DATASET_PREFIXES:
             if dataset.startswith(prefix):
                 if not dataset[len(prefix) :].strip():
-                    raise _invalid(f"dataset '{dataset}' needs a path after '{prefix}'")
+                    raise invalid(f"dataset '{dataset}' needs a path after '{prefix}'")
                 return dataset
         known = BUILTIN_DATASETS | _registered(info, "datasets")
         if dataset not in known:
             names = ", ".join(sorted(known))
             msg = f"unknown dataset '{dataset}'; use one of {names}, or npz:PATH, idx:DIR, csv:PATH"
-            raise _invalid(msg)
+            raise invalid(msg)
         return dataset
