@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
-from tests.conftest import hpo_command
+from tests.conftest import Processes, healthy, hpo_command, spec_doc, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -24,3 +28,27 @@ def test_hpo_demo_finishes_and_prints_the_best_trial_and_page(tmp_path: Path) ->
     assert "the page: http://127.0.0.1:" in out
     assert (tmp_path / "hpo-demo.db").exists()  # the results stay for `hpo server` to show
     assert "Traceback" not in result.stderr
+
+
+def test_hpo_demo_keep_serves_the_results_until_ctrl_c(
+    processes: Processes, tmp_path: Path
+) -> None:
+    spec = tmp_path / "small.yaml"
+    budget = {"max_trials": 2, "parallel_trials": 1, "epochs": 2}
+    spec.write_text(yaml.safe_dump(spec_doc("small", budget=budget)))
+    argv = hpo_command("demo", "--spec", str(spec), "--keep")
+    demo = processes.spawn("demo", argv, processes.env, cwd=tmp_path)
+    page = r"the page: (http://127\.0\.0\.1:\d+)/#/studies/(\d+)"
+    found = wait_for(lambda: re.search(page, processes.log("demo")), 180, "the demo's study")
+    url, study_id = found.group(1), found.group(2)
+    wait_for(lambda: "serving until Ctrl-C" in processes.log("demo"), 10, "--keep to serve on")
+    # The study is over and the demo still serves it: the API and the page answer.
+    assert demo.poll() is None
+    study = httpx.get(f"{url}/api/v1/studies/{study_id}", timeout=10).json()
+    assert study["state"] == "completed" and study["counts"]["completed"] == 2
+    assert httpx.get(f"{url}/", timeout=10).status_code == 200
+    demo.send_signal(signal.SIGINT)  # Ctrl-C
+    assert demo.wait(60) == 130
+    assert not healthy(url)  # its server went with it
+    assert (tmp_path / "hpo-demo.db").exists()
+    assert "Traceback" not in processes.log("demo")
