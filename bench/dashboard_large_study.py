@@ -13,7 +13,7 @@ Measured:
    cannot inflate), and the bytes of the body.
 2. Browser (`--no-browser` skips it): a real `hpo server` on the seeded file and Debian's
    Chromium through Playwright; time from navigation start to the first drawn chart
-   (`window.hpoTimings.firstChart`, set by the page) and to every panel drawn.
+   (the page's `hpo:chart:<panel>` User Timing marks, docs/web.md) and to every panel drawn.
 
 Prints a markdown report: the figures of docs/BENCHMARKS.md's "Web page" section.
 """
@@ -122,20 +122,24 @@ def _visit(browser: Any, url: str) -> dict[str, Any]:
     page = browser.new_page(viewport={"width": 1366, "height": 900})
     page.goto(url)
     page.wait_for_function(
-        "Object.keys(window.hpoTimings.panels).length === 4"
+        "performance.getEntriesByType('mark').filter((m) => m.name.startsWith('hpo:chart:'))"
+        ".length === 4"
         " && document.querySelectorAll('#trials tbody tr[data-number]').length > 0",
         timeout=60_000,
     )
     visit: dict[str, Any] = page.evaluate(
-        """() => ({
-            firstChart: window.hpoTimings.firstChart,
-            panels: window.hpoTimings.panels,
+        """() => {
+            const marks = performance.getEntriesByType('mark')
+                .filter((m) => m.name.startsWith('hpo:chart:'));
+            return {
+            firstChart: Math.min(...marks.map((m) => m.startTime)),
+            panels: Object.fromEntries(marks.map((m) => [m.name.slice(10), m.startTime])),
             table: performance.now(),
             api: performance.getEntriesByType('resource')
                 .filter((e) => e.name.includes('/api/v1/dashboard/'))
                 .map((e) => ({start: e.startTime, end: e.responseEnd, bytes: e.encodedBodySize,
                               server: (e.serverTiming[0] || {}).duration})),
-        })"""
+        }}"""
     )
     page.close()
     return visit

@@ -7,12 +7,13 @@ export class ApiError extends Error {
     this.detail = detail;
   }
 
-  /** Field errors as [{path: ["space", "lr", "high"], msg}] (the "body" / "query" prefix off). */
+  /** Field errors as [{path: ["space", "lr", "high"], msg, type}] ("body" / "query" off). */
   fieldErrors() {
     if (!Array.isArray(this.detail)) return [];
     return this.detail.map((e) => ({
       path: (e.loc || []).filter((part, i) => !(i === 0 && (part === "body" || part === "query"))),
       msg: e.msg || String(e),
+      type: e.type || null,
     }));
   }
 }
@@ -61,6 +62,11 @@ export const api = {
   study: (id) => request("GET", `/api/v1/studies/${id}`),
   trial: (id) => request("GET", `/api/v1/trials/${id}`),
   stop: (id) => request("POST", `/api/v1/studies/${id}/stop`),
+  remove: (id) => request("DELETE", `/api/v1/studies/${id}`),
+  /** PATCH the budget: {max_trials, parallel_trials}, either may be left out. */
+  patchBudget: (id, budget) => request("PATCH", `/api/v1/studies/${id}`, { body: { budget } }),
+  /** The API's OpenAPI document (the spec's JSON schema is the body of POST /studies). */
+  openapi: () => request("GET", "/openapi.json"),
   resume: (id) => request("POST", `/api/v1/studies/${id}/resume`),
   /** Create a study from spec text: JSON when it parses as JSON, otherwise YAML. */
   launch(text) {

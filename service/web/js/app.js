@@ -1,12 +1,14 @@
 // Entry point: colour scheme, the token gate (when the server has tokens), and the hash router:
-// #/ is the studies list, #/studies/ID a study, #/studies/ID/trials/N a study with trial N open.
+// #/ is the studies list, #/new the list with the launch form open, #/new/ID that form filled
+// with a copy of study ID's spec, #/spec the spec reference, #/studies/ID a study,
+// #/studies/ID/trials/N a study with trial N open.
 
 import { api, setUnauthorizedHandler } from "./api.js";
 import { h, installTips } from "./dom.js";
 import { mountStudies } from "./views/studies.js";
 import { mountStudy } from "./views/study.js";
+import { mountSpecReference } from "./views/reference.js";
 
-window.hpoTimings = window.hpoTimings || { panels: {} };
 const main = document.getElementById("main");
 let current = null;
 
@@ -43,7 +45,16 @@ function parse(hash) {
       trial: study[2] ? Number(study[2]) : null,
     };
   }
+  const launch = hash.match(/^#\/new(?:\/(\d+))?\/?$/);
+  if (launch) return { key: "studies", launch: true, clone: launch[1] ? Number(launch[1]) : null };
+  if (/^#\/spec\/?$/.test(hash)) return { key: "spec" };
   return { key: "studies" };
+}
+
+function mount(target) {
+  if (target.key === "studies") return mountStudies(main, target);
+  if (target.key === "spec") return mountSpecReference(main);
+  return mountStudy(main, target);
 }
 
 function route() {
@@ -54,8 +65,7 @@ function route() {
   }
   current?.view.unmount();
   main.replaceChildren();
-  const view = target.key === "studies" ? mountStudies(main) : mountStudy(main, target);
-  current = { key: target.key, view };
+  current = { key: target.key, view: mount(target) };
 }
 
 // -- token gate ------------------------------------------------------------------------------

@@ -42,6 +42,15 @@ export function fill(el, ...children) {
   return append(el, children);
 }
 
+/** A horizontally scrolling box for a wide table: focusable, so a keyboard can scroll it. */
+export function scroller(label, ...children) {
+  return h(
+    "div",
+    { class: "scroll-x", tabindex: 0, role: "region", "aria-label": label },
+    children,
+  );
+}
+
 export const STATES = ["queued", "running", "paused", "completed", "pruned", "failed"];
 export const FINISHED = ["completed", "pruned", "failed"];
 

@@ -42,7 +42,7 @@ function curveTip(c, metric) {
 
 /**
  * Draw into `container`. data: {curves, band, metric, epochs}; opts: {focus (trial id),
- * onPick(trialId), height}.
+ * onPick(trialId), height, colors (trial id -> CSS colour, one per compared trial)}.
  */
 export function drawCurves(container, data, opts = {}) {
   const { curves, band, metric } = data;
@@ -73,6 +73,7 @@ export function drawCurves(container, data, opts = {}) {
         "data-trial": c.trial_id,
         "data-number": c.number,
         "data-tip": tip,
+        style: opts.colors ? `stroke: ${opts.colors.get(c.trial_id)}` : null,
       }),
     ];
     if (c.points.length === 1 && c.points[0][1] !== null) {

@@ -4,6 +4,7 @@
 
 import { api } from "../api.js";
 import { h } from "../dom.js";
+import { fieldHint, specSchema } from "../specschema.js";
 
 const EXAMPLE = `name: NAME
 objective: {metric: val_accuracy, direction: maximize}
@@ -115,21 +116,48 @@ function editor() {
   };
 }
 
-function showErrors(box, ed, err) {
+/** The 0-based line a message names ("... (line 3, column 1)", as YAML syntax errors do), or -1. */
+export function namedLine(msg) {
+  const found = /\bline (\d+)\b/.exec(msg);
+  return found ? Number(found[1]) - 1 : -1;
+}
+
+/** "did you mean `max_trials`?" as text with the back-quoted names in <code>. */
+function withCode(text) {
+  return text.split("`").map((part, i) => (i % 2 ? h("code", {}, part) : part));
+}
+
+/** Hints for fields the server did not expect, from the spec schema (null where none). */
+async function hintsFor(items) {
+  if (!items.some((e) => e.type === "extra_forbidden")) return items.map(() => null);
+  try {
+    const schema = await specSchema();
+    return items.map((e) => (e.type === "extra_forbidden" ? fieldHint(schema, e.path) : null));
+  } catch {
+    return items.map(() => null); // the hints are a help, the errors stand without them
+  }
+}
+
+async function showErrors(box, ed, err) {
   const fields = err.fieldErrors();
   const text = ed.area.value;
-  const items = fields.length
-    ? fields.map((f) => ({ ...f, line: locate(text, f.path) }))
-    : [{ path: [], msg: err.message, line: -1 }];
+  const items = (fields.length ? fields : [{ path: [], msg: err.message, type: null }]).map(
+    (f) => ({
+      ...f,
+      line: f.path.length ? locate(text, f.path) : namedLine(f.msg),
+    }),
+  );
+  const hints = await hintsFor(items);
   ed.mark(items.map((e) => e.line));
   box.replaceChildren(
     h("p", { class: "note" }, `The server refused the spec (${err.status}):`),
-    ...items.map((e) =>
+    ...items.map((e, i) =>
       h(
         "div",
         { class: "error", role: "alert", dataset: { field: e.path.join(".") } },
         e.path.length ? h("span", { class: "where" }, e.path.join(" › ")) : null,
         h("span", { class: "msg" }, e.msg),
+        hints[i] ? h("span", { class: "hint" }, withCode(hints[i])) : null,
         e.line >= 0
           ? h(
               "button",
@@ -160,6 +188,14 @@ export function launchPanel({ onLaunched, onCancel }) {
     ed.area.value = text;
     ed.area.dispatchEvent(new Event("input"));
   };
+  // errors about text that has changed since would point at the wrong lines: clear them
+  ed.area.addEventListener("input", () => {
+    if (errors.querySelector(".error")) {
+      errors.replaceChildren(
+        h("p", { class: "note" }, "The spec changed: launch again to check it."),
+      );
+    }
+  });
   file.addEventListener("change", async () => {
     if (file.files.length) setText(await file.files[0].text());
     file.value = "";
@@ -171,7 +207,12 @@ export function launchPanel({ onLaunched, onCancel }) {
       "div",
       { class: "panel-head" },
       h("h2", {}, "Launch a study"),
-      h("span", { class: "note" }, "YAML or JSON, as for hpo submit (docs/spec.md)"),
+      h(
+        "span",
+        { class: "note" },
+        "YAML or JSON, as for hpo submit: see the ",
+        h("a", { href: "#/spec", target: "_blank", rel: "noopener" }, "spec reference"),
+      ),
     ),
     h("div", { class: "launch" }, ed.el, errors),
     h(
@@ -194,7 +235,7 @@ export function launchPanel({ onLaunched, onCancel }) {
       onLaunched(study);
     } catch (err) {
       if (err.status === undefined) throw err;
-      showErrors(errors, ed, err);
+      await showErrors(errors, ed, err);
     } finally {
       launch.disabled = false;
     }

@@ -1,7 +1,7 @@
 // The chart panels of a study page. Each keeps the last data it drew, so that events can change
 // it in place (a reported epoch, a finished trial) between reloads from the server.
 
-import { count, counted, h, num } from "../dom.js";
+import { count, counted, h, num, scroller } from "../dom.js";
 import { drawBars } from "../charts/bars.js";
 import { curvesLegend, drawCurves } from "../charts/curves.js";
 import { drawHistory } from "../charts/history.js";
@@ -10,11 +10,11 @@ import { onResize, rampGradient } from "../charts/svg.js";
 
 export const CURVE_LIMIT = 100;
 
+/** A User Timing mark `hpo:chart:<name>` when a chart is first drawn on this page (a documented
+ * feature, docs/web.md: the dashboard benchmark and any profiler read them). */
 function markDrawn(name) {
-  const t = window.hpoTimings;
-  const now = performance.now();
-  if (t.firstChart === undefined) t.firstChart = now;
-  if (t.panels[name] === undefined) t.panels[name] = now;
+  const mark = `hpo:chart:${name}`;
+  if (!performance.getEntriesByName(mark, "mark").length) performance.mark(mark);
 }
 
 /** A panel with a title, a note, optional controls, a chart box and a footer. */
@@ -138,14 +138,15 @@ export function parallelPanel({ onPick }) {
   const p = panel("parallel", "Parallel coordinates");
   p.render = (data) => {
     if (!data.lines.length) {
-      p.empty("No completed trial yet.");
+      p.empty(data.basis ? "No trial has reached the first rung yet." : "No completed trial yet.");
       return;
     }
     const shown = data.lines.length;
+    const noun = data.basis ? "trial" : "completed trial";
     p.note.textContent =
-      shown < data.total
-        ? `${count(shown)} of ${counted(data.total, "completed trial")}`
-        : counted(shown, "completed trial");
+      (shown < data.total
+        ? `${count(shown)} of ${counted(data.total, noun)}`
+        : counted(shown, noun)) + (data.basis ? `: ${data.basis}` : "");
     p.show(data, (d) => drawParallel(p.box, d, { onPick }));
     p.foot.replaceChildren(
       h(
@@ -167,7 +168,10 @@ export function parallelPanel({ onPick }) {
 export function importancePanel() {
   const p = panel("importance", "Parameter importance");
   p.render = (data) => {
-    p.note.textContent = `${data.evaluator} over ${counted(data.trials, "completed trial")}`;
+    const noun = data.basis ? "trial" : "completed trial";
+    p.note.textContent =
+      `${data.evaluator} over ${counted(data.trials, noun)}` +
+      (data.basis ? `: ${data.basis}` : "");
     if (!data.importances.length) {
       p.empty(data.note ? `No importance yet: ${data.note}.` : "No importance yet.");
       return;
@@ -182,8 +186,11 @@ export function importancePanel() {
   return p;
 }
 
-/** Trials per bracket and rung (successive halving, Hyperband); a row filters the table. */
+/** Successive halving and Hyperband, per rung: its epochs, the trials trained to it (at it now or
+ * promoted past it), how many were promoted, the best value at its epoch and what is training
+ * there now. A row (click, Enter or Space) lists every trial that reached the rung. */
 export function rungsPanel({ onPick }) {
+  const head = h("tr");
   const body = h("tbody");
   const el = h(
     "section",
@@ -192,51 +199,47 @@ export function rungsPanel({ onPick }) {
       "div",
       { class: "panel-head" },
       h("h2", {}, "Brackets and rungs"),
-      h("span", { class: "note" }, "click a rung to list its trials"),
+      h("span", { class: "note" }, "open a rung to list every trial that reached it"),
     ),
-    h(
-      "div",
-      { class: "scroll-x" },
-      h(
-        "table",
-        { class: "data" },
-        h(
-          "thead",
-          {},
-          h(
-            "tr",
-            {},
-            ["Bracket", "Rung", "Running", "Paused", "Completed", "Pruned", "Failed", "Best"].map(
-              (t) => h("th", {}, t),
-            ),
-          ),
-        ),
-        body,
-      ),
-    ),
+    scroller("rungs table", h("table", { class: "data" }, h("thead", {}, head), body)),
   );
   const render = (groups) => {
+    const brackets = new Set(groups.map((g) => g.bracket)).size > 1;
+    const columns = [
+      ...(brackets ? [["Bracket", (g) => String(g.bracket)]] : []),
+      ["Rung", (g) => String(g.rung)],
+      ["Epochs", (g) => String(g.epochs ?? "—")],
+      ["Trained to it", (g) => String(g.trained ?? "—")],
+      ["Promoted", (g) => String(g.promoted ?? "—")],
+      ["Best at its epoch", (g) => num(g.best)],
+      ["Training now", (g) => String(g.counts.running + g.counts.queued)],
+      ["Paused", (g) => String(g.counts.paused)],
+    ];
+    head.replaceChildren(...columns.map(([label]) => h("th", { class: "num" }, label)));
     body.replaceChildren(
-      ...groups.map((g) =>
-        h(
+      ...groups.map((g) => {
+        const open = () => onPick(g.bracket, g.rung);
+        const name = `${brackets ? `bracket ${g.bracket}, ` : ""}rung ${g.rung}`;
+        return h(
           "tr",
           {
             class: "clickable",
+            tabindex: 0,
+            "aria-label": `${name}: list the ${counted(g.trained ?? 0, "trial")} trained to it`,
             dataset: { bracket: g.bracket, rung: g.rung },
-            onclick: () => onPick(g.bracket, g.rung),
+            onclick: open,
+            onkeydown: (e) => {
+              if (e.key === "Enter" || e.key === " ") {
+                e.preventDefault();
+                open();
+              }
+            },
           },
-          [
-            g.bracket,
-            g.rung,
-            g.counts.running + g.counts.queued,
-            g.counts.paused,
-            g.counts.completed,
-            g.counts.pruned,
-            g.counts.failed,
-          ].map((v) => h("td", { class: "num" }, String(v))),
-          h("td", { class: "num" }, num(g.best)),
-        ),
-      ),
+          columns.map(([label, cell]) =>
+            h("td", { class: "num", dataset: { col: label } }, cell(g)),
+          ),
+        );
+      }),
     );
   };
   return { el, render };

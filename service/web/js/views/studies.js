@@ -2,7 +2,7 @@
 // workers panel. Both lists reload every few seconds while the page is open.
 
 import { api } from "../api.js";
-import { badge, count, crumbs, h, num, when } from "../dom.js";
+import { badge, count, crumbs, h, num, scroller, when } from "../dom.js";
 import { launchPanel } from "./launch.js";
 import { workersPanel } from "./workers.js";
 
@@ -42,10 +42,38 @@ function studyRow(study) {
   );
 }
 
-export function mountStudies(main) {
+/** Whether every space-separated term of `query` is found in the study's name, strategy or
+ * state (case-insensitive). */
+function matches(study, query) {
+  const text = `${study.name} ${study.spec.strategy.kind} ${study.state}`.toLowerCase();
+  return query
+    .toLowerCase()
+    .split(/\s+/)
+    .filter(Boolean)
+    .every((term) => text.includes(term));
+}
+
+/** The spec of study `id` as launch-form text, renamed so that it can be launched again. */
+async function cloneText(id) {
+  const study = await api.study(id);
+  const suffix = "-copy";
+  const name = `${study.name.slice(0, 64 - suffix.length)}${suffix}`;
+  return JSON.stringify({ ...study.spec, name }, null, 2);
+}
+
+/** The list; target.launch opens the launch form, target.clone (a study id) fills it with a
+ * copy of that study's spec. */
+export function mountStudies(main, target = {}) {
   crumbs("Studies");
   const body = h("tbody");
   const note = h("span", { class: "note" });
+  const search = h("input", {
+    type: "search",
+    name: "study-filter",
+    placeholder: "filter: name, strategy or state",
+    "aria-label": "filter studies",
+  });
+  let all = [];
   const launchSlot = h("div");
   const workers = workersPanel();
   let launch = null;
@@ -61,20 +89,34 @@ export function mountStudies(main) {
           onLaunched: (study) => {
             window.location.hash = `#/studies/${study.id}`;
           },
-          onCancel: () => showLaunch(false),
+          onCancel: () => {
+            showLaunch(false);
+            if (window.location.hash.startsWith("#/new")) window.location.hash = "#/";
+          },
         })
       : null;
     launchSlot.replaceChildren(...(launch ? [launch.el] : []));
     if (launch) launch.focus();
   }
 
+  async function open(next) {
+    if (!next.launch) return;
+    if (!launch) showLaunch(true);
+    if (next.clone === null || next.clone === undefined) return;
+    try {
+      launch.setText(await cloneText(next.clone));
+    } catch (err) {
+      launch.setText("");
+      note.textContent = `could not clone study ${next.clone}: ${err.message}`;
+    }
+  }
+
   const list = h(
     "section",
     { class: "panel", "aria-label": "studies" },
-    h("div", { class: "panel-head" }, h("h2", {}, "Studies"), toggle, note),
-    h(
-      "div",
-      { class: "scroll-x" },
+    h("div", { class: "panel-head" }, h("h2", {}, "Studies"), toggle, search, note),
+    scroller(
+      "studies table",
       h(
         "table",
         { class: "data", id: "studies" },
@@ -98,12 +140,25 @@ export function mountStudies(main) {
   let names = new Map();
   async function refresh() {
     try {
-      const studies = await api.studies();
-      names = new Map(studies.map((s) => [s.id, s.name]));
-      note.textContent = `${studies.length} ${studies.length === 1 ? "study" : "studies"}`;
-      body.replaceChildren(
-        ...(studies.length
-          ? studies.map(studyRow)
+      all = await api.studies();
+      names = new Map(all.map((s) => [s.id, s.name]));
+      draw();
+    } catch (err) {
+      note.textContent = `could not load the studies: ${err.message}`;
+    }
+    await workers.refresh(names).catch(() => {});
+  }
+
+  function draw() {
+    const shown = all.filter((s) => matches(s, search.value));
+    const total = `${all.length} ${all.length === 1 ? "study" : "studies"}`;
+    note.textContent = shown.length < all.length ? `${shown.length} of ${total}` : total;
+    const none = all.length ? "No study matches the filter." : null;
+    body.replaceChildren(
+      ...(shown.length
+        ? shown.map(studyRow)
+        : none
+          ? [h("tr", {}, h("td", { colspan: 6, class: "empty" }, none))]
           : [
               h(
                 "tr",
@@ -115,13 +170,12 @@ export function mountStudies(main) {
                 ),
               ),
             ]),
-      );
-    } catch (err) {
-      note.textContent = `could not load the studies: ${err.message}`;
-    }
-    await workers.refresh(names).catch(() => {});
+    );
   }
+
+  search.addEventListener("input", draw);
   refresh();
+  open(target);
   const timer = setInterval(refresh, POLL_MS);
-  return { unmount: () => clearInterval(timer) };
+  return { update: open, unmount: () => clearInterval(timer) };
 }

@@ -18,11 +18,13 @@ import {
 import { applyFinished, applyReport } from "./live.js";
 import { trialTable } from "./table.js";
 import { trialDialog } from "./trial.js";
+import { compareDialog } from "./compare.js";
+import { cloneStudy, confirmDelete, editBudget, showSpec } from "./actions.js";
 
 const MULTI_FIDELITY = ["successive_halving", "hyperband"];
 
 function header(onAction) {
-  const title = h("h1", { id: "study-name" });
+  const title = h("h1", { id: "study-name", tabindex: -1 });
   const state = h("span", { id: "study-state" });
   const live = h("span", { class: "live", id: "live", "data-status": "connecting" }, "connecting");
   const stop = h(
@@ -36,6 +38,23 @@ function header(onAction) {
     "Resume",
   );
   const message = h("span", { class: "note", role: "alert" });
+  const more = [
+    ["spec", "Spec"],
+    ["clone", "Clone"],
+    ["budget", "Budget…"],
+    ["delete", "Delete…"],
+  ].map(([action, label]) =>
+    h(
+      "button",
+      {
+        type: "button",
+        class: action === "delete" ? "danger ghost" : "ghost",
+        dataset: { action },
+        onclick: () => onAction(action),
+      },
+      label,
+    ),
+  );
   const counts = h("div", { class: "chips", id: "counts" });
   const about = h("div", { class: "note" });
   const best = h("div", { class: "best", id: "best" });
@@ -49,6 +68,7 @@ function header(onAction) {
       state,
       h("div", { class: "actions" }, message, live, stop, resume),
     ),
+    h("div", { class: "actions more", "aria-label": "more actions", role: "group" }, more),
     about,
     counts,
     best,
@@ -104,7 +124,7 @@ function header(onAction) {
         : [h("span", { class: "note" }, "No completed trial yet.")]),
     );
   }
-  return { el, render, live, message };
+  return { el, render, live, message, stop, resume, title };
 }
 
 // Which panels an event asks to reload.
@@ -146,10 +166,12 @@ class StudyPage {
     this.history = historyPanel({ onPick: go });
     this.parallel = parallelPanel({ onPick: go });
     this.importance = importancePanel();
-    this.rungs = rungsPanel({ onPick: (b, r) => this.table?.showGroup(b, r) });
+    this.rungs = rungsPanel({ onPick: (b, r) => this.table?.showReached(b, r) });
     this.dialog = trialDialog({
       onClose: () => window.location.hash.includes("/trials/") && go(null),
+      multiFidelity: () => this.multi,
     });
+    this.compare = compareDialog();
     this.rungSlot = h("div");
     this.tableSlot = h("div");
     const charts = h(
@@ -163,6 +185,7 @@ class StudyPage {
     this.main.append(
       h("div", { class: "stack" }, this.head.el, charts, this.rungSlot, this.tableSlot),
       this.dialog.el,
+      this.compare.el,
     );
   }
 
@@ -239,11 +262,28 @@ class StudyPage {
   }
 
   async act(action) {
+    const study = this.study;
+    if (!study) return;
+    if (action === "spec") return showSpec(study);
+    if (action === "clone") return cloneStudy(study);
+    if (action === "budget") return editBudget(study, (updated) => this.showStudy(updated));
+    if (action === "delete") {
+      return confirmDelete(study, () => {
+        window.location.hash = "#/";
+      });
+    }
     this.head.message.textContent = "";
     try {
       this.showStudy(await api[action](this.id));
     } catch (err) {
       this.head.message.textContent = err.message;
+    }
+    // Stop disables itself (and Resume itself): keep the keyboard focus on the other one
+    const { stop, resume, title } = this.head;
+    if (document.activeElement === document.body || document.activeElement?.disabled) {
+      const next = [resume, stop].find((b) => !b.disabled);
+      if (next) next.focus();
+      else title.focus();
     }
   }
 
@@ -261,6 +301,7 @@ class StudyPage {
     this.metric = this.metric || spec.objective.metric;
     this.curves.setMetrics(this.metrics, this.metric);
     const multi = MULTI_FIDELITY.includes(spec.strategy.kind) || overview.rungs.length > 1;
+    this.multi = multi;
     if (multi) {
       this.rungs.render(overview.rungs);
       if (!this.rungSlot.firstChild) this.rungSlot.append(this.rungs.el);
@@ -271,6 +312,7 @@ class StudyPage {
         params: Object.keys(spec.space),
         multiFidelity: multi,
         onOpen: (n) => this.go(n),
+        onCompare: (numbers) => this.compare.open(this.id, numbers, this.metric),
       });
       this.tableSlot.append(this.table.el);
       this.refresh.table.now();
@@ -318,6 +360,7 @@ class StudyPage {
     Object.values(this.refresh).forEach((r) => r.close());
     [this.curves, this.history, this.parallel, this.importance].forEach((p) => p.close());
     this.dialog.close();
+    this.compare.close();
   }
 }
 

@@ -1,16 +1,17 @@
 // The trial table: one server-side page at a time (sorted, filtered, offset paging), one column
-// per parameter; a row opens the trial.
+// per parameter; a row opens the trial; ticked rows (kept across pages) can be compared.
 
 import { api } from "../api.js";
-import { STATES, badge, count, debounce, duration, h, num, paramText } from "../dom.js";
+import { STATES, badge, count, debounce, duration, h, num, scroller, paramText } from "../dom.js";
 
 const PAGE = 50;
 
 /**
  * studyId; params: parameter names; multiFidelity: show bracket and rung columns;
- * onOpen(number). Returns {el, refresh(), showGroup(bracket, rung), select(number)}.
+ * onOpen(number); onCompare(numbers) with two or more ticked trials.
+ * Returns {el, refresh(), showReached(bracket, rung), select(number)}.
  */
-export function trialTable({ studyId, params, multiFidelity, onOpen }) {
+export function trialTable({ studyId, params, multiFidelity, onOpen, onCompare }) {
   const view = {
     sort: "number",
     order: "desc",
@@ -18,8 +19,9 @@ export function trialTable({ studyId, params, multiFidelity, onOpen }) {
     states: new Set(),
     q: "",
     bracket: null,
-    rung: null,
+    reached: null,
   };
+  const ticked = new Set();
   let selected = null;
   let last = null;
   const head = h("tr");
@@ -34,9 +36,35 @@ export function trialTable({ studyId, params, multiFidelity, onOpen }) {
     "aria-label": "filter trials",
   });
   const group = h("span", { class: "chip", hidden: true });
+  const compare = h(
+    "button",
+    { type: "button", disabled: true, onclick: () => onCompare([...ticked].sort((a, b) => a - b)) },
+    "Compare",
+  );
+  const tickNote = () => {
+    compare.textContent = ticked.size ? `Compare ${ticked.size}` : "Compare";
+    compare.disabled = ticked.size < 2;
+    compare.title = ticked.size < 2 ? "tick two or more trials to compare them" : "";
+  };
+  tickNote();
   const message = h("span", { class: "note", role: "alert" });
 
+  const tick = (t) =>
+    h("input", {
+      type: "checkbox",
+      name: "compare",
+      "aria-label": `compare trial #${t.number}`,
+      checked: ticked.has(t.number),
+      onclick: (e) => e.stopPropagation(),
+      onkeydown: (e) => e.stopPropagation(),
+      onchange: (e) => {
+        if (e.target.checked) ticked.add(t.number);
+        else ticked.delete(t.number);
+        tickNote();
+      },
+    });
   const columns = [
+    { key: null, label: "Compare", cell: tick, cls: "tick" },
     { key: "number", label: "#", cell: (t) => String(t.number), cls: "num" },
     { key: "state", label: "State", cell: (t) => badge(t.state) },
     ...(multiFidelity
@@ -58,23 +86,34 @@ export function trialTable({ studyId, params, multiFidelity, onOpen }) {
   ];
 
   function drawHead() {
+    // the header is rebuilt: a sort button that had the keyboard focus keeps it
+    const focused = head.contains(document.activeElement)
+      ? document.activeElement.closest("th")?.dataset.sort
+      : null;
     head.replaceChildren(
       ...columns.map((c) => {
+        if (c.key === null)
+          return h("th", { class: c.cls }, h("span", { class: "sr-only" }, c.label));
         const sorted =
           view.sort === c.key ? (view.order === "asc" ? "ascending" : "descending") : null;
+        // a button in the header: focusable, and Enter or Space sorts like a click
         return h(
           "th",
-          {
-            class: `sortable ${c.cls || ""}`,
-            "aria-sort": sorted,
-            dataset: { sort: c.key },
-            onclick: () => sortBy(c.key),
-            title: "sort",
-          },
-          c.label,
+          { class: `sortable ${c.cls || ""}`, "aria-sort": sorted, dataset: { sort: c.key } },
+          h(
+            "button",
+            {
+              type: "button",
+              class: "sort",
+              title: `sort by ${c.label}`,
+              onclick: () => sortBy(c.key),
+            },
+            c.label,
+          ),
         );
       }),
     );
+    if (focused) head.querySelector(`th[data-sort="${CSS.escape(focused)}"] button`)?.focus();
   }
 
   function sortBy(key) {
@@ -102,8 +141,10 @@ export function trialTable({ studyId, params, multiFidelity, onOpen }) {
     );
   }
 
+  let asked = 0;
   async function refresh() {
     drawHead();
+    const ask = ++asked; // answers can overtake each other: only the newest question's counts
     let page;
     try {
       page = await api.table(studyId, {
@@ -114,10 +155,12 @@ export function trialTable({ studyId, params, multiFidelity, onOpen }) {
         state: [...view.states].join(","),
         q: view.q,
         bracket: view.bracket,
-        rung: view.rung,
+        reached: view.reached,
       });
+      if (ask !== asked) return;
       message.textContent = "";
     } catch (err) {
+      if (ask !== asked) return;
       message.textContent =
         err
           .fieldErrors()
@@ -166,19 +209,21 @@ export function trialTable({ studyId, params, multiFidelity, onOpen }) {
     ),
   );
 
-  function showGroup(bracket, rung) {
+  /** Keep the trials of `bracket` that reached `rung` (null, null: every trial). */
+  function showReached(bracket, rung) {
     view.bracket = bracket;
-    view.rung = rung;
+    view.reached = rung;
     group.hidden = bracket === null;
     group.replaceChildren(
-      `bracket ${bracket}, rung ${rung}`,
+      `reached rung ${rung} of bracket ${bracket}`,
       h(
         "button",
         {
           type: "button",
           class: "ghost",
-          title: "show every rung",
-          onclick: () => showGroup(null, null),
+          "aria-label": "show every trial",
+          title: "show every trial",
+          onclick: () => showReached(null, null),
         },
         "×",
       ),
@@ -190,14 +235,14 @@ export function trialTable({ studyId, params, multiFidelity, onOpen }) {
     "section",
     { class: "panel", id: "trials", "aria-label": "trials" },
     h("div", { class: "panel-head" }, h("h2", {}, "Trials"), info),
-    h("div", { class: "filters" }, search, stateBoxes, group, message),
-    h("div", { class: "scroll-x" }, h("table", { class: "data" }, h("thead", {}, head), body)),
+    h("div", { class: "filters" }, search, stateBoxes, group, compare, message),
+    scroller("trials table", h("table", { class: "data" }, h("thead", {}, head), body)),
     h("div", { class: "pager" }, prev, next),
   );
   return {
     el,
     refresh,
-    showGroup,
+    showReached,
     select(number) {
       selected = number;
       body

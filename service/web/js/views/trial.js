@@ -5,13 +5,13 @@ import { api } from "../api.js";
 import { badge, duration, fill, h, num, paramText, when } from "../dom.js";
 import { drawCurves } from "../charts/curves.js";
 
-function facts(trial) {
+function facts(trial, multiFidelity) {
   const rows = [
     ["Value", num(trial.value)],
     ["Epochs", String(trial.epochs)],
     ["Worker", trial.worker || "—"],
     ["Attempt", String(trial.attempt)],
-    ["Bracket / rung", `${trial.bracket} / ${trial.rung}`],
+    multiFidelity ? ["Bracket / rung", `${trial.bracket} / ${trial.rung}`] : null,
     ["Started", when(trial.started_at)],
     ["Finished", when(trial.finished_at)],
     ["Duration", duration(trial.duration_s)],
@@ -20,7 +20,7 @@ function facts(trial) {
   return h(
     "dl",
     { class: "facts" },
-    rows.map(([k, v]) => [h("dt", {}, k), h("dd", { dataset: { fact: k } }, v)]),
+    rows.filter(Boolean).map(([k, v]) => [h("dt", {}, k), h("dd", { dataset: { fact: k } }, v)]),
   );
 }
 
@@ -72,8 +72,9 @@ function metricCharts(trial) {
   });
 }
 
-/** The dialog; open(studyId, number) shows trial `number` of the study; onClose when closed. */
-export function trialDialog({ onClose }) {
+/** The dialog; open(studyId, number) shows trial `number` of the study; onClose when closed;
+ * multiFidelity() says whether bracket and rung mean anything for the study. */
+export function trialDialog({ onClose, multiFidelity = () => false }) {
   const body = h("div", { class: "dialog-body" });
   const dialog = h("dialog", { id: "trial-dialog", "aria-label": "trial" }, body);
   dialog.addEventListener("close", () => onClose());
@@ -111,7 +112,7 @@ export function trialDialog({ onClose }) {
         badge(trial.state),
         closeButton(),
       ),
-      h("div", { class: "grid2" }, facts(trial), paramsTable(trial)),
+      h("div", { class: "grid2" }, facts(trial, multiFidelity()), paramsTable(trial)),
       h("div", { class: "minis" }, minis),
     );
     minis.forEach((m) => m.draw && m.draw());

@@ -2,7 +2,7 @@
 // was last heard from; workers past the server's stale limit are flagged.
 
 import { api } from "../api.js";
-import { ago, h } from "../dom.js";
+import { ago, h, scroller } from "../dom.js";
 
 const SHOWN_TRIALS = 3;
 
@@ -36,7 +36,7 @@ function row(worker, studyNames) {
   return h(
     "tr",
     { dataset: { worker: worker.name }, class: worker.stale ? "stale-row" : null },
-    h("td", { class: "wrap" }, worker.name),
+    h("td", { class: "name" }, worker.name),
     h("td", {}, worker.host || "—"),
     h("td", { class: "mono" }, worker.device),
     h("td", {}, state),
@@ -57,9 +57,8 @@ export function workersPanel() {
     "section",
     { class: "panel", id: "workers", "aria-label": "workers" },
     h("div", { class: "panel-head" }, h("h2", {}, "Workers"), note),
-    h(
-      "div",
-      { class: "scroll-x" },
+    scroller(
+      "workers table",
       h(
         "table",
         { class: "data" },
