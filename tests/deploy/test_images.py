@@ -169,3 +169,24 @@ def test_the_images_copy_the_constraints_they_install_from() -> None:
             if line.startswith("COPY ")
         ]
         assert ["pyproject.toml", "constraints.txt"] in copies, dockerfile
+
+
+def test_the_images_copy_every_package_the_install_builds() -> None:
+    """`pip install /src` builds the packages pyproject.toml lists: each one's top folder must
+    be copied in (and be in the build context), or the image build fails."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        setuptools.get("package-dir", {}).get(package, package.replace(".", "/")).split("/")[0]
+        for package in setuptools["packages"]
+    }
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    for dockerfile in ("Dockerfile.server", "Dockerfile.worker"):
+        copied = {
+            shlex.split(line)[1]
+            for line in (DOCKER / dockerfile).read_text().splitlines()
+            if line.startswith("COPY ")
+        }
+        assert folders <= copied, (dockerfile, folders - copied)
+    assert all(f"!{folder}/" in ignore for folder in folders), folders
