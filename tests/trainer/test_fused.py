@@ -1,0 +1,155 @@
+"""Fused training gives every trial the curve it gets alone (see tests/trainer/fused_support.py
+for the float64 reference and the 1e-6 relative tolerance), for every model x norm x optimizer;
+fusing and unfusing keep each trial's state dict; and which trials can share a group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from tests.trainer.fused_support import SMALL, Recorder, alone, assert_same_curve, one_thread
+from trainer.fused.grouping import fuse_key, group_indices
+from trainer.fused.layers import NotFusable, Streams, fuse, member_state
+from trainer.fused.loop import train_group
+from trainer.models import build_model
+from trainer.norms import NORMS
+from trainer.params import Params
+from trainer.train import TrainConfig, TrainResult
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+__all__ = ["one_thread"]  # the fixture, imported for pytest
+
+CASES = [
+    ("mlp", None),
+    ("cnn", [2, 12]),  # 1-D, with channels
+    ("cnn", [1, 8, 8]),
+    ("resnet", [1, 8, 8]),
+]
+# Fusing and unfusing also for the other input layouts: a feature vector read as a sequence.
+LAYOUTS = [*CASES, ("cnn", None), ("resnet", [2, 12]), ("mlp", [2, 12])]
+
+# Per-trial settings a group keeps apart: lr, schedule, warm-up, weight decay, dropout rate,
+# clipping, momentum and nesterov.
+TRIALS: list[dict[str, Any]] = [
+    {"lr": 1e-2, "dropout": 0.1, "weight_decay": 1e-2, "momentum": 0.9, "nesterov": True},
+    {"lr": 3e-3, "dropout": 0.3, "grad_clip": 0.5, "momentum": 0.5, "lr_schedule": "constant"},
+    {"lr": 5e-3, "dropout": 0.2, "weight_decay": 1e-3, "momentum": 0.0, "warmup_epochs": 1.0},
+]
+
+
+def configs(model: str, shape: list[int] | None, norm: str, optimizer: str) -> list[TrainConfig]:
+    base: dict[str, Any] = {**SMALL, "norm": norm, "optimizer": optimizer, "groups": 4}
+    if shape is not None:
+        base["shape"] = shape
+    result = []
+    for seed, trial in enumerate(TRIALS):
+        params = {**base, **trial}
+        if optimizer == "adamw":
+            params.pop("momentum")
+            params.pop("nesterov", None)
+        result.append(TrainConfig(model, "synthetic", 2, params, seed=seed))
+    return result
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize(("model", "shape"), CASES)
+def test_a_fused_trial_gives_the_curve_it_gives_alone(
+    model: str, shape: list[int] | None, norm: str, optimizer: str
+) -> None:
+    trials = configs(model, shape, norm, optimizer)
+    recorders = [Recorder() for _ in trials]
+    results = train_group(trials, recorders, [None] * len(trials), dtype=torch.float64)
+    for config, recorder, result in zip(trials, recorders, results, strict=True):
+        assert result == TrainResult(2, recorder.curve[-1], None)
+        assert_same_curve(recorder.curve, alone(config).curve)
+    # Different settings give different curves: the comparison can tell trials apart.
+    assert recorders[0].curve[-1]["train_loss"] != recorders[1].curve[-1]["train_loss"]
+
+
+def test_float32_fused_training_follows_the_float32_loop() -> None:
+    """In float32 (how the worker trains) rounding differs more; after 2 epochs the curves
+    still agree to 1e-4 relative."""
+    trials = configs("cnn", [1, 8, 8], "batch", "adamw")
+    recorders = [Recorder() for _ in trials]
+    train_group(trials, recorders, [None] * len(trials))
+    for config, recorder in zip(trials, recorders, strict=True):
+        expected = alone(config, torch.float32).curve
+        for mine, theirs in zip(recorder.curve, expected, strict=True):
+            assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-4)
+            assert mine["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize(("model", "shape"), LAYOUTS)
+def test_fusing_keeps_each_trials_state_dict_and_outputs(
+    model: str, shape: list[int] | None, norm: str
+) -> None:
+    sample = tuple(shape) if shape is not None else (20,)
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        params = Params({"norm": norm, "groups": 4, "dropout": 0.2, "channels": 8, "width": 16})
+        models.append(build_model(model, sample, 4, params).double())
+    fused = fuse(models, Streams([torch.Generator() for _ in models]))
+    x = torch.randn(3, 5, *sample, dtype=torch.float64)
+    fused.eval()
+    out = fused(x)
+    for index, single in enumerate(models):
+        state = member_state(fused, index)
+        assert state.keys() == single.state_dict().keys()
+        for key, value in single.state_dict().items():
+            assert torch.equal(state[key], value), key
+        single.eval()
+        torch.testing.assert_close(out[index], single(x[index]), rtol=1e-10, atol=1e-12)
+
+
+def test_models_of_different_shapes_are_not_fused() -> None:
+    models = [build_model("mlp", (20,), 4, Params({"width": width})) for width in (16, 32)]
+    with pytest.raises(NotFusable):
+        fuse(models, Streams([torch.Generator() for _ in models]))
+
+
+def test_a_bad_param_fails_only_its_trial() -> None:
+    trials = configs("mlp", None, "batch", "adamw")
+    trials[1].params["dropout"] = 1.5
+    recorders = [Recorder() for _ in trials]
+    results = train_group(trials, recorders, [None] * 3, dtype=torch.float64)
+    assert "param 'dropout' must be < 1.0, got 1.5" in str(results[1])
+    assert recorders[1].curve == []
+    assert_same_curve(recorders[2].curve, alone(trials[2]).curve)
+
+
+def key_of(model: str = "mlp", seed: int = 0, **params: Any) -> object:
+    return fuse_key(TrainConfig(model, "digits", 3, {"batch_size": 64, **params}, seed=seed))
+
+
+def test_trials_differing_in_per_trial_settings_share_a_key() -> None:
+    first = key_of(lr=0.1, dropout=0.1, weight_decay=0.0, seed=1)
+    assert first == key_of(lr=0.001, dropout=0.4, weight_decay=0.01, grad_clip=1.0, seed=7)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"batch_size": 32},
+        {"norm": "batch"},
+        {"dropout": 0.0},  # no dropout layers at all
+        {"optimizer": "sgd"},
+        {"width": 64},
+    ],
+)
+def test_trials_differing_in_shapes_or_batches_do_not(other: dict[str, Any]) -> None:
+    assert key_of(dropout=0.1) != key_of(**{"dropout": 0.1, **other})
+
+
+def test_groups_are_formed_per_key_up_to_the_size() -> None:
+    trials = [
+        TrainConfig("mlp", "digits", 3, {"batch_size": size, "lr": lr})
+        for size, lr in [(64, 0.1), (32, 0.1), (64, 0.2), (64, 0.3), (32, 0.4)]
+    ]
+    trials.append(TrainConfig("not-a-builtin", "digits", 3, {}))
+    assert group_indices(trials, 2) == [[0, 2], [1, 4], [3], [5]]
+    assert fuse_key(trials[5]) is None

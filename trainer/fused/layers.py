@@ -1,0 +1,424 @@
+"""Fused layers: K trials' copies of one layer as one module whose tensors carry a leading K axis.
+
+`fuse(models)` turns K structurally equal unfused models (trainer.models, one per trial) into one
+`FusedModel` with the same module tree and the same state-dict keys, every tensor stacked along a
+new first axis (K, *unfused shape). Slice k of the fused state dict is trial k's ordinary state
+dict, so checkpoints stay in the unfused format (see `member_state` and `load_member`).
+
+Activations travel in one of two layouts:
+- trial layout (K, N, F) for linear layers: a batched matrix product per layer (`baddbmm`);
+- packed layout (N, K*C, *spatial) for convolutions: trial k owns channels k*C..(k+1)*C-1 and a
+  convolution with groups=K keeps the trials apart. Batch, group, instance and layer norm over
+  the packed channels keep per-trial (and per-channel) statistics, since they never mix channels
+  of different groups.
+Nothing of one trial reaches another: no layer mixes the K axis or the channels of two trials, and
+each trial's dropout masks come from its own generator (`Streams`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from trainer.models import AddChannel
+
+TRIAL = "trial"  # (K, N, F)
+PACKED = "packed"  # (N, K*C, *spatial)
+
+# torch.nn.AlphaDropout's constant (the SELU fixed point's -scale * alpha).
+_ALPHA = 1.7580993408473766
+
+_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
+_ELEMENTWISE = (nn.ReLU, nn.SELU, nn.Identity)
+
+
+class NotFusable(Exception):
+    """The models cannot be fused: a layer with no fused counterpart, or trials whose models
+    differ in structure."""
+
+
+class Streams:
+    """The random generators of a group's trials, one per trial, in member order. Trial k's
+    dropout masks are drawn from generator k only, exactly as the unfused loop draws them from
+    the global generator, so a fused trial sees the masks it sees alone."""
+
+    def __init__(self, generators: Sequence[torch.Generator]) -> None:
+        self.generators = list(generators)
+
+
+def pack(x: torch.Tensor) -> torch.Tensor:
+    """(K, N, C, *spatial) -> (N, K*C, *spatial)."""
+    k, n = x.shape[:2]
+    return x.transpose(0, 1).reshape(n, k * x.shape[2], *x.shape[3:])
+
+
+def _to_packed(x: torch.Tensor) -> torch.Tensor:
+    """Trial layout (K, N, F) -> (N, K*F), so a per-channel norm runs on all trials at once."""
+    return x.transpose(0, 1).reshape(x.shape[1], -1)
+
+
+def _to_trial(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, K*F) -> (K, N, F)."""
+    return x.view(x.shape[0], k, -1).transpose(0, 1)
+
+
+class _WeightNorm(nn.Module):
+    """Holds the magnitude g (original0) and direction v (original1) under the same state-dict
+    keys as torch.nn.utils.parametrizations.weight_norm: `parametrizations.weight.original0`."""
+
+    def __init__(self, k: int, shape: torch.Size) -> None:
+        super().__init__()
+        self.original0 = nn.Parameter(torch.empty(k, shape[0], *[1] * (len(shape) - 1)))
+        self.original1 = nn.Parameter(torch.empty(k, *shape))
+
+    def weight(self) -> torch.Tensor:
+        # torch._weight_norm(v, g, dim=0) per trial: each output row scaled to norm g.
+        v, g = self.original1, self.original0
+        norm = torch.linalg.vector_norm(v, dim=tuple(range(2, v.dim())), keepdim=True)
+        return v * (g / norm)
+
+
+class _Weighted(nn.Module):
+    """A fused linear or conv layer's weight (K, out, in, *kernel) and optional bias (K, out)."""
+
+    def __init__(self, k: int, template: nn.Linear | nn.Conv1d | nn.Conv2d) -> None:
+        super().__init__()
+        self.k = k
+        if parametrize.is_parametrized(template, "weight"):
+            shape = template.get_parameter("parametrizations.weight.original1").shape
+            self.parametrizations = nn.ModuleDict({"weight": _WeightNorm(k, shape)})
+            self.weight_norm = True
+        else:
+            self.weight = nn.Parameter(torch.empty(k, *template.weight.shape))
+            self.weight_norm = False
+        bias = template.bias
+        self.bias = None if bias is None else nn.Parameter(torch.empty(k, *bias.shape))
+
+    def fused_weight(self) -> torch.Tensor:
+        if self.weight_norm:
+            return self.parametrizations["weight"].weight()  # type: ignore[operator]
+        return self.weight
+
+
+class FusedLinear(_Weighted):
+    """K linear layers on the trial layout: (K, N, in) -> (K, N, out)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.fused_weight().transpose(1, 2)
+        if self.bias is None:
+            return torch.bmm(x, weight)
+        return torch.baddbmm(self.bias.unsqueeze(1), x, weight)
+
+
+class FusedConv(_Weighted):
+    """K convolutions on the packed layout as one convolution with groups=K."""
+
+    def __init__(self, k: int, template: nn.Conv1d | nn.Conv2d) -> None:
+        super().__init__(k, template)
+        self.conv = F.conv2d if isinstance(template, nn.Conv2d) else F.conv1d
+        self.stride, self.padding = template.stride, template.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.fused_weight()
+        weight = weight.reshape(-1, *weight.shape[2:])
+        bias = None if self.bias is None else self.bias.reshape(-1)
+        return self.conv(x, weight, bias, self.stride, self.padding, 1, self.k)
+
+
+class _Affine(nn.Module):
+    """A normalization layer's per-trial scale and shift (K, C)."""
+
+    def __init__(self, k: int, template: Any, layout: str) -> None:
+        super().__init__()
+        self.k, self.layout, self.eps = k, layout, float(template.eps)
+        self.weight = nn.Parameter(torch.empty(k, *template.weight.shape))
+        self.bias = nn.Parameter(torch.empty(k, *template.bias.shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layout == PACKED:
+            return self.packed(x)
+        return _to_trial(self.packed(_to_packed(x)), self.k)
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class FusedBatchNorm(_Affine):
+    """Batch norm over K*C channels: statistics (running ones too) per trial and channel."""
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
+
+    def __init__(self, k: int, template: nn.modules.batchnorm._BatchNorm, layout: str) -> None:
+        super().__init__(k, template, layout)
+        if template.momentum is None or not template.track_running_stats:
+            raise NotFusable("batch norm without a momentum or running statistics")
+        self.momentum = float(template.momentum)
+        channels = template.num_features
+        self.register_buffer("running_mean", torch.zeros(k, channels))
+        self.register_buffer("running_var", torch.ones(k, channels))
+        self.register_buffer("num_batches_tracked", torch.zeros(k, dtype=torch.long))
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        # The views share the buffers' storage: batch_norm updates the running statistics there.
+        return F.batch_norm(
+            x,
+            self.running_mean.view(-1),
+            self.running_var.view(-1),
+            self.weight.reshape(-1),
+            self.bias.reshape(-1),
+            self.training,
+            self.momentum,
+            self.eps,
+        )
+
+
+class FusedGroupNorm(_Affine):
+    """Group norm with G groups per trial as K*G groups over K*C channels (layer norm of a conv
+    model is G = 1)."""
+
+    def __init__(self, k: int, template: nn.GroupNorm, layout: str) -> None:
+        super().__init__(k, template, layout)
+        self.groups = int(template.num_groups)
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(
+            x, self.k * self.groups, self.weight.reshape(-1), self.bias.reshape(-1), self.eps
+        )
+
+
+class FusedInstanceNorm(_Affine):
+    """Instance norm over K*C channels (statistics per sample and channel; none kept)."""
+
+    def __init__(self, k: int, template: nn.modules.instancenorm._InstanceNorm, layout: str):
+        super().__init__(k, template, layout)
+        if template.track_running_stats or layout != PACKED:
+            raise NotFusable("instance norm with running statistics or without a spatial axis")
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.weight.reshape(-1), self.bias.reshape(-1)
+        return F.instance_norm(x, weight=weight, bias=bias, eps=self.eps)
+
+
+class FusedLayerNorm(_Affine):
+    """Layer norm of feature vectors on the trial layout (K, N, F)."""
+
+    def __init__(self, k: int, template: nn.LayerNorm, layout: str) -> None:
+        super().__init__(k, template, layout)
+        if layout != TRIAL or len(template.normalized_shape) != 1:
+            raise NotFusable("layer norm over more than the features of a trial-layout input")
+        self.shape = tuple(template.normalized_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.layer_norm(x, self.shape, None, None, self.eps)
+        return torch.addcmul(self.bias.unsqueeze(1), normed, self.weight.unsqueeze(1))
+
+
+class FusedDropout(nn.Module):
+    """Dropout (or alpha dropout) at a rate per trial, trial k's mask drawn from its own
+    generator with the same call and shape as torch's CPU dropout makes for the unfused layer,
+    so the masks are those the trial gets alone."""
+
+    def __init__(self, rates: Sequence[float], alpha: bool, layout: str) -> None:
+        super().__init__()
+        self.rates, self.alpha, self.layout = list(rates), alpha, layout
+        self.streams: Streams | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not any(self.rates):
+            return x
+        if self.streams is None:
+            raise RuntimeError("a fused dropout layer needs the group's Streams")
+        k = len(self.rates)
+        # Trial k's unfused input shape: (N, F) in the trial layout, (N, C, *spatial) packed.
+        shape = x.shape[1:] if self.layout == TRIAL else (x.shape[0], x.shape[1] // k, *x.shape[2:])
+        noise = torch.ones((k, *shape), dtype=x.dtype, device=x.device)
+        streams = zip(self.rates, self.streams.generators, strict=True)
+        for index, (rate, generator) in enumerate(streams):
+            if rate:
+                noise[index].bernoulli_(1 - rate, generator=generator)
+        if self.alpha:
+            noise, shift = self._alpha(noise)
+            return self._masked(x, noise) + self._layout(shift)
+        keep = [1 - rate for rate in self.rates]
+        noise = noise.div_(self._per_trial(keep, noise))
+        return self._masked(x, noise)
+
+    def _alpha(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """torch's alpha dropout with a per-trial rate: noise * a, and the shift b."""
+        scale = [1 / math.sqrt((_ALPHA * _ALPHA * p + 1) * (1 - p)) for p in self.rates]
+        step = self._per_trial([_ALPHA * a for a in scale], noise)
+        offsets = [_ALPHA * a * p for a, p in zip(scale, self.rates, strict=True)]
+        offset = self._per_trial(offsets, noise)
+        shift = noise.add(-1).mul_(step).add_(offset)
+        return noise.mul_(self._per_trial(scale, noise)), shift
+
+    def _per_trial(self, values: list[float], like: torch.Tensor) -> torch.Tensor:
+        column = torch.tensor(values, dtype=like.dtype)
+        return column.view(-1, *[1] * (like.dim() - 1)).to(like.device, non_blocking=True)
+
+    def _layout(self, noise: torch.Tensor) -> torch.Tensor:
+        return noise if self.layout == TRIAL else pack(noise)
+
+    def _masked(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return x * self._layout(noise)
+
+
+class FusedFlatten(nn.Module):
+    """nn.Flatten() of each trial's samples; from the packed layout back to the trial layout."""
+
+    def __init__(self, k: int, layout: str) -> None:
+        super().__init__()
+        self.k, self.layout = k, layout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layout == TRIAL:
+            return x.flatten(2)
+        return x.reshape(x.shape[0], self.k, -1).transpose(0, 1)
+
+
+class FusedAddChannel(nn.Module):
+    """AddChannel of K trials: (K, N, L) -> packed (N, K*1, L)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(0, 1)
+
+
+class FusedModel(nn.Module):
+    """K trials' models as one: (K, N, *sample) -> (K, N, n_classes) logits.
+
+    `net` has the unfused models' module tree, so its state-dict keys are theirs.
+    """
+
+    def __init__(self, net: nn.Module, k: int, pack_input: bool, streams: Streams) -> None:
+        super().__init__()
+        self.net, self.k, self.pack_input = net, k, pack_input
+        self.streams = streams
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(pack(x) if self.pack_input else x)
+
+
+def fuse(models: Sequence[nn.Module], streams: Streams) -> FusedModel:
+    """One fused model of `models` (each an unfused model of one trial, same structure), holding
+    their current weights and statistics. Raises NotFusable when they cannot be fused."""
+    pack_input = isinstance(_first_leaf(models[0]), nn.Conv1d | nn.Conv2d)
+    layout = [PACKED if pack_input else TRIAL]
+    net = _convert(list(models), layout)
+    fused = FusedModel(net, len(models), pack_input, streams)
+    for module in fused.modules():
+        if isinstance(module, FusedDropout):
+            module.streams = streams
+    weight = next(models[0].parameters())
+    fused.to(device=weight.device, dtype=weight.dtype)
+    for index, model in enumerate(models):
+        load_member(fused, index, model.state_dict())
+    return fused
+
+
+def member_state(fused: FusedModel, index: int) -> dict[str, torch.Tensor]:
+    """Trial `index`'s ordinary (unfused) state dict, as copies."""
+    return {key: value[index].clone() for key, value in fused.net.state_dict().items()}
+
+
+@torch.no_grad()
+def load_member(fused: FusedModel, index: int, state: dict[str, torch.Tensor]) -> None:
+    """Writes an unfused state dict into slice `index`. Raises NotFusable when its keys or
+    shapes are not the fused model's."""
+    own = fused.net.state_dict()
+    if set(own) != set(state):
+        raise NotFusable(f"state dict keys differ: {sorted(set(own) ^ set(state))}")
+    for key, value in own.items():
+        if value[index].shape != state[key].shape:
+            raise NotFusable(f"{key}: shape {tuple(state[key].shape)}, fused {value.shape}")
+        value[index].copy_(state[key])
+
+
+def _first_leaf(model: nn.Module) -> nn.Module:
+    for module in model.modules():
+        if not list(module.children()) or isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d):
+            return module
+    raise NotFusable("a model without layers")
+
+
+def _convert(modules: list[nn.Module], layout: list[str]) -> nn.Module:
+    """The fused counterpart of `modules` (trial k's module at one place in the tree);
+    `layout` holds the current activation layout, updated in forward order."""
+    template = modules[0]
+    kinds = {_kind(m) for m in modules}
+    if len(kinds) != 1:
+        raise NotFusable(f"trials differ in a layer: {sorted(kind.__name__ for kind in kinds)}")
+    leaf = _convert_leaf(modules, layout[0])
+    if leaf is not None:
+        if isinstance(template, AddChannel) or (
+            isinstance(template, nn.Flatten) and layout[0] == PACKED
+        ):
+            layout[0] = PACKED if isinstance(template, AddChannel) else TRIAL
+        return leaf
+    if template._parameters or template._buffers or not template._modules:
+        raise NotFusable(f"no fused counterpart of layer {type(template).__name__}")
+    names = [list(m._modules) for m in modules]
+    if any(n != names[0] for n in names):
+        raise NotFusable("trials' models differ in structure")
+    children: OrderedDict[str, nn.Module] = OrderedDict()
+    for name in names[0]:
+        children[name] = _convert([m._modules[name] for m in modules], layout)  # type: ignore[misc]
+    # The container's own forward (nn.Sequential, a residual block) works on fused children.
+    clone = copy.copy(template)
+    clone.__dict__ = dict(template.__dict__)
+    clone._modules = children  # type: ignore[assignment]
+    return clone
+
+
+def _kind(module: nn.Module) -> type:
+    """The module's class; for a parametrized one (weight norm), the class it was made from."""
+    if parametrize.is_parametrized(module):
+        return type(module).__mro__[1]
+    return type(module)
+
+
+def _convert_leaf(modules: list[nn.Module], layout: str) -> nn.Module | None:
+    template, k = modules[0], len(modules)
+    if isinstance(template, nn.Linear):
+        if layout != TRIAL:
+            raise NotFusable("a linear layer on a convolutional layout")
+        return FusedLinear(k, template)
+    if isinstance(template, nn.Conv1d | nn.Conv2d):
+        if layout != PACKED or template.groups != 1 or template.dilation not in ((1,), (1, 1)):
+            raise NotFusable("a grouped or dilated convolution, or one on feature vectors")
+        return FusedConv(k, template)
+    if isinstance(template, nn.modules.batchnorm._BatchNorm):
+        return FusedBatchNorm(k, template, layout)
+    if isinstance(template, nn.GroupNorm):
+        return FusedGroupNorm(k, template, layout)
+    if isinstance(template, nn.modules.instancenorm._InstanceNorm):
+        return FusedInstanceNorm(k, template, layout)
+    if isinstance(template, nn.LayerNorm):
+        return FusedLayerNorm(k, template, layout)
+    if isinstance(template, nn.Dropout | nn.AlphaDropout):
+        rates = [float(m.p) for m in modules]  # type: ignore[arg-type]
+        return FusedDropout(rates, isinstance(template, nn.AlphaDropout), layout)
+    if isinstance(template, nn.Flatten):
+        if template.start_dim != 1 or template.end_dim != -1:
+            raise NotFusable("a flatten other than nn.Flatten()")
+        return FusedFlatten(k, layout)
+    if isinstance(template, AddChannel):
+        return FusedAddChannel()
+    if isinstance(template, _ELEMENTWISE):
+        return copy.deepcopy(template)
+    if isinstance(template, _POOLS):
+        if layout != PACKED:
+            raise NotFusable("pooling of feature vectors")
+        return copy.deepcopy(template)
+    return None
