@@ -80,6 +80,10 @@ def test_every_view_fits_a_phone_and_has_no_serious_accessibility_violation(
             if page is phone:
                 assert page.horizontal_overflow() == [], view
                 page.shoot(f"phone-{view}")
+            if view == "studies":  # a worker's name stays on one line, not broken mid-word
+                name = page.page.locator(f'#workers tr[data-worker="{WORKER}"] td').first
+                lines = "td => { const r = document.createRange(); r.selectNodeContents(td);"
+                assert name.evaluate(f"{lines} return r.getClientRects().length; }}") == 1
             assert page.axe() == [], (view, scheme)
 
 
@@ -198,11 +202,13 @@ def test_delete_budget_spec_clone_search_and_compare(processes: Processes, web: 
     assert '"name": "acts"' in spec.input_value()
     page.locator("#spec-dialog").get_by_role("button", name="Copy").click()
     expect(page.locator("#spec-dialog [role=alert]")).to_have_text(re.compile("Copied|Selected"))
+    assert web.axe() == []
     page.keyboard.press("Escape")
     expect(page.locator("#spec-dialog")).to_have_count(0)
 
     # raise the budget: the header and the server agree; a bad value is named
     page.get_by_role("button", name="Budget…").click()
+    assert web.axe() == []
     page.locator("#budget-dialog input[name=max_trials]").fill("0")
     page.locator("#budget-dialog input[name=parallel_trials]").fill("2")
     page.locator("#budget-dialog").get_by_role("button", name="Save").click()
@@ -228,6 +234,7 @@ def test_delete_budget_spec_clone_search_and_compare(processes: Processes, web: 
     expect(dialog.locator("h2")).to_have_text("Comparing 2 trials")
     expect(dialog.locator('tr[data-param="lr"] td')).to_have_count(2)
     expect(dialog.locator("[data-chart=compare] path.curve")).to_have_count(2)
+    assert web.axe() == []
     web.shoot("compare-two-trials")
     dialog.get_by_role("button", name="Close").click()
 
