@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -39,26 +40,58 @@ def _postgres_bin() -> Path | None:
     return versions[-1].parent if versions else None
 
 
+AS_POSTGRES = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def _as_postgres(*command: str) -> str:
+    result = subprocess.run([*AS_POSTGRES, *command], capture_output=True, text=True)
+    assert result.returncode == 0, f"{command[0]} failed: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def _own_folder(prefix: str) -> Path:
+    """A temporary folder the postgres user owns (PostgreSQL and PgBouncer refuse root)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    return folder
+
+
 class Cluster:
     """A throwaway PostgreSQL cluster: `initdb` in a temporary folder, run by the postgres user
-    when the tests run as root (PostgreSQL refuses root), on its own loopback port."""
+    when the tests run as root (PostgreSQL refuses root), on its own loopback port. With
+    `standby_of`, a streaming replica of that cluster (`pg_basebackup -R`) instead."""
 
-    def __init__(self, bin_dir: Path, port: int) -> None:
+    def __init__(self, bin_dir: Path, port: int, standby_of: Cluster | None = None) -> None:
         self.bin = bin_dir
         self.port = port
-        self.dir = Path(tempfile.mkdtemp(prefix="hpo-pg-"))
+        self.dir = _own_folder("hpo-pg-")
         self.data = self.dir / "data"
         self.url = f"postgresql+psycopg://hpo@127.0.0.1:{port}/postgres"
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "hpo", "-A", "trust", "--no-sync")
+        if standby_of is None:
+            self._run("initdb", "-D", str(self.data), "-U", "hpo", "-A", "trust", "--no-sync")
+        else:
+            source = ["-h", "127.0.0.1", "-p", str(standby_of.port), "-U", "hpo"]
+            self._run("pg_basebackup", "-D", str(self.data), *source, "-R", "-X", "stream")
 
     def _run(self, tool: str, *args: str) -> None:
-        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        result = subprocess.run(
-            [*as_postgres, str(self.bin / tool), *args], capture_output=True, text=True
-        )
-        assert result.returncode == 0, f"{tool} failed: {result.stdout}{result.stderr}"
+        _as_postgres(str(self.bin / tool), *args)
+
+    def sql(self, statement: str) -> list[tuple[object, ...]]:
+        engine = create_engine(self.url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                result = conn.execute(text(statement))
+                return [tuple(row) for row in result] if result.returns_rows else []
+        finally:
+            engine.dispose()
+
+    def promote(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-w", "promote")
+
+    def crash(self) -> None:
+        """Stop at once, as a power cut would (no shutdown checkpoint)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
@@ -74,19 +107,66 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    """A PostgreSQL cluster of this test's own, not started yet."""
+def _require_postgres_programs() -> Path:
     bin_dir = _postgres_bin()
     if bin_dir is None:
         if os.environ.get("HPO_REQUIRE_POSTGRES"):
             pytest.fail("HPO_REQUIRE_POSTGRES is set but PostgreSQL's programs are not installed")
         pytest.skip("PostgreSQL's programs (initdb, pg_ctl) are not installed")
-    made = Cluster(bin_dir, free_port())
+    return bin_dir
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """A PostgreSQL cluster of this test's own, not started yet."""
+    made = Cluster(_require_postgres_programs(), free_port())
     try:
         yield made
     finally:
         made.remove()
+
+
+class PgBouncer:
+    """PgBouncer (Debian's) on its own port in front of one cluster; `point_at` another cluster
+    and reload, as an operator or a failover manager does when it promotes a replica."""
+
+    def __init__(self, port: int, database_port: int) -> None:
+        self.port = port
+        self.dir = _own_folder("hpo-pgbouncer-")
+        self.ini = self.dir / "pgbouncer.ini"
+        self.url = f"postgresql+psycopg://hpo@127.0.0.1:{port}/postgres"
+        (self.dir / "userlist.txt").write_text('"hpo" ""\n')
+        self._write(database_port)
+        _as_postgres("pgbouncer", "-d", str(self.ini))
+        wait_for(lambda: (self.dir / "pgbouncer.pid").exists(), 10, "pgbouncer to start")
+
+    def _write(self, database_port: int) -> None:
+        self.ini.write_text(
+            "[databases]\n"
+            f"postgres = host=127.0.0.1 port={database_port} dbname=postgres user=hpo\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.dir / 'userlist.txt'}\n"
+            # Session pooling: psycopg prepares statements, which transaction pooling breaks.
+            "pool_mode = session\nserver_reset_query = DISCARD ALL\n"
+            "ignore_startup_parameters = extra_float_digits\n"
+            # While no database answers, give up on a waiting client after 10 s (the default
+            # holds it 120 s, and the API request with it) and retry the database every second.
+            "query_wait_timeout = 10\nserver_login_retry = 1\n"
+            f"pidfile = {self.dir / 'pgbouncer.pid'}\nlogfile = {self.dir / 'pgbouncer.log'}\n"
+        )
+        if os.geteuid() == 0:
+            shutil.chown(self.ini, "postgres", "postgres")
+
+    def point_at(self, database_port: int) -> None:
+        self._write(database_port)
+        os.kill(int((self.dir / "pgbouncer.pid").read_text()), signal.SIGHUP)  # reload
+
+    def stop(self) -> None:
+        pid = self.dir / "pgbouncer.pid"
+        if pid.exists():
+            os.kill(int(pid.read_text()), signal.SIGTERM)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _server(processes: Processes, **env: str) -> str:
@@ -253,3 +333,55 @@ def test_a_database_that_never_comes_is_a_one_line_error_after_the_wait(
     assert lines[-1].startswith("error: database postgresql+psycopg://hpo:***@127.0.0.1:")
     assert "is not available after 2 s: " in lines[-1] and "Connection refused" in lines[-1]
     assert len(lines) == 2 and "secret" not in processes.log("upgrade")
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_failover_to_a_promoted_replica_behind_pgbouncer_loses_nothing(
+    processes: Processes, tmp_path: Path
+) -> None:
+    """The server's URL names PgBouncer; behind it the primary crashes (immediate stop), its
+    synchronous replica is promoted and PgBouncer is pointed at it, as a failover manager does.
+    The same server process carries on: API 503 meanwhile, then every trial and epoch once."""
+    if shutil.which("pgbouncer") is None:
+        if os.environ.get("HPO_REQUIRE_PGBOUNCER"):
+            pytest.fail("HPO_REQUIRE_PGBOUNCER is set but pgbouncer is not installed")
+        pytest.skip("pgbouncer is not installed (Debian's package pgbouncer)")
+    bin_dir = _require_postgres_programs()
+    primary = Cluster(bin_dir, free_port())
+    clusters, bouncer = [primary], None
+    try:
+        primary.start()
+        replica = Cluster(bin_dir, free_port(), standby_of=primary)
+        clusters.append(replica)
+        replica.start()
+        # Synchronous: a commit the server saw is on the replica too, so a crash loses none.
+        primary.sql("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        primary.sql("SELECT pg_reload_conf()")
+        wait_for(
+            lambda: primary.sql("SELECT sync_state FROM pg_stat_replication") == [("sync",)],
+            30,
+            "the replica to be synchronous",
+        )
+        bouncer = PgBouncer(free_port(), primary.port)
+        url = _server(processes, HPO_DATABASE_URL=bouncer.url)
+        for i in range(WORKERS):
+            processes.worker(f"w{i}", url)
+        _submit(processes, tmp_path, url, "failover")
+        with httpx.Client(base_url=url, timeout=30) as http:
+            _wait_mid_way(http)
+            primary.crash()
+            assert http.get("/api/v1/studies/1").status_code == 503
+            time.sleep(3)  # a failover manager notices, then promotes
+            replica.promote()
+            bouncer.point_at(replica.port)
+            wait_for(lambda: http.get("/api/v1/studies/1").status_code == 200, 30, "the API")
+        _assert_completed_exactly_once(processes, url, "failover")
+        assert processes.procs[0].poll() is None  # the same server process throughout
+        assert replica.sql("SELECT pg_is_in_recovery()") == [(False,)]
+    finally:
+        processes.stop_all()
+        if bouncer is not None:
+            bouncer.stop()
+        for made in clusters:
+            made.remove()
