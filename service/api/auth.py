@@ -2,8 +2,11 @@
 
 With no token configured every route is open (the server then listens on loopback only). With
 tokens, a request without a valid one gets 401, and the worker token opens the worker protocol
-only (403 elsewhere). The page cannot set headers on its event stream, so it trades the token
-for an HttpOnly, SameSite=Strict cookie once (`POST /api/v1/session`), accepted like the header.
+only (403 elsewhere). Public on purpose: `/healthz`, the page's shell (`/` and `/static/`, which
+must load to ask for the token) and the token exchange below; the API schema and its docs
+(`/openapi.json`, `/docs`, `/redoc`) need the user token like the API (service.api.docs).
+The page cannot set headers on its event stream, so it trades the token for an HttpOnly,
+SameSite=Strict cookie once (`POST /api/v1/session`), accepted like the header.
 Tokens are compared in constant time and never logged.
 """
 

@@ -79,7 +79,13 @@ def test_every_view_fits_a_phone_and_has_no_serious_accessibility_violation(
             _ready(page.page, view)
             if page is phone:
                 assert page.horizontal_overflow() == [], view
+                crumbs = page.page.locator("#crumbs")  # the breadcrumb is not cut short
+                assert crumbs.evaluate("el => el.scrollWidth <= el.clientWidth"), view
                 page.shoot(f"phone-{view}")
+            if page is phone and view == "study":  # Stop and Resume start on the screen
+                for button in ("#stop", "#resume"):
+                    box = page.page.locator(button).bounding_box()
+                    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
             if view == "studies":  # a worker's name stays on one line, not broken mid-word
                 name = page.page.locator(f'#workers tr[data-worker="{WORKER}"] td').first
                 lines = "td => { const r = document.createRange(); r.selectNodeContents(td);"
