@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from tests.conftest import Processes, free_port, postgres_database, spec_doc, wait_for
 from tests.reliability.conftest import get, trials
@@ -385,3 +385,17 @@ def test_failover_to_a_promoted_replica_behind_pgbouncer_loses_nothing(
             bouncer.stop()
         for made in clusters:
             made.remove()
+
+
+def test_wrong_credentials_are_not_waited_for(processes: Processes) -> None:
+    with postgres_database() as database:
+        wrong = make_url(database).set(password="not-the-password")
+        url = wrong.render_as_string(hide_password=False)
+        started = time.monotonic()
+        upgrade = processes.start("upgrade", "db", "upgrade", HPO_DATABASE_URL=url)
+        assert upgrade.wait(30) == 1
+    assert time.monotonic() - started < 10  # not the 60 s of waiting
+    out = processes.log("upgrade")
+    assert "waiting" not in out and "not-the-password" not in out
+    assert out.startswith("error: database postgresql+psycopg://") and ":***@" in out
+    assert "password authentication failed" in out
