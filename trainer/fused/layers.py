@@ -243,11 +243,13 @@ class FusedDropout(nn.Module):
         k = len(self.rates)
         # Trial k's unfused input shape: (N, F) in the trial layout, (N, C, *spatial) packed.
         shape = x.shape[1:] if self.layout == TRIAL else (x.shape[0], x.shape[1] // k, *x.shape[2:])
-        noise = torch.ones((k, *shape), dtype=x.dtype, device=x.device)
+        noise = torch.empty((k, *shape), dtype=x.dtype, device=x.device)
         streams = zip(self.rates, self.streams.generators, strict=True)
         for index, (rate, generator) in enumerate(streams):
             if rate:
                 noise[index].bernoulli_(1 - rate, generator=generator)
+            else:
+                noise[index].fill_(1)
         if self.alpha:
             noise, shift = self._alpha(noise)
             return self._masked(x, noise) + self._layout(shift)

@@ -85,10 +85,20 @@ class FusedOptimizer:
         self.step_counts = [
             torch.zeros((), dtype=torch.float32, device=first.device) for _ in loops
         ]
+        # Trial k's slices of every buffer per part, made once (a slice per step costs more
+        # than the update itself for small models).
+        self.slices = [
+            [self._slices(index, names) for _, names in self.parts] for index in range(self.k)
+        ]
 
-    def _slices(self, which: int, index: int, names: list[str]) -> list[torch.Tensor]:
-        """Trial `index`'s slices of buffer `which` (0 param, 1 grad, 2 moment, 3 moment2)."""
-        return [self.views[name][which][index] for name in names]  # type: ignore[index]
+    def _slices(self, index: int, names: list[str]) -> list[list[torch.Tensor]]:
+        """Trial `index`'s slices of the tensors `names` in each buffer (param, grad, moment,
+        and the second moment for AdamW)."""
+        buffers = []
+        for which in range(4):
+            views = [self.views[name][which] for name in names]
+            buffers.append([v[index] for v in views if v is not None])
+        return buffers
 
     def zero_grad(self) -> None:
         self.grad.zero_()
@@ -115,20 +125,19 @@ class FusedOptimizer:
         if self.kind == "adamw":
             torch._foreach_add_(self.step_counts, 1)
         for index, (trial, lr) in enumerate(zip(self.trials, lrs, strict=True)):
-            for decays, names in self.parts:
+            for (decays, _), buffers in zip(self.parts, self.slices[index], strict=True):
                 wd = trial.loop.weight_decay if decays else 0.0
-                self._update(index, names, lr, wd, trial)
+                self._update(index, buffers, lr, wd, trial)
             trial.steps += 1
 
     def _update(
-        self, index: int, names: list[str], lr: float, wd: float, trial: TrialHyper
+        self, index: int, buffers: list[list[torch.Tensor]], lr: float, wd: float, trial: TrialHyper
     ) -> None:
-        params, grads = self._slices(0, index, names), self._slices(1, index, names)
-        moments = self._slices(2, index, names)
+        params, grads, moments, moments2 = buffers
         if self.kind == "adamw":
             torch._fused_adamw_(
-                params, grads, moments, self._slices(3, index, names), [],
-                [self.step_counts[index]] * len(names), lr=lr, beta1=BETAS[0], beta2=BETAS[1],
+                params, grads, moments, moments2, [],
+                [self.step_counts[index]] * len(params), lr=lr, beta1=BETAS[0], beta2=BETAS[1],
                 weight_decay=wd, eps=EPS, amsgrad=False, maximize=False,
             )  # fmt: skip
             return
