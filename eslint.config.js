@@ -17,6 +17,8 @@ export default [
       eqeqeq: "error",
       "no-unused-vars": ["error", { args: "after-used" }],
       "prefer-const": "error",
+      // Prettier wraps code at 100 columns but not long strings or comments: this catches those
+      "max-len": ["error", { code: 100, ignoreUrls: true }],
     },
   },
 ];
