@@ -111,7 +111,7 @@ class LeaseGrant(BaseModel):
     assignments: list[Assignment]
 
 
-class Report(BaseModel):
+class EpochReport(BaseModel):
     """One epoch's metrics of a leased trial; reporting the same epoch again changes nothing."""
 
     token: str = Field(max_length=128)

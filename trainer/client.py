@@ -13,9 +13,9 @@ from hpo.protocol import (
     Assignment,
     Completion,
     Decision,
+    EpochReport,
     HeartbeatResponse,
     LeaseGrant,
-    Report,
     ReportResponse,
     WorkerRegistered,
 )
@@ -83,7 +83,7 @@ class WorkerClient:
         self, worker_id: int, trial_id: int, token: str, epoch: int, metrics: dict[str, float]
     ) -> Decision:
         # Not validated here: the server checks a report and names what is wrong in its 422.
-        report = Report.model_construct(token=token, epoch=epoch, metrics=metrics)
+        report = EpochReport.model_construct(token=token, epoch=epoch, metrics=metrics)
         reply = self._trial_call(worker_id, trial_id, "report", report.model_dump())
         return ReportResponse.model_validate(reply).decision
 

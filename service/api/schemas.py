@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from hpo.protocol import Assignment, Report, StudyState, TrialState
+from hpo.protocol import Assignment, EpochReport, StudyState, TrialState
 from service.domain.spec import MAX_TRIALS
 
 Number = float | None  # non-finite values are sent as null: JSON has no NaN
@@ -189,7 +189,7 @@ class HeartbeatRequest(Strict):
     leases: list[LeaseRef] = Field(default_factory=list, max_length=256)
 
 
-class ReportRequest(Strict, Report):
+class ReportRequest(Strict, EpochReport):
     """The report shape the worker shares (hpo.protocol), checked as strictly as every request
     body."""
 
