@@ -145,13 +145,15 @@ class Replay:
 
     def __init__(self, services: Any, table: dict[str, Any]) -> None:
         self.protocol = services.protocol
-        self.worker = self.protocol.register("bench", "localhost", os.getpid(), "cpu", {}).id
+        self.worker = self.protocol.leasing.register(
+            "bench", "localhost", os.getpid(), "cpu", {}
+        ).id
         self.entries = {config_key(e["params"]): e for e in table["configs"]}
         self.tally = Tally()
 
     def drive(self) -> Tally:
         """Leases and plays trials until the service hands out no more."""
-        while assignments := self.protocol.lease(self.worker):
+        while assignments := self.protocol.leasing.lease(self.worker):
             for assignment in assignments:
                 self.play(assignment)
         return self.tally
@@ -171,7 +173,7 @@ class Replay:
             tally.spend(trial.id, entry, epoch)
             if not self.epoch(trial, entry, epoch):
                 return
-        done = self.protocol.complete(self.worker, trial.id, trial.lease_token)
+        done = self.protocol.reporting.complete(trial.id, trial.lease_token)
         if done.state == "completed" and done.value is not None:
             tally.completed(done.value)
 
@@ -179,11 +181,11 @@ class Replay:
         """Plays one epoch; whether the trial goes on."""
         token, curve = trial.lease_token, entry["val_accuracy"]
         if epoch > len(curve):  # the configuration's loss became NaN in this epoch
-            self.protocol.fail(self.worker, trial.id, token, entry["error"] or "failed")
+            self.protocol.reporting.fail(trial.id, token, entry["error"] or "failed")
             return False
-        self.protocol.save_checkpoint(self.worker, trial.id, token, epoch, [b"checkpoint"])
+        self.protocol.reporting.save_checkpoint(trial.id, token, epoch, [b"checkpoint"])
         metrics = {"val_accuracy": curve[epoch - 1]}
-        decision = self.protocol.report(self.worker, trial.id, token, epoch, metrics)
+        decision = self.protocol.reporting.report(trial.id, token, epoch, metrics)
         return Decision(decision) is Decision.CONTINUE
 
 

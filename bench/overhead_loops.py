@@ -176,16 +176,20 @@ class DomainWorker:
 
     def __init__(self, protocol: Any, name: str) -> None:
         self.protocol = protocol
-        self.worker_id = protocol.register(name, socket.gethostname(), os.getpid(), "cpu", {}).id
+        self.worker_id = protocol.leasing.register(
+            name, socket.gethostname(), os.getpid(), "cpu", {}
+        ).id
 
     def lease(self) -> list[tuple[int, str]]:
-        return [(a.trial.id, a.trial.lease_token) for a in self.protocol.lease(self.worker_id)]
+        return [
+            (a.trial.id, a.trial.lease_token) for a in self.protocol.leasing.lease(self.worker_id)
+        ]
 
     def report(self, trial_id: int, token: str, epoch: int, metrics: dict[str, float]) -> str:
-        return str(self.protocol.report(self.worker_id, trial_id, token, epoch, metrics).value)
+        return str(self.protocol.reporting.report(trial_id, token, epoch, metrics).value)
 
     def complete(self, trial_id: int, token: str) -> None:
-        self.protocol.complete(self.worker_id, trial_id, token)
+        self.protocol.reporting.complete(trial_id, token)
 
 
 def drive(
@@ -273,7 +277,7 @@ def run_in_process(folder: Path, trials: int, profiled: int) -> tuple[Run, pstat
     url = f"sqlite:///{folder}/in_process.db"
     services = build_services(Settings(database_url=url, artifacts_dir=folder / "artifacts"))
     protocol = services.protocol
-    counter = SqlCounter(services.db.engine, protocol.storage.engine)
+    counter = SqlCounter(services.db.engine, protocol.context.storage.engine)
     services.studies.create(study_spec("bench", trials + profiled, parallel=1))
     worker = DomainWorker(protocol, "in-process")
     run = Run(counter=counter)

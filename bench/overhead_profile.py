@@ -10,12 +10,12 @@ from pathlib import Path
 
 # Where the profiled loop spends its time (cumulative): (file suffix, function, label).
 HOTSPOTS = [
-    ("service/domain/leasing.py", "lease", "`Protocol.lease`"),
+    ("service/domain/leasing.py", "lease", "`Leasing.lease`"),
     ("service/domain/search.py", "ask", "of which `search.ask` (Optuna, after the commit)"),
     ("optuna/study/study.py", "_pop_waiting_trial_id", "of which `Study._pop_waiting_trial_id`"),
-    ("service/domain/protocol.py", "report", "`Protocol.report`"),
+    ("service/domain/reporting.py", "report", "`Reporting.report`"),
     ("service/domain/search.py", "report", "of which `search.report` (Optuna)"),
-    ("service/domain/protocol.py", "complete", "`Protocol.complete`"),
+    ("service/domain/reporting.py", "complete", "`Reporting.complete`"),
     ("service/domain/search.py", "tell", "of which `search.tell` (Optuna)"),
 ]
 

@@ -30,7 +30,7 @@ def _reaper(protocol: Protocol, every: float, stop: threading.Event) -> None:
     """Take back expired leases even when no worker is asking for work."""
     while not stop.wait(every):
         try:
-            protocol.reap()
+            protocol.reaping.reap()
         except Exception:  # keep reaping; a busy database is retried next round
             log.exception("reaping expired leases failed")
 
@@ -50,7 +50,7 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
         settings=settings,
         db=db,
         studies=Studies(
-            db, storage, protocol.transitions, artifacts, settings.stale_worker_seconds
+            db, storage, protocol.context.transitions, artifacts, settings.stale_worker_seconds
         ),
         protocol=protocol,
     )

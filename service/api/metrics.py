@@ -1,75 +1,83 @@
-"""`GET /metrics`: the service's state and HTTP traffic in Prometheus' text exposition format.
+"""`GET /metrics`: the service's state and HTTP traffic for Prometheus, with `prometheus_client`.
 
-The counts of studies, trials, leases and workers are read from the database at scrape time,
-so every server process behind one database reports the same numbers. The request counter and
-latency histogram are kept in memory by `HttpMetrics`, one per app (so per server process): a
-scraper of several processes sums them. Latency is measured until the response's headers are
-sent, so a server-sent event stream counts the time it took to open, not how long it stayed open.
+The counts of studies, trials, leases and workers are read from the database at scrape time (a
+custom collector), so every server process behind one database reports the same numbers. The
+request counter and latency histogram are `prometheus_client` metrics, one set per app: kept in
+this process's memory, or, when PROMETHEUS_MULTIPROC_DIR is set (several server processes),
+in that folder's files, which a scrape of any process sums over all of them (the library's
+multiprocess mode). Latency is measured until the response's headers are sent, so a server-sent
+event stream counts the time it took to open, not how long it stayed open.
 """
 
 from __future__ import annotations
 
-import math
-import threading
+import os
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from sqlalchemy import case, func, select
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hpo.protocol import StudyState, TrialState
 from service.api.auth import user_access
-from service.api.deps import Services, services_of
-from service.storage.models import StudyRow, TrialRow, WorkerRow, utcnow
+from service.api.deps import services_of
+from service.domain.counts import Counts, read_counts
+from service.storage.models import utcnow
 
+# What `generate_latest` writes: the classic text format (not OpenMetrics).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# Prometheus' default buckets, in seconds.
+# Prometheus' classic default buckets, in seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-WORKER_STATES = ("active", "stale", "gone")
 UNMATCHED = "unmatched"  # the route label of requests no route matched (404s), to bound labels
-
-Labels = tuple[tuple[str, str], ...]
-
-
-# -- the request histogram ---------------------------------------------------------------------
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
+LABELS = ("method", "route", "status")
 
 
-@dataclass
-class _Series:
-    buckets: list[int]
-    total: float = 0.0
-    count: int = 0
+# -- the request metrics -------------------------------------------------------------------------
 
 
-@dataclass
 class HttpMetrics:
-    """Request counts and latencies by (method, route template, status) in this process."""
+    """Request counts and latencies by (method, route template, status) of one app."""
 
-    buckets: tuple[float, ...] = BUCKETS
-    _series: dict[tuple[str, str, str], _Series] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get(MULTIPROCESS_DIR))
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "hpo_http_requests",
+            "HTTP requests answered by this server process, by method, route and status.",
+            LABELS,
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "hpo_http_request_duration_seconds",
+            "Seconds until the response started, by method, route and status.",
+            LABELS,
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, str(status))
-        with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = _Series([0] * len(self.buckets))
-            for i, bound in enumerate(self.buckets):
-                if seconds <= bound:
-                    series.buckets[i] += 1
-            series.total += seconds
-            series.count += 1
+        labels = (method, route, str(status))
+        self.requests.labels(*labels).inc()
+        self.duration.labels(*labels).observe(seconds)
 
-    def snapshot(self) -> list[tuple[tuple[str, str, str], _Series]]:
-        with self._lock:
-            return [
-                (key, _Series(list(s.buckets), s.total, s.count))
-                for key, s in sorted(self._series.items())
-            ]
+    def exposition(self) -> bytes:
+        """This process's request metrics, or every process's in multiprocess mode."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry)
 
 
 class MetricsMiddleware:
@@ -111,6 +119,8 @@ def _route_of(scope: Scope) -> str:
 
 def instrument(app: FastAPI) -> None:
     """Count and time every request of `app`; `GET /metrics` reports them."""
+    # A `_created` timestamp per series is OpenMetrics' business, not the text format's.
+    disable_created_metrics()
     metrics = HttpMetrics()
     app.state.http_metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -119,164 +129,58 @@ def instrument(app: FastAPI) -> None:
 # -- counts from the database ------------------------------------------------------------------
 
 
-@dataclass
-class Counts:
-    studies: dict[str, int]
-    trials: dict[str, int]
-    trials_by_study: dict[str, dict[str, int]]
-    leases_active: int
-    leases_expired: int
-    workers: dict[str, int]
+class StateCollector(Collector):
+    """The gauges of studies, trials, leases and workers, from counts read at scrape time."""
 
+    def __init__(self, counts: Counts) -> None:
+        self.counts = counts
 
-def read_counts(services: Services, now: datetime) -> Counts:
-    """Studies, trials, leases and workers by state, read in one transaction."""
-    stale_before = now - timedelta(seconds=services.settings.stale_worker_seconds)
-    with services.db.read() as session:
-        studies = _zeros(s.value for s in StudyState)
-        for state, n in session.execute(
-            select(StudyRow.state, func.count()).group_by(StudyRow.state)
-        ):
-            studies[state] = n
-        by_study = {
-            name: _zeros(s.value for s in TrialState)
-            for name in session.scalars(select(StudyRow.name))
-        }
-        rows = session.execute(
-            select(StudyRow.name, TrialRow.state, func.count())
-            .join(TrialRow, TrialRow.study_id == StudyRow.id)
-            .group_by(StudyRow.name, TrialRow.state)
-        )
-        for name, state, n in rows:
-            by_study.setdefault(name, _zeros(s.value for s in TrialState))[state] = n
-        running = TrialRow.state == TrialState.RUNNING.value
-        active = session.scalar(
-            select(func.count()).where(running, TrialRow.lease_expires_at >= now)
-        )
-        expired = session.scalar(
-            select(func.count()).where(running, TrialRow.lease_expires_at < now)
-        )
-        workers = _zeros(WORKER_STATES)
-        unseen = func.sum(case((WorkerRow.last_seen_at < stale_before, 1), else_=0))
-        for state, n, n_unseen in session.execute(
-            select(WorkerRow.state, func.count(), unseen).group_by(WorkerRow.state)
-        ):
-            if state == "active":  # an active worker unseen for a while is stale
-                workers["stale"] += int(n_unseen or 0)
-                n -= int(n_unseen or 0)
-            workers[state] = workers.get(state, 0) + n
-    trials = _zeros(s.value for s in TrialState)
-    for per_state in by_study.values():
-        for state, n in per_state.items():
-            trials[state] = trials.get(state, 0) + n
-    return Counts(studies, trials, by_study, active or 0, expired or 0, workers)
-
-
-def _zeros(keys: Iterable[str]) -> dict[str, int]:
-    return dict.fromkeys(keys, 0)
-
-
-# -- the exposition format ---------------------------------------------------------------------
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if isinstance(value, int) or value.is_integer():
-        return str(int(value))
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
-
-
-def _sample(name: str, labels: Labels, value: float) -> str:
-    if not labels:
-        return f"{name} {_number(value)}"
-    inner = ",".join(f'{key}="{_escape(val)}"' for key, val in labels)
-    return f"{name}{{{inner}}} {_number(value)}"
-
-
-def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[Labels, float]]) -> str:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-    lines.extend(_sample(name, labels, value) for labels, value in samples)
-    return "\n".join(lines)
-
-
-def _histogram(http: HttpMetrics) -> Iterator[str]:
-    name = "hpo_http_request_duration_seconds"
-    yield f"# HELP {name} Seconds until the response started, by method, route and status."
-    yield f"# TYPE {name} histogram"
-    snapshot = http.snapshot()
-    for (method, route, status), series in snapshot:
-        labels: Labels = (("method", method), ("route", route), ("status", status))
-        for bound, n in zip(http.buckets, series.buckets, strict=True):
-            yield _sample(f"{name}_bucket", (*labels, ("le", _bound(bound))), n)
-        yield _sample(f"{name}_bucket", (*labels, ("le", "+Inf")), series.count)
-        yield _sample(f"{name}_sum", labels, series.total)
-        yield _sample(f"{name}_count", labels, series.count)
-    yield _family(
-        "hpo_http_requests_total",
-        "counter",
-        "HTTP requests answered by this server process, by method, route and status.",
-        (
-            ((("method", m), ("route", r), ("status", s)), series.count)
-            for (m, r, s), series in snapshot
-        ),
-    )
-
-
-def _bound(value: float) -> str:
-    return repr(float(value))
-
-
-def render(counts: Counts, http: HttpMetrics) -> str:
-    """The whole exposition: one family per metric, HELP and TYPE first, a newline at the end."""
-    parts = [
-        _family(
-            "hpo_studies",
-            "gauge",
-            "Studies by state.",
-            (((("state", s),), n) for s, n in counts.studies.items()),
-        ),
-        _family(
+    def collect(self) -> Iterator[Metric]:
+        counts = self.counts
+        studies = GaugeMetricFamily("hpo_studies", "Studies by state.", labels=["state"])
+        for study_state, n in counts.studies.items():
+            studies.add_metric([study_state.value], n)
+        yield studies
+        trials = GaugeMetricFamily(
             "hpo_trials",
-            "gauge",
-            "Trials by state, all studies.",
-            (((("state", s),), n) for s, n in counts.trials.items()),
-        ),
-        _family(
-            "hpo_study_trials",
-            "gauge",
-            "Trials by study and state.",
-            (
-                ((("study", study), ("state", s)), n)
-                for study, per_state in sorted(counts.trials_by_study.items())
-                for s, n in per_state.items()
-            ),
-        ),
-        _family(
+            "Trials by state, all studies (state queued: trials waiting for a worker).",
+            labels=["state"],
+        )
+        for trial_state, n in counts.trials.items():
+            trials.add_metric([trial_state.value], n)
+        yield trials
+        per_study = GaugeMetricFamily(
+            "hpo_study_trials", "Trials by study and state.", labels=["study", "state"]
+        )
+        for study, per_state in sorted(counts.trials_by_study.items()):
+            for trial_state, n in per_state.items():
+                per_study.add_metric([study, trial_state.value], n)
+        yield per_study
+        yield GaugeMetricFamily(
             "hpo_leases_active",
-            "gauge",
             "Running trials whose lease has not expired.",
-            [((), counts.leases_active)],
-        ),
-        _family(
+            value=counts.leases_active,
+        )
+        yield GaugeMetricFamily(
             "hpo_leases_expired",
-            "gauge",
             "Running trials whose lease expired and that wait to be queued again.",
-            [((), counts.leases_expired)],
-        ),
-        _family(
+            value=counts.leases_expired,
+        )
+        workers = GaugeMetricFamily(
             "hpo_workers",
-            "gauge",
             "Registered workers: active, stale (no heartbeat lately) or gone (deregistered).",
-            (((("state", s),), n) for s, n in counts.workers.items()),
-        ),
-        *_histogram(http),
-    ]
-    return "\n".join(parts) + "\n"
+            labels=["state"],
+        )
+        for worker_state, n in counts.workers.items():
+            workers.add_metric([worker_state], n)
+        yield workers
+
+
+def render(counts: Counts, http: HttpMetrics) -> bytes:
+    """The whole exposition: the database's gauges, then the request metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateCollector(counts))
+    return generate_latest(registry) + http.exposition()
 
 
 # -- the route -----------------------------------------------------------------------------------
@@ -299,5 +203,6 @@ def metrics(request: Request) -> Response:
     request counts and latencies, for Prometheus to scrape."""
     services = services_of(request)
     http: HttpMetrics = request.app.state.http_metrics
-    text = render(read_counts(services, utcnow()), http)
-    return Response(text, media_type=CONTENT_TYPE)
+    stale_after = timedelta(seconds=services.settings.stale_worker_seconds)
+    counts = read_counts(services.db, utcnow(), stale_after)
+    return Response(render(counts, http), media_type=CONTENT_TYPE)

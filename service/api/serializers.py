@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from hpo.protocol import StudyState
 from service.api import schemas
-from service.domain.protocol import Assignment
+from service.domain.leasing import Assignment
 from service.domain.studies import StudyView, TrialDetail, TrialPage
+from service.domain.workers import is_stale
 from service.storage.models import TrialRow, WorkerRow
 
 
@@ -29,10 +29,10 @@ def study(view: StudyView) -> schemas.StudyPublic:
     return schemas.StudyPublic(
         id=row.id,
         name=row.name,
-        state=StudyState(row.state),
+        state=row.state,
         reason=row.reason or view.waiting,
         spec=finite(row.spec),
-        counts=view.counts,
+        counts={state.value: n for state, n in view.counts.items()},
         best=None
         if best is None
         else schemas.BestTrial(
@@ -89,10 +89,10 @@ def worker(
         name=row.name,
         host=row.host,
         device=row.device,
-        state=row.state,
+        state=row.state.value,
         last_seen_at=row.last_seen_at,
         heartbeat_age_s=round(age, 3),
-        stale=row.state == "active" and age > stale_after,
+        stale=is_stale(row.state, row.last_seen_at, now, timedelta(seconds=stale_after)),
         trials=[
             schemas.WorkerTrial(trial_id=t.id, study_id=t.study_id, number=t.number, epoch=t.epochs)
             for t in trials

@@ -30,6 +30,8 @@ protocol_router = APIRouter(
 )
 ProtocolDep = Annotated[Protocol, Depends(get_protocol)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+# The worker id in a trial's paths is validated like any id but not read: the lease token, not
+# the worker id, proves which worker holds the trial (the protocol's reporting part takes none).
 TRIAL = "/{worker_id}/trials/{trial_id}"
 STALE: dict[int | str, dict[str, Any]] = {
     409: {"description": "the lease token is stale: the trial is no longer this worker's"}
@@ -42,7 +44,7 @@ def list_workers(protocol: ProtocolDep, settings: SettingsDep) -> list[schemas.W
     now = utcnow()
     return [
         serializers.worker(row, trials, now, settings.stale_worker_seconds)
-        for row, trials in protocol.list_workers()
+        for row, trials in protocol.leasing.list_workers()
     ]
 
 
@@ -54,7 +56,7 @@ def list_workers(protocol: ProtocolDep, settings: SettingsDep) -> list[schemas.W
 def register(
     protocol: ProtocolDep, settings: SettingsDep, body: schemas.WorkerRegister
 ) -> WorkerRegistered:
-    row = protocol.register(
+    row = protocol.leasing.register(
         body.name, body.host, body.pid, body.device, body.capabilities.model_dump()
     )
     return WorkerRegistered(
@@ -66,14 +68,14 @@ def register(
 
 @protocol_router.post("/{worker_id}/deregister", status_code=204)
 def deregister(protocol: ProtocolDep, worker_id: IdPath) -> Response:
-    protocol.deregister(worker_id)
+    protocol.leasing.deregister(worker_id)
     return Response(status_code=204)
 
 
 @protocol_router.post("/{worker_id}/lease", response_model=LeaseGrant)
 def lease(protocol: ProtocolDep, worker_id: IdPath, body: schemas.LeaseRequest) -> LeaseGrant:
     """Up to `count` trials to train; an empty list when there is no work right now."""
-    granted = protocol.lease(worker_id, body.count, body.held)
+    granted = protocol.leasing.lease(worker_id, body.count, body.held)
     return LeaseGrant(assignments=[serializers.assignment(a) for a in granted])
 
 
@@ -85,7 +87,7 @@ def heartbeat(
     protocol: ProtocolDep, worker_id: IdPath, body: schemas.HeartbeatRequest
 ) -> HeartbeatResponse:
     """Renew the leases; each answers `continue`, or `stop` when the trial is not ours."""
-    decisions = protocol.heartbeat(worker_id, [(x.trial_id, x.token) for x in body.leases])
+    decisions = protocol.leasing.heartbeat(worker_id, [(x.trial_id, x.token) for x in body.leases])
     return HeartbeatResponse(
         decisions=[TrialDecision(trial_id=t, decision=d) for t, d in decisions.items()]
     )
@@ -100,7 +102,7 @@ def report(
     protocol: ProtocolDep, worker_id: IdPath, trial_id: IdPath, body: schemas.ReportRequest
 ) -> ReportResponse:
     """Store an epoch's metrics (idempotent per epoch): `continue`, `prune`, `pause` or `stop`."""
-    decision = protocol.report(worker_id, trial_id, body.token, body.epoch, body.metrics)
+    decision = protocol.reporting.report(trial_id, body.token, body.epoch, body.metrics)
     return ReportResponse(decision=decision)
 
 
@@ -114,8 +116,8 @@ def complete(
 ) -> schemas.CompletedTrial:
     """The trial trained all its epochs. With `lease` above 0 the answer also carries the
     worker's next trials (as a lease would), so a busy worker needs one request, not two."""
-    trial = serializers.trial(protocol.complete(worker_id, trial_id, body.token), {})
-    granted = protocol.lease(worker_id, body.lease, body.held) if body.lease else []
+    trial = serializers.trial(protocol.reporting.complete(trial_id, body.token), {})
+    granted = protocol.leasing.lease(worker_id, body.lease, body.held) if body.lease else []
     return schemas.CompletedTrial(
         **trial.model_dump(), assignments=[serializers.assignment(a) for a in granted]
     )
@@ -129,7 +131,7 @@ def complete(
 def fail(
     protocol: ProtocolDep, worker_id: IdPath, trial_id: IdPath, body: schemas.FailRequest
 ) -> schemas.TrialPublic:
-    return serializers.trial(protocol.fail(worker_id, trial_id, body.token, body.reason), {})
+    return serializers.trial(protocol.reporting.fail(trial_id, body.token, body.reason), {})
 
 
 @protocol_router.post(
@@ -141,7 +143,7 @@ def release(
     protocol: ProtocolDep, worker_id: IdPath, trial_id: IdPath, body: schemas.TokenRequest
 ) -> schemas.TrialPublic:
     """Give an unfinished trial back (the worker is shutting down); it is queued again."""
-    return serializers.trial(protocol.release(worker_id, trial_id, body.token), {})
+    return serializers.trial(protocol.reporting.release(trial_id, body.token), {})
 
 
 LeaseToken = Annotated[str, Header(alias="X-Lease-Token", max_length=128)]
@@ -171,7 +173,7 @@ async def save_checkpoint(
     """Store the trial's checkpoint (the body, any bytes); the previous one is removed."""
     body = await request.body()
     trial = await run_in_threadpool(
-        protocol.save_checkpoint, worker_id, trial_id, token, epoch, [body]
+        protocol.reporting.save_checkpoint, trial_id, token, epoch, [body]
     )
     assert trial.checkpoint_id is not None
     return schemas.CheckpointSaved(
@@ -196,5 +198,5 @@ def load_checkpoint(
     token: LeaseToken,
 ) -> FileResponse:
     """The trial's checkpoint, for the worker that leased the trial to resume it."""
-    path = protocol.checkpoint_path(worker_id, trial_id, token, checkpoint_id)
+    path = protocol.reporting.checkpoint_path(trial_id, token, checkpoint_id)
     return FileResponse(path, media_type="application/octet-stream")

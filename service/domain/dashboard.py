@@ -17,18 +17,17 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard, TypeVar
 
 import numpy as np
-from sqlalchemy import ColumnElement, case, func, select
-from sqlalchemy.orm import Session
 
 from hpo.protocol import TrialState
 from service.domain import search
 from service.domain.errors import NotFound
 from service.storage.db import Database
-from service.storage.models import EventRow, MetricRow, StudyRow, TrialRow
+from service.storage.models import StudyRow
+from service.storage.unit import Stores, reading
 
 T = TypeVar("T")
-COMPLETED, RUNNING = TrialState.COMPLETED.value, TrialState.RUNNING.value
-FINISHED_WITH_VALUE = (COMPLETED, TrialState.PRUNED.value)
+COMPLETED, RUNNING = TrialState.COMPLETED, TrialState.RUNNING
+FINISHED_WITH_VALUE = (COMPLETED, TrialState.PRUNED)
 BAND_QUANTILES = (0.1, 0.5, 0.9)
 
 
@@ -38,7 +37,7 @@ class Facts:
 
     id: int
     number: int
-    state: str
+    state: TrialState
     value: float | None
     epochs: int
 
@@ -86,7 +85,7 @@ class Overview:
 class Curve:
     trial_id: int
     number: int
-    state: str
+    state: TrialState
     value: float | None
     best: bool
     points: list[tuple[int, float | None]]
@@ -116,7 +115,7 @@ class History:
     metric: str
     direction: str
     total: int
-    points: list[tuple[int, float, str]]
+    points: list[tuple[int, float, TrialState]]
     best: list[tuple[int, float]]
 
 
@@ -184,22 +183,6 @@ def quantile_band(pairs: Sequence[tuple[int, Any]], trials: int) -> Band:
     )
 
 
-def metric_sql(dialect: str, name: str) -> ColumnElement[Any] | None:
-    """An SQL expression for metric `name` of a metrics row, or None where the database cannot
-    read our JSON text (then callers parse it in Python). SQLite's JSON functions refuse the
-    NaN / Infinity tokens that the metrics text keeps, so such rows are read with those tokens
-    replaced (NaN becomes null, infinities 1e999, which SQLite reads as infinity)."""
-    if dialect != "sqlite" or '"' in name or "\\" in name:
-        return None
-    path = f'$."{name}"'
-    text = MetricRow.metrics
-    cleaned = func.replace(func.replace(text, "NaN", "null"), "Infinity", "1e999")
-    return case(
-        (func.json_valid(text) == 1, func.json_extract(text, path)),
-        else_=func.json_extract(cleaned, path),
-    )
-
-
 # -- the aggregates ---------------------------------------------------------------------------
 
 
@@ -213,27 +196,25 @@ class Dashboard:
     def overview(self, study_id: int) -> Overview:
         """The newest event id (where the page's event stream starts), the metric names the
         trials report (the objective first) and the trials per bracket and rung."""
-        with self.db.read() as session:
-            study = load_study(session, study_id)
-            last = session.scalar(
-                select(func.max(EventRow.id)).where(EventRow.study_id == study_id)
-            )
-            return Overview(last or 0, _metric_names(session, study), _rungs(session, study))
+        with reading(self.db) as stores:
+            study = load_study(stores, study_id)
+            last = stores.events.last_id(study_id)
+            return Overview(last, _metric_names(stores, study), _rungs(stores, study))
 
     def curves(self, study_id: int, metric: str | None, limit: int, top: int = 20) -> Curves:
         """Learning curves of at most `limit` trials (see `pick`) for `metric` (default: the
         objective), and when some are left out, the per-epoch band over a sample of all."""
-        with self.db.read() as session:
-            study = load_study(session, study_id)
+        with reading(self.db) as stores:
+            study = load_study(stores, study_id)
             objective = objective_of(study)
             metric = metric or objective.metric
-            facts = _facts(session, study_id)
+            facts = _facts(stores, study_id)
             best = best_completed(facts, objective.maximize, top)
             chosen = pick(facts, best, limit)
-            points = _points(session, [f.id for f in chosen], metric)
+            points = _points(stores, [f.id for f in chosen], metric)
             band = None
             if len(chosen) < len(facts):
-                band = self._band(session, study_id, facts, metric)
+                band = self._band(stores, study_id, facts, metric)
         best_id = best[0].id if best else None
         curves = [
             Curve(f.id, f.number, f.state, f.value, f.id == best_id, points.get(f.id, []))
@@ -244,9 +225,9 @@ class Dashboard:
     def history(self, study_id: int, limit: int) -> History:
         """Objective of finished trials (completed, pruned) by number, at most `limit` of them
         (every best-so-far record kept), and the exact best-so-far steps over all of them."""
-        with self.db.read() as session:
-            study = load_study(session, study_id)
-            facts = _facts(session, study_id)
+        with reading(self.db) as stores:
+            study = load_study(stores, study_id)
+            facts = _facts(stores, study_id)
         objective = objective_of(study)
         done = [f for f in facts if f.state in FINISHED_WITH_VALUE and is_number(f.value)]
         best = best_so_far(done, objective.maximize)
@@ -257,18 +238,18 @@ class Dashboard:
         points = [(f.number, f.score, f.state) for f in shown]
         return History(objective.metric, objective.direction, len(done), points, best)
 
-    def _band(self, session: Session, study_id: int, facts: list[Facts], metric: str) -> Band:
+    def _band(self, stores: Stores, study_id: int, facts: list[Facts], metric: str) -> Band:
         reported = [f for f in facts if f.epochs > 0]
         sample = spread(reported, self.band_trials)
         ids = None if len(sample) == len(reported) else [f.id for f in sample]
-        return quantile_band(_metric_pairs(session, study_id, ids, metric), len(sample))
+        return quantile_band(stores.curves.member(study_id, ids, metric), len(sample))
 
 
 # -- queries ----------------------------------------------------------------------------------
 
 
-def load_study(session: Session, study_id: int) -> StudyRow:
-    row = session.get(StudyRow, study_id)
+def load_study(stores: Stores, study_id: int) -> StudyRow:
+    row = stores.studies.get(study_id)
     if row is None:
         raise NotFound(f"study {study_id} not found")
     return row
@@ -279,124 +260,72 @@ def objective_of(study: StudyRow) -> Objective:
     return Objective(objective["metric"], objective["direction"])
 
 
-def _facts(session: Session, study_id: int) -> list[Facts]:
-    # Core execution: thousands of plain tuples, no ORM bookkeeping needed.
-    rows = session.connection().execute(
-        select(TrialRow.id, TrialRow.number, TrialRow.state, TrialRow.value, TrialRow.epochs)
-        .where(TrialRow.study_id == study_id)
-        .order_by(TrialRow.number)
-    )
-    return [Facts(*row) for row in rows]
+def _facts(stores: Stores, study_id: int) -> list[Facts]:
+    return [Facts(*row) for row in stores.trials.facts(study_id)]
 
 
-def completed_facts(session: Session, study_id: int) -> list[Facts]:
+def completed_facts(stores: Stores, study_id: int) -> list[Facts]:
     """Completed trials with a finite value, by number."""
-    return [f for f in _facts(session, study_id) if f.state == COMPLETED and is_number(f.value)]
+    return [f for f in _facts(stores, study_id) if f.state is COMPLETED and is_number(f.value)]
 
 
-def facts_at_epoch(session: Session, study: StudyRow, epoch: int) -> list[Facts]:
+def facts_at_epoch(stores: Stores, study: StudyRow, epoch: int) -> list[Facts]:
     """Every trial that reported `epoch` with a finite objective, valued at that epoch."""
     metric = objective_of(study).metric
-    rows = session.execute(
-        select(TrialRow.id, TrialRow.number, TrialRow.state, MetricRow.metrics, TrialRow.epochs)
-        .join(MetricRow, MetricRow.trial_id == TrialRow.id)
-        .where(TrialRow.study_id == study.id, MetricRow.epoch == epoch)
-        .order_by(TrialRow.number)
-    )
     found = []
-    for trial_id, number, state, metrics, epochs in rows:
-        value = (metrics or {}).get(metric)
+    for trial_id, number, state, metrics, epochs in stores.curves.at_epoch(study.id, epoch):
+        value = metrics.get(metric)
         if isinstance(value, int | float) and is_number(float(value)):
             found.append(Facts(trial_id, number, state, float(value), epochs))
     return found
 
 
-def load_params(session: Session, ids: list[int]) -> dict[int, dict[str, Any]]:
-    if not ids:
-        return {}
-    rows = session.execute(select(TrialRow.id, TrialRow.params).where(TrialRow.id.in_(ids)))
-    return {trial_id: params or {} for trial_id, params in rows}
+def load_params(stores: Stores, ids: list[int]) -> dict[int, dict[str, Any]]:
+    return stores.trials.params_of(ids)
 
 
 def _points(
-    session: Session, ids: list[int], metric: str
+    stores: Stores, ids: list[int], metric: str
 ) -> dict[int, list[tuple[int, float | None]]]:
     """Every reported epoch of the trials `ids` for `metric` (a missing one is None)."""
     out: dict[int, list[tuple[int, float | None]]] = {i: [] for i in ids}
-    if not ids:
-        return out
-    rows = session.execute(
-        select(MetricRow.trial_id, MetricRow.epoch, MetricRow.metrics)
-        .where(MetricRow.trial_id.in_(ids))
-        .order_by(MetricRow.trial_id, MetricRow.epoch)
-    )
-    for trial_id, epoch, metrics in rows:
-        value = (metrics or {}).get(metric)
+    for trial_id, epoch, metrics in stores.curves.of_trials(ids):
+        value = metrics.get(metric)
         out[trial_id].append((epoch, float(value) if isinstance(value, int | float) else None))
     return out
 
 
-def _metric_pairs(
-    session: Session, study_id: int, ids: list[int] | None, metric: str
-) -> list[tuple[int, Any]]:
-    """(epoch, value of `metric`) of every metrics row of the trials `ids` (None: all of the
-    study), read in SQL where the database can, else parsed here."""
-    dialect = session.get_bind().dialect.name
-    value = metric_sql(dialect, metric)
-    column: Any = MetricRow.metrics if value is None else value
-    query = select(MetricRow.epoch, column)
-    if ids is None:
-        query = query.join(TrialRow, TrialRow.id == MetricRow.trial_id).where(
-            TrialRow.study_id == study_id
-        )
-    else:
-        query = query.where(MetricRow.trial_id.in_(ids))
-    rows = session.execute(query).all()
-    if value is None:
-        return [(epoch, (metrics or {}).get(metric)) for epoch, metrics in rows]
-    return [(epoch, v) for epoch, v in rows]
-
-
-def _metric_names(session: Session, study: StudyRow, trials: int = 20) -> list[str]:
+def _metric_names(stores: Stores, study: StudyRow, trials: int = 20) -> list[str]:
     """The objective, then every other metric that the latest `trials` reporting trials
     reported, in the order they were reported."""
-    ids = select(TrialRow.id).where(TrialRow.study_id == study.id, TrialRow.epochs > 0)
-    recent = list(session.scalars(ids.order_by(TrialRow.number.desc()).limit(trials)))
+    recent = stores.trials.latest_reporting(study.id, trials)
     names = {objective_of(study).metric: None}
-    rows = session.scalars(select(MetricRow.metrics).where(MetricRow.trial_id.in_(recent)))
-    for metrics in rows:
-        names.update(dict.fromkeys(metrics or {}))
+    for metrics in stores.curves.metrics_of(recent):
+        names.update(dict.fromkeys(metrics))
     return list(names)
 
 
-def _rungs(session: Session, study: StudyRow) -> list[RungGroup]:
+def _rungs(stores: Stores, study: StudyRow) -> list[RungGroup]:
     """Per (bracket, rung) in bracket and rung order: every rung of the schedule for a
     multi-fidelity study (see `_ladder`), else the one group of `_rung_counts`."""
-    groups = _rung_counts(session, study)
+    groups = _rung_counts(stores, study)
     spec = search.stored_spec(study.spec)
     if not spec.strategy.is_multi_fidelity:
         return groups
-    return _ladder(session, study, [[r.epochs for r in b.rungs] for b in spec.brackets()], groups)
+    return _ladder(stores, study, [[r.epochs for r in b.rungs] for b in spec.brackets()], groups)
 
 
 def _ladder(
-    session: Session, study: StudyRow, epochs: list[list[int]], now: list[RungGroup]
+    stores: Stores, study: StudyRow, epochs: list[list[int]], now: list[RungGroup]
 ) -> list[RungGroup]:
     """Rungs as the user thinks of them: trials trained to each (a trial at rung k reached
     rungs 0..k), promoted past it, and the best objective reported at its epoch."""
-    reached = session.execute(
-        select(TrialRow.bracket, TrialRow.rung).where(TrialRow.study_id == study.id)
-    ).all()
+    reached = stores.trials.positions(study.id)
     objective = objective_of(study)
-    at_epoch = session.execute(
-        select(TrialRow.bracket, MetricRow.epoch, MetricRow.metrics)
-        .join(MetricRow, MetricRow.trial_id == TrialRow.id)
-        .where(TrialRow.study_id == study.id)
-        .where(MetricRow.epoch.in_({e for bracket in epochs for e in bracket}))
-    )
+    at_epoch = stores.curves.by_bracket_at(study.id, {e for bracket in epochs for e in bracket})
     values: dict[tuple[int, int], list[float]] = {}
     for bracket, epoch, metrics in at_epoch:
-        value = (metrics or {}).get(objective.metric)
+        value = metrics.get(objective.metric)
         if isinstance(value, int | float) and is_number(float(value)):
             values.setdefault((bracket, epoch), []).append(float(value))
     pick_best = max if objective.maximize else min
@@ -417,22 +346,14 @@ def _ladder(
     ]
 
 
-def _rung_counts(session: Session, study: StudyRow) -> list[RungGroup]:
+def _rung_counts(stores: Stores, study: StudyRow) -> list[RungGroup]:
     """Trial counts and best finished value per (bracket, rung) the trials are now at."""
-    key = (TrialRow.bracket, TrialRow.rung)
-    rows = session.execute(
-        select(
-            *key, TrialRow.state, func.count(), func.min(TrialRow.value), func.max(TrialRow.value)
-        )
-        .where(TrialRow.study_id == study.id)
-        .group_by(*key, TrialRow.state)
-        .order_by(*key)
-    )
+    rows = stores.trials.count_by_rung(study.id)
     maximize = objective_of(study).maximize
     counts: dict[tuple[int, int], dict[str, int]] = {}
     values: dict[tuple[int, int], list[float]] = {}
     for bracket, rung, state, n, low, high in rows:
-        counts.setdefault((bracket, rung), {s.value: 0 for s in TrialState})[state] = n
+        counts.setdefault((bracket, rung), {s.value: 0 for s in TrialState})[state.value] = n
         best = high if maximize else low
         if state in FINISHED_WITH_VALUE and is_number(best):
             values.setdefault((bracket, rung), []).append(best)

@@ -14,7 +14,6 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
-from sqlalchemy.orm import Session
 
 from service.domain import search
 from service.domain.dashboard import (
@@ -31,6 +30,7 @@ from service.domain.dashboard import (
 from service.domain.spec.space import distribution_for
 from service.storage.db import Database
 from service.storage.models import StudyRow
+from service.storage.unit import Stores, reading
 
 EVALUATOR = "PED-ANOVA"
 
@@ -86,17 +86,17 @@ class ParamViews:
     def parallel(self, study_id: int, limit: int) -> Parallel:
         """Params and objective of at most `limit` completed trials (a fifth of them the best,
         the rest spread over the study), with one axis per parameter of the space."""
-        with self.db.read() as session:
-            study = load_study(session, study_id)
+        with reading(self.db) as stores:
+            study = load_study(stores, study_id)
             objective = objective_of(study)
-            compared, basis = _compared(session, study)
+            compared, basis = _compared(stores, study)
             if basis is None:
                 best = best_completed(compared, objective.maximize, limit // 5)
             else:
                 sign = -1.0 if objective.maximize else 1.0
                 best = heapq.nsmallest(limit // 5, compared, key=lambda f: sign * f.score)
             chosen = pick(compared, best, limit)
-            params = load_params(session, [f.id for f in chosen])
+            params = load_params(stores, [f.id for f in chosen])
         axes = axes_of(study)
         lines = [Line(f.number, f.score, [params[f.id].get(a.name) for a in axes]) for f in chosen]
         return Parallel(objective.metric, objective.direction, len(compared), axes, lines, basis)
@@ -105,11 +105,11 @@ class ParamViews:
         """Optuna's PED-ANOVA importance of each parameter over at most `limit` completed
         trials spread over the study. Parameters absent from some of them (conditional ones)
         are left out, as Optuna does; `note` says why the list is empty when it is."""
-        with self.db.read() as session:
-            study = load_study(session, study_id)
-            compared, basis = _compared(session, study)
+        with reading(self.db) as stores:
+            study = load_study(stores, study_id)
+            compared, basis = _compared(stores, study)
             sample = spread(compared, limit)
-            params = load_params(session, [f.id for f in sample])
+            params = load_params(stores, [f.id for f in sample])
         if len(sample) < 2:
             needs = "two completed trials" if basis is None else "two trials at the first rung"
             return Importance(EVALUATOR, len(sample), [], f"needs at least {needs}", basis)
@@ -120,15 +120,15 @@ class ParamViews:
         return Importance(EVALUATOR, len(sample), found, None, basis)
 
 
-def _compared(session: Session, study: StudyRow) -> tuple[list[Facts], str | None]:
+def _compared(stores: Stores, study: StudyRow) -> tuple[list[Facts], str | None]:
     """The trials the parameter views compare, and on what basis when not their final values:
     completed trials, or for multi-fidelity studies every trial at the first rung's epoch."""
     strategy = search.stored_spec(study.spec).strategy
     if not strategy.is_multi_fidelity:
-        return completed_facts(session, study.id), None
+        return completed_facts(stores, study.id), None
     epoch = strategy.min_epochs
     basis = f"values at epoch {epoch}, the first rung, which every trial trains"
-    return facts_at_epoch(session, study, epoch), basis
+    return facts_at_epoch(stores, study, epoch), basis
 
 
 def axes_of(study: StudyRow) -> list[Axis]:

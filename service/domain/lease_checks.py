@@ -1,52 +1,40 @@
-"""The checks every write by a lease holder makes: that its token still holds the trial, and the
-row locks it takes before changing it; and what a holder is told about a trial that no longer runs.
+"""What every write by a lease holder checks: that its token still holds the trial; and what a
+holder is told about a trial that no longer runs. Shared by the parts of the worker protocol.
 
-Shared by both halves of the worker protocol (`leasing` answers heartbeats with
-`decision_for_finished`; `protocol` checks and locks a trial on every report), so it imports
-neither of them.
-
-Lock order, the invariant every writer keeps so that two transactions cannot deadlock: the study
-row before its trial rows, and rows of one kind in id order. `lock` below, the reaper
-(`Leasing._reap`) and new-trial reservation (`Leasing._studies_by_need`) all follow it.
+The row locks taken before such a write are the stores' (`TrialStore.lock_for_report`), in the
+one lock order `service.storage.locks` writes down.
 """
 
 from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from hpo.protocol import Decision, TrialState
 from service.domain.errors import NotFound, StaleLease
 from service.storage.models import StudyRow, TrialRow
 
 
-def lock(session: Session, trial_id: int, token: str) -> tuple[StudyRow, TrialRow]:
-    """The trial and its study, row-locked in the one order every writer uses (study, then
-    trial), after checking the lease token. On SQLite the write lock already serializes."""
-    study_id = None
-    if session.get_bind().dialect.name != "sqlite":  # SQLite: BEGIN IMMEDIATE locks all
-        study_id = session.scalar(select(TrialRow.study_id).where(TrialRow.id == trial_id))
-    if study_id is not None:
-        session.scalars(select(StudyRow).where(StudyRow.id == study_id).with_for_update()).first()
-        session.scalars(select(TrialRow).where(TrialRow.id == trial_id).with_for_update()).first()
-    trial = leased(session, trial_id, token)
-    study = session.get(StudyRow, trial.study_id)
-    assert study is not None
-    return study, trial
-
-
-def leased(session: Session, trial_id: int, token: str) -> TrialRow:
-    trial = session.get(TrialRow, trial_id)
-    if trial is None:
+def held(found: TrialRow | None, trial_id: int, token: str) -> TrialRow:
+    """The trial, if `token` holds it. Raises NotFound (no such trial) or StaleLease."""
+    if found is None:
         raise NotFound(f"trial {trial_id} not found (its study may have been deleted)")
-    if not holds(trial, token):
+    if not holds(found, token):
         raise StaleLease(
             f"lease token of trial {trial_id} is stale: the trial was handed to another "
             "worker or ended"
         )
-    return trial
+    return found
+
+
+def held_with_study(
+    found: tuple[StudyRow, TrialRow] | None, trial_id: int, token: str
+) -> tuple[StudyRow, TrialRow]:
+    """`held` for the (study, trial) pair a store locked, or None for a missing trial."""
+    if found is None:
+        held(None, trial_id, token)  # raises NotFound
+    assert found is not None
+    study, trial = found
+    return study, held(trial, trial_id, token)
 
 
 def holds(trial: TrialRow, token: str) -> bool:
@@ -57,13 +45,13 @@ def holds(trial: TrialRow, token: str) -> bool:
 
 
 def require_running(trial: TrialRow) -> None:
-    if trial.state != TrialState.RUNNING.value:
-        raise StaleLease(f"trial {trial.id} is {trial.state}, not running")
+    if trial.state is not TrialState.RUNNING:
+        raise StaleLease(f"trial {trial.id} is {trial.state.value}, not running")
 
 
 def decision_for_finished(trial: TrialRow) -> Decision:
-    if trial.state == TrialState.PRUNED.value:
+    if trial.state is TrialState.PRUNED:
         return Decision.PRUNE
-    if trial.state == TrialState.PAUSED.value:
+    if trial.state is TrialState.PAUSED:
         return Decision.PAUSE
     return Decision.STOP

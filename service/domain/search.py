@@ -21,6 +21,7 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState as OptunaState
 
+from hpo.protocol import TrialState
 from service.domain.spec import StudySpec
 from service.domain.spec.space import distribution_for, grid_points, suggest_params
 
@@ -29,9 +30,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 _FINISH_STATES = {
-    "completed": OptunaState.COMPLETE,
-    "pruned": OptunaState.PRUNED,
-    "failed": OptunaState.FAIL,
+    TrialState.COMPLETED: OptunaState.COMPLETE,
+    TrialState.PRUNED: OptunaState.PRUNED,
+    TrialState.FAILED: OptunaState.FAIL,
 }
 
 
@@ -192,7 +193,7 @@ def report(
     return bool(pruner.prune(study, cache.storage.get_trial(optuna_trial_id)))
 
 
-def tell(storage: RDBStorage, optuna_trial_id: int, state: str, value: float | None) -> None:
+def tell(storage: RDBStorage, optuna_trial_id: int, state: TrialState, value: float | None) -> None:
     """Finish the Optuna trial in one storage write; a no-op if it already is (crash recovery
     may tell twice). Our samplers keep no per-trial state, so `Study.tell`'s sampler hook has
     nothing to do."""

@@ -13,28 +13,14 @@ from datetime import datetime
 from typing import Any
 
 from optuna.storages import RDBStorage
-from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
 
 from hpo.protocol import StudyState, TrialState
 from service.domain import search
 from service.domain.fidelity import Rung
 from service.domain.spec import StudySpec
-from service.domain.unit import Unit
 from service.storage.artifacts import ArtifactStore
-from service.storage.models import MetricRow, StudyRow, TrialRow
-
-
-def counts_by_state(session: Session, study_id: int) -> dict[str, int]:
-    counts = {state.value: 0 for state in TrialState}
-    rows = session.execute(
-        select(TrialRow.state, func.count())
-        .where(TrialRow.study_id == study_id)
-        .group_by(TrialRow.state)
-    )
-    for state, n in rows:
-        counts[state] = n
-    return counts
+from service.storage.models import StudyRow, TrialRow
+from service.storage.unit import Unit
 
 
 def objective_of(metrics: dict[str, Any], metric: str) -> float | None:
@@ -60,7 +46,7 @@ class Transitions:
     def release(self, unit: Unit, trial: TrialRow, state: TrialState) -> None:
         """Take the trial off its worker. A paused trial keeps its token so that the worker's
         retried report still hears `pause`; a queued one drops it, so a zombie gets 409."""
-        trial.state = state.value
+        trial.state = state
         trial.lease_expires_at, trial.worker_id = None, None
         if state is not TrialState.PAUSED:
             trial.lease_token = None
@@ -69,7 +55,7 @@ class Transitions:
             "trial_state",
             trial.id,
             number=trial.number,
-            state=trial.state,
+            state=state.value,
             rung=trial.rung,
         )
 
@@ -80,21 +66,19 @@ class Transitions:
         resume_at = trial.checkpoint_epoch if trial.checkpoint_id else 0
         if trial.checkpoint_id and not self.artifacts.exists(trial.checkpoint_id):
             trial.checkpoint_id, trial.checkpoint_epoch, resume_at = None, 0, 0
-        unit.session.execute(
-            delete(MetricRow).where(MetricRow.trial_id == trial.id, MetricRow.epoch > resume_at)
-        )
+        unit.curves.drop_after(trial.id, resume_at)
         trial.epochs, trial.value = resume_at, None
         if resume_at:
-            row = unit.session.get(MetricRow, (trial.id, resume_at))
-            trial.value = objective_of(row.metrics, metric) if row is not None else None
+            metrics = unit.curves.at(trial.id, resume_at)
+            trial.value = objective_of(metrics, metric) if metrics is not None else None
 
     def finish(self, unit: Unit, trial: TrialRow, state: TrialState, reason: str | None) -> None:
-        trial.state, trial.reason, trial.finished_at = state.value, reason, self.clock()
+        trial.state, trial.reason, trial.finished_at = state, reason, self.clock()
         trial.lease_expires_at = None
-        study = unit.session.get(StudyRow, trial.study_id)
+        study = unit.studies.get(trial.study_id)
         assert study is not None
         if trial.optuna_trial_id is not None:
-            unit.later(search.tell, self.storage, trial.optuna_trial_id, state.value, trial.value)
+            unit.later(search.tell, self.storage, trial.optuna_trial_id, state, trial.value)
         unit.event(
             study.id,
             "trial_finished",
@@ -104,23 +88,23 @@ class Transitions:
             value=trial.value,
             reason=reason,
         )
-        unit.session.flush()
+        unit.flush()
         self.settle(unit, study)
 
     def settle(self, unit: Unit, study: StudyRow) -> None:
         """Mark a running study completed (or failed, when no trial succeeded) once
         `max_trials` trials have finished. Call after any trial finishes."""
-        if study.state != StudyState.RUNNING.value:
+        if study.state is not StudyState.RUNNING:
             return
-        counts = counts_by_state(unit.session, study.id)
-        finished = sum(counts[s.value] for s in TrialState if s.is_finished())
+        counts = unit.trials.count_by_state(study.id)
+        finished = sum(n for state, n in counts.items() if state.is_finished())
         if finished < study.max_trials:
             return
-        ok = counts[TrialState.COMPLETED.value] + counts[TrialState.PRUNED.value] > 0
-        study.state = (StudyState.COMPLETED if ok else StudyState.FAILED).value
+        ok = counts[TrialState.COMPLETED] + counts[TrialState.PRUNED] > 0
+        study.state = StudyState.COMPLETED if ok else StudyState.FAILED
         study.reason = None if ok else "every trial failed"
         study.finished_at = self.clock()
-        unit.event(study.id, "study_state", state=study.state, reason=study.reason)
+        unit.event(study.id, "study_state", state=study.state.value, reason=study.reason)
 
     # -- successive halving ---------------------------------------------------------------
 
@@ -131,7 +115,7 @@ class Transitions:
         spec = search.stored_spec(study.spec)
         if not spec.strategy.is_multi_fidelity:
             return
-        trials = list(unit.session.scalars(select(TrialRow).where(TrialRow.study_id == study.id)))
+        trials = unit.trials.of_study(study.id)
         for position, bracket in enumerate(spec.brackets()):
             members = [t for t in trials if t.bracket == position]
             if len(members) < bracket.size:
@@ -140,16 +124,15 @@ class Transitions:
                 in_rung = [t for t in members if t.rung == k]
                 if any(self._busy(t, rung.epochs) for t in in_rung):
                     break
-                waiting = [t for t in in_rung if t.state == TrialState.PAUSED.value]
+                waiting = [t for t in in_rung if t.state is TrialState.PAUSED]
                 if waiting:
                     self._decide_rung(unit, spec, waiting, k, bracket.rungs[k + 1])
 
     @staticmethod
     def _busy(trial: TrialRow, rung_end: int) -> bool:
-        state = TrialState(trial.state)
-        if state in (TrialState.RUNNING, TrialState.QUEUED):
+        if trial.state in (TrialState.RUNNING, TrialState.QUEUED):
             return True
-        return state is TrialState.PAUSED and trial.epochs < rung_end  # stopped mid-rung
+        return trial.state is TrialState.PAUSED and trial.epochs < rung_end  # stopped mid-rung
 
     def _decide_rung(
         self, unit: Unit, spec: StudySpec, waiting: list[TrialRow], k: int, next_rung: Rung
@@ -163,7 +146,7 @@ class Transitions:
         ranked = sorted(waiting, key=rank)
         for trial in ranked[: next_rung.configs]:
             trial.rung, trial.target_epochs = k + 1, next_rung.epochs
-            trial.state, trial.lease_token = TrialState.QUEUED.value, None
+            trial.state, trial.lease_token = TrialState.QUEUED, None
             unit.event(
                 trial.study_id,
                 "trial_promoted",

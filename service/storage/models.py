@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     DateTime,
@@ -26,6 +27,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from hpo.protocol import StudyState, TrialState, WorkerState
+
+E = TypeVar("E", bound=Enum)
 
 
 def utcnow() -> datetime:
@@ -74,6 +79,25 @@ class FiniteFloat(TypeDecorator[float]):
         return value
 
 
+class StateColumn(TypeDecorator[E]):
+    """An enum stored as its string value in a VARCHAR(16): the column holds the same strings
+    as before it was typed (no migration), and Python code sees enum members only. Binding a
+    value that is not one of the enum's raises ValueError before it reaches the database."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum: type[E]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else str(self.enum(value).value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -84,7 +108,7 @@ class StudyRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSONText)
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[StudyState] = mapped_column(StateColumn(StudyState), index=True)
     optuna_study_id: Mapped[int | None] = mapped_column(Integer)
     # Trials created so far: the next trial's number. Bumped under the study's row lock.
     n_trials: Mapped[int] = mapped_column(Integer, default=0)
@@ -107,7 +131,7 @@ class WorkerRow(Base):
     device: Mapped[str] = mapped_column(String(64))
     # Plugin model / dataset / training-function names this worker can run.
     capabilities: Mapped[dict[str, Any]] = mapped_column(JSONText, default=dict)
-    state: Mapped[str] = mapped_column(String(16), default="active")
+    state: Mapped[WorkerState] = mapped_column(StateColumn(WorkerState), default=WorkerState.ACTIVE)
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -124,7 +148,7 @@ class TrialRow(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("hpo_studies.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
     optuna_trial_id: Mapped[int | None] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[TrialState] = mapped_column(StateColumn(TrialState))
     params: Mapped[dict[str, Any] | None] = mapped_column(JSONText)
     value: Mapped[float | None] = mapped_column(FiniteFloat)
     epochs: Mapped[int] = mapped_column(Integer, default=0)

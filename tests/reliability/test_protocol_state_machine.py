@@ -29,7 +29,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from hpo.protocol import Decision
+from hpo.protocol import Decision, TrialState
 from service.api.deps import Services
 from service.app import build_services
 from service.domain.errors import StaleLease
@@ -93,7 +93,9 @@ class ProtocolMachine(RuleBasedStateMachine):
             space=GRID,
         )
         self.study_id = self.services.studies.create(doc).row.id
-        self.workers = [self.protocol.register(f"w{i}", "host", i, "cpu", {}).id for i in range(3)]
+        self.workers = [
+            self.protocol.leasing.register(f"w{i}", "host", i, "cpu", {}).id for i in range(3)
+        ]
 
     def teardown(self) -> None:
         if self.study_id:
@@ -103,7 +105,7 @@ class ProtocolMachine(RuleBasedStateMachine):
 
     @rule(worker=st.integers(0, 2), n=st.integers(1, 3), lost=st.booleans())
     def lease(self, worker: int, n: int, lost: bool) -> None:
-        self._granted(worker, self.protocol.lease(self.workers[worker], n), heard=not lost)
+        self._granted(worker, self.protocol.leasing.lease(self.workers[worker], n), heard=not lost)
 
     @rule(worker=st.integers(0, 2), n=st.integers(1, 3))
     def lease_naming_the_trials_held(self, worker: int, n: int) -> None:
@@ -111,7 +113,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         (then possibly handed to it again, with a new token)."""
         mine = {t: h for t, h in self.held.items() if h.worker == worker}
         held = [t for t, h in mine.items() if h.heard]
-        granted = self.protocol.lease(self.workers[worker], n, held=held)
+        granted = self.protocol.leasing.lease(self.workers[worker], n, held=held)
         for trial_id, lease in mine.items():
             if not lease.heard:
                 del self.held[trial_id]
@@ -136,7 +138,7 @@ class ProtocolMachine(RuleBasedStateMachine):
     def heartbeat(self, worker: int) -> None:
         mine = [(t, h.token) for t, h in self.held.items() if h.worker == worker and h.heard]
         stale = [(t, tok) for w, t, tok in self.stale if w == worker and t not in dict(mine)]
-        decisions = self.protocol.heartbeat(self.workers[worker], mine + stale)
+        decisions = self.protocol.leasing.heartbeat(self.workers[worker], mine + stale)
         for trial_id, _ in mine:
             assert decisions[trial_id] is Decision.CONTINUE
             self.held[trial_id].expires = self.clock.now + timedelta(seconds=LEASE)
@@ -154,8 +156,8 @@ class ProtocolMachine(RuleBasedStateMachine):
         epochs = self.services.studies.trial(trial_id).row.epochs
         epoch = max(1, epochs) if repeat else min(epochs + 1, EPOCHS)
         before = _snapshot(self.services, trial_id)
-        decision = self.protocol.report(
-            self.workers[held.worker], trial_id, held.token, epoch, {"val_accuracy": value}
+        decision = self.protocol.reporting.report(
+            trial_id, held.token, epoch, {"val_accuracy": value}
         )
         assert decision is Decision.CONTINUE
         held.expires = self.clock.now + timedelta(seconds=LEASE)
@@ -167,15 +169,14 @@ class ProtocolMachine(RuleBasedStateMachine):
     def end(self, data: st.DataObject, how: str) -> None:
         trial_id = data.draw(st.sampled_from(self._heard()))
         held = self.held.pop(trial_id)
-        worker = self.workers[held.worker]
         if how == "complete":
-            row = self.protocol.complete(worker, trial_id, held.token)
+            row = self.protocol.reporting.complete(trial_id, held.token)
             finite = row.value is not None and math.isfinite(row.value)
             assert row.state == ("completed" if row.epochs and finite else "failed")
         elif how == "fail":
-            assert self.protocol.fail(worker, trial_id, held.token, "broken").state == "failed"
+            assert self.protocol.reporting.fail(trial_id, held.token, "broken").state == "failed"
         else:
-            assert self.protocol.release(worker, trial_id, held.token).state == "queued"
+            assert self.protocol.reporting.release(trial_id, held.token).state == "queued"
             self.stale.append((held.worker, trial_id, held.token))
             return
         self.finished[trial_id] = _snapshot(self.services, trial_id)
@@ -186,15 +187,15 @@ class ProtocolMachine(RuleBasedStateMachine):
     def zombie_writes(self, data: st.DataObject, how: str) -> None:
         """A worker writes with a token it no longer holds: 409 unless the trial has finished
         (then the write may be answered as a repeat), and never any change."""
-        worker, trial_id, token = data.draw(st.sampled_from(self.stale))
-        worker_id, before = self.workers[worker], _snapshot(self.services, trial_id)
+        _worker, trial_id, token = data.draw(st.sampled_from(self.stale))
+        before = _snapshot(self.services, trial_id)
         writes = {
-            "report": lambda: self.protocol.report(
-                worker_id, trial_id, token, 1, {"val_accuracy": 1}
+            "report": lambda: self.protocol.reporting.report(
+                trial_id, token, 1, {"val_accuracy": 1}
             ),
-            "complete": lambda: self.protocol.complete(worker_id, trial_id, token),
-            "fail": lambda: self.protocol.fail(worker_id, trial_id, token, "zombie"),
-            "release": lambda: self.protocol.release(worker_id, trial_id, token),
+            "complete": lambda: self.protocol.reporting.complete(trial_id, token),
+            "fail": lambda: self.protocol.reporting.fail(trial_id, token, "zombie"),
+            "release": lambda: self.protocol.reporting.release(trial_id, token),
         }
         try:
             writes[how]()
@@ -207,7 +208,7 @@ class ProtocolMachine(RuleBasedStateMachine):
     @rule(seconds=st.integers(1, 2 * LEASE))
     def time_passes_and_the_reaper_runs(self, seconds: int) -> None:
         self.clock.now += timedelta(seconds=seconds)
-        self.protocol.reap()
+        self.protocol.reaping.reap()
         for trial_id, held in list(self.held.items()):
             if held.expires < self.clock.now:
                 del self.held[trial_id]
@@ -245,8 +246,12 @@ class ProtocolMachine(RuleBasedStateMachine):
         view = self.services.studies.get(self.study_id)
         rows = self.services.studies.trials(self.study_id, limit=1000).items
         assert sum(view.counts.values()) == len(rows) == view.row.n_trials
-        assert view.counts["running"] <= 3
-        done = view.counts["completed"] + view.counts["pruned"] + view.counts["failed"]
+        assert view.counts[TrialState.RUNNING] <= 3
+        done = (
+            view.counts[TrialState.COMPLETED]
+            + view.counts[TrialState.PRUNED]
+            + view.counts[TrialState.FAILED]
+        )
         assert done == len(self.finished)
         assert view.row.state == ("running" if done < view.row.max_trials else view.row.state)
         if done == view.row.max_trials:
@@ -276,7 +281,7 @@ def test_protocol_state_machine(settings: Settings) -> None:
     services = build_services(
         Settings(database_url=settings.database_url, lease_seconds=LEASE, max_attempts=2)
     )
-    services.protocol.clock = clock
+    services.protocol.context.clock = clock
     run_state_machine_as_test(
         lambda: ProtocolMachine(services, clock),
         settings=MACHINE_SETTINGS,

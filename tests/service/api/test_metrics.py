@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import update
@@ -179,3 +183,51 @@ def test_metrics_need_the_user_token(secured: TestClient) -> None:
     assert secured.get("/metrics", headers={"Authorization": f"Bearer {WORKER}"}).status_code == 403
     series = scrape(secured, Authorization=f"Bearer {USER}")
     assert value(series, "hpo_trials", state="queued") == 0
+
+
+SERVER_PROCESS = """
+import sys
+from fastapi.testclient import TestClient
+from service.app import create_app
+from service.settings import Settings
+
+settings = Settings(database_url=sys.argv[1], artifacts_dir=sys.argv[2])
+with TestClient(create_app(settings, reaper=False)) as client:
+    for _ in range(int(sys.argv[3])):
+        assert client.get("/healthz").status_code == 200
+    if sys.argv[4] == "scrape":
+        reply = client.get("/metrics")
+        assert reply.status_code == 200
+        print(reply.text, end="")
+"""
+
+
+def test_multiprocess_mode_reports_the_requests_of_every_server_process(tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR set, one scrape counts the requests of every server process
+    sharing the folder (here one that has exited), and the database's gauges once."""
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+
+    def server_process(requests: int, then: str) -> str:
+        args = [sys.executable, "-c", SERVER_PROCESS, url, str(tmp_path / "a"), str(requests), then]
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    server_process(2, "quiet")
+    text = server_process(3, "scrape")
+    lines = text.splitlines()
+    healthz = 'method="GET",route="/healthz",status="200"'
+    assert any(line.startswith("hpo_http_requests_total{") and healthz in line for line in lines)
+    total = next(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("hpo_http_requests_total{") and healthz in line
+    )
+    assert total == 5
+    assert [line for line in lines if line.startswith("# TYPE hpo_trials ")] == [
+        "# TYPE hpo_trials gauge"
+    ]
+    assert 'hpo_trials{state="queued"} 0.0' in lines

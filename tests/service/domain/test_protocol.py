@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from hpo.protocol import Decision
+from hpo.protocol import Decision, TrialState
 from service.api.deps import Services
 from service.app import build_services
 from service.domain.errors import StaleLease
@@ -35,12 +35,12 @@ def services(settings: Settings, clock: Clock) -> Services:
     svc = build_services(
         Settings(database_url=settings.database_url, lease_seconds=30, max_attempts=3)
     )
-    svc.protocol.clock = clock
+    svc.protocol.context.clock = clock
     return svc
 
 
 def _worker(services: Services, name: str) -> int:
-    return services.protocol.register(name, "host", 1, "cpu", {}).id
+    return services.protocol.leasing.register(name, "host", 1, "cpu", {}).id
 
 
 def test_vanished_worker_loses_its_lease_and_trial_is_handed_out_again(
@@ -48,25 +48,27 @@ def test_vanished_worker_loses_its_lease_and_trial_is_handed_out_again(
 ) -> None:
     services.studies.create(spec_doc(budget={"max_trials": 1, "parallel_trials": 1, "epochs": 3}))
     dead, alive = _worker(services, "dead"), _worker(services, "alive")
-    [first] = services.protocol.lease(dead)
-    services.protocol.report(dead, first.trial.id, first.trial.lease_token, 1, {"val_accuracy": 1})
+    [first] = services.protocol.leasing.lease(dead)
+    services.protocol.reporting.report(
+        first.trial.id, first.trial.lease_token, 1, {"val_accuracy": 1}
+    )
     clock.advance(29)
-    assert services.protocol.lease(alive) == []  # still leased: parallel_trials is 1
+    assert services.protocol.leasing.lease(alive) == []  # still leased: parallel_trials is 1
     clock.advance(2)
-    [again] = services.protocol.lease(alive)
+    [again] = services.protocol.leasing.lease(alive)
     assert again.trial.id == first.trial.id
     assert again.trial.attempt == 2
     assert again.trial.params == first.trial.params
     assert again.start_epoch == 0 and again.trial.epochs == 0  # the dead attempt's curve is gone
     with pytest.raises(StaleLease):  # the presumed-dead worker comes back: 409, nothing changes
-        services.protocol.report(dead, first.trial.id, first.trial.lease_token, 2, {})
+        services.protocol.reporting.report(first.trial.id, first.trial.lease_token, 2, {})
     with pytest.raises(StaleLease):
-        services.protocol.complete(dead, first.trial.id, first.trial.lease_token)
+        services.protocol.reporting.complete(first.trial.id, first.trial.lease_token)
     for epoch in (1, 2, 3):
-        services.protocol.report(
-            alive, again.trial.id, again.trial.lease_token, epoch, {"val_accuracy": 0.5}
+        services.protocol.reporting.report(
+            again.trial.id, again.trial.lease_token, epoch, {"val_accuracy": 0.5}
         )
-    assert services.protocol.complete(alive, again.trial.id, again.trial.lease_token).state == (
+    assert services.protocol.reporting.complete(again.trial.id, again.trial.lease_token).state == (
         "completed"
     )
 
@@ -77,12 +79,12 @@ def test_after_max_attempts_the_trial_fails(services: Services, clock: Clock) ->
     )
     worker = _worker(services, "flaky")
     for attempt in (1, 2, 3):
-        [assignment] = services.protocol.lease(worker)
+        [assignment] = services.protocol.leasing.lease(worker)
         assert assignment.trial.attempt == attempt
         clock.advance(31)
-    assert services.protocol.reap() == 1
+    assert services.protocol.reaping.reap() == 1
     study = services.studies.get(view.row.id)
-    assert study.counts["failed"] == 1
+    assert study.counts[TrialState.FAILED] == 1
     assert study.row.state == "failed"
     detail = services.studies.trial(assignment.trial.id)
     assert "3 times" in (detail.row.reason or "")
@@ -91,15 +93,15 @@ def test_after_max_attempts_the_trial_fails(services: Services, clock: Clock) ->
 def test_heartbeats_keep_a_slow_trial_alive(services: Services, clock: Clock) -> None:
     services.studies.create(spec_doc(budget={"max_trials": 1, "parallel_trials": 1, "epochs": 1}))
     worker = _worker(services, "slow")
-    [assignment] = services.protocol.lease(worker)
+    [assignment] = services.protocol.leasing.lease(worker)
     lease = [(assignment.trial.id, assignment.trial.lease_token or "")]
     for _ in range(10):  # ten minutes inside one epoch, a heartbeat every 20 s
         clock.advance(20)
-        assert services.protocol.heartbeat(worker, lease) == {
+        assert services.protocol.leasing.heartbeat(worker, lease) == {
             assignment.trial.id: Decision.CONTINUE
         }
-        assert services.protocol.reap() == 0
-    assert services.protocol.heartbeat(worker, [(assignment.trial.id, "wrong")]) == {
+        assert services.protocol.reaping.reap() == 0
+    assert services.protocol.leasing.heartbeat(worker, [(assignment.trial.id, "wrong")]) == {
         assignment.trial.id: Decision.STOP
     }
 
@@ -115,6 +117,6 @@ def test_grid_hands_out_each_point_once_and_then_nothing(services: Services) -> 
     )
     services.studies.create(doc)
     worker = _worker(services, "w")
-    got = services.protocol.lease(worker, count=10)
+    got = services.protocol.leasing.lease(worker, count=10)
     points = sorted((a.trial.params["lr"], a.trial.params["norm"]) for a in got)
     assert points == sorted((lr, n) for lr in (0.1, 0.01, 0.001) for n in ("none", "batch"))

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hpo.protocol import Decision
+from hpo.protocol import Decision, TrialState
 from service.api.deps import Services
 from service.app import build_services
 from service.settings import Settings
@@ -43,15 +43,15 @@ def _run(
         space=SPACE,
     )
     services.studies.create(doc)
-    worker = services.protocol.register("w", "h", 1, "cpu", {}).id
+    worker = services.protocol.leasing.register("w", "h", 1, "cpu", {}).id
     proposed = []
-    while leased := services.protocol.lease(worker):
+    while leased := services.protocol.leasing.lease(worker):
         trial = leased[0].trial
         proposed.append(trial.params)
-        services.protocol.report(
-            worker, trial.id, trial.lease_token, 1, {"val_accuracy": _objective(trial.params)}
+        services.protocol.reporting.report(
+            trial.id, trial.lease_token, 1, {"val_accuracy": _objective(trial.params)}
         )
-        services.protocol.complete(worker, trial.id, trial.lease_token)
+        services.protocol.reporting.complete(trial.id, trial.lease_token)
     return proposed
 
 
@@ -85,13 +85,13 @@ def test_grid_proposes_every_point_exactly_once(services: Services) -> None:
             "g", strategy={"kind": "grid"}, space=space, budget={"parallel_trials": 1, "epochs": 1}
         )
     )
-    worker = services.protocol.register("w", "h", 1, "cpu", {}).id
+    worker = services.protocol.leasing.register("w", "h", 1, "cpu", {}).id
     seen = []
-    while leased := services.protocol.lease(worker):
+    while leased := services.protocol.leasing.lease(worker):
         trial = leased[0].trial
         seen.append(tuple(sorted(trial.params.items())))
-        services.protocol.report(worker, trial.id, trial.lease_token, 1, {"val_accuracy": 0.5})
-        services.protocol.complete(worker, trial.id, trial.lease_token)
+        services.protocol.reporting.report(trial.id, trial.lease_token, 1, {"val_accuracy": 0.5})
+        services.protocol.reporting.complete(trial.id, trial.lease_token)
     assert len(seen) == len(set(seen)) == 3 * (1 + 2)
 
 
@@ -118,23 +118,23 @@ def test_early_stopping_prunes_bad_trials(services: Services, early_stopping: st
         budget={"max_trials": 8, "parallel_trials": 1, "epochs": 6},
     )
     services.studies.create(doc)
-    worker = services.protocol.register("w", "h", 1, "cpu", {}).id
+    worker = services.protocol.leasing.register("w", "h", 1, "cpu", {}).id
     decisions = []
     for number in range(8):
-        trial = services.protocol.lease(worker)[0].trial
+        trial = services.protocol.leasing.lease(worker)[0].trial
         quality = 0.9 if number < 4 else 0.1  # later trials are clearly worse
         decision = Decision.CONTINUE
         for epoch in range(1, 7):
-            decision = services.protocol.report(
-                worker, trial.id, trial.lease_token, epoch, {"val_accuracy": quality * epoch / 6}
+            decision = services.protocol.reporting.report(
+                trial.id, trial.lease_token, epoch, {"val_accuracy": quality * epoch / 6}
             )
             if decision is not Decision.CONTINUE:
                 break
         if decision is Decision.CONTINUE:
-            services.protocol.complete(worker, trial.id, trial.lease_token)
+            services.protocol.reporting.complete(trial.id, trial.lease_token)
         decisions.append(decision)
     assert decisions[:3] == [Decision.CONTINUE] * 3
     assert Decision.PRUNE in decisions[4:]
     view = services.studies.list()[0]
-    assert view.counts["pruned"] == decisions.count(Decision.PRUNE) > 0
+    assert view.counts[TrialState.PRUNED] == decisions.count(Decision.PRUNE) > 0
     assert view.row.state == "completed"

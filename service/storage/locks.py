@@ -1,0 +1,85 @@
+"""The lock order, written once: every store that locks rows goes through these functions.
+
+The invariant every writer keeps so that two transactions cannot deadlock: study rows before
+trial rows, and rows of one kind in id order. Trials that another transaction holds are skipped
+where a caller can come back to them later (the reaper, the next queued trial); a report waits
+for its own trial. On SQLite the writer's `BEGIN IMMEDIATE` already serializes every write, and
+`FOR UPDATE` compiles to nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session
+
+from service.storage import dialect
+from service.storage.models import StudyRow, TrialRow
+
+
+def study(session: Session, study_id: int) -> StudyRow | None:
+    """The study, row-locked."""
+    return session.scalars(
+        select(StudyRow).where(StudyRow.id == study_id).with_for_update()
+    ).first()
+
+
+def studies(session: Session, where: ColumnElement[bool]) -> list[StudyRow]:
+    """The studies matching `where`, row-locked in id order."""
+    query = select(StudyRow).where(where).order_by(StudyRow.id).with_for_update()
+    return list(session.scalars(query))
+
+
+def trial_with_study(session: Session, trial_id: int) -> None:
+    """Lock the trial's study, then the trial (a no-op on SQLite, and for a missing trial)."""
+    if not dialect.locks_rows(session):
+        return
+    study_id = session.scalar(select(TrialRow.study_id).where(TrialRow.id == trial_id))
+    if study_id is None:
+        return
+    study(session, study_id)
+    session.scalars(select(TrialRow).where(TrialRow.id == trial_id).with_for_update()).first()
+
+
+def trials_with_studies(session: Session, where: ColumnElement[bool]) -> list[TrialRow]:
+    """The trials matching `where`, row-locked after their studies (both in id order); a trial
+    another transaction holds is skipped, and one that stopped matching meanwhile too."""
+    found = session.execute(select(TrialRow.id, TrialRow.study_id).where(where))
+    ids: set[int] = set()
+    study_ids: set[int] = set()
+    for trial_id, study_id in found:
+        ids.add(trial_id)
+        study_ids.add(study_id)
+    if not ids:
+        return []
+    _studies_by_id(session, study_ids)
+    query = (
+        select(TrialRow)
+        .where(TrialRow.id.in_(ids), where)
+        .order_by(TrialRow.id)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(query))
+
+
+def first_free_trial(session: Session, where: ColumnElement[bool]) -> TrialRow | None:
+    """The lowest-numbered trial matching `where` that no other transaction holds, locked.
+    The caller holds the trial's study already."""
+    query = (
+        select(TrialRow)
+        .where(where)
+        .order_by(TrialRow.number)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return session.scalars(query).first()
+
+
+def _studies_by_id(session: Session, study_ids: Collection[int]) -> None:
+    session.execute(
+        select(StudyRow.id)
+        .where(StudyRow.id.in_(study_ids))
+        .order_by(StudyRow.id)
+        .with_for_update()
+    )

@@ -1,0 +1,301 @@
+"""The store contract: what each store promises, run against the stores themselves on SQLite
+and PostgreSQL (as Optuna's StorageTestCase runs every storage through one suite)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from hpo.protocol import StudyState, TrialState, WorkerState
+from service.storage.db import Database
+from service.storage.studies import NameTaken
+from service.storage.unit import Unit, reading, unit_of_work
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+SPEC: dict[str, Any] = {"objective": {"metric": "val_accuracy", "direction": "maximize"}}
+
+
+def _study(unit: Unit, name: str = "s1", max_trials: int = 10) -> int:
+    row = unit.studies.create(name, SPEC, 1, max_trials, 2, NOW)
+    return row.id
+
+
+def _trials(db: Database, study_id: int, states: list[TrialState]) -> list[int]:
+    """Trials numbered 0.. of the study, in the given states."""
+    with unit_of_work(db) as unit:
+        rows = [unit.trials.create(study_id, n, 0, 0, None) for n in range(len(states))]
+        for row, state in zip(rows, states, strict=True):
+            row.state = state
+        return [row.id for row in rows]
+
+
+# -- state columns ----------------------------------------------------------------------------
+
+
+def test_states_are_enums_in_python_and_the_same_strings_in_the_database(db: Database) -> None:
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+        worker = unit.workers.create("w", "h", 1, "cpu", {}, NOW)
+    _trials(db, study_id, [TrialState.PAUSED])
+    with reading(db) as stores:
+        study = stores.studies.get(study_id)
+        assert study is not None and study.state is StudyState.RUNNING
+        (trial,) = stores.trials.of_study(study_id)
+        assert trial.state is TrialState.PAUSED
+        found = stores.workers.get(worker.id)
+        assert found is not None and found.state is WorkerState.ACTIVE
+    with db.engine.connect() as conn:  # what a migration, a backup or a SQL user sees
+        raw = conn.execute(text("SELECT state FROM hpo_trials")).scalar()
+        assert raw == "paused"
+        assert conn.execute(text("SELECT state FROM hpo_studies")).scalar() == "running"
+        assert conn.execute(text("SELECT state FROM hpo_workers")).scalar() == "active"
+
+
+def test_a_state_outside_the_enum_never_reaches_the_database(db: Database) -> None:
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    error = "'sleeping' is not a valid TrialState"
+    with pytest.raises(Exception, match=error), unit_of_work(db) as unit:
+        trial = unit.trials.create(study_id, 0, 0, 0, None)
+        trial.state = "sleeping"  # type: ignore[assignment]
+        unit.flush()
+    with reading(db) as stores:
+        assert stores.trials.of_study(study_id) == []
+
+
+# -- studies ----------------------------------------------------------------------------------
+
+
+def test_a_second_study_of_the_same_name_is_refused(db: Database) -> None:
+    with unit_of_work(db) as unit:
+        first = _study(unit, "same")
+    with pytest.raises(NameTaken), unit_of_work(db) as unit:
+        _study(unit, "same")
+    with reading(db) as stores:
+        assert [s.id for s in stores.studies.newest_first()] == [first]
+        assert stores.studies.name_taken("same") and not stores.studies.name_taken("other")
+
+
+def test_studies_are_counted_by_state_and_listed_newest_first(db: Database) -> None:
+    with unit_of_work(db) as unit:
+        ids = [_study(unit, f"s{i}") for i in range(3)]
+        stopped = unit.studies.lock(ids[1])
+        assert stopped is not None
+        stopped.state = StudyState.STOPPED
+    with reading(db) as stores:
+        assert [s.id for s in stores.studies.newest_first()] == ids[::-1]
+        assert stores.studies.count_by_state() == {
+            StudyState.RUNNING: 2,
+            StudyState.COMPLETED: 0,
+            StudyState.STOPPED: 1,
+            StudyState.FAILED: 0,
+        }
+    with unit_of_work(db) as unit:
+        assert [s.id for s in unit.studies.lock_running()] == [ids[0], ids[2]]
+
+
+def test_deleting_a_study_removes_its_trials_curves_and_events(db: Database) -> None:
+    with unit_of_work(db) as unit:
+        gone, kept = _study(unit, "gone"), _study(unit, "kept")
+    (trial,) = _trials(db, gone, [TrialState.RUNNING])
+    (other,) = _trials(db, kept, [TrialState.RUNNING])
+    with unit_of_work(db) as unit:
+        for trial_id, study_id in ((trial, gone), (other, kept)):
+            unit.curves.add(trial_id, 1, {"val_accuracy": 0.5}, NOW)
+            unit.event(study_id, "trial_reported", trial_id, epoch=1)
+    with unit_of_work(db) as unit:
+        unit.studies.delete(gone)
+    with reading(db) as stores:
+        assert stores.studies.get(gone) is None and stores.trials.get(trial) is None
+        assert not stores.curves.has(trial, 1) and stores.events.after(gone, 0, 10) == []
+        assert stores.curves.has(other, 1) and len(stores.events.after(kept, 0, 10)) == 1
+
+
+# -- trials -----------------------------------------------------------------------------------
+
+
+def test_trials_are_counted_by_state_per_study_and_over_all(db: Database) -> None:
+    with unit_of_work(db) as unit:
+        a, b = _study(unit, "a"), _study(unit, "b")
+    _trials(db, a, [TrialState.RUNNING, TrialState.COMPLETED, TrialState.COMPLETED])
+    _trials(db, b, [TrialState.QUEUED])
+    with reading(db) as stores:
+        counts = stores.trials.count_by_state(a)
+        assert counts[TrialState.COMPLETED] == 2 and counts[TrialState.RUNNING] == 1
+        assert counts[TrialState.QUEUED] == 0 and len(counts) == len(TrialState)
+        assert sorted(stores.trials.count_by_study_and_state()) == [
+            ("a", TrialState.COMPLETED, 2),
+            ("a", TrialState.RUNNING, 1),
+            ("b", TrialState.QUEUED, 1),
+        ]
+        assert stores.trials.running_per_study() == {a: 1}
+        assert stores.trials.count_running(a) == 1 and stores.trials.count_running(b) == 0
+
+
+def test_best_completed_follows_the_direction_and_breaks_ties_by_number(db: Database) -> None:
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    done = TrialState.COMPLETED
+    ids = _trials(db, study_id, [done, done, done, TrialState.PRUNED, done])
+    with unit_of_work(db) as unit:
+        for trial_id, value in zip(ids, (0.2, 0.9, 0.9, 5.0, math.nan), strict=True):
+            row = unit.trials.get(trial_id)
+            assert row is not None
+            row.value = value  # NaN is stored as NULL and never the best
+    with reading(db) as stores:
+        best = stores.trials.best_completed(study_id, maximize=True)
+        worst = stores.trials.best_completed(study_id, maximize=False)
+    assert best is not None and best.number == 1
+    assert worst is not None and worst.number == 0
+
+
+def test_expired_and_unheard_leases_are_found_and_locked(db: Database) -> None:
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+        worker = unit.workers.create("w", "h", 1, "cpu", {}, NOW).id
+    ids = _trials(db, study_id, [TrialState.RUNNING] * 3 + [TrialState.QUEUED])
+    with unit_of_work(db) as unit:
+        for trial_id, expires in zip(ids, (-5, 5, -1, -9), strict=True):
+            row = unit.trials.get(trial_id)
+            assert row is not None
+            row.worker_id, row.lease_expires_at = worker, NOW + timedelta(seconds=expires)
+    with reading(db) as stores:
+        assert stores.trials.any_expired(NOW) and not stores.trials.any_expired(NOW - timedelta(1))
+        assert stores.trials.count_leases(NOW) == (1, 2)  # the queued one holds no lease
+        assert stores.trials.any_unheard(worker, held=ids[:2])
+        assert not stores.trials.any_unheard(worker, held=ids[:3])
+    with unit_of_work(db) as unit:
+        assert [t.id for t in unit.trials.lock_expired(NOW)] == [ids[0], ids[2]]
+        assert [t.id for t in unit.trials.lock_unheard(worker, held=[ids[0]])] == ids[1:3]
+
+
+def test_take_queued_takes_the_lowest_number_and_skips_a_trial_another_lease_holds(
+    db: Database,
+) -> None:
+    """Two leases at once never take the same queued trial: on PostgreSQL the second skips
+    the row the first holds; on SQLite the second waits for the first to commit."""
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    ids = _trials(db, study_id, [TrialState.RUNNING, TrialState.QUEUED, TrialState.QUEUED])
+    first_took = threading.Event()
+    release = threading.Event()
+    taken: list[int | None] = []
+
+    def first() -> None:
+        with unit_of_work(db) as unit:
+            trial = unit.trials.take_queued(study_id)
+            taken.append(trial.id if trial else None)
+            if trial is not None:
+                trial.state = TrialState.RUNNING
+            unit.flush()
+            first_took.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert first_took.wait(10)
+    if db.engine.dialect.name == "sqlite":
+        release.set()  # the writer lock serializes: the second lease waits for this one
+        thread.join(10)
+    with unit_of_work(db) as unit:
+        second = unit.trials.take_queued(study_id)
+        taken.append(second.id if second else None)
+    release.set()
+    thread.join(10)
+    assert taken == ids[1:3]
+
+
+def test_trials_are_paged_by_number(db: Database) -> None:
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    _trials(db, study_id, [TrialState.QUEUED] * 5)
+    with reading(db) as stores:
+        assert [t.number for t in stores.trials.page(study_id, None, 2)] == [0, 1]
+        assert [t.number for t in stores.trials.page(study_id, 1, 10)] == [2, 3, 4]
+
+
+def test_lock_for_report_answers_the_trial_and_its_study(db: Database) -> None:
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    (trial_id,) = _trials(db, study_id, [TrialState.RUNNING])
+    with unit_of_work(db) as unit:
+        found = unit.trials.lock_for_report(trial_id)
+        assert found is not None
+        study, trial = found
+        assert (study.id, trial.id) == (study_id, trial_id)
+        assert unit.trials.lock_for_report(trial_id + 1000) is None
+
+
+# -- curves -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["val_loss", "NaNoscale", "Infinity_loss", 'say "hi"'])
+def test_a_metric_is_read_by_its_name_beside_nan_and_infinite_values(
+    db: Database, name: str
+) -> None:
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    ids = _trials(db, study_id, [TrialState.RUNNING, TrialState.RUNNING])
+    reports = {
+        ids[0]: [{name: 1.0, "other": math.nan}, {name: math.inf}],
+        ids[1]: [{name: 3.0}, {"other": 2.0}],
+    }
+    with unit_of_work(db) as unit:
+        for trial_id, metrics in reports.items():
+            for epoch, values in enumerate(metrics, start=1):
+                unit.curves.add(trial_id, epoch, values, NOW)
+    with reading(db) as stores:
+        pairs = stores.curves.member(study_id, None, name)
+        only_first = stores.curves.member(study_id, [ids[0]], name)
+    assert sorted(pairs, key=str) == sorted([(1, 1.0), (2, math.inf), (1, 3.0), (2, None)], key=str)
+    assert sorted(only_first) == [(1, 1.0), (2, math.inf)]
+
+
+def test_a_restarted_trial_forgets_the_reports_after_its_checkpoint(db: Database) -> None:
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    (trial_id,) = _trials(db, study_id, [TrialState.RUNNING])
+    with unit_of_work(db) as unit:
+        for epoch in (1, 2, 3):
+            unit.curves.add(trial_id, epoch, {"val_accuracy": epoch / 10}, NOW)
+    with unit_of_work(db) as unit:
+        unit.curves.drop_after(trial_id, 1)
+    with reading(db) as stores:
+        assert [row.epoch for row in stores.curves.of_trial(trial_id)] == [1]
+        assert stores.curves.at(trial_id, 1) == {"val_accuracy": 0.1}
+        assert stores.curves.at(trial_id, 2) is None and not stores.curves.has(trial_id, 2)
+
+
+# -- workers and events -----------------------------------------------------------------------
+
+
+def test_workers_are_listed_named_and_filtered_by_state(db: Database) -> None:
+    with unit_of_work(db) as unit:
+        a = unit.workers.create("a", "h", 1, "cpu", {"models": ["m"]}, NOW).id
+        b = unit.workers.create("b", "h", 2, "cuda:0", {}, NOW)
+        b.state = WorkerState.GONE
+    with reading(db) as stores:
+        assert [w.name for w in stores.workers.all()] == ["a", "b"]
+        assert [w.id for w in stores.workers.in_state(WorkerState.ACTIVE)] == [a]
+        assert stores.workers.names({a, None}) == {a: "a"}
+        assert {"models": ["m"]} in stores.workers.capabilities()
+
+
+def test_events_are_read_in_order_after_an_id(db: Database) -> None:
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+        for epoch in range(5):
+            unit.event(study_id, "trial_reported", None, epoch=epoch, value=math.nan)
+    with reading(db) as stores:
+        events = stores.events.after(study_id, 0, 3)
+        last = stores.events.last_id(study_id)
+        rest = stores.events.after(study_id, events[-1].id, 10)
+        none = stores.events.last_id(study_id + 1)
+    assert [e.payload["epoch"] for e in events + rest] == [0, 1, 2, 3, 4]
+    assert math.isnan(events[0].payload["value"])
+    assert last == rest[-1].id and none == 0
