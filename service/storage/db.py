@@ -4,42 +4,30 @@ SQLite is the embedded default. Many workers write at once, so every SQLite conn
 WAL mode with a busy timeout, and write transactions start with `BEGIN IMMEDIATE`: a deferred
 transaction that reads and then writes cannot wait for the lock (SQLite answers "database is
 locked" at once to avoid a deadlock), an immediate one takes the write lock up front and waits.
-Read-only sessions start deferred so that readers never queue behind writers.
+Read-only sessions start deferred so that readers never queue behind writers. That set-up is
+SQLite's alone, so it lives with the other dialect differences in `service.storage.dialect`.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-READ_ONLY = "hpo_read_only"
+from service.storage.dialect import READ_ONLY, configure_sqlite, engine_kwargs, is_sqlite
+
 # How long `hpo server` and `hpo db upgrade` wait for a database that does not accept
 # connections yet (a container or pod started before it), unless told otherwise.
 DEFAULT_WAIT_SECONDS = 60.0
 log = logging.getLogger("hpo.storage")
-
-
-def is_sqlite(url: str) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
-
-
-def engine_kwargs(url: str, busy_timeout_s: float = 30.0) -> dict[str, Any]:
-    """Keyword arguments for `create_engine` (ours and Optuna's RDBStorage) for this URL."""
-    if is_sqlite(url):
-        # check_same_thread: FastAPI runs sync routes in a thread pool; the pool hands a
-        # connection to one thread at a time.
-        return {"connect_args": {"timeout": busy_timeout_s, "check_same_thread": False}}
-    return {"pool_pre_ping": True}
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -97,30 +85,6 @@ def _permanent(reason: str) -> bool:
     return "authentication failed" in reason or (
         "database" in reason and "does not exist" in reason
     )
-
-
-def configure_sqlite(engine: Engine, busy_timeout_s: float = 30.0) -> None:
-    """WAL, busy timeout and `BEGIN IMMEDIATE` for writers on every connection of `engine`."""
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-        # With WAL, NORMAL is durable against application crashes (only a power loss can drop
-        # the last transactions) and avoids an fsync per commit.
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        if conn.get_execution_options().get(READ_ONLY):
-            conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:

@@ -1,19 +1,67 @@
-"""Where the queries differ between SQLite and PostgreSQL, in one module.
+"""Where SQLite and PostgreSQL differ, in one module.
 
-The engine-level set-up (WAL, busy timeout, `BEGIN IMMEDIATE`) lives with the engine in
-`service.storage.db`; this module holds what the stores ask while building a query:
-- whether row locks mean anything (SQLite's `BEGIN IMMEDIATE` already holds the whole database
-  for the writer, so a lookup made only to lock rows can be skipped there);
-- how to read one member of our JSON text in SQL (SQLite's JSON functions; elsewhere the text is
-  parsed in Python).
+- The engines: SQLite connections run in WAL mode with a busy timeout and start writes with
+  `BEGIN IMMEDIATE` (read-only sessions with a deferred `BEGIN`); PostgreSQL's pool pings.
+- Row locks: SQLite's `BEGIN IMMEDIATE` already holds the whole database for the writer, so a
+  lookup made only to lock rows can be skipped there.
+- JSON: SQLite can read one member of our JSON text in SQL; elsewhere the text is parsed in
+  Python.
+- Migrations: only PostgreSQL has the advisory lock that lets one process at a time migrate.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func
+from sqlalchemy import ColumnElement, Engine, case, event, func
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+
+# The execution option that marks a read-only session (a deferred BEGIN on SQLite).
+READ_ONLY = "hpo_read_only"
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def engine_kwargs(url: str, busy_timeout_s: float = 30.0) -> dict[str, Any]:
+    """Keyword arguments for `create_engine` (ours and Optuna's RDBStorage) for this URL."""
+    if is_sqlite(url):
+        # check_same_thread: FastAPI runs sync routes in a thread pool; the pool hands a
+        # connection to one thread at a time.
+        return {"connect_args": {"timeout": busy_timeout_s, "check_same_thread": False}}
+    return {"pool_pre_ping": True}
+
+
+def configure_sqlite(engine: Engine, busy_timeout_s: float = 30.0) -> None:
+    """WAL, busy timeout and `BEGIN IMMEDIATE` for writers on every connection of `engine`."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        # With WAL, NORMAL is durable against application crashes (only a power loss can drop
+        # the last transactions) and avoids an fsync per commit.
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def has_advisory_locks(engine: Engine) -> bool:
+    """Whether the database offers the advisory lock that serializes migrations."""
+    return engine.dialect.name == "postgresql"
 
 
 def name(session: Session) -> str:

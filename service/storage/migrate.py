@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, text
 
+from service.storage import dialect
 from service.storage.db import (
     DEFAULT_WAIT_SECONDS,
     make_engine,
@@ -70,7 +71,7 @@ def one_at_a_time(engine: Engine) -> Iterator[None]:
     the later ones find the schema current. PostgreSQL: a session-level advisory lock on its own
     connection, released at the end or when the process dies. SQLite is one machine's file and
     its writers already queue (`BEGIN IMMEDIATE`)."""
-    if engine.dialect.name != "postgresql":
+    if not dialect.has_advisory_locks(engine):
         yield
         return
     with engine.connect() as conn:
