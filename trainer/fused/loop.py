@@ -170,7 +170,10 @@ def _train(members: list[Member]) -> None:
             member.outcome = TrainResult(0, {}, None)
     if not live:
         return
-    group = _fuse(live)
+    try:
+        group = _fuse(live)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise GroupOutOfMemory(str(exc).splitlines()[0]) from exc
     reported = False
     while group.members:
         try:
