@@ -122,6 +122,7 @@ class TrialDetail(TrialPublic):
 class Capabilities(Strict):
     models: list[str] = Field(default_factory=list, max_length=1000)
     datasets: list[str] = Field(default_factory=list, max_length=1000)
+    fuse: int = Field(1, ge=1, le=64, description="trials the worker trains at once (--fuse)")
 
 
 class WorkerRegister(Strict):
@@ -149,6 +150,7 @@ class WorkerPublic(BaseModel):
     heartbeat_age_s: float
     stale: bool
     trials: list[WorkerTrial]
+    fuse: int = Field(1, description="how many trials it trains at once as one fused model")
 
 
 Held = Annotated[

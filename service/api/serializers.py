@@ -97,6 +97,7 @@ def worker(
             schemas.WorkerTrial(trial_id=t.id, study_id=t.study_id, number=t.number, epoch=t.epochs)
             for t in trials
         ],
+        fuse=int((row.capabilities or {}).get("fuse", 1)),
     )
 
 

@@ -252,6 +252,18 @@ def test_workers_list_shows_current_trial(client: TestClient) -> None:
     ]
 
 
+def test_workers_list_shows_how_many_trials_a_worker_trains_at_once(client: TestClient) -> None:
+    body = {"name": "fused", "capabilities": {"fuse": 8}}
+    assert client.post("/api/v1/workers/register", json=body).status_code == 201
+    ApiWorker(client, "plain")
+    listed = {w["name"]: w["fuse"] for w in client.get("/api/v1/workers").json()}
+    assert listed == {"fused": 8, "plain": 1}
+    body = {"name": "bad", "capabilities": {"fuse": 0}}
+    reply = client.post("/api/v1/workers/register", json=body)
+    assert reply.status_code == 422
+    assert reply.json()["detail"][0]["loc"] == ["body", "capabilities", "fuse"]
+
+
 def test_protocol_with_unregistered_worker_is_404(client: TestClient) -> None:
     reply = client.post("/api/v1/workers/42/lease", json={"count": 1})
     assert reply.status_code == 404 and "register" in reply.json()["detail"]

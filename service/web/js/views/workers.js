@@ -38,7 +38,11 @@ function row(worker, studyNames) {
     { dataset: { worker: worker.name }, class: worker.stale ? "stale-row" : null },
     h("td", { class: "name" }, worker.name),
     h("td", {}, worker.host || "—"),
-    h("td", { class: "mono" }, worker.device),
+    h(
+      "td",
+      { class: "mono", title: "trials it trains at once (hpo worker --fuse)" },
+      worker.fuse > 1 ? `${worker.device} × ${worker.fuse}` : worker.device,
+    ),
     h("td", {}, state),
     h("td", { class: "wrap" }, trialCell(worker, studyNames)),
     h(
