@@ -281,7 +281,7 @@ def test_launch_form_help_in_place(processes: Processes, web: Page, tmp_path: Pa
     typo = tmp_path / "typo.yaml"
     typo.write_text(
         "name: typo\nstrategy:\n  kind: random\nbudget:\n  max_trial: 3\n  n_configs: 9\n"
-        "space:\n  lr: {type: float, low: 0.001, high: 0.1}\n"
+        "space:\n  lr: {type: float, low: 0.001, hgih: 0.1}\n"
         "workload: {model: mlp, dataset: synthetic}\n"
     )
     page.locator("input[type=file]").set_input_files(str(typo))
@@ -293,6 +293,8 @@ def test_launch_form_help_in_place(processes: Processes, web: Page, tmp_path: Pa
     misplaced = page.locator('.errors .error[data-field="budget.n_configs"]')
     expect(misplaced.locator(".hint")).to_have_text("n_configs belongs under strategy")
     expect(misplaced.get_by_role("button", name="line 6")).to_be_visible()
+    param = page.locator('.errors .error[data-field="space.lr.hgih"]')
+    expect(param.locator(".hint")).to_have_text("did you mean high?")
 
     # a YAML syntax error gets the same line button, which selects the line
     editor.fill("name: broken\nbudget: {max_trials: 3\nspace: {}\n")
