@@ -48,7 +48,8 @@ class TrialStore:
     def create(
         self, study_id: int, number: int, bracket: int, rung: int, target_epochs: int | None
     ) -> TrialRow:
-        """A new trial, running, with no params yet (they are sampled after the commit)."""
+        """A new trial, running, with no params yet (they are sampled after the commit);
+        written, and given its id, at the unit's next flush."""
         trial = TrialRow(
             study_id=study_id,
             number=number,
@@ -61,7 +62,6 @@ class TrialStore:
             target_epochs=target_epochs,
         )
         self.session.add(trial)
-        self.session.flush()
         return trial
 
     def get(self, trial_id: int) -> TrialRow | None:

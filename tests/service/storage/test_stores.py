@@ -31,6 +31,7 @@ def _trials(db: Database, study_id: int, states: list[TrialState]) -> list[int]:
         rows = [unit.trials.create(study_id, n, 0, 0, None) for n in range(len(states))]
         for row, state in zip(rows, states, strict=True):
             row.state = state
+        unit.flush()
         return [row.id for row in rows]
 
 
