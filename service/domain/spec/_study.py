@@ -51,9 +51,52 @@ _PARAM_TAGS = frozenset({"float", "int", "categorical"})
 # Objective, strategy, budget
 
 
+_MINIMIZED = frozenset({"loss", "error", "err"})
+_MAXIMIZED = frozenset({"accuracy", "acc"})
+
+
+def inferred_direction(metric: str) -> Literal["maximize", "minimize"] | None:
+    """The direction a metric's name implies: minimize a loss or an error (`val_loss`,
+    `train_loss`, `test_error`), maximize an accuracy (`val_accuracy`, `top1_acc`); None when
+    the name says neither (`f1`, `lr`, `epoch_seconds`)."""
+    last = re.split(r"[^a-z0-9]+", metric.lower())[-1]
+    if last in _MINIMIZED:
+        return "minimize"
+    if last in _MAXIMIZED:
+        return "maximize"
+    return None
+
+
+def _without_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class Objective(Strict):
+    """The metric to optimize and which way. Without `direction` it is inferred from the
+    metric's name (`inferred_direction`), and a metric whose name implies none is refused."""
+
     metric: str = Field(default="val_accuracy", min_length=1)
-    direction: Literal["maximize", "minimize"] = "maximize"
+    direction: Literal["maximize", "minimize"] = Field(
+        default="maximize",
+        description="minimize or maximize; when left out, minimize for a loss or error metric "
+        "(`val_loss`), maximize for an accuracy (`val_accuracy`), else the spec is refused",
+        json_schema_extra=_without_default,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_direction(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or data.get("direction") is not None:
+            return data
+        metric = data.get("metric", "val_accuracy")
+        direction = inferred_direction(metric) if isinstance(metric, str) else None
+        if direction is None and isinstance(metric, str) and metric:
+            msg = (
+                f"cannot tell whether to maximize or minimize metric '{metric}' from its name; "
+                "give `direction: maximize` or `direction: minimize`"
+            )
+            raise_issues("Objective", [Issue(("direction",), msg, None)])
+        return {**data, "direction": direction} if direction else data
 
 
 class Strategy(Strict):

@@ -397,6 +397,11 @@ INVALID = {
         ("strategy", "early_stopping"),
         "early_stopping cannot be used with hyperband",
     ),
+    "metric whose direction cannot be inferred": (
+        {"objective": {"metric": "f1"}},
+        ("objective", "direction"),
+        "cannot tell whether to maximize or minimize metric 'f1'",
+    ),
     "unknown top-level field": (
         {"budjet": {"epochs": 3}},
         ("budjet",),
@@ -587,3 +592,25 @@ def test_unreadable_documents_are_refused(text: str, message: str) -> None:
     with pytest.raises(SpecDocumentError) as caught:
         load_spec_document(text)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("objective", "direction"),
+    [
+        ({"metric": "val_loss"}, "minimize"),
+        ({"metric": "train_loss"}, "minimize"),
+        ({"metric": "test_error"}, "minimize"),
+        ({"metric": "val_accuracy"}, "maximize"),
+        ({"metric": "top1-acc"}, "maximize"),
+        ({}, "maximize"),
+        ({"metric": "val_loss", "direction": "maximize"}, "maximize"),
+        ({"metric": "f1", "direction": "minimize"}, "minimize"),
+    ],
+)
+def test_direction_is_inferred_from_the_metric_unless_given(
+    objective: dict[str, str], direction: str
+) -> None:
+    spec = StudySpec.model_validate(patched({"objective": objective}))
+    assert spec.objective.direction == direction
+    # stored with the direction written out, so a later validation cannot infer differently
+    assert spec.model_dump(mode="json")["objective"]["direction"] == direction
