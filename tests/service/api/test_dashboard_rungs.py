@@ -78,3 +78,22 @@ def test_other_strategies_keep_one_group_and_their_completed_trials(client: Test
     assert (group["bracket"], group["rung"], group["counts"]["running"]) == (0, 0, 1)
     assert group["epochs"] is group["trained"] is group["promoted"] is None
     assert client.get(f"{D}/{study_id}/parallel").json()["basis"] is None
+
+
+def test_hyperband_rungs_follow_each_brackets_schedule(client: TestClient) -> None:
+    strategy = {"kind": "hyperband", "min_epochs": 1, "reduction_factor": 3, "seed": 1}
+    doc = spec_doc("hb", strategy=strategy, budget={"epochs": 9, "parallel_trials": 4})
+    study_id = client.post("/api/v1/studies", json=doc).json()["id"]
+    FakeTrainer(client, ApiWorker(client)).run()
+    rungs = client.get(f"{D}/{study_id}").json()["rungs"]
+    # brackets s=2, 1, 0 for 9 epochs and eta 3: 9 -> 3 -> 1, 5 -> 1, 3
+    assert [(g["bracket"], g["rung"], g["epochs"], g["trained"], g["promoted"]) for g in rungs] == [
+        (0, 0, 1, 9, 3),
+        (0, 1, 3, 3, 1),
+        (0, 2, 9, 1, 0),
+        (1, 0, 3, 5, 1),
+        (1, 1, 9, 1, 0),
+        (2, 0, 9, 3, 0),
+    ]
+    importance = client.get(f"{D}/{study_id}/importance").json()
+    assert importance["trials"] == 17  # every trial of every bracket trains epoch 1
