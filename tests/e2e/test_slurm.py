@@ -106,6 +106,25 @@ def _training(log: str) -> int | None:
     return current
 
 
+def _job_env(url: str) -> dict[str, str]:
+    """The server's URL and the worker token reach the job through the environment only;
+    `hpo` comes from this interpreter's installation. No GPU here: HPO_DEVICES=cpu."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HPO_")},
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "HPO_SERVER": url,
+        "HPO_WORKER_TOKEN": WORKER_TOKEN,
+        "HPO_DEVICES": "cpu",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _job_state(job: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True)
+    found = re.search(r"JobState=(\S+)", out.stdout)
+    return found.group(1) if found else "unknown"
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_a_job_array_of_workers_runs_a_study_and_a_cancelled_task_hands_its_trial_back(
@@ -130,19 +149,9 @@ def test_a_job_array_of_workers_runs_a_study_and_a_cancelled_task_hands_its_tria
         reply = http.post("/api/v1/studies", json=spec)
         assert reply.status_code == 201, reply.text
 
-        # The server's URL and the worker token reach the job through the environment only;
-        # `hpo` comes from this interpreter's installation. No GPU here: --gres=none.
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("HPO_")},
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            "HPO_SERVER": url,
-            "HPO_WORKER_TOKEN": WORKER_TOKEN,
-            "HPO_DEVICES": "cpu",
-            "PYTHONUNBUFFERED": "1",
-        }
         array = JobArray(
             tmp_path,
-            env,
+            _job_env(url),
             f"--array=0-{TASKS - 1}",
             "--gres=none",
             "--cpus-per-task=1",
@@ -202,3 +211,58 @@ def test_a_job_array_of_workers_runs_a_study_and_a_cancelled_task_hands_its_tria
         assert len(workers) == TASKS  # every task registered with the token from its env
     logs = "".join(array.log(task) for task in range(TASKS))
     assert logs.count("completed in") == TRIALS
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_task_near_its_time_limit_hands_its_trial_back_before_slurm_kills_it(
+    slurm: None, processes: Processes, tmp_path: Path, job_arrays: list[JobArray]
+) -> None:
+    """A 2-minute task told to expect SIGTERM 30 s before its limit (`--signal=B:TERM@30`; the
+    script's own default is 300 s before an 8-hour limit) releases its trial mid-training and
+    ends before the limit: its job completes, it does not time out, and the trial waits queued
+    with its checkpointed epochs, its attempt not counted. (Slurm sends the signal up to 60 s
+    earlier than asked: here 30 to 90 s after the start, after the worker began training.)"""
+    port = free_port()
+    tokens = {"HPO_API_TOKEN": "slurm-user-token", "HPO_WORKER_TOKEN": WORKER_TOKEN}
+    processes.start("server", "server", "--port", str(port), **tokens)
+    url = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": "Bearer slurm-user-token"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+        wait_for(lambda: _up(http), 60, "the server to answer")
+        budget = {"max_trials": 1, "parallel_trials": 1, "epochs": 1000}  # far past the limit
+        reply = http.post(
+            "/api/v1/studies", json=spec_doc("limit", budget=budget, workload=WORKLOAD)
+        )
+        assert reply.status_code == 201, reply.text
+        array = JobArray(
+            tmp_path,
+            _job_env(url),
+            "--array=0",
+            "--gres=none",
+            "--cpus-per-task=1",
+            "--mem=2G",
+            "--time=2",
+            "--signal=B:TERM@30",
+        )
+        job_arrays.append(array)
+        label = "trial #0 of 'limit'"
+        wait_for(lambda: f"{label} started on cpu" in array.log(0), 120, "the task to train")
+        wait_for(
+            lambda: f"{label} released unfinished (worker shutting down)" in array.log(0),
+            150,
+            "the task to hand its trial back before its time limit",
+        )
+        wait_for(lambda: not array.states(), 60, "the task to end")
+        assert _job_state(f"{array.id}_0") == "COMPLETED"  # not TIMEOUT: it left in time
+        [trial] = http.get("/api/v1/studies/1/trials").json()["items"]
+        assert (trial["state"], trial["attempt"]) == ("queued", 1)
+        assert trial["epochs"] >= 1  # kept: the next worker resumes after them
+    assert "signal 15: finishing the current epoch" in array.log(0)
+
+
+def _up(http: httpx.Client) -> bool:
+    try:
+        return http.get("/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False
