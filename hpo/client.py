@@ -1,7 +1,7 @@
 """A small HTTP client of the hpo server for people and scripts: create a study, follow it.
 
 `Connection` is the plumbing every client of the server shares (the worker's protocol client
-in trainer/client.py builds on it too): the bearer token, JSON bodies that may hold NaN, and
+in trainer/client.py is one too): the bearer token, JSON bodies that may hold NaN, and
 retries. Transient trouble (connection refused or reset, 502/503/504) is retried with
 exponential backoff, honouring `Retry-After`, for up to `retry_seconds`; then
 `ServerUnreachable` is raised. Any other error answer raises `ApiError` with the server's
@@ -84,6 +84,16 @@ class Connection:
             return None
         return response.json()
 
+    def json_object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """`call` for an answer that is a JSON object."""
+        answer: dict[str, Any] = self.call(method, path, **kwargs)
+        return answer
+
+    def json_list(self, method: str, path: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """`call` for an answer that is a JSON list of objects."""
+        answer: list[dict[str, Any]] = self.call(method, path, **kwargs)
+        return answer
+
     def download(self, path: str, headers: dict[str, str]) -> bytes:
         """The raw bytes of a GET answer."""
         response = self.retrying(lambda: self._http.get(path, headers=headers))
@@ -110,58 +120,33 @@ class Connection:
             delay = min(delay * 2, 5.0)
 
 
-class Client:
+class Client(Connection):
     """What `hpo submit`, `hpo demo` and a script need of the REST API. Answers are the
     server's JSON as documented in DESIGN.md."""
 
-    def __init__(
-        self,
-        server: str,
-        token: str | None = None,
-        timeout: float = 30.0,
-        retry_seconds: float = 60.0,
-    ) -> None:
-        self.connection = Connection(server, token, timeout, retry_seconds)
-
-    @property
-    def server(self) -> str:
-        return self.connection.server
-
-    def close(self) -> None:
-        self.connection.close()
-
     def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.connection.call("GET", "/healthz")
-        return result
+        return self.json_object("GET", "/healthz")
 
     def create_study(self, spec: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self.connection.call("POST", "/api/v1/studies", body=spec)
-        return result
+        return self.json_object("POST", "/api/v1/studies", body=spec)
 
     def study(self, study_id: int) -> dict[str, Any]:
-        result: dict[str, Any] = self.connection.call("GET", f"/api/v1/studies/{study_id}")
-        return result
+        return self.json_object("GET", f"/api/v1/studies/{study_id}")
 
     def studies(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.connection.call("GET", "/api/v1/studies")
-        return result
+        return self.json_list("GET", "/api/v1/studies")
 
     def trials(self, study_id: int, limit: int = 100, after: int | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
         if after is not None:
             params["after"] = after
-        path = f"/api/v1/studies/{study_id}/trials"
-        result: dict[str, Any] = self.connection.call("GET", path, params=params)
-        return result
+        return self.json_object("GET", f"/api/v1/studies/{study_id}/trials", params=params)
 
     def trial(self, trial_id: int) -> dict[str, Any]:
-        result: dict[str, Any] = self.connection.call("GET", f"/api/v1/trials/{trial_id}")
-        return result
+        return self.json_object("GET", f"/api/v1/trials/{trial_id}")
 
     def stop_study(self, study_id: int) -> dict[str, Any]:
-        result: dict[str, Any] = self.connection.call("POST", f"/api/v1/studies/{study_id}/stop")
-        return result
+        return self.json_object("POST", f"/api/v1/studies/{study_id}/stop")
 
     def workers(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.connection.call("GET", "/api/v1/workers")
-        return result
+        return self.json_list("GET", "/api/v1/workers")

@@ -1,6 +1,6 @@
 """The worker's side of the worker protocol: the one trainer module that knows its URLs.
 
-Calls go through `hpo.client.Connection` (token, retries, `ApiError`, `ServerUnreachable`) and
+It is an `hpo.client.Connection` (token, retries, `ApiError`, `ServerUnreachable`), and its
 answers come back as the typed shapes of `hpo.protocol`, which the server sends.
 """
 
@@ -21,26 +21,13 @@ from hpo.protocol import (
 )
 
 
-class WorkerClient:
-    def __init__(
-        self,
-        server: str,
-        token: str | None = None,
-        timeout: float = 30.0,
-        retry_seconds: float = 60.0,
-    ) -> None:
-        self.connection = Connection(server, token, timeout, retry_seconds)
-
-    @property
-    def server(self) -> str:
-        return self.connection.server
-
-    def close(self) -> None:
-        self.connection.close()
+class WorkerClient(Connection):
+    """A worker's calls: register, lease, heartbeat, report, checkpoints, complete, fail and
+    release, each answer parsed into its hpo.protocol shape."""
 
     def leaving(self, retry_seconds: float) -> None:
         """From now on give up on an unreachable server after at most `retry_seconds`."""
-        self.connection.retry_seconds = min(self.connection.retry_seconds, retry_seconds)
+        self.retry_seconds = min(self.retry_seconds, retry_seconds)
 
     def register(
         self, name: str, host: str, pid: int, device: str, capabilities: dict[str, list[str]]
@@ -52,11 +39,11 @@ class WorkerClient:
             "device": device,
             "capabilities": capabilities,
         }
-        reply = self.connection.call("POST", "/api/v1/workers/register", body=body)
+        reply = self.call("POST", "/api/v1/workers/register", body=body)
         return WorkerRegistered.model_validate(reply)
 
     def deregister(self, worker_id: int) -> None:
-        self.connection.call("POST", f"/api/v1/workers/{worker_id}/deregister")
+        self.call("POST", f"/api/v1/workers/{worker_id}/deregister")
 
     def lease(
         self, worker_id: int, count: int = 1, held: list[int] | None = None
@@ -66,18 +53,18 @@ class WorkerClient:
         body: dict[str, Any] = {"count": count}
         if held is not None:
             body["held"] = held
-        reply = self.connection.call("POST", f"/api/v1/workers/{worker_id}/lease", body=body)
+        reply = self.call("POST", f"/api/v1/workers/{worker_id}/lease", body=body)
         return LeaseGrant.model_validate(reply).assignments
 
     def heartbeat(self, worker_id: int, leases: list[tuple[int, str]]) -> dict[int, Decision]:
         """Renews the leases; each trial's answer is `continue`, or `stop` when not ours."""
         body = {"leases": [{"trial_id": t, "token": tok} for t, tok in leases]}
-        reply = self.connection.call("POST", f"/api/v1/workers/{worker_id}/heartbeat", body=body)
+        reply = self.call("POST", f"/api/v1/workers/{worker_id}/heartbeat", body=body)
         return {d.trial_id: d.decision for d in HeartbeatResponse.model_validate(reply).decisions}
 
     def _trial_call(self, worker_id: int, trial_id: int, action: str, body: dict) -> Any:
         path = f"/api/v1/workers/{worker_id}/trials/{trial_id}/{action}"
-        return self.connection.call("POST", path, body=body)
+        return self.call("POST", path, body=body)
 
     def report(
         self, worker_id: int, trial_id: int, token: str, epoch: int, metrics: dict[str, float]
@@ -108,7 +95,7 @@ class WorkerClient:
     def save_checkpoint(
         self, worker_id: int, trial_id: int, token: str, epoch: int, blob: bytes
     ) -> None:
-        self.connection.call(
+        self.call(
             "PUT",
             f"/api/v1/workers/{worker_id}/trials/{trial_id}/checkpoint",
             params={"epoch": epoch},
@@ -120,7 +107,7 @@ class WorkerClient:
         self, worker_id: int, trial_id: int, token: str, checkpoint_id: str
     ) -> bytes:
         path = f"/api/v1/workers/{worker_id}/trials/{trial_id}/checkpoints/{checkpoint_id}"
-        return self.connection.download(path, {"X-Lease-Token": token})
+        return self.download(path, {"X-Lease-Token": token})
 
     def release(self, worker_id: int, trial_id: int, token: str) -> None:
         self._trial_call(worker_id, trial_id, "release", {"token": token})
