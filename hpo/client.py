@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from hpo.config import RETRY_SECONDS
+
 RETRY_STATUS = {502, 503, 504}
 
 
@@ -56,7 +58,7 @@ class Connection:
         server: str,
         token: str | None = None,
         timeout: float = 30.0,
-        retry_seconds: float = 60.0,
+        retry_seconds: float = RETRY_SECONDS,
     ) -> None:
         self.server = server.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -12,11 +12,19 @@ import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-DEFAULT_SERVER = "http://127.0.0.1:8000"
+DEFAULT_HOST = "127.0.0.1"  # without tokens the server listens on loopback only
+DEFAULT_PORT = 8000
+DEFAULT_SERVER = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 API_TOKEN = "HPO_API_TOKEN"  # users: the page, the REST API, `hpo submit`
 WORKER_TOKEN = "HPO_WORKER_TOKEN"  # workers: the worker protocol
 TOKEN_VARIABLES = (API_TOKEN, WORKER_TOKEN)
+DATA_DIR = "HPO_DATA_DIR"  # where workers cache downloaded datasets
 LOG_FORMATS = ("text", "json")
+DEFAULT_LOG_FORMAT = "text"
+# How long a client keeps retrying an unreachable server: a worker outlives a server restart;
+# `hpo submit` has a person waiting.
+RETRY_SECONDS = 60.0
+SUBMIT_RETRY_SECONDS = 5.0
 
 
 class ConfigError(ValueError):

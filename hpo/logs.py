@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, TextIO
 
-from hpo.config import LOG_FORMATS, TOKEN_VARIABLES, env_text
+from hpo.config import DEFAULT_LOG_FORMAT, LOG_FORMATS, TOKEN_VARIABLES, env_text
 
 REDACTED = "***"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -155,7 +155,7 @@ class Logs:
 
 
 def configure(
-    log_format: str = "text",
+    log_format: str = DEFAULT_LOG_FORMAT,
     level: str | int = "info",
     *,
     secrets: Iterable[str | None] = (),

@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("server", help="migrate the database, then serve the API and the page")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default=config.DEFAULT_HOST)
+    p.add_argument("--port", type=int, default=config.DEFAULT_PORT)
     p.add_argument("--database-url", default=None, help="default: $HPO_DATABASE_URL or sqlite")
     p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_server)
 
     p = sub.add_parser("worker", help="train trials leased from a server, one process per device")
-    _add_connection(p, "worker", config.WORKER_TOKEN, retry_seconds=60.0)
+    _add_connection(p, "worker", config.WORKER_TOKEN, retry_seconds=config.RETRY_SECONDS)
     p.add_argument(
         "--devices",
         default="auto",
@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("submit", help="create a study from a YAML or JSON spec")
     p.add_argument("spec")
-    _add_connection(p, "user", config.API_TOKEN, retry_seconds=5.0)
+    _add_connection(p, "user", config.API_TOKEN, retry_seconds=config.SUBMIT_RETRY_SECONDS)
     p.add_argument("--wait", action="store_true", help="show live progress until it finishes")
     p.set_defaults(func=cmd_submit)
 
@@ -256,7 +256,12 @@ def _add_connection(
 
 
 def _add_log_format(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log-format", default="text", choices=config.LOG_FORMATS, help=LOG_FORMAT_HELP)
+    p.add_argument(
+        "--log-format",
+        default=config.DEFAULT_LOG_FORMAT,
+        choices=config.LOG_FORMATS,
+        help=LOG_FORMAT_HELP,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

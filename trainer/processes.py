@@ -71,7 +71,7 @@ def combined_exit_code(codes: list[int | None]) -> int:
     return max(128 - code if code < 0 else code for code in (c or 0 for c in codes))
 
 
-def _configure_logging(log_format: str = "text", token: str | None = None) -> None:
+def _configure_logging(log_format: str, token: str | None) -> None:
     # `token` is redacted from every line, like the tokens in the environment.
     configure(
         log_format,
@@ -90,8 +90,8 @@ class WorkerOptions:
     server: str
     token: str | None = None
     threads: int | None = None
-    retry_seconds: float = 60.0
-    log_format: str = "text"
+    retry_seconds: float = config.RETRY_SECONDS
+    log_format: str = config.DEFAULT_LOG_FORMAT
     max_trials_per_process: int | None = None
 
     def command(self, device: str) -> list[str]:

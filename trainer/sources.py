@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hpo.config import DATA_DIR, env_text
 from trainer.params import Params, TrainingError
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -125,7 +126,7 @@ def _generate_mnist1d(n_samples: int) -> dict[str, np.ndarray]:
 
 
 def _data_dir() -> Path:
-    return Path(os.environ.get("HPO_DATA_DIR") or Path.home() / ".cache" / "hpo").expanduser()
+    return Path(env_text(DATA_DIR) or Path.home() / ".cache" / "hpo").expanduser()
 
 
 def _save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
