@@ -130,7 +130,7 @@ class WorkerRegister(Strict):
     host: str = Field("", max_length=255)
     pid: int | None = Field(None, ge=0, le=2**31 - 1)
     device: str = Field("cpu", min_length=1, max_length=64)
-    capabilities: Capabilities = Field(default_factory=Capabilities)
+    capabilities: Capabilities = Field(default_factory=lambda: Capabilities())
 
 
 class WorkerTrial(BaseModel):
