@@ -122,7 +122,9 @@ class TrialDetail(TrialPublic):
 class Capabilities(Strict):
     models: list[str] = Field(default_factory=list, max_length=1000)
     datasets: list[str] = Field(default_factory=list, max_length=1000)
-    fuse: int = Field(1, ge=1, le=64, description="trials the worker trains at once (--fuse)")
+    fuse: int = Field(
+        default=1, ge=1, le=64, description="trials the worker trains at once (--fuse)"
+    )
 
 
 class WorkerRegister(Strict):
@@ -130,7 +132,7 @@ class WorkerRegister(Strict):
     host: str = Field("", max_length=255)
     pid: int | None = Field(None, ge=0, le=2**31 - 1)
     device: str = Field("cpu", min_length=1, max_length=64)
-    capabilities: Capabilities = Field(default_factory=lambda: Capabilities())
+    capabilities: Capabilities = Field(default_factory=Capabilities)
 
 
 class WorkerTrial(BaseModel):
