@@ -17,7 +17,7 @@ from service.storage.models import StudyRow, TrialRow
 def held(found: TrialRow | None, trial_id: int, token: str) -> TrialRow:
     """The trial, if `token` holds it. Raises NotFound (no such trial) or StaleLease."""
     if found is None:
-        raise NotFound(f"trial {trial_id} not found (its study may have been deleted)")
+        raise _missing(trial_id)
     if not holds(found, token):
         raise StaleLease(
             f"lease token of trial {trial_id} is stale: the trial was handed to another "
@@ -31,10 +31,13 @@ def held_with_study(
 ) -> tuple[StudyRow, TrialRow]:
     """`held` for the (study, trial) pair a store locked, or None for a missing trial."""
     if found is None:
-        held(None, trial_id, token)  # raises NotFound
-    assert found is not None
+        raise _missing(trial_id)
     study, trial = found
     return study, held(trial, trial_id, token)
+
+
+def _missing(trial_id: int) -> NotFound:
+    return NotFound(f"trial {trial_id} not found (its study may have been deleted)")
 
 
 def holds(trial: TrialRow, token: str) -> bool:
