@@ -11,15 +11,25 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from functools import cache
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from sqlalchemy import create_engine, inspect
 
 from service.cli import build_parser
-from tests.conftest import ROOT, hpo_command, postgres_database
+from tests.conftest import (
+    ROOT,
+    Processes,
+    hpo_command,
+    in_threads,
+    postgres_database,
+    spec_doc,
+    wait_for,
+)
 
 KUSTOMIZE = ROOT / "deploy" / "kubernetes"
 OVERLAYS = sorted(path.parent.name for path in KUSTOMIZE.glob("overlays/*/kustomization.yaml"))
@@ -288,3 +298,58 @@ def test_migrations_started_together_take_turns_and_all_succeed() -> None:
             engine.dispose()
         assert {"hpo_alembic_version", "alembic_version", "studies", "trials"} <= tables
         assert any(name.startswith("hpo_") and name != "hpo_alembic_version" for name in tables)
+
+
+@pytest.mark.e2e
+def test_two_server_replicas_take_each_expired_lease_back_once(processes: Processes) -> None:
+    """Both replicas reap expired leases on one PostgreSQL database: their reaper threads
+    (every third of the lease) and every lease request, here 8 threads of them spread over
+    both replicas while the leases (3 s) expire. A worker that leased 16 trials vanishes: each lease
+    is taken back exactly once, so every trial is queued again at attempt 2 (taken back twice
+    it would read attempt 3, or `failed` at the third). The bystanders ask for work they cannot
+    do (the study's plugin model), so their requests reap but never lease."""
+    with postgres_database() as database:
+        env = {"HPO_DATABASE_URL": database, "HPO_LEASE_SECONDS": "3"}
+        replicas = [processes.server(f"server{i}", **env) for i in range(2)]
+        budget = {"max_trials": 16, "parallel_trials": 16, "epochs": 3}
+        workload = {"model": "vit", "dataset": "synthetic"}
+        clients = [httpx.Client(base_url=url, timeout=30) for url in replicas]
+        try:
+            http = clients[0]
+            vanishing = _register(http, "vanishing", models=["vit"])  # announces the model
+            spec = spec_doc("replicas", budget=budget, workload=workload)
+            assert http.post("/api/v1/studies", json=spec).status_code == 201
+            leased = http.post(f"/api/v1/workers/{vanishing}/lease", json={"count": 16})
+            assert len(leased.json()["assignments"]) == 16
+            bystanders = [_register(clients[i % 2], f"bystander{i}") for i in range(8)]
+            errors = in_threads(8, lambda i: _ask_for_work(clients[i % 2], bystanders[i], 6.0))
+            assert not errors, errors
+
+            def all_queued() -> list[dict[str, Any]] | None:
+                items = http.get("/api/v1/studies/1/trials?limit=100").json()["items"]
+                return items if all(t["state"] == "queued" for t in items) else None
+
+            trials = wait_for(all_queued, 30, "every lease to be taken back")
+            time.sleep(2)  # both reapers go round several more times: nothing changes
+            assert http.get("/api/v1/studies/1/trials?limit=100").json()["items"] == trials
+        finally:
+            for client in clients:
+                client.close()
+        assert [t["attempt"] for t in trials] == [2] * 16
+        processes.stop_all()
+    assert "Traceback" not in processes.log("server0") + processes.log("server1")
+
+
+def _register(http: httpx.Client, name: str, **capabilities: list[str]) -> int:
+    reply = http.post("/api/v1/workers/register", json={"name": name, "capabilities": capabilities})
+    assert reply.status_code == 201, reply.text
+    worker_id: int = reply.json()["worker_id"]
+    return worker_id
+
+
+def _ask_for_work(http: httpx.Client, worker: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        reply = http.post(f"/api/v1/workers/{worker}/lease", json={"count": 1})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["assignments"] == []

@@ -20,13 +20,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Processes, free_port, spec_doc, wait_for
+from tests.conftest import ROOT, Processes, spec_doc, wait_for
 
 SCRIPT = ROOT / "examples" / "slurm" / "hpo-worker.sbatch"
 TASKS = 3  # two run at once on a 2-CPU node (one CPU each); the third waits for a free CPU
 EPOCHS = 6
 TRIALS = 4
 WORKER_TOKEN = "slurm-worker-token"
+TOKENS = {"HPO_API_TOKEN": "slurm-user-token", "HPO_WORKER_TOKEN": WORKER_TOKEN}
+USER = {"Authorization": "Bearer slurm-user-token"}
 # About half a second per epoch on one CPU thread.
 WORKLOAD = {"model": "mlp", "dataset": "synthetic", "n_samples": 60000, "width": 256}
 
@@ -130,20 +132,8 @@ def _job_state(job: str) -> str:
 def test_a_job_array_of_workers_runs_a_study_and_a_cancelled_task_hands_its_trial_back(
     slurm: None, processes: Processes, tmp_path: Path, job_arrays: list[JobArray]
 ) -> None:
-    port = free_port()
-    tokens = {"HPO_API_TOKEN": "slurm-user-token", "HPO_WORKER_TOKEN": WORKER_TOKEN}
-    processes.start("server", "server", "--port", str(port), **tokens)
-    url = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": "Bearer slurm-user-token"}
-    with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
-
-        def up() -> bool:
-            try:
-                return http.get("/healthz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, 60, "the server to answer")
+    url = processes.server("server", **TOKENS)
+    with httpx.Client(base_url=url, headers=USER, timeout=30) as http:
         budget = {"max_trials": TRIALS, "parallel_trials": 2, "epochs": EPOCHS}
         spec = spec_doc("slurm", budget=budget, workload=WORKLOAD)
         reply = http.post("/api/v1/studies", json=spec)
@@ -223,13 +213,8 @@ def test_a_task_near_its_time_limit_hands_its_trial_back_before_slurm_kills_it(
     ends before the limit: its job completes, it does not time out, and the trial waits queued
     with its checkpointed epochs, its attempt not counted. (Slurm sends the signal up to 60 s
     earlier than asked: here 30 to 90 s after the start, after the worker began training.)"""
-    port = free_port()
-    tokens = {"HPO_API_TOKEN": "slurm-user-token", "HPO_WORKER_TOKEN": WORKER_TOKEN}
-    processes.start("server", "server", "--port", str(port), **tokens)
-    url = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": "Bearer slurm-user-token"}
-    with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
-        wait_for(lambda: _up(http), 60, "the server to answer")
+    url = processes.server("server", **TOKENS)
+    with httpx.Client(base_url=url, headers=USER, timeout=30) as http:
         budget = {"max_trials": 1, "parallel_trials": 1, "epochs": 1000}  # far past the limit
         reply = http.post(
             "/api/v1/studies", json=spec_doc("limit", budget=budget, workload=WORKLOAD)
@@ -259,10 +244,3 @@ def test_a_task_near_its_time_limit_hands_its_trial_back_before_slurm_kills_it(
         assert (trial["state"], trial["attempt"]) == ("queued", 1)
         assert trial["epochs"] >= 1  # kept: the next worker resumes after them
     assert "signal 15: finishing the current epoch" in array.log(0)
-
-
-def _up(http: httpx.Client) -> bool:
-    try:
-        return http.get("/healthz").status_code == 200
-    except httpx.HTTPError:
-        return False
