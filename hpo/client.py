@@ -14,7 +14,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -50,6 +50,14 @@ def format_detail(detail: Any) -> str:
     return str(detail)
 
 
+def _detail_of(response: httpx.Response) -> Any:
+    """The `detail` of an error answer, or its text when it is not the API's JSON."""
+    try:
+        return response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        return response.text
+
+
 class Connection:
     """One server's HTTP session: its address, the token, retries, and errors as ApiError."""
 
@@ -77,11 +85,7 @@ class Connection:
             kwargs["headers"] = {"Content-Type": "application/json"}
         response = self.retrying(lambda: self._http.request(method, path, **kwargs))
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            raise ApiError(response.status_code, detail)
+            raise ApiError(response.status_code, _detail_of(response))
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
@@ -102,6 +106,27 @@ class Connection:
         if response.status_code >= 400:
             raise ApiError(response.status_code, response.text)
         return response.content
+
+    def save(self, path: str, out: BinaryIO) -> int:
+        """Stream a GET answer's body into `out` as it arrives; returns the bytes written."""
+
+        def send() -> httpx.Response:
+            response = self._http.send(self._http.build_request("GET", path), stream=True)
+            if response.status_code in RETRY_STATUS or response.status_code >= 400:
+                response.read()  # a small error body; closes the response
+            return response
+
+        response = self.retrying(send)
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, _detail_of(response))
+        size = 0
+        try:
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+                size += len(chunk)
+        finally:
+            response.close()
+        return size
 
     def retrying(self, send: Callable[[], httpx.Response]) -> httpx.Response:
         """`send()`'s response, retried while the server is unreachable or overloaded."""
@@ -152,3 +177,17 @@ class Client(Connection):
 
     def workers(self) -> list[dict[str, Any]]:
         return self.json_list("GET", "/api/v1/workers")
+
+    def find_study(self, id_or_name: int | str) -> dict[str, Any]:
+        """The study with this id (an int or a string of digits) or else this name.
+        Raises ApiError 404 when there is none."""
+        if isinstance(id_or_name, int) or str(id_or_name).isdigit():
+            return self.study(int(id_or_name))
+        for study in self.studies():
+            if study["name"] == id_or_name:
+                return study
+        raise ApiError(404, f"no study named '{id_or_name}'")
+
+    def export(self, study_id: int, fmt: str, out: BinaryIO) -> int:
+        """Write the study's trials as `csv` or `jsonl` into `out`; returns the bytes written."""
+        return self.save(f"/api/v1/studies/{study_id}/trials.{fmt}", out)

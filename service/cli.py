@@ -151,6 +151,28 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0 if study["state"] in ("running", "completed") else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from hpo.client import Client
+
+    server, token = connection_of(args)
+    client = Client(server, token=token, retry_seconds=args.retry_seconds)
+    try:
+        study = client.find_study(args.study)
+        if args.output in (None, "-"):
+            client.export(study["id"], args.format, sys.stdout.buffer)
+            sys.stdout.flush()
+        else:
+            try:
+                with open(args.output, "wb") as out:
+                    size = client.export(study["id"], args.format, out)
+            except OSError as exc:
+                raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+            print(f"{args.output}: {size} bytes, study '{study['name']}'", file=sys.stderr)
+    finally:
+        client.close()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from service.demo import run_demo
 
@@ -217,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection(p, "user", config.API_TOKEN, retry_seconds=config.SUBMIT_RETRY_SECONDS)
     p.add_argument("--wait", action="store_true", help="show live progress until it finishes")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("export", help="write a study's trials as CSV or JSON Lines")
+    p.add_argument("study", help="the study's id or name")
+    p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    p.add_argument("--output", "-o", default=None, help="a file (default: standard output)")
+    _add_connection(p, "user", config.API_TOKEN, retry_seconds=config.SUBMIT_RETRY_SECONDS)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="server + one worker + an example study on local SQLite")
     p.add_argument("--spec", default=None, help="default: examples/demo.yaml")

@@ -55,6 +55,14 @@ function header(onAction) {
       label,
     ),
   );
+  // Plain links: the browser downloads with the page's session cookie
+  const downloads = ["csv", "jsonl"].map((format) =>
+    h(
+      "a",
+      { class: "download", download: true, dataset: { download: format } },
+      `Trials .${format}`,
+    ),
+  );
   const counts = h("div", { class: "chips", id: "counts" });
   const about = h("div", { class: "note" });
   const best = h("div", { class: "best", id: "best" });
@@ -68,7 +76,12 @@ function header(onAction) {
       state,
       h("div", { class: "actions" }, message, live, stop, resume),
     ),
-    h("div", { class: "actions more", "aria-label": "more actions", role: "group" }, more),
+    h(
+      "div",
+      { class: "actions more", "aria-label": "more actions", role: "group" },
+      more,
+      downloads,
+    ),
     about,
     counts,
     best,
@@ -78,6 +91,9 @@ function header(onAction) {
     state.replaceChildren(badge(study.state));
     stop.disabled = study.state !== "running";
     resume.disabled = study.state !== "stopped";
+    for (const link of downloads) {
+      link.href = `/api/v1/studies/${study.id}/trials.${link.dataset.download}`;
+    }
     const spec = study.spec;
     const finished = study.counts.completed + study.counts.pruned + study.counts.failed;
     about.textContent = [

@@ -1,0 +1,92 @@
+"""A study's trials as export records, read a page at a time so that a study of any size is
+exported in bounded memory (the routes of `service.api.exports` stream them as CSV or JSON Lines).
+
+A record is one trial: its fields as `GET /api/v1/studies/{id}/trials` gives them, the wall time
+from start to finish, the training time (the sum of its reported `epoch_seconds`), and the
+metrics of its last reported epoch (its final metrics; test metrics such as `test_accuracy`
+appear among them when the trial reported them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from service.domain.errors import NotFound
+from service.storage.db import Database
+from service.storage.models import TrialRow
+from service.storage.unit import reading
+
+PAGE = 500
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    row: TrialRow
+    worker: str | None
+    final_metrics: dict[str, Any]
+    train_seconds: float | None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Wall time from the trial's (last) start to its end; None while it has not ended."""
+        row = self.row
+        if row.started_at is None or row.finished_at is None:
+            return None
+        return (row.finished_at - row.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The parameter and metric names that occur in a study's trials, sorted."""
+
+    params: list[str]
+    metrics: list[str]
+
+
+class Exports:
+    def __init__(self, db: Database, page_size: int = PAGE) -> None:
+        self.db = db
+        self.page_size = page_size
+
+    def study_name(self, study_id: int) -> str:
+        """The study's name; NotFound when there is no such study."""
+        with reading(self.db) as stores:
+            study = stores.studies.get(study_id)
+            if study is None:
+                raise NotFound(f"study {study_id} not found")
+            return study.name
+
+    def columns(self, study_id: int) -> Columns:
+        """Every parameter name of the study's space and trials, and every final-metric name
+        (a pass over the trials, keeping only the names)."""
+        with reading(self.db) as stores:
+            study = stores.studies.get(study_id)
+            space = set((study.spec.get("space") or {}) if study is not None else {})
+        params, metrics = set(space), set()
+        for record in self.records(study_id):
+            params.update(record.row.params or {})
+            metrics.update(record.final_metrics)
+        return Columns(sorted(params), sorted(metrics))
+
+    def records(self, study_id: int) -> Iterator[TrialRecord]:
+        """The study's trials by number, each page read in its own short transaction."""
+        after: int | None = None
+        while True:
+            with reading(self.db) as stores:
+                rows = stores.trials.page(study_id, after, self.page_size)
+                workers = stores.workers.names({r.worker_id for r in rows})
+                curves = stores.curves.of_trials([r.id for r in rows])
+            final: dict[int, dict[str, Any]] = {}
+            seconds: dict[int, float] = {}
+            for trial_id, _epoch, metrics in curves:  # by trial and epoch: the last one wins
+                final[trial_id] = metrics
+                if isinstance(metrics.get("epoch_seconds"), int | float):
+                    seconds[trial_id] = seconds.get(trial_id, 0.0) + metrics["epoch_seconds"]
+            for row in rows:
+                worker = workers.get(row.worker_id) if row.worker_id is not None else None
+                yield TrialRecord(row, worker, final.get(row.id, {}), seconds.get(row.id))
+            if len(rows) < self.page_size:
+                return
+            after = rows[-1].number
