@@ -20,11 +20,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Modules of service/domain that still build SQL themselves while the typed storage layer
-# (issue 12, item 1) moves it into service/storage/. No module may join this list; when it is
-# empty the SQLAlchemy rule holds for the whole domain.
-SQL_IN_DOMAIN_UNTIL_STORAGE_LANDS: frozenset[str] = frozenset()  # it landed: none is left
-
 
 @dataclass(frozen=True)
 class Import:
@@ -108,9 +103,8 @@ def test_the_domain_imports_no_web_framework() -> None:
     assert [str(i) for i in crossing] == []
 
 
-def test_the_domain_builds_no_sql_outside_the_modules_still_moving_it() -> None:
-    crossing = crossings("service/domain", ("sqlalchemy",))
-    assert [str(i) for i in crossing if i.module not in SQL_IN_DOMAIN_UNTIL_STORAGE_LANDS] == []
+def test_the_domain_builds_no_sql() -> None:
+    assert [str(i) for i in crossings("service/domain", ("sqlalchemy",))] == []
 
 
 def private_names_imported(path: Path) -> list[str]:

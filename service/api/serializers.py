@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from service.api import schemas
-from service.domain.leasing import Assignment
-from service.domain.studies import StudyView, TrialDetail, TrialPage
+from service.domain.leasing import LeasedTrial
+from service.domain.studies import StudyView, TrialDetailView, TrialPageView
 from service.domain.workers import is_stale
 from service.storage.models import TrialRow, WorkerRow
 
@@ -71,11 +71,11 @@ def trial(row: TrialRow, workers: dict[int, str]) -> schemas.TrialPublic:
     return schemas.TrialPublic(**_trial_fields(row, workers))
 
 
-def trial_page(page: TrialPage) -> schemas.TrialPage:
+def trial_page(page: TrialPageView) -> schemas.TrialPage:
     return schemas.TrialPage(items=[trial(r, page.workers) for r in page.items], next=page.next)
 
 
-def trial_detail(detail: TrialDetail) -> schemas.TrialDetail:
+def trial_detail(detail: TrialDetailView) -> schemas.TrialDetail:
     curve = [schemas.CurvePoint(epoch=m.epoch, metrics=finite(m.metrics)) for m in detail.curve]
     return schemas.TrialDetail(**_trial_fields(detail.row, detail.workers), curve=curve)
 
@@ -101,7 +101,7 @@ def worker(
     )
 
 
-def assignment(a: Assignment) -> schemas.Assignment:
+def assignment(a: LeasedTrial) -> schemas.Assignment:
     t = a.trial
     assert t.lease_token is not None and t.lease_expires_at is not None
     return schemas.Assignment(

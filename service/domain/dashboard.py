@@ -21,6 +21,7 @@ import numpy as np
 from hpo.protocol import TrialState
 from service.domain import search
 from service.domain.errors import NotFound
+from service.domain.spec import Objective
 from service.storage.db import Database
 from service.storage.models import StudyRow
 from service.storage.unit import Stores, reading
@@ -45,16 +46,6 @@ class Facts:
     def score(self) -> float:
         """The value as a float (NaN when there is none), for trials known to have one."""
         return math.nan if self.value is None else self.value
-
-
-@dataclass(frozen=True)
-class Objective:
-    metric: str
-    direction: str
-
-    @property
-    def maximize(self) -> bool:
-        return self.direction == "maximize"
 
 
 @dataclass(frozen=True)
@@ -256,8 +247,8 @@ def load_study(stores: Stores, study_id: int) -> StudyRow:
 
 
 def objective_of(study: StudyRow) -> Objective:
-    objective = study.spec["objective"]
-    return Objective(objective["metric"], objective["direction"])
+    """The study's objective, as its spec (stored validated) names it."""
+    return Objective.model_validate(study.spec["objective"])
 
 
 def _facts(stores: Stores, study_id: int) -> list[Facts]:

@@ -31,7 +31,7 @@ _NEVER = datetime.min.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
-class Assignment:
+class LeasedTrial:
     """One leased trial, with everything a worker needs to train it."""
 
     trial: TrialRow
@@ -88,7 +88,7 @@ class Leasing:
 
     def lease(
         self, worker_id: int, count: int = 1, held: Collection[int] | None = None
-    ) -> list[Assignment]:
+    ) -> list[LeasedTrial]:
         """Give the worker up to `count` trials: re-leases of queued trials first, then new ones,
         spreading work over running studies (see `by_need`).
 
@@ -192,7 +192,7 @@ class Leasing:
                 return
             trial.optuna_trial_id, trial.params = optuna_id, params
 
-    def _assignments(self, trial_ids: list[int]) -> list[Assignment]:
+    def _assignments(self, trial_ids: list[int]) -> list[LeasedTrial]:
         with reading(self.context.db) as stores:
             out = [
                 _assignment(stores, trial)
@@ -222,11 +222,11 @@ class Leasing:
         return decisions
 
 
-def _assignment(stores: Stores, trial: TrialRow) -> Assignment:
+def _assignment(stores: Stores, trial: TrialRow) -> LeasedTrial:
     study = stores.studies.get(trial.study_id)
     assert study is not None  # the foreign key
     spec = search.stored_spec(study.spec)
-    return Assignment(
+    return LeasedTrial(
         trial, study, spec, start_epoch=trial.epochs, target_epochs=target_epochs(trial, spec)
     )
 

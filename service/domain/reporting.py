@@ -23,7 +23,7 @@ from service.domain.lease_checks import (
     require_running,
 )
 from service.domain.spec import StudySpec
-from service.domain.transitions import objective_of, target_epochs
+from service.domain.transitions import objective_value, target_epochs
 from service.storage.artifacts import ArtifactError
 from service.storage.models import StudyRow, TrialRow
 from service.storage.unit import Unit, reading, unit_of_work
@@ -92,7 +92,7 @@ class Reporting:
         unit.curves.add(trial.id, epoch, metrics, now)
         if epoch >= trial.epochs:
             trial.epochs = epoch
-            trial.value = objective_of(metrics, study.spec["objective"]["metric"])
+            trial.value = objective_value(metrics, study.spec["objective"]["metric"])
         unit.event(
             study.id, "trial_reported", trial.id, number=trial.number, epoch=epoch, metrics=metrics
         )

@@ -34,14 +34,14 @@ class StudyView:
 
 
 @dataclass(frozen=True)
-class TrialPage:
+class TrialPageView:
     items: list[TrialRow]
     next: int | None
     workers: dict[int, str]
 
 
 @dataclass(frozen=True)
-class TrialDetail:
+class TrialDetailView:
     row: TrialRow
     curve: list[MetricRow]
     workers: dict[int, str]
@@ -135,7 +135,7 @@ class Studies:
         with reading(self.db) as stores:
             return self._view(stores, _found(stores.studies.get(study_id), study_id))
 
-    def trials(self, study_id: int, limit: int = 100, after: int | None = None) -> TrialPage:
+    def trials(self, study_id: int, limit: int = 100, after: int | None = None) -> TrialPageView:
         """Trials by number; `after` is the cursor (a trial number) from the previous page."""
         limit = max(1, min(limit, MAX_PAGE))
         with reading(self.db) as stores:
@@ -144,15 +144,15 @@ class Studies:
             more = len(rows) > limit
             rows = rows[:limit]
             names = stores.workers.names({r.worker_id for r in rows})
-        return TrialPage(rows, rows[-1].number if more else None, names)
+        return TrialPageView(rows, rows[-1].number if more else None, names)
 
-    def trial(self, trial_id: int) -> TrialDetail:
+    def trial(self, trial_id: int) -> TrialDetailView:
         with reading(self.db) as stores:
             row = stores.trials.get(trial_id)
             if row is None:
                 raise NotFound(f"trial {trial_id} not found")
             curve = stores.curves.of_trial(trial_id)
-            return TrialDetail(row, curve, stores.workers.names({row.worker_id}))
+            return TrialDetailView(row, curve, stores.workers.names({row.worker_id}))
 
     # -- steering ---------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from service.storage.models import StudyRow, TrialRow
 from service.storage.unit import Unit
 
 
-def objective_of(metrics: dict[str, Any], metric: str) -> float | None:
+def objective_value(metrics: dict[str, Any], metric: str) -> float | None:
     """The objective in a report's metrics, or None when it is missing or not a number."""
     value = metrics.get(metric)
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
@@ -70,7 +70,7 @@ class Transitions:
         trial.epochs, trial.value = resume_at, None
         if resume_at:
             metrics = unit.curves.at(trial.id, resume_at)
-            trial.value = objective_of(metrics, metric) if metrics is not None else None
+            trial.value = objective_value(metrics, metric) if metrics is not None else None
 
     def finish(self, unit: Unit, trial: TrialRow, state: TrialState, reason: str | None) -> None:
         trial.state, trial.reason, trial.finished_at = state, reason, self.clock()

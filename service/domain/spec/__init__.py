@@ -15,7 +15,13 @@ context; without one only the built-ins are::
 
 from service.domain.spec._document import SpecDocumentError, load_spec_document
 from service.domain.spec._params import CategoricalParam, FloatParam, IntParam, Param
-from service.domain.spec._study import DEFAULT_MAX_TRIALS, MAX_TRIALS, OPTIMIZERS, StudySpec
+from service.domain.spec._study import (
+    DEFAULT_MAX_TRIALS,
+    MAX_TRIALS,
+    OPTIMIZERS,
+    Objective,
+    StudySpec,
+)
 from service.domain.spec._workload import BUILTIN_DATASETS, BUILTIN_MODELS, DATASET_PREFIXES
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "CategoricalParam",
     "FloatParam",
     "IntParam",
+    "Objective",
     "Param",
     "SpecDocumentError",
     "StudySpec",

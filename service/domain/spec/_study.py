@@ -98,6 +98,10 @@ class Objective(Strict):
             raise_issues("Objective", [Issue(("direction",), msg, None)])
         return {**data, "direction": direction} if direction else data
 
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
 
 class Strategy(Strict):
     """How trials are chosen. `min_epochs` and `reduction_factor` shape successive_halving,
