@@ -12,7 +12,18 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.api import auth, dashboard, docs, errors, events, exports, metrics, studies, workers
+from service.api import (
+    auth,
+    dashboard,
+    docs,
+    errors,
+    events,
+    exports,
+    metrics,
+    studies,
+    tunables,
+    workers,
+)
 from service.api.deps import Services
 from service.api.limits import BodyLimit
 from service.domain.protocol import Protocol
@@ -97,6 +108,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True, reaper: bool 
     app.include_router(studies.router)
     app.include_router(exports.router)
     app.include_router(events.router)
+    app.include_router(tunables.router)
     app.include_router(workers.router)
     app.include_router(workers.protocol_router)
     app.include_router(metrics.router)

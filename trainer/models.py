@@ -25,8 +25,9 @@ def _sequential(*modules: nn.Module) -> nn.Sequential:
     return nn.Sequential(*(m for m in modules if not isinstance(m, nn.Identity)))
 
 
-def _dropout_rate(params: Params) -> float:
-    return params.get_float("dropout", 0.0, low=0.0, below=1.0)
+def _dropout_rate(params: Params, model: str) -> float:
+    rate: float = params.tunable("dropout", model)
+    return rate
 
 
 class AddChannel(nn.Module):
@@ -66,9 +67,9 @@ def _can_halve(spatial: tuple[int, ...]) -> bool:
 def build_mlp(sample_shape: tuple[int, ...], n_classes: int, params: Params) -> nn.Module:
     """Flatten, then `depth` (default 2) hidden layers of `width` (default 128) units, each
     linear -> norm -> activation -> dropout, then a linear classifier."""
-    depth = params.get_int("depth", 2, low=0)
-    width = params.get_int("width", 128, low=1)
-    dropout = _dropout_rate(params)
+    depth = params.tunable("depth", "mlp")
+    width = params.tunable("width", "mlp")
+    dropout = _dropout_rate(params, "mlp")
     norm = Norm.from_params(params)
     n_in = 1
     for size in sample_shape:
@@ -86,12 +87,10 @@ def build_cnn(sample_shape: tuple[int, ...], n_classes: int, params: Params) -> 
     """`depth` (default 3) blocks of conv (`channels` default 32, `kernel_size` default 3) ->
     norm -> activation -> max-pool by 2 while every spatial axis is >= 4 -> dropout; then global
     average pooling and a linear classifier. 1-D convolutions for sequences, 2-D for images."""
-    depth = params.get_int("depth", 3, low=1)
-    channels = params.get_int("channels", 32, low=1)
-    kernel = params.get_int("kernel_size", 3, low=1)
-    if kernel % 2 == 0:
-        raise TrainingError(f"param 'kernel_size' must be odd (same padding), got {kernel}")
-    dropout = _dropout_rate(params)
+    depth = params.tunable("depth", "cnn")
+    channels = params.tunable("channels", "cnn")
+    kernel = params.tunable("kernel_size", "cnn")
+    dropout = _dropout_rate(params, "cnn")
     norm = Norm.from_params(params)
     dims, n_in, layers = _conv_input(sample_shape, "cnn")
     spatial = sample_shape[-dims:]
@@ -140,9 +139,9 @@ def build_resnet(sample_shape: tuple[int, ...], n_classes: int, params: Params) 
     three stages of `depth` (default 1) residual blocks with channels x1, x2, x4, each later stage
     halving the spatial size while every axis is >= 4, then global average pooling and a linear
     classifier. 1-D for sequences, 2-D for images."""
-    depth = params.get_int("depth", 1, low=1)
-    channels = params.get_int("channels", 16, low=1)
-    dropout = _dropout_rate(params)
+    depth = params.tunable("depth", "resnet")
+    channels = params.tunable("channels", "resnet")
+    dropout = _dropout_rate(params, "resnet")
     norm = Norm.from_params(params)
     dims, n_in, layers = _conv_input(sample_shape, "resnet")
     spatial = sample_shape[-dims:]

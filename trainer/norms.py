@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from torch import nn
 from torch.nn.utils import parametrizations
 
+from hpo import tunables
 from trainer.params import Params, TrainingError
 
-NORMS = ("none", "batch", "layer", "group", "instance", "weight", "selu")
+NORMS = tunables.choices("norm")
 
 # Layers that get weight normalization, LeCun init and (in the loop) weight decay.
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -33,8 +34,8 @@ class Norm:
 
     @classmethod
     def from_params(cls, params: Params) -> Norm:
-        """Reads `norm` (default "none") and `groups` (default 8, used by "group" only)."""
-        return cls(params.get_choice("norm", "none", NORMS), params.get_int("groups", 8, low=1))
+        """Reads `norm` and `groups` (used by "group" only) through their declarations."""
+        return cls(params.tunable("norm"), params.tunable("groups"))
 
     @property
     def has_shift(self) -> bool:

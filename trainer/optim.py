@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from hpo import tunables
 from trainer.norms import WEIGHT_LAYERS
 from trainer.params import Params, TrainingError
 
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant")
+OPTIMIZERS = tunables.choices("optimizer")
 
 
 @dataclass(frozen=True)
@@ -37,24 +37,25 @@ class LoopParams:
 
     @classmethod
     def from_params(cls, params: Params) -> LoopParams:
-        optimizer = params.get_choice("optimizer", "adamw", OPTIMIZERS)
+        """The loop's tunables, each read and checked through its hpo.tunables declaration."""
+        optimizer = params.tunable("optimizer")
         # momentum and nesterov are read for sgd only, so that setting them for adamw is
         # reported as an unused param.
         sgd = optimizer == "sgd"
-        momentum = params.get_float("momentum", 0.9, low=0.0, below=1.0) if sgd else 0.0
-        nesterov = params.get_bool("nesterov", False) if sgd else False
+        momentum = params.tunable("momentum") if sgd else 0.0
+        nesterov = params.tunable("nesterov") if sgd else False
         if nesterov and momentum == 0.0:
             raise TrainingError("param 'nesterov' needs a param 'momentum' above 0")
         return cls(
             optimizer=optimizer,
-            lr=params.get_optional_float("lr", above=0.0) or 1e-3,
-            weight_decay=params.get_float("weight_decay", 0.0, low=0.0),
+            lr=params.tunable("lr"),
+            weight_decay=params.tunable("weight_decay"),
             momentum=momentum,
             nesterov=nesterov,
-            batch_size=params.get_int("batch_size", 64, low=1),
-            warmup_epochs=params.get_float("warmup_epochs", 0.0, low=0.0),
-            lr_schedule=params.get_choice("lr_schedule", "cosine", SCHEDULES),
-            grad_clip=params.get_optional_float("grad_clip", above=0.0),
+            batch_size=params.tunable("batch_size"),
+            warmup_epochs=params.tunable("warmup_epochs"),
+            lr_schedule=params.tunable("lr_schedule"),
+            grad_clip=params.tunable("grad_clip"),
         )
 
 

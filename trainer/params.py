@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from hpo import tunables
+
 
 class TrainingError(Exception):
     """A trial-level failure with a user-readable reason (str(exc)).
@@ -39,6 +41,22 @@ class Params:
 
     def unused(self) -> list[str]:
         return sorted(set(self.values) - self.used)
+
+    def tunable(self, name: str, model: str | None = None) -> Any:
+        """The value of a declared tunable (hpo.tunables) as `model` reads it: the declared
+        default when absent, else the value checked against the declaration.
+
+        Raises TrainingError naming the param when the value is not allowed; KeyError when the
+        trainer declares no tunable `name` for `model` (a bug, not a user's mistake).
+        """
+        declared = tunables.find(name, model)
+        if declared is None:
+            raise KeyError(f"no tunable {name!r} is declared for model {model!r}")
+        value = declared.coerce(self.raw(name, declared.default))
+        problem = declared.problem(value)
+        if problem:
+            raise TrainingError(f"param {name!r} {problem}")
+        return float(value) if declared.type == "float" and value is not None else value
 
     def get_int(self, name: str, default: int, *, low: int | None = None) -> int:
         value = self.raw(name, default)

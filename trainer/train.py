@@ -154,7 +154,7 @@ def build_run(config: TrainConfig) -> Run:
     _seed_everything(config.seed)
     model = build_model(config.model, data.sample_shape, data.n_classes, params).to(device)
     bounds = batch_bounds(len(data.y_train), loop.batch_size, Norm.from_params(params).kind)
-    every = params.get_int("checkpoint_every", 1, low=1)
+    every = params.tunable("checkpoint_every")
     if params.unused():
         log.warning("params not used by the trainer: %s", ", ".join(params.unused()))
     schedule = build_schedule(loop, config.epochs, len(bounds))

@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from hpo import tunables
 from service.domain import fidelity
 from service.domain.spec import space as search_space
 from service.domain.spec._errors import (
@@ -33,9 +34,10 @@ from service.domain.spec._params import (
     FloatParam,
     Param,
 )
+from service.domain.spec._tunables import tunable_issues
 from service.domain.spec._workload import Workload
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = tunables.choices("optimizer")
 MULTI_FIDELITY_KINDS = frozenset({"successive_halving", "hyperband"})
 DEFAULT_MAX_TRIALS = 20
 # Trial counts are INTEGER columns (32 bits on PostgreSQL); a million trials is far beyond use.
@@ -203,7 +205,8 @@ class StudySpec(Strict):
         issues = _condition_issues(self) or _cycle_issues(self.space)
         if not issues and self.strategy.kind == "grid":
             issues = _grid_issues(self.space)
-        raise_issues("StudySpec", issues + _optimizer_issues(self) + _fidelity_issues(self))
+        issues += _optimizer_issues(self) + _fidelity_issues(self)
+        raise_issues("StudySpec", issues or _tunable_issues(self))
         return self
 
     def effective_max_trials(self) -> int:
@@ -337,6 +340,13 @@ def _optimizer_issues(spec: StudySpec) -> list[Issue]:
         return []
     msg = f"unknown optimizer {show(unknown[0])} in `choices`; the optimizers are {known}"
     return [Issue(("space", "optimizer", "choices"), msg, param.choices)]
+
+
+def _tunable_issues(spec: StudySpec) -> list[Issue]:
+    """Values of the built-in trainer's tunables (the optimizer has its own rule, for every
+    model): checked once the rest of the spec holds, so that each message is about one thing."""
+    space = {name: param for name, param in spec.space.items() if name != "optimizer"}
+    return tunable_issues(spec.workload.model, space, dict(spec.workload.model_extra or {}))
 
 
 def _fidelity_issues(spec: StudySpec) -> list[Issue]:

@@ -38,7 +38,7 @@ space:
   dropout:      {type: float, low: 0.0, high: 0.5}
   weight_decay: {type: float, low: 1.0e-6, high: 1.0e-2, log: true}
   norm:         {type: categorical, choices: [none, batch, layer, group, instance, weight, selu]}
-  groups:       {type: int, low: 1, high: 8, when: {norm: group}}
+  groups:       {type: int, values: [1, 2, 4, 8], when: {norm: group}}
   optimizer:    {type: categorical, choices: [sgd, adamw]}
   momentum:     {type: float, low: 0.5, high: 0.99, when: {optimizer: sgd}}
 workload:
@@ -256,7 +256,7 @@ INVALID = {
     "unknown fixed optimizer": (
         {"space": {"lr": f(low=0.001, high=0.1)}, "workload.optimizer": "adam"},
         ("workload", "optimizer"),
-        "unknown optimizer 'adam'; the optimizers are sgd, adamw",
+        "unknown optimizer 'adam'; the optimizers are adamw, sgd",
     ),
     "unknown searched optimizer": (
         {"space.optimizer": c("sgd", "lion")},
@@ -266,7 +266,7 @@ INVALID = {
     "optimizer searched as a number": (
         {"space.optimizer": i(low=0, high=1)},
         ("space", "optimizer"),
-        "`optimizer` must be a categorical parameter over sgd, adamw",
+        "`optimizer` must be a categorical parameter over adamw, sgd",
     ),
     "when names a missing parameter": (
         {"space.momentum": f(low=0.5, high=0.99, when={"optimiser": "sgd"})},
@@ -518,7 +518,7 @@ def test_conditions_may_chain_and_list_alternatives() -> None:
     data = patched(
         {
             "space.norm": c("batch", "group", "layer"),
-            "space.groups": i(low=1, high=8, when={"norm": ["group", "layer"]}),
+            "space.groups": i(values=[1, 2, 4, 8], when={"norm": ["group", "layer"]}),
             "space.group_eps": f(values=[1e-5, 1e-3], when={"groups": [2, 4]}),
         }
     )
