@@ -169,20 +169,6 @@ class PgBouncer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _server(processes: Processes, **env: str) -> str:
-    """`hpo server` on a free port; its URL once it answers /healthz."""
-    port = free_port()
-    proc = processes.start("server", "server", "--port", str(port), **env)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert proc.poll() is None, processes.log("server")
-        return _answers(url, "/healthz")
-
-    wait_for(up, 60, "the server to answer", every=0.2)
-    return url
-
-
 def _answers(url: str, path: str = "/api/v1/studies") -> bool:
     try:
         return httpx.get(f"{url}{path}", timeout=2).status_code == 200
@@ -232,7 +218,7 @@ def test_postgres_stopped_20_s_mid_study_answers_503_and_the_study_completes(
 ) -> None:
     cluster.start()
     env = {"HPO_DATABASE_URL": cluster.url}
-    url = _server(processes, **env)
+    url = processes.server(**env)
     workers = [processes.worker(f"w{i}", url) for i in range(WORKERS)]
     _submit(processes, tmp_path, url, "outage")
     with httpx.Client(base_url=url, timeout=30) as http:
@@ -261,7 +247,7 @@ def test_every_server_connection_killed_by_the_database_loses_nothing(
     processes: Processes, tmp_path: Path
 ) -> None:
     with postgres_database() as database:
-        url = _server(processes, HPO_DATABASE_URL=database)
+        url = processes.server(HPO_DATABASE_URL=database)
         for i in range(WORKERS):
             processes.worker(f"w{i}", url)
         _submit(processes, tmp_path, url, "terminated")
@@ -364,7 +350,7 @@ def test_failover_to_a_promoted_replica_behind_pgbouncer_loses_nothing(
             "the replica to be synchronous",
         )
         bouncer = PgBouncer(free_port(), primary.port)
-        url = _server(processes, HPO_DATABASE_URL=bouncer.url)
+        url = processes.server(HPO_DATABASE_URL=bouncer.url)
         for i in range(WORKERS):
             processes.worker(f"w{i}", url)
         _submit(processes, tmp_path, url, "failover")
