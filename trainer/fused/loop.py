@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +94,8 @@ def train_group(
     outcomes: list[TrainResult | BaseException | None] = []
     for config, report, checkpoint in zip(configs, reports, checkpoints, strict=True):
         try:
-            members.append(_member(config, Reporter(report, checkpoint), dtype))
+            reporter = Reporter(report, _encoding(checkpoint))
+            members.append(_member(config, reporter, dtype))
             outcomes.append(None)
         except TrainingError as exc:
             outcomes.append(exc)
@@ -283,8 +285,10 @@ def _end_epoch(group: Group, losses: list[float], lrs: list[float], seconds: flo
         member.done = epoch
         due = epoch % member.run.checkpoint_every == 0 or epoch == member.stop
         wanted = member.reporter.takes_checkpoints and due and epoch < member.run.schedule_epochs
-        blob = _snapshot(group, index, epoch) if wanted else None
-        member.reporter.send(epoch, member.metrics, blob)
+        state = _snapshot(group, index, epoch) if wanted else None
+        # The reporter hands the state to _encoding's callback, which serializes it on the
+        # reporter's thread: torch.save of K members per epoch need not hold up training.
+        member.reporter.send(epoch, member.metrics, cast(bytes | None, state))
         left.append(member)
     for member in [m for m in left if m.done == m.stop]:
         left.remove(member)
@@ -300,9 +304,22 @@ def _end_epoch(group: Group, losses: list[float], lrs: list[float], seconds: flo
     return left
 
 
-def _snapshot(group: Group, index: int, epoch: int) -> bytes:
-    """Member `index`'s checkpoint in the unfused format (trainer.checkpoint): it resumes alone
-    or in any group."""
+def _encoding(checkpoint: Checkpoint | None) -> Checkpoint | None:
+    """`checkpoint`, taking the state `_snapshot` copied and serializing it first."""
+    if checkpoint is None:
+        return None
+
+    def send(epoch: int, state: bytes) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        checkpoint(epoch, buffer.getvalue())
+
+    return send
+
+
+def _snapshot(group: Group, index: int, epoch: int) -> dict:
+    """Member `index`'s checkpoint state in the unfused format (trainer.checkpoint), copied: it
+    resumes alone or in any group once serialized (`_encoding`)."""
     member = group.members[index]
     assert member.generator is not None
     state: dict = {
@@ -318,9 +335,7 @@ def _snapshot(group: Group, index: int, epoch: int) -> bytes:
         state["rng_cuda"] = states
     else:
         state["rng_cpu"] = member.generator.get_state()
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
+    return state
 
 
 __all__ = ["GroupOutOfMemory", "NotFusable", "train_group"]
