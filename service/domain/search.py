@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import random
 import threading
 import warnings
 from collections import OrderedDict
@@ -22,8 +23,14 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState as OptunaState
 
 from hpo.protocol import TrialState
-from service.domain.spec import StudySpec
-from service.domain.spec.space import distribution_for, grid_points, suggest_params
+from service.domain.spec import MAX_GRID_POINTS, StudySpec
+from service.domain.spec.space import (
+    configuration_key,
+    distribution_for,
+    grid_points,
+    sampled_points,
+    suggest_params,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # TPE's `group` (conditional spaces) is marked experimental; it is what define-by-run needs.
@@ -44,9 +51,21 @@ def trial_seed(seed: int | None, number: int) -> int | None:
     return (seed * 1_000_003 + number * 7_919) % (2**32)
 
 
-def make_sampler(spec: StudySpec, number: int) -> optuna.samplers.BaseSampler:
+_REPEAT_RETRIES = 8
+"""How many more proposals the sampler gets when it proposes a configuration already tried,
+before one of the untried configurations is taken at random."""
+
+
+def _reseeded(spec: StudySpec, number: int, retry: int) -> int | None:
+    seed = trial_seed(spec.strategy.seed, number)
+    return None if seed is None else (seed + retry * 104_729) % (2**32)
+
+
+def make_sampler(spec: StudySpec, number: int, retry: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler of trial `number`, seeded by (seed, number); `retry` > 0 reseeds it for
+    another proposal after one that was already tried."""
     strategy = spec.strategy
-    seed = trial_seed(strategy.seed, number)
+    seed = _reseeded(spec, number, retry)
     kind = strategy.kind
     if kind in ("successive_halving", "hyperband"):
         kind = strategy.sampler
@@ -160,19 +179,64 @@ def ask(
     """Create the Optuna trial for our trial `number` in Optuna study `study_id` and choose its
     params. Returns (optuna_trial_id, params)."""
     if spec.strategy.kind == "grid":
-        params = grid_point(spec, number)
-        distributions: dict[str, BaseDistribution] = {
-            key: distribution_for(spec.space[key], value) for key, value in params.items()
-        }
-        template = optuna.trial.create_trial(
-            state=OptunaState.RUNNING, params=params, distributions=distributions
-        )
-        return cache.storage.create_new_trial(study_id, template_trial=template), params
+        return _fixed_trial(cache.storage, study_id, spec, grid_point(spec, number))
     study, lock = cache.get(name, study_id)
     with lock:  # the sampler is the trial's own (seeded by its number): one ask at a time
-        study.sampler = make_sampler(spec, number)
+        if spec.distinct_configurations() is None:
+            study.sampler = make_sampler(spec, number)
+            trial = study.ask()
+            return trial._trial_id, suggest_params(spec.space, trial)
+        return _ask_untried(cache.storage, study, study_id, spec, number)
+
+
+def _fixed_trial(
+    storage: RDBStorage, study_id: int, spec: StudySpec, params: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """A running Optuna trial with params chosen here (a grid point, an untried configuration),
+    recorded with the distributions a sampler would have used."""
+    distributions: dict[str, BaseDistribution] = {
+        key: distribution_for(spec.space[key], value) for key, value in params.items()
+    }
+    template = optuna.trial.create_trial(
+        state=OptunaState.RUNNING, params=params, distributions=distributions
+    )
+    return storage.create_new_trial(study_id, template_trial=template), params
+
+
+def _ask_untried(
+    storage: RDBStorage, study: optuna.Study, study_id: int, spec: StudySpec, number: int
+) -> tuple[int, dict[str, Any]]:
+    """A configuration of a finite space that no trial of the study has had: the sampler's
+    proposal when it is new; else (after reseeded tries) one of the untried ones at random.
+
+    A proposal already tried ends its Optuna trial FAIL at once (marked `hpo:repeat`), which
+    samplers do not learn from. The study's budget never exceeds the space's size
+    (`StudySpec.effective_max_trials`), so an untried configuration always exists.
+    """
+    tried = {configuration_key(t.params) for t in study.get_trials(deepcopy=False)}
+    for retry in range(_REPEAT_RETRIES + 1):
+        study.sampler = make_sampler(spec, number, retry)
         trial = study.ask()
-        return trial._trial_id, suggest_params(spec.space, trial)
+        params = suggest_params(spec.space, trial)
+        if configuration_key(params) not in tried:
+            return trial._trial_id, params
+        storage.set_trial_system_attr(trial._trial_id, "hpo:repeat", True)
+        storage.set_trial_state_values(trial._trial_id, OptunaState.FAIL)
+    size = spec.distinct_configurations() or 0
+    if size > MAX_GRID_POINTS:  # too many to list, and nearly all untried: draw at random
+        for retry in range(64):
+            study.sampler = optuna.samplers.RandomSampler(seed=_reseeded(spec, number, -retry))
+            trial = study.ask()
+            params = suggest_params(spec.space, trial)
+            if configuration_key(params) not in tried:
+                return trial._trial_id, params
+            storage.set_trial_state_values(trial._trial_id, OptunaState.FAIL)
+        raise ValueError("no untried configuration found in 64 random draws")
+    untried = [p for p in sampled_points(spec.space) if configuration_key(p) not in tried]
+    if not untried:
+        raise ValueError(f"every one of the space's {len(tried)} configurations was tried")
+    pick = random.Random(trial_seed(spec.strategy.seed, number)).choice(untried)
+    return _fixed_trial(storage, study_id, spec, pick)
 
 
 def report(

@@ -244,6 +244,13 @@ class Studies:
                     ("budget", "max_trials"),
                     f"max_trials {max_trials} exceeds the grid's {size} points",
                 )
+        distinct = spec.distinct_configurations()
+        if distinct is not None and max_trials > distinct:
+            raise InvalidInput(
+                ("budget", "max_trials"),
+                f"max_trials {max_trials} exceeds the space's {distinct} configurations, each "
+                "tried once; strategy.allow_repeats lets a study try them again",
+            )
 
     def _view(self, stores: Stores, row: StudyRow) -> StudyView:
         waiting = waiting_reason(stores, row, utcnow(), self.stale_worker)

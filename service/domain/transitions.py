@@ -102,7 +102,9 @@ class Transitions:
             return
         ok = counts[TrialState.COMPLETED] + counts[TrialState.PRUNED] > 0
         study.state = StudyState.COMPLETED if ok else StudyState.FAILED
-        study.reason = None if ok else "every trial failed"
+        study.reason = (
+            search.stored_spec(study.spec).exhausted_note() if ok else "every trial failed"
+        )
         study.finished_at = self.clock()
         unit.event(study.id, "study_state", state=study.state.value, reason=study.reason)
 

@@ -14,7 +14,13 @@ context; without one only the built-ins are::
 """
 
 from service.domain.spec._document import SpecDocumentError, load_spec_document
-from service.domain.spec._params import CategoricalParam, FloatParam, IntParam, Param
+from service.domain.spec._params import (
+    MAX_GRID_POINTS,
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    Param,
+)
 from service.domain.spec._study import (
     DEFAULT_MAX_TRIALS,
     MAX_TRIALS,
@@ -29,6 +35,7 @@ __all__ = [
     "BUILTIN_MODELS",
     "DATASET_PREFIXES",
     "DEFAULT_MAX_TRIALS",
+    "MAX_GRID_POINTS",
     "MAX_TRIALS",
     "OPTIMIZERS",
     "CategoricalParam",

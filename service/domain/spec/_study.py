@@ -117,6 +117,9 @@ class Strategy(Strict):
     reduction_factor: int = Field(default=3, ge=2)
     n_configs: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
     sampler: Literal["random", "tpe"] = "random"
+    allow_repeats: bool = False
+    """random, tpe, gp over a finite space: propose a configuration already tried (another
+    seed's run of it, say); by default each is tried once and the study ends when all were."""
 
     @property
     def is_multi_fidelity(self) -> bool:
@@ -219,9 +222,30 @@ class StudySpec(Strict):
             return size if max_trials is None else min(max_trials, size)
         if self.strategy.is_multi_fidelity:
             return sum(bracket.size for bracket in self.brackets())
-        if max_trials is not None:
-            return max_trials
-        return DEFAULT_MAX_TRIALS
+        wanted = DEFAULT_MAX_TRIALS if max_trials is None else max_trials
+        distinct = self.distinct_configurations()
+        return wanted if distinct is None else min(wanted, distinct)
+
+    def distinct_configurations(self) -> int | None:
+        """How many configurations random, tpe and gp may try, each once: the size of a
+        finite space (every float with `values` or `step`). None when there is no such limit:
+        a continuous float, `allow_repeats`, or grid and multi-fidelity kinds (grid tries each
+        point once by itself; successive halving and hyperband fill their brackets)."""
+        if self.strategy.kind not in ("random", "tpe", "gp") or self.strategy.allow_repeats:
+            return None
+        return search_space.sampled_size(self.space)
+
+    def exhausted_note(self) -> str | None:
+        """Why a completed study ran fewer trials than its budget asked: every configuration of
+        its finite space was tried. None when the budget, not the space, ended it."""
+        distinct = self.distinct_configurations()
+        wanted = self.budget.max_trials or DEFAULT_MAX_TRIALS
+        if distinct is None or distinct >= wanted:
+            return None
+        return (
+            f"the space has {distinct} configurations and each was tried once (max_trials "
+            f"{wanted}); set strategy.allow_repeats to try some again"
+        )
 
     def brackets(self) -> list[fidelity.Bracket]:
         """The brackets of successive_halving (one; `n_configs` configurations, else

@@ -292,6 +292,48 @@ def grid_points(space: Mapping[str, Param], seed: int | None = None) -> list[dic
 
 
 # ---------------------------------------------------------------------------------------------
+# The finite space as samplers see it
+
+
+def _as_sampled(space: Mapping[str, Param]) -> dict[str, Param]:
+    """The space without `grid: N`, which only grid search reads: samplers draw from the whole
+    low..high range (by `step`)."""
+    return {
+        name: param.model_copy(update={"grid": None}) if param.type != "categorical" else param
+        for name, param in space.items()
+    }
+
+
+def sampled_size(space: Mapping[str, Param]) -> int | None:
+    """How many distinct configurations a sampler (random, tpe, gp) can propose, conditional
+    parameters expanded; None when some float parameter is a continuous range."""
+    sampled = _as_sampled(space)
+    if any(is_continuous(param) for param in sampled.values()):
+        return None
+    return grid_size(sampled)
+
+
+def sampled_points(space: Mapping[str, Param]) -> list[dict[str, Any]]:
+    """Every configuration a sampler can propose (see `sampled_size`), in grid order.
+    Raises ValueError for a continuous float."""
+    return grid_points(_as_sampled(space))
+
+
+def configuration_key(params: Mapping[str, Any]) -> tuple[tuple[str, bool, Any], ...]:
+    """A hashable identity of a configuration: equal for the same values (1 and 1.0 alike,
+    true and 1 not; floats to 12 significant digits, so 0.30000000000000004 is 0.3)."""
+    return tuple(
+        sorted((name, isinstance(value, bool), _rounded(value)) for name, value in params.items())
+    )
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.{_GRID_DIGITS}g}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
 # Optuna distributions
 
 

@@ -138,3 +138,69 @@ def test_early_stopping_prunes_bad_trials(services: Services, early_stopping: st
     view = services.studies.list()[0]
     assert view.counts[TrialState.PRUNED] == decisions.count(Decision.PRUNE) > 0
     assert view.row.state == "completed"
+
+
+FINITE = {
+    "lr": {"type": "float", "values": [1e-3, 1e-2, 1e-1]},
+    "norm": {"type": "categorical", "choices": ["none", "batch"]},
+    "dropout": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.1, "when": {"norm": "none"}},
+}
+FINITE_SIZE = 3 * (3 + 1)  # lr x (none x 3 dropouts + batch)
+
+
+def _drain(services: Services, name: str, **overrides: Any) -> list[dict[str, Any]]:
+    """Run every trial the study hands out with a constant objective (so that TPE keeps
+    proposing what it knows); the configurations in the order they were handed out."""
+    services.studies.create(spec_doc(name, **overrides))
+    worker = services.protocol.leasing.register("w", "h", 1, "cpu", {}).id
+    proposed = []
+    while leased := services.protocol.leasing.lease(worker):
+        trial = leased[0].trial
+        proposed.append(trial.params)
+        services.protocol.reporting.report(trial.id, trial.lease_token, 1, {"val_accuracy": 0.5})
+        services.protocol.reporting.complete(trial.id, trial.lease_token)
+    return proposed
+
+
+@pytest.mark.parametrize("kind", ["random", "tpe"])
+def test_a_finite_space_is_tried_once_then_the_study_completes_saying_why(
+    services: Services, kind: str
+) -> None:
+    proposed = _drain(
+        services,
+        kind,
+        strategy={"kind": kind, "seed": 3},
+        budget={"max_trials": 30, "parallel_trials": 1, "epochs": 1},
+        space=FINITE,
+    )
+    keys = {tuple(sorted(p.items())) for p in proposed}
+    assert len(proposed) == len(keys) == FINITE_SIZE  # every configuration, none twice
+    study = services.studies.list()[0].row
+    assert study.state.value == "completed"
+    assert study.reason == (
+        f"the space has {FINITE_SIZE} configurations and each was tried once (max_trials 30); "
+        "set strategy.allow_repeats to try some again"
+    )
+
+
+def test_repeats_are_proposed_when_the_spec_allows_them(services: Services) -> None:
+    proposed = _drain(
+        services,
+        "repeats",
+        strategy={"kind": "random", "seed": 3, "allow_repeats": True},
+        budget={"max_trials": 30, "parallel_trials": 1, "epochs": 1},
+        space=FINITE,
+    )
+    assert len(proposed) == 30
+    assert len({tuple(sorted(p.items())) for p in proposed}) < 30
+    assert services.studies.list()[0].row.reason is None
+
+
+def test_a_budget_above_the_finite_space_is_refused(services: Services) -> None:
+    from service.domain.errors import InvalidInput
+
+    doc = spec_doc("patch", strategy={"kind": "tpe"}, budget={"max_trials": 4}, space=FINITE)
+    study = services.studies.create(doc).row
+    with pytest.raises(InvalidInput, match=f"exceeds the space's {FINITE_SIZE} configurations"):
+        services.studies.patch_budget(study.id, FINITE_SIZE + 1, None)
+    assert services.studies.patch_budget(study.id, FINITE_SIZE, None).row.max_trials == FINITE_SIZE

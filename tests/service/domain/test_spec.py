@@ -531,8 +531,12 @@ def test_conditions_may_chain_and_list_alternatives() -> None:
         ({"kind": "grid"}, {}, 6),
         ({"kind": "grid"}, {"max_trials": 4}, 4),
         ({"kind": "grid"}, {"max_trials": 100}, 6),
-        ({"kind": "random"}, {}, DEFAULT_MAX_TRIALS),
-        ({"kind": "tpe"}, {"max_trials": 50}, 50),
+        # the space has 6 configurations, each tried once unless repeats are allowed
+        ({"kind": "random"}, {}, 6),
+        ({"kind": "random", "allow_repeats": True}, {}, DEFAULT_MAX_TRIALS),
+        ({"kind": "tpe"}, {"max_trials": 50}, 6),
+        ({"kind": "tpe", "allow_repeats": True}, {"max_trials": 50}, 50),
+        ({"kind": "gp"}, {"max_trials": 4}, 4),
         ({"kind": "successive_halving", "n_configs": 27}, {}, 27),
         # successive halving creates exactly its n_configs trials
         ({"kind": "successive_halving", "n_configs": 9}, {"max_trials": 12}, 9),
