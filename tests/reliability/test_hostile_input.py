@@ -89,7 +89,8 @@ def test_nul_bytes_are_refused_in_names_and_kept_in_param_values(client: TestCli
 
     # A categorical value is data: stored and handed out byte for byte.
     space = {"tag": {"type": "categorical", "choices": [f"a{NUL}b"]}}
-    study = _create(client, spec_doc("nul-choice", space=space))
+    repeats = {"kind": "random", "seed": 0, "allow_repeats": True}  # two trials of one choice
+    study = _create(client, spec_doc("nul-choice", space=space, strategy=repeats))
     assert study["spec"]["space"]["tag"]["choices"] == [f"a{NUL}b"]
     worker = ApiWorker(client)
     trial, other = worker.lease(count=2)

@@ -127,8 +127,10 @@ def test_launch_form_shows_the_servers_messages(processes: Processes, web: Page)
 def test_names_and_values_are_shown_as_text(processes: Processes, web: Page) -> None:
     url = processes.server()
     evil = '<img src=x onerror="window.__pwned=1">'
-    space = {"norm": {"type": "categorical", "choices": ["<b>bold</b>"]}}
-    study = httpx.post(f"{url}/api/v1/studies", json=spec_doc("escaping", space=space)).json()
+    space = {"tag": {"type": "categorical", "choices": ["<b>bold</b>"]}}
+    repeats = {"kind": "random", "seed": 0, "allow_repeats": True}  # two trials of one choice
+    doc = spec_doc("escaping", space=space, strategy=repeats)
+    study = httpx.post(f"{url}/api/v1/studies", json=doc).json()
     with httpx.Client(base_url=url) as http:
         worker = ApiWorker(http, evil)
         for trial in worker.lease(2):
