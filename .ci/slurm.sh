@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install (from Debian's packages), configure and start a one-node Slurm cluster on this machine
 # (munged, slurmctld, slurmd) for tests/e2e/test_slurm.py. Idempotent: daemons that answer are
-# left as they are, and a configuration this script wrote before is kept.
+# left as they are; otherwise the configuration is written for this machine and they start.
 #
 # A test cluster, not a production one: the daemons run as root, without cgroups or accounting,
 # on the loopback address, and the node offers this machine's CPUs and memory only (no GPUs,
@@ -33,7 +33,12 @@ if ! munge -n </dev/null >/dev/null 2>&1; then
   for _ in $(seq 1 20); do munge -n </dev/null >/dev/null 2>&1 && break; sleep 0.5; done
 fi
 
-if ! grep -q "written by .ci/slurm.sh" "$conf" 2>/dev/null; then
+ready() { scontrol ping 2>/dev/null | grep -q "is UP"; }
+node_up() { sinfo -h -N -o "%T" 2>/dev/null | grep -qE "^(idle|mixed|allocated)"; }
+
+# Daemons not both up: (re)write the configuration for this machine as it is now (its host name
+# and CPUs may differ from a disk image's), unless an administrator's file is there.
+if ! { ready && node_up; } && { [ ! -f "$conf" ] || grep -q "written by .ci/slurm.sh" "$conf"; }; then
   mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
   # This node's CPUs, sockets, cores and memory as slurmd sees them.
   hardware=$(slurmd -C | head -n 1 | sed -e "s/^NodeName=[^ ]* //" -e "s/ UpTime=.*//")
@@ -67,9 +72,6 @@ NodeName=${node} NodeAddr=127.0.0.1 ${hardware} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 fi
-
-ready() { scontrol ping 2>/dev/null | grep -q "is UP"; }
-node_up() { sinfo -h -N -o "%T" 2>/dev/null | grep -qE "^(idle|mixed|allocated)"; }
 
 if ! ready; then
   rm -f /run/slurmctld.pid
