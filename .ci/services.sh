@@ -24,6 +24,11 @@ fi
 export HPO_REQUIRE_KUBECTL=1
 bash .ci/slurm.sh
 export HPO_REQUIRE_SLURM=1
+# tests/reliability/test_database_outage.py fails a database over behind Debian's PgBouncer.
+if ! command -v pgbouncer >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
+fi
+export HPO_REQUIRE_PGBOUNCER=1
 
 # Issue 19, item 5: tests/deploy/test_compose.py reads docker/compose.yml through a real compose
 # implementation, podman-compose's `config` (a dev dependency from PyPI; Debian's 1.0.3 has no
