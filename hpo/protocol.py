@@ -125,6 +125,35 @@ class ReportResponse(BaseModel):
     decision: Decision
 
 
+class TrialReport(EpochReport):
+    """One item of a batched report: an epoch's metrics of one of the worker's trials."""
+
+    trial_id: int
+
+
+class ReportBatch(BaseModel):
+    """Epoch reports of several trials a worker holds, sent in one request."""
+
+    reports: list[TrialReport] = Field(min_length=1, max_length=1024)
+
+
+class ReportOutcome(BaseModel):
+    """The answer to one item of a batch, in the item's position: its decision with status
+    200, or the status and detail the single report would have answered (409 for a stale
+    token, 404 for a trial that is gone) with no decision. A failed item changes nothing."""
+
+    trial_id: int
+    status: int = 200
+    decision: Decision | None = None
+    detail: str | None = None
+
+
+class ReportBatchResponse(BaseModel):
+    """One outcome per item of the batch, in the same order."""
+
+    results: list[ReportOutcome]
+
+
 class TrialDecision(BaseModel):
     trial_id: int
     decision: Decision

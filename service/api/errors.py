@@ -42,12 +42,17 @@ def validation_details(errors: list[Any], prefix: tuple[str, ...] = ("body",)) -
     ]
 
 
+def status_of(exc: DomainError) -> int:
+    """The HTTP status of a domain error (also an item's status in a batched answer)."""
+    return next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 400)
+
+
 def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidInput):
         detail: Any = [{"loc": ["body", *exc.loc], "msg": exc.msg, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
-    status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 400)
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+    assert isinstance(exc, DomainError)
+    return JSONResponse({"detail": str(exc)}, status_code=status_of(exc))
 
 
 def _pydantic_error(_request: Request, exc: Exception) -> JSONResponse:

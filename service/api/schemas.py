@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from hpo.protocol import Assignment, EpochReport, StudyState, TrialState
+from hpo.protocol import Assignment, EpochReport, StudyState, TrialReport, TrialState
 from service.domain.spec import MAX_TRIALS
 
 Number = float | None  # non-finite values are sent as null: JSON has no NaN
@@ -196,6 +196,18 @@ class HeartbeatRequest(Strict):
 class ReportRequest(Strict, EpochReport):
     """The report shape the worker shares (hpo.protocol), checked as strictly as every request
     body."""
+
+
+class ReportItem(Strict, TrialReport):
+    """One item of a batched report (hpo.protocol.TrialReport), checked as strictly."""
+
+    trial_id: int = Field(ge=0, le=MAX_ID)
+
+
+class ReportBatchRequest(Strict):
+    """hpo.protocol.ReportBatch, checked as strictly as every request body."""
+
+    reports: list[ReportItem] = Field(min_length=1, max_length=1024)
 
 
 class CheckpointSaved(BaseModel):

@@ -10,13 +10,16 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from hpo.protocol import (
+    Decision,
     HeartbeatResponse,
     LeaseGrant,
+    ReportBatchResponse,
+    ReportOutcome,
     ReportResponse,
     TrialDecision,
     WorkerRegistered,
 )
-from service.api import schemas, serializers
+from service.api import errors, schemas, serializers
 from service.api.auth import user_access, worker_access
 from service.api.deps import IdPath, get_protocol, get_settings
 from service.domain.protocol import Protocol
@@ -104,6 +107,26 @@ def report(
     """Store an epoch's metrics (idempotent per epoch): `continue`, `prune`, `pause` or `stop`."""
     decision = protocol.reporting.report(trial_id, body.token, body.epoch, body.metrics)
     return ReportResponse(decision=decision)
+
+
+@protocol_router.post("/{worker_id}/reports", response_model=ReportBatchResponse)
+def reports(
+    protocol: ProtocolDep, worker_id: IdPath, body: schemas.ReportBatchRequest
+) -> ReportBatchResponse:
+    """Several trials' epoch reports in one request, answered item by item in order: each a
+    decision (`continue`, `prune`, `pause`, `stop`), or the status and detail the single
+    report would have answered (409 stale token, 404 no such trial), that item unchanged."""
+    outcomes = protocol.reporting.report_many(body.reports)
+    return ReportBatchResponse(
+        results=[
+            ReportOutcome(trial_id=item.trial_id, decision=outcome)
+            if isinstance(outcome, Decision)
+            else ReportOutcome(
+                trial_id=item.trial_id, status=errors.status_of(outcome), detail=str(outcome)
+            )
+            for item, outcome in zip(body.reports, outcomes, strict=True)
+        ]
+    )
 
 
 @protocol_router.post(

@@ -8,14 +8,15 @@ worker presumed dead cannot change a trial that was handed to another (StaleLeas
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
-from hpo.protocol import Decision, StudyState, TrialState
+from hpo.protocol import Decision, StudyState, TrialReport, TrialState
 from service.domain import search
 from service.domain.context import ProtocolContext
-from service.domain.errors import NotFound, StorageFailed
+from service.domain.errors import DomainError, NotFound, StorageFailed
 from service.domain.lease_checks import (
     decision_for_finished,
     held,
@@ -27,6 +28,16 @@ from service.domain.transitions import objective_value, target_epochs
 from service.storage.artifacts import ArtifactError
 from service.storage.models import StudyRow, TrialRow
 from service.storage.unit import Unit, reading, unit_of_work
+
+
+class _OptunaReport(NamedTuple):
+    """What a report leaves for after its commit: Optuna's intermediate value, and the
+    pruner's question (`arguments` are search.report's after its study cache)."""
+
+    trial_id: int
+    token: str
+    epoch: int
+    arguments: tuple[str, int, StudySpec, int, int, float]
 
 
 def at_rung_end(trial: TrialRow, spec: StudySpec) -> bool:
@@ -46,34 +57,84 @@ class Reporting:
     # -- while training ---------------------------------------------------------------------
 
     def report(self, trial_id: int, token: str, epoch: int, metrics: dict[str, float]) -> Decision:
-        """Store one epoch's metrics and say whether to go on. Idempotent per (trial, epoch)."""
+        """Store one epoch's metrics and say whether to go on. Idempotent per (trial, epoch).
+
+        Raises NotFound (no such trial) or StaleLease (the token does not hold it)."""
+        [outcome] = self.report_many(
+            [TrialReport(trial_id=trial_id, token=token, epoch=epoch, metrics=metrics)]
+        )
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    def report_many(self, reports: Sequence[TrialReport]) -> list[Decision | DomainError]:
+        """Store the epoch reports of several trials (a batched report) in one transaction
+        for the service's tables, then Optuna's intermediate values, and say for each item,
+        in order, whether its trial goes on: its Decision, or the NotFound / StaleLease that
+        the item alone would have raised (such an item changes nothing; the others do).
+        Every item is idempotent per (trial, epoch), as a single report is."""
         transitions = self.context.transitions
+        outcomes: list[Decision | DomainError] = []
+        pending: list[tuple[int, _OptunaReport]] = []
         with unit_of_work(self.context.db) as unit:
             now = self.context.clock()
-            study, trial = self._locked(unit, trial_id, token)
-            if trial.state is not TrialState.RUNNING:
-                return decision_for_finished(trial)
-            trial.lease_expires_at = self.context.lease_until(now)
-            if not unit.curves.has(trial.id, epoch):
-                self._record(unit, study, trial, epoch, metrics, now)
-            spec = search.stored_spec(study.spec)
-            if at_rung_end(trial, spec):
-                self._pause_for_promotion(unit, study, trial)
-                return Decision.PAUSE
-            if study.state is StudyState.STOPPED:
-                transitions.release(unit, trial, TrialState.PAUSED)
-                return Decision.PAUSE
-            value = trial.value
-            study_name, optuna_id = study.name, trial.optuna_trial_id
-            optuna_study_id = study.optuna_study_id
-        if value is None or optuna_id is None or optuna_study_id is None or epoch != trial.epochs:
+            locked = unit.trials.lock_for_reports({item.trial_id for item in reports})
+            for item in reports:
+                try:
+                    study, trial = held_with_study(
+                        locked.get(item.trial_id), item.trial_id, item.token
+                    )
+                except DomainError as exc:
+                    outcomes.append(exc)
+                    continue
+                step = self._report_one(unit, study, trial, item, now)
+                if isinstance(step, _OptunaReport):
+                    pending.append((len(outcomes), step))
+                    outcomes.append(Decision.CONTINUE)
+                else:
+                    outcomes.append(step)
+        pruned = [
+            (position, step)
+            for position, step in pending
+            if search.report(transitions.optuna, *step.arguments)
+        ]
+        if pruned:
+            ends = self._prune([(step.trial_id, step.token, step.epoch) for _, step in pruned])
+            for (position, _step), end in zip(pruned, ends, strict=True):
+                outcomes[position] = end
+        return outcomes
+
+    def _report_one(
+        self, unit: Unit, study: StudyRow, trial: TrialRow, item: TrialReport, now: datetime
+    ) -> Decision | _OptunaReport:
+        """One held trial's report inside the batch's transaction: its decision, or the
+        Optuna report (and pruner question) to make after the commit."""
+        if trial.state is not TrialState.RUNNING:
+            return decision_for_finished(trial)
+        trial.lease_expires_at = self.context.lease_until(now)
+        if not unit.curves.has(trial.id, item.epoch):
+            self._record(unit, study, trial, item.epoch, item.metrics, now)
+        spec = search.stored_spec(study.spec)
+        if at_rung_end(trial, spec):
+            self._pause_for_promotion(unit, study, trial)
+            return Decision.PAUSE
+        if study.state is StudyState.STOPPED:
+            self.context.transitions.release(unit, trial, TrialState.PAUSED)
+            return Decision.PAUSE
+        value, optuna_id = trial.value, trial.optuna_trial_id
+        if (
+            value is None
+            or optuna_id is None
+            or study.optuna_study_id is None
+            or item.epoch != trial.epochs
+        ):
             return Decision.CONTINUE
-        pruned = search.report(
-            transitions.optuna, study_name, optuna_study_id, spec, optuna_id, epoch, value
+        return _OptunaReport(
+            trial.id,
+            item.token,
+            item.epoch,
+            (study.name, study.optuna_study_id, spec, optuna_id, item.epoch, value),
         )
-        if not pruned:
-            return Decision.CONTINUE
-        return self._prune(trial_id, token, epoch)
 
     def _pause_for_promotion(self, unit: Unit, study: StudyRow, trial: TrialRow) -> None:
         self.context.transitions.release(unit, trial, TrialState.PAUSED)
@@ -97,14 +158,26 @@ class Reporting:
             study.id, "trial_reported", trial.id, number=trial.number, epoch=epoch, metrics=metrics
         )
 
-    def _prune(self, trial_id: int, token: str, epoch: int) -> Decision:
+    def _prune(self, trials: list[tuple[int, str, int]]) -> list[Decision | DomainError]:
+        """End the (trial id, token, epoch) trials the pruner gave up on, in one transaction;
+        for each, in order, `prune`, what it ended as meanwhile, or the StaleLease / NotFound
+        of a trial handed to another worker since the report."""
+        ends: list[Decision | DomainError] = []
         with unit_of_work(self.context.db) as unit:
-            _study, trial = self._locked(unit, trial_id, token)
-            if trial.state is not TrialState.RUNNING:
-                return decision_for_finished(trial)
-            reason = f"pruned at epoch {epoch}"
-            self.context.transitions.finish(unit, trial, TrialState.PRUNED, reason)
-        return Decision.PRUNE
+            locked = unit.trials.lock_for_reports({trial_id for trial_id, _t, _e in trials})
+            for trial_id, token, epoch in trials:
+                try:
+                    _study, trial = held_with_study(locked.get(trial_id), trial_id, token)
+                except DomainError as exc:
+                    ends.append(exc)
+                    continue
+                if trial.state is not TrialState.RUNNING:
+                    ends.append(decision_for_finished(trial))
+                    continue
+                reason = f"pruned at epoch {epoch}"
+                self.context.transitions.finish(unit, trial, TrialState.PRUNED, reason)
+                ends.append(Decision.PRUNE)
+        return ends
 
     # -- the trial's end --------------------------------------------------------------------
 

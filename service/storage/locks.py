@@ -42,6 +42,21 @@ def trial_with_study(session: Session, trial_id: int) -> None:
     session.scalars(select(TrialRow).where(TrialRow.id == trial_id).with_for_update()).first()
 
 
+def named_trials_with_studies(session: Session, trial_ids: Collection[int]) -> list[TrialRow]:
+    """The trials `trial_ids` that exist, row-locked after their studies (each kind in id
+    order), waiting for other holders. On SQLite the writer holds everything already."""
+    if dialect.locks_rows(session):
+        found = session.execute(select(TrialRow.study_id).where(TrialRow.id.in_(trial_ids)))
+        study_ids = {study_id for (study_id,) in found}
+        if not study_ids:
+            return []
+        _studies_by_id(session, study_ids)
+    query = (
+        select(TrialRow).where(TrialRow.id.in_(trial_ids)).order_by(TrialRow.id).with_for_update()
+    )
+    return list(session.scalars(query))
+
+
 def trials_with_studies(session: Session, where: ColumnElement[bool]) -> list[TrialRow]:
     """The trials matching `where`, row-locked after their studies (both in id order); a trial
     another transaction holds is skipped, and one that stopped matching meanwhile too."""

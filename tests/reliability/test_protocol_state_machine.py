@@ -29,7 +29,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from hpo.protocol import Decision, TrialState
+from hpo.protocol import Decision, TrialReport, TrialState
 from service.api.deps import Services
 from service.app import build_services
 from service.domain.errors import StaleLease
@@ -162,6 +162,49 @@ class ProtocolMachine(RuleBasedStateMachine):
         assert decision is Decision.CONTINUE
         held.expires = self.clock.now + timedelta(seconds=LEASE)
         if epoch <= epochs:  # a repeated report of an epoch changes nothing
+            assert _snapshot(self.services, trial_id) == before
+
+    @precondition(lambda self: self._heard() or self.stale)
+    @rule(data=st.data(), value=VALUES)
+    def report_batch(self, data: st.DataObject, value: float) -> None:
+        """One batched report with epochs of several held trials (next or repeated) and writes
+        with tokens taken away: each held item continues, each stale one is refused (or, for a
+        finished trial, answered) and changes nothing, whatever the other items did."""
+        live = (
+            data.draw(st.lists(st.sampled_from(self._heard()), unique=True))
+            if self._heard()
+            else []
+        )
+        zombies = data.draw(st.lists(st.sampled_from(self.stale), max_size=2)) if self.stale else []
+        items: list[TrialReport] = []
+        repeats: dict[int, tuple[Any, ...]] = {}
+        for trial_id in live:
+            epochs = self.services.studies.trial(trial_id).row.epochs
+            epoch = max(1, epochs) if data.draw(st.booleans()) else min(epochs + 1, EPOCHS)
+            if epoch <= epochs:
+                repeats[trial_id] = _snapshot(self.services, trial_id)
+            metrics = {"val_accuracy": value}
+            items.append(
+                TrialReport(
+                    trial_id=trial_id, token=self.held[trial_id].token, epoch=epoch, metrics=metrics
+                )
+            )
+        untouched = {t: _snapshot(self.services, t) for _w, t, _tok in zombies if t not in live}
+        for _worker, trial_id, token in zombies:
+            metrics = {"val_accuracy": 1.0}
+            items.append(TrialReport(trial_id=trial_id, token=token, epoch=1, metrics=metrics))
+        order = data.draw(st.permutations(range(len(items))))
+        outcomes = self.protocol.reporting.report_many([items[i] for i in order])
+        for position, outcome in zip(order, outcomes, strict=True):
+            item = items[position]
+            if position < len(live):
+                assert outcome is Decision.CONTINUE
+                self.held[item.trial_id].expires = self.clock.now + timedelta(seconds=LEASE)
+            elif isinstance(outcome, Decision):
+                assert item.trial_id in self.finished, "a zombie's batched report was accepted"
+            else:
+                assert isinstance(outcome, StaleLease)
+        for trial_id, before in {**repeats, **untouched}.items():
             assert _snapshot(self.services, trial_id) == before
 
     @precondition(lambda self: self._heard())

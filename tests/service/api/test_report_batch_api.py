@@ -1,0 +1,169 @@
+"""Batched reports (POST /api/v1/workers/{id}/reports): every guarantee of the single report
+holds per item (idempotent repeats, 409 for a stale token without touching the other items,
+each trial's own pause / prune / stop), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import ApiWorker, spec_doc
+
+
+def _study(client: TestClient, **overrides: Any) -> dict[str, Any]:
+    reply = client.post("/api/v1/studies", json=spec_doc(**overrides))
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+def _item(trial: dict[str, Any], epoch: int, value: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "trial_id": trial["trial_id"],
+        "token": trial["token"],
+        "epoch": epoch,
+        "metrics": {"val_accuracy": value},
+        **extra,
+    }
+
+
+def _batch(worker: ApiWorker, *items: dict[str, Any]) -> Any:
+    return worker.http.post(
+        f"/api/v1/workers/{worker.id}/reports",
+        content=json.dumps({"reports": list(items)}),
+        headers={"content-type": "application/json"},
+    )
+
+
+def _results(worker: ApiWorker, *items: dict[str, Any]) -> list[dict[str, Any]]:
+    reply = _batch(worker, *items)
+    assert reply.status_code == 200, reply.text
+    results: list[dict[str, Any]] = reply.json()["results"]
+    return results
+
+
+def _curve(client: TestClient, trial: dict[str, Any]) -> list[dict[str, Any]]:
+    curve: list[dict[str, Any]] = client.get(f"/api/v1/trials/{trial['trial_id']}").json()["curve"]
+    return curve
+
+
+def test_a_batch_stores_every_trials_epoch_and_answers_in_order(client: TestClient) -> None:
+    _study(client, budget={"max_trials": 4, "parallel_trials": 3, "epochs": 3})
+    worker = ApiWorker(client)
+    trials = worker.lease(count=3)
+    results = _results(worker, *(_item(t, 1, 0.1 * n) for n, t in enumerate(trials, 1)))
+    assert results == [
+        {"trial_id": t["trial_id"], "status": 200, "decision": "continue", "detail": None}
+        for t in trials
+    ]
+    for n, trial in enumerate(trials, 1):
+        detail = client.get(f"/api/v1/trials/{trial['trial_id']}").json()
+        assert detail["curve"] == [{"epoch": 1, "metrics": {"val_accuracy": 0.1 * n}}]
+        assert detail["epochs"] == 1 and detail["value"] == 0.1 * n
+    # Two epochs of one trial in one batch, then the trial completes as usual.
+    first = trials[0]
+    assert [
+        r["decision"] for r in _results(worker, _item(first, 2, 0.5), _item(first, 3, 0.6))
+    ] == [
+        "continue",
+        "continue",
+    ]
+    assert worker.post(first, "complete").json()["state"] == "completed"
+    assert [p["epoch"] for p in _curve(client, first)] == [1, 2, 3]
+
+
+def test_a_repeated_batch_changes_nothing(client: TestClient) -> None:
+    _study(client)
+    worker = ApiWorker(client)
+    a, b = worker.lease(count=2)
+    assert _results(worker, _item(a, 1, 0.4), _item(b, 1, 0.3))[0]["decision"] == "continue"
+    again = _results(worker, _item(a, 1, 0.99), _item(b, 1, 0.98))
+    assert [r["decision"] for r in again] == ["continue", "continue"]
+    assert _curve(client, a) == [{"epoch": 1, "metrics": {"val_accuracy": 0.4}}]
+    assert _curve(client, b) == [{"epoch": 1, "metrics": {"val_accuracy": 0.3}}]
+    assert client.get(f"/api/v1/trials/{a['trial_id']}").json()["value"] == 0.4
+
+
+def test_a_stale_item_is_409_and_the_others_are_stored(client: TestClient) -> None:
+    _study(client, budget={"max_trials": 4, "parallel_trials": 3, "epochs": 3})
+    first, second = ApiWorker(client, "first"), ApiWorker(client, "second")
+    a, b = first.lease(count=2)
+    assert first.post(b, "release").json()["state"] == "queued"
+    [b_again] = second.lease()  # b is second's now; first's token for it is stale
+    assert b_again["trial_id"] == b["trial_id"]
+    results = _results(
+        first,
+        _item(a, 1, 0.5),
+        _item(b, 1, 0.9),
+        _item({**a, "token": "forged"}, 2, 0.9),
+        {**_item(a, 1, 0.5), "trial_id": 2_000_000},
+    )
+    assert [(r["trial_id"], r["status"], r["decision"]) for r in results] == [
+        (a["trial_id"], 200, "continue"),
+        (b["trial_id"], 409, None),
+        (a["trial_id"], 409, None),
+        (2_000_000, 404, None),
+    ]
+    assert "stale" in results[1]["detail"] and "not found" in results[3]["detail"]
+    assert _curve(client, a) == [{"epoch": 1, "metrics": {"val_accuracy": 0.5}}]
+    assert _curve(client, b) == []  # the stale item wrote nothing
+    detail = client.get(f"/api/v1/trials/{b['trial_id']}").json()
+    assert detail["state"] == "running" and detail["worker"] == "second"
+    assert _results(second, _item(b_again, 1, 0.2))[0]["decision"] == "continue"
+
+
+def test_decisions_are_per_trial_pause_and_stop(client: TestClient) -> None:
+    study = _study(client, budget={"max_trials": 4, "parallel_trials": 2, "epochs": 3})
+    other = _study(client, name="s2", budget={"max_trials": 4, "parallel_trials": 1, "epochs": 3})
+    worker = ApiWorker(client)
+    trials = worker.lease(count=3)
+    by_study = {t["study_id"]: [] for t in trials}
+    for trial in trials:
+        by_study[trial["study_id"]].append(trial)
+    [kept] = by_study[other["id"]]
+    stopped_one, stopped_two = by_study[study["id"]]
+    assert worker.post(stopped_two, "fail", reason="bad data").json()["state"] == "failed"
+    assert client.post(f"/api/v1/studies/{study['id']}/stop").json()["state"] == "stopped"
+    results = _results(
+        worker, _item(stopped_one, 1, 0.5), _item(kept, 1, 0.5), _item(stopped_two, 1, 0.5)
+    )
+    # The stopped study's trial pauses, the other study's goes on, the failed one is dropped.
+    assert [r["decision"] for r in results] == ["pause", "continue", "stop"]
+    assert client.get(f"/api/v1/trials/{stopped_one['trial_id']}").json()["state"] == "paused"
+    repeat = _results(worker, _item(stopped_one, 1, 0.5))
+    assert repeat[0]["decision"] == "pause"  # a retried batch hears the same
+
+
+def test_the_pruner_prunes_its_trial_and_spares_the_rest_of_the_batch(
+    client: TestClient,
+) -> None:
+    _study(
+        client,
+        strategy={"kind": "random", "seed": 0, "early_stopping": "median"},
+        budget={"max_trials": 6, "parallel_trials": 6, "epochs": 4},
+    )
+    worker = ApiWorker(client)
+    for _ in range(3):  # the median pruner's start-up trials, all good
+        [trial] = worker.lease()
+        assert worker.run(trial, [0.8, 0.85, 0.9, 0.95]).json()["state"] == "completed"
+    good, bad = worker.lease(count=2)
+    results = _results(worker, _item(good, 1, 0.8), _item(bad, 1, 0.1))
+    assert [r["decision"] for r in results] == ["continue", "prune"]
+    detail = client.get(f"/api/v1/trials/{bad['trial_id']}").json()
+    assert detail["state"] == "pruned" and detail["reason"] == "pruned at epoch 1"
+    assert client.get(f"/api/v1/trials/{good['trial_id']}").json()["state"] == "running"
+    assert _results(worker, _item(bad, 1, 0.1))[0]["decision"] == "prune"  # retried
+    assert [p["epoch"] for p in _curve(client, good)] == [1]
+
+
+def test_a_bad_item_is_422_naming_its_field_and_nothing_is_stored(client: TestClient) -> None:
+    _study(client)
+    worker = ApiWorker(client)
+    [trial] = worker.lease()
+    reply = _batch(worker, _item(trial, 1, 0.5), _item(trial, 0, 0.5))
+    assert reply.status_code == 422
+    assert reply.json()["detail"][0]["loc"] == ["body", "reports", 1, "epoch"]
+    assert _curve(client, trial) == []
+    empty = _batch(worker)
+    assert empty.status_code == 422 and empty.json()["detail"][0]["loc"] == ["body", "reports"]
