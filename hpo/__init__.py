@@ -1,7 +1,12 @@
 """hpo: the public, torch-free Python package shared by the server, the worker and users.
 
-`hpo.protocol` holds what the server and the worker must agree on (states, decisions, the
-shapes they exchange); `hpo.client` is the HTTP client of the server; `hpo.config` reads the
-environment and the defaults every process shares; `hpo.logs` sets up logging. Nothing here
-imports torch, `service` or `trainer` (tests/test_architecture.py checks it).
+For users: `hpo.Client(url, token=None)` talks to a server (`create_study`, `study`), whose
+`Study` objects wait, list trials, build a pandas DataFrame and steer the study. `hpo.protocol`
+holds what the server and the worker must agree on (states, decisions, the shapes they
+exchange). Nothing here imports torch, `service` or `trainer`.
 """
+
+from hpo.client import ApiError, Client, ServerUnreachable
+from hpo.study import BestTrial, Study, Trial
+
+__all__ = ["ApiError", "BestTrial", "Client", "ServerUnreachable", "Study", "Trial"]

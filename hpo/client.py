@@ -1,4 +1,4 @@
-"""A small HTTP client of the hpo server for people and scripts: create a study, follow it.
+"""The HTTP client of the hpo server for people, notebooks and scripts (`hpo.Client`).
 
 `Connection` is the plumbing every client of the server shares (the worker's protocol client
 in trainer/client.py is one too): the bearer token, JSON bodies that may hold NaN, and
@@ -14,13 +14,18 @@ import json
 import random
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import httpx
 
 from hpo.config import RETRY_SECONDS
 
+if TYPE_CHECKING:
+    from hpo.study import Study
+
 RETRY_STATUS = {502, 503, 504}
+SPEC_SUFFIXES = {".yaml", ".yml", ".json"}
 
 
 class ServerUnreachable(Exception):
@@ -28,12 +33,30 @@ class ServerUnreachable(Exception):
 
 
 class ApiError(Exception):
-    """The server answered with an error status; `detail` is its `detail` field."""
+    """The server answered with an error status. `detail` is its `detail` field; `field`
+    (`"space.lr.high"`, None when the error is not about one field) and `reason` are its
+    first error's, and `errors` lists every `(field, reason)`."""
 
     def __init__(self, status: int, detail: Any) -> None:
         super().__init__(f"{status}: {format_detail(detail)}")
         self.status = status
         self.detail = detail
+        self.errors = field_errors(detail)
+        self.field, self.reason = self.errors[0] if self.errors else (None, str(detail))
+
+
+def field_errors(detail: Any) -> list[tuple[str | None, str]]:
+    """`(field, reason)` of each error in a server `detail` (a message: one, with no field)."""
+    if not isinstance(detail, list):
+        return [(None, str(detail))]
+    errors: list[tuple[str | None, str]] = []
+    for err in detail:
+        if isinstance(err, dict):
+            loc = [str(p) for p in err.get("loc", []) if p not in ("body", "query", "path")]
+            errors.append((".".join(loc) or None, str(err.get("msg", err))))
+        else:
+            errors.append((None, str(err)))
+    return errors
 
 
 def format_detail(detail: Any) -> str:
@@ -148,46 +171,78 @@ class Connection:
 
 
 class Client(Connection):
-    """What `hpo submit`, `hpo demo` and a script need of the REST API. Answers are the
-    server's JSON as documented in DESIGN.md."""
+    """The REST API for people, notebooks and scripts: `Client(url, token=None)`.
+
+    `create_study` and `study` return a `hpo.study.Study`; the `*_json` calls return the
+    server's JSON as documented in DESIGN.md. Every error answer raises `ApiError` with the
+    server's `status`, `field` and `reason`; an unreachable server `ServerUnreachable`."""
 
     def health(self) -> dict[str, Any]:
         return self.json_object("GET", "/healthz")
 
-    def create_study(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return self.json_object("POST", "/api/v1/studies", body=spec)
+    def create_study(self, spec: dict[str, Any] | str | Path) -> Study:
+        """Create a study from a spec: a mapping, a path to a YAML or JSON file, or the text of
+        one. Raises ApiError (409: the name is taken; 422: `field` names what is invalid)."""
+        from hpo.study import Study
 
-    def study(self, study_id: int) -> dict[str, Any]:
+        if isinstance(spec, dict):
+            data = self.json_object("POST", "/api/v1/studies", body=spec)
+        else:
+            text = _spec_text(spec)
+            data = self.json_object(
+                "POST",
+                "/api/v1/studies",
+                content=text.encode(),
+                headers={"Content-Type": "application/yaml"},  # JSON is YAML too
+            )
+        return Study(self, data)
+
+    def study(self, id_or_name: int | str) -> Study:
+        """The study with this id (an int, or a string of digits) or else this name.
+        Raises ApiError 404 when there is none."""
+        from hpo.study import Study
+
+        if isinstance(id_or_name, int) or str(id_or_name).isdigit():
+            return Study(self, self.study_json(int(id_or_name)))
+        for study in self.studies():
+            if study.name == id_or_name:
+                return study
+        raise ApiError(404, f"no study named '{id_or_name}'")
+
+    def studies(self) -> list[Study]:
+        """Every study, newest first."""
+        from hpo.study import Study
+
+        return [Study(self, data) for data in self.json_list("GET", "/api/v1/studies")]
+
+    def study_json(self, study_id: int) -> dict[str, Any]:
         return self.json_object("GET", f"/api/v1/studies/{study_id}")
 
-    def studies(self) -> list[dict[str, Any]]:
-        return self.json_list("GET", "/api/v1/studies")
-
-    def trials(self, study_id: int, limit: int = 100, after: int | None = None) -> dict[str, Any]:
+    def trials_page(
+        self, study_id: int, limit: int = 100, after: int | None = None
+    ) -> dict[str, Any]:
+        """One page of trials, `{items, next}`; pass `next` as `after` for the next page."""
         params: dict[str, Any] = {"limit": limit}
         if after is not None:
             params["after"] = after
         return self.json_object("GET", f"/api/v1/studies/{study_id}/trials", params=params)
 
-    def trial(self, trial_id: int) -> dict[str, Any]:
+    def trial_json(self, trial_id: int) -> dict[str, Any]:
         return self.json_object("GET", f"/api/v1/trials/{trial_id}")
-
-    def stop_study(self, study_id: int) -> dict[str, Any]:
-        return self.json_object("POST", f"/api/v1/studies/{study_id}/stop")
 
     def workers(self) -> list[dict[str, Any]]:
         return self.json_list("GET", "/api/v1/workers")
 
-    def find_study(self, id_or_name: int | str) -> dict[str, Any]:
-        """The study with this id (an int or a string of digits) or else this name.
-        Raises ApiError 404 when there is none."""
-        if isinstance(id_or_name, int) or str(id_or_name).isdigit():
-            return self.study(int(id_or_name))
-        for study in self.studies():
-            if study["name"] == id_or_name:
-                return study
-        raise ApiError(404, f"no study named '{id_or_name}'")
-
     def export(self, study_id: int, fmt: str, out: BinaryIO) -> int:
         """Write the study's trials as `csv` or `jsonl` into `out`; returns the bytes written."""
         return self.save(f"/api/v1/studies/{study_id}/trials.{fmt}", out)
+
+
+def _spec_text(spec: str | Path) -> str:
+    """The text of a spec given as a file path or as the text itself."""
+    if isinstance(spec, Path) or ("\n" not in spec and Path(spec).suffix in SPEC_SUFFIXES):
+        try:
+            return Path(spec).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read the spec {spec}: {exc.strerror or exc}") from exc
+    return spec

@@ -7,9 +7,13 @@ import ipaddress
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo import config
+
+if TYPE_CHECKING:
+    from hpo.client import Client
+    from hpo.study import Study
 
 # Installed, the top-level examples/ ships as `service/examples`; in a checkout it is itself.
 _INSTALLED_EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -113,16 +117,13 @@ def load_spec_file(path: Path) -> dict[str, Any]:
         raise CliError(f"{path}: {exc}") from exc
 
 
-def submit(client: Any, document: dict[str, Any], wait: bool) -> dict[str, Any]:
-    from service import progress
-
+def submit(client: Client, document: dict[str, Any], wait: bool) -> Study:
     study = client.create_study(document)
-    print(f"study {study['id']} '{study['name']}' created: {client.server}/#/studies/{study['id']}")
-    if study.get("reason"):
-        print(study["reason"])  # e.g. no worker can run its model yet
+    print(f"study {study.id} '{study.name}' created: {client.server}/#/studies/{study.id}")
+    if study.reason:
+        print(study.reason)  # e.g. no worker can run its model yet
     if wait:
-        study = progress.wait(client, study["id"])
-        print_result(study)
+        print_result(study.wait().data)
     return study
 
 
@@ -140,6 +141,7 @@ def print_result(study: dict[str, Any]) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from hpo.client import Client
+    from hpo.protocol import StudyState
 
     server, token = connection_of(args)
     document = load_spec_file(Path(args.spec))
@@ -148,7 +150,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         study = submit(client, document, args.wait)
     finally:
         client.close()
-    return 0 if study["state"] in ("running", "completed") else 1
+    return 0 if study.state in (StudyState.RUNNING, StudyState.COMPLETED) else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -157,7 +159,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     server, token = connection_of(args)
     client = Client(server, token=token, retry_seconds=args.retry_seconds)
     try:
-        study = client.find_study(args.study)
+        study = client.study(args.study)
         if args.output in (None, "-"):
             client.export(study["id"], args.format, sys.stdout.buffer)
             sys.stdout.flush()

@@ -49,8 +49,12 @@ async def get_exports(request: Request) -> Exports:
 
 
 ExportsDep = Annotated[Exports, Depends(get_exports)]
-CSV_DOC = {200: {"content": {"text/csv": {}}, "description": "one row per trial"}}
-JSONL_DOC = {200: {"content": {"application/jsonl": {}}, "description": "one object per trial"}}
+CSV_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {}}, "description": "one row per trial"}
+}
+JSONL_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/jsonl": {}}, "description": "one object per trial"}
+}
 
 
 def fields_of(record: TrialRecord) -> dict[str, Any]:

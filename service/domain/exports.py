@@ -64,7 +64,7 @@ class Exports:
         with reading(self.db) as stores:
             study = stores.studies.get(study_id)
             space = set((study.spec.get("space") or {}) if study is not None else {})
-        params, metrics = set(space), set()
+        params, metrics = set(space), set[str]()
         for record in self.records(study_id):
             params.update(record.row.params or {})
             metrics.update(record.final_metrics)

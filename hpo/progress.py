@@ -1,12 +1,17 @@
-"""The live progress line of `hpo submit --wait` and `hpo demo`."""
+"""Following a study until it ends: the live progress line of `hpo submit --wait`, `hpo demo`
+and `Study.wait()`."""
 
 from __future__ import annotations
 
+import io
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from hpo.client import Client, ServerUnreachable
+from hpo.client import ServerUnreachable
+
+if TYPE_CHECKING:
+    from hpo.client import Client
 
 FINISHED = ("completed", "pruned", "failed")
 WIDTH = 24
@@ -31,20 +36,24 @@ def line(study: dict[str, Any]) -> str:
 def wait(
     client: Client,
     study_id: int,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = sys.stdout,
     every: float = 1.0,
     patience: float = 600.0,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Show progress until the study completes, fails or is stopped; return its final view.
+    """Show progress on `out` (None: silently) until the study completes, fails or is stopped;
+    return its final view (the server's JSON).
 
     A server that stops answering (it is restarting) is waited for, with a line saying so, for
-    up to `patience` seconds after its last answer; then ServerUnreachable is raised."""
+    up to `patience` seconds after its last answer; then ServerUnreachable is raised. After
+    `timeout` seconds (None: no limit) TimeoutError is raised, naming the study's state."""
+    out = out if out is not None else _Silent()
     tty = out.isatty()
     last = ""
-    answered = time.monotonic()
+    answered = started = time.monotonic()
     while True:
         try:
-            study = client.study(study_id)
+            study = client.study_json(study_id)
         except ServerUnreachable:
             if time.monotonic() - answered > patience:
                 raise
@@ -66,4 +75,17 @@ def wait(
             if tty:
                 out.write("\n")
             return study
+        if timeout is not None and time.monotonic() - started + every > timeout:
+            if tty:
+                out.write("\n")
+            raise TimeoutError(
+                f"study {study_id} is still running after {timeout:g} s: {text.strip()}"
+            )
         time.sleep(every)
+
+
+class _Silent(io.StringIO):
+    """Where progress goes when nobody watches."""
+
+    def write(self, text: str) -> int:
+        return len(text)
