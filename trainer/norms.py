@@ -37,10 +37,16 @@ class Norm:
         """Reads `norm` and `groups` (used by "group" only) through their declarations."""
         return cls(params.tunable("norm"), params.tunable("groups"))
 
-    @property
-    def has_shift(self) -> bool:
-        """Whether the layer after a linear/conv subtracts a mean, making its bias redundant."""
-        return self.kind in ("batch", "layer", "group", "instance")
+    def cancels_bias(self, dims: int) -> bool:
+        """Whether the norm after a linear (dims 0) or conv layer cancels that layer's bias.
+
+        A bias adds one constant per channel. Batch norm subtracts each channel's mean over the
+        batch (and positions), instance norm each channel's mean over the positions of one
+        sample: either removes the constant. Layer and group norm subtract one mean over several
+        channels, so differences between the channels' biases survive them; an MLP's "instance"
+        norm is layer norm (its features have no positions).
+        """
+        return self.kind == "batch" or (self.kind == "instance" and dims > 0)
 
     def layer(self, channels: int, dims: int) -> nn.Module:
         """The normalization layer after a linear (dims 0) or conv (dims 1, 2) layer.
@@ -79,12 +85,13 @@ class Norm:
 
     def linear(self, n_in: int, n_out: int, *, head: bool = False) -> nn.Module:
         """A linear layer; `head` for the classifier, which is followed by no normalization."""
-        return self._weighted(nn.Linear(n_in, n_out, bias=head or not self.has_shift))
+        return self._weighted(nn.Linear(n_in, n_out, bias=head or not self.cancels_bias(0)))
 
     def conv(self, dims: int, n_in: int, n_out: int, kernel: int, stride: int = 1) -> nn.Module:
         """A same-padded convolution (1-D or 2-D) followed in the model by `layer(n_out, dims)`."""
         cls = nn.Conv2d if dims == 2 else nn.Conv1d
-        conv = cls(n_in, n_out, kernel, stride, padding=kernel // 2, bias=not self.has_shift)
+        bias = not self.cancels_bias(dims)
+        conv = cls(n_in, n_out, kernel, stride, padding=kernel // 2, bias=bias)
         return self._weighted(conv)
 
     def _weighted(self, module: nn.Module) -> nn.Module:

@@ -111,7 +111,7 @@ def assignment(a: LeasedTrial) -> schemas.Assignment:
         study_name=a.study.name,
         number=t.number,
         attempt=t.attempt,
-        params=t.params or {},
+        params=a.spec.trainer_params(t.params or {}),
         workload=a.spec.workload.model_dump(mode="json"),
         objective=a.spec.objective.model_dump(mode="json"),
         epochs=a.spec.budget.epochs,

@@ -92,3 +92,40 @@ def test_weight_norm_reparametrizes_every_weight_layer_and_adds_no_norm_layer() 
 def test_an_unknown_norm_is_refused_naming_the_param() -> None:
     with pytest.raises(TrainingError, match=r"param 'norm' must be one of .*'batch'.*got 'bn'"):
         build_model("mlp", (4,), 2, Params({"norm": "bn"}))
+
+
+@pytest.mark.parametrize(
+    ("kind", "dims", "cancelled"),
+    [
+        ("batch", 0, True),
+        ("batch", 1, True),
+        ("instance", 1, True),
+        ("instance", 0, False),  # an MLP's instance norm is layer norm
+        ("layer", 0, False),
+        ("layer", 1, False),
+        ("group", 1, False),
+    ],
+)
+def test_a_bias_before_the_norm_is_dropped_exactly_where_the_norm_cancels_it(
+    kind: str, dims: int, cancelled: bool
+) -> None:
+    torch.manual_seed(0)
+    norm = Norm(kind, groups=2)
+    layer = norm.linear(6, 4) if dims == 0 else norm.conv(dims, 6, 4, 3)
+    assert (layer.bias is None) == cancelled
+    # what the norm does to a per-channel constant (a bias) added before it
+    after = norm.layer(4, dims).train()
+    x = torch.randn(5, 4) if dims == 0 else torch.randn(5, 4, 10)
+    shift = torch.tensor([0.0, 1.0, -2.0, 3.0]).reshape((1, 4) + (1,) * dims)
+    same = torch.allclose(after(x), after(x + shift), atol=1e-5)
+    assert same == cancelled
+
+
+def test_selu_keeps_a_deep_mlp_near_mean_0_and_variance_1() -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp", (64,), 3, Params({"norm": "selu", "depth": 16, "width": 256}))
+    hidden = model[:-1]  # every hidden layer, without the classifier
+    with torch.no_grad():
+        out = hidden(torch.randn(2048, 64))
+    assert abs(out.mean().item()) < 0.1
+    assert 0.8 < out.var().item() < 1.2

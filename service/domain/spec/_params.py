@@ -137,6 +137,9 @@ class FloatParam(Strict):
     values: list[FiniteFloat] | None = None
     grid: int | None = None
     when: dict[str, Scalar | list[Scalar]] | None = None
+    param: str | None = None
+    """The trainer param this parameter sets, when not its own name: two parameters whose
+    `when` never both hold may set one param from two ranges (`weight_decay` per optimizer)."""
 
     @model_validator(mode="after")
     def _check(self) -> FloatParam:
@@ -156,6 +159,9 @@ class IntParam(Strict):
     values: list[int] | None = None
     grid: int | None = None
     when: dict[str, Scalar | list[Scalar]] | None = None
+    param: str | None = None
+    """The trainer param this parameter sets, when not its own name: two parameters whose
+    `when` never both hold may set one param from two ranges (`weight_decay` per optimizer)."""
 
     @model_validator(mode="after")
     def _check(self) -> IntParam:
@@ -169,6 +175,9 @@ class CategoricalParam(Strict):
     type: Literal["categorical"]
     choices: list[Scalar]
     when: dict[str, Scalar | list[Scalar]] | None = None
+    param: str | None = None
+    """The trainer param this parameter sets, when not its own name: two parameters whose
+    `when` never both hold may set one param from two ranges (`weight_decay` per optimizer)."""
 
     @model_validator(mode="after")
     def _check(self) -> CategoricalParam:

@@ -205,12 +205,17 @@ class StudySpec(Strict):
 
     @model_validator(mode="after")
     def _check_across_fields(self) -> StudySpec:
-        issues = _condition_issues(self) or _cycle_issues(self.space)
+        issues = _condition_issues(self) or _cycle_issues(self.space) or _param_issues(self.space)
         if not issues and self.strategy.kind == "grid":
             issues = _grid_issues(self.space)
         issues += _optimizer_issues(self) + _fidelity_issues(self)
         raise_issues("StudySpec", issues or _tunable_issues(self))
         return self
+
+    def trainer_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A trial's params as the trainer reads them: each under the trainer param it sets
+        (its `param`, else its own name)."""
+        return {_sets(self.space.get(name), name): value for name, value in params.items()}
 
     def effective_max_trials(self) -> int:
         """How many trials the study creates at most: for grid, the grid size (capped by
@@ -276,6 +281,56 @@ def _condition_issues(spec: StudySpec) -> list[Issue]:
                 issue = _condition_value_issue(ref, space[ref], allowed, grid)
                 issues += [Issue(loc, issue, allowed)] if issue else []
     return issues
+
+
+def _sets(param: Param | None, name: str) -> str:
+    """The trainer param that the space's parameter `name` sets."""
+    return param.param if param is not None and param.param else name
+
+
+def _param_issues(space: Mapping[str, Param]) -> list[Issue]:
+    """A `param` is a parameter name that no other parameter of the space has, and parameters
+    that set the same trainer param are never active together: their `when` conditions on some
+    parameter have no value in common."""
+    issues = []
+    for name, param in space.items():
+        target = param.param
+        if target is None or target == name:
+            continue
+        if not _PARAM_NAME.fullmatch(target):
+            issues.append(Issue(("space", name, "param"), f"'{target}' is not a parameter name"))
+        elif target in space:
+            msg = f"'{target}' is a parameter of the space itself; give this one a `param` only "
+            msg += "when no parameter has that name"
+            issues.append(Issue(("space", name, "param"), msg, target))
+        else:
+            clash = next(
+                (
+                    other
+                    for other, other_param in space.items()
+                    if other != name
+                    and _sets(other_param, other) == target
+                    and not _exclusive(param, other_param)
+                ),
+                None,
+            )
+            if clash is not None:
+                msg = (
+                    f"'{name}' and '{clash}' both set '{target}': give them `when` conditions "
+                    "that never hold together (such as different optimizers)"
+                )
+                issues.append(Issue(("space", name, "param"), msg, target))
+    return issues
+
+
+def _exclusive(a: Param, b: Param) -> bool:
+    """Whether two parameters' `when` conditions can never hold at once."""
+    conditions_a, conditions_b = search_space.conditions(a), search_space.conditions(b)
+    return any(
+        not any(search_space.same_value(x, y) for x in values for y in conditions_b[ref])
+        for ref, values in conditions_a.items()
+        if ref in conditions_b
+    )
 
 
 def _condition_value_issue(ref: str, param: Param, allowed: list[Any], grid: bool) -> str | None:

@@ -30,15 +30,16 @@ def tunable_issues(model: str, space: dict[str, Param], fixed: dict[str, Any]) -
     if model not in tunables.BUILTIN_MODELS:
         return []
     issues: list[Issue] = []
+    always = {param.param or name for name, param in space.items() if not param.when}
     for name, value in fixed.items():
         declared = tunables.find(name, model)
         # the workload's value holds where the space leaves the parameter out (`when`)
-        if declared is not None and (name not in space or space[name].when):
+        if declared is not None and name not in always:
             problem = declared.problem(value)
             if problem:
                 issues.append(Issue(("workload", name), _message(declared, problem), value))
     for name, param in space.items():
-        declared = tunables.find(name, model)
+        declared = tunables.find(param.param or name, model)
         if declared is not None:
             issues += _param_issues(name, param, declared)
     return issues or _group_issues(model, space, fixed)
@@ -56,10 +57,10 @@ def _param_issues(name: str, param: Param, declared: Tunable) -> list[Issue]:
     if param.values is not None:
         return _values_issues((*loc, "values"), param.values, declared)
     if declared.type in ("choice", "bool"):
-        msg = f"`{name}` takes {declared.allowed()}: make it a categorical parameter with those"
+        msg = f"`{declared.name}` takes {declared.allowed()}: make it a categorical parameter"
         return [Issue((*loc, "type"), msg, param.type)]
     if declared.type == "int" and isinstance(param, FloatParam):
-        msg = f"`{name}` takes {declared.allowed()}: make it an int parameter, not a float range"
+        msg = f"`{declared.name}` takes {declared.allowed()}: make it an int parameter"
         return [Issue((*loc, "type"), msg, param.type)]
     for end in ("low", "high"):
         value = getattr(param, end)

@@ -112,3 +112,23 @@ def test_tunables_are_listed(client: TestClient) -> None:
         "weight",
         "selu",
     ]
+
+
+def test_a_worker_receives_the_trainer_param_a_parameter_sets(client: TestClient) -> None:
+    from tests.conftest import ApiWorker
+
+    wd = {"type": "float", "low": 1e-5, "high": 1e-3, "log": True, "param": "weight_decay"}
+    space = {
+        "optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]},
+        "wd_sgd": {**wd, "when": {"optimizer": "sgd"}},
+        "wd_adamw": {**wd, "low": 1e-3, "high": 1e-1, "when": {"optimizer": "adamw"}},
+    }
+    study = client.post("/api/v1/studies", json=_with(space))
+    assert study.status_code == 201, study.text
+    for trial in ApiWorker(client).lease(count=4):
+        params = trial["params"]
+        assert set(params) == {"lr", "optimizer", "weight_decay"}
+        low, high = (1e-5, 1e-3) if params["optimizer"] == "sgd" else (1e-3, 1e-1)
+        assert low <= params["weight_decay"] <= high
+        shown = client.get(f"/api/v1/trials/{trial['trial_id']}").json()["params"]
+        assert set(shown) == {"lr", "optimizer", f"wd_{params['optimizer']}"}  # the space's names

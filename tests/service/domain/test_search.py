@@ -204,3 +204,37 @@ def test_a_budget_above_the_finite_space_is_refused(services: Services) -> None:
     with pytest.raises(InvalidInput, match=f"exceeds the space's {FINITE_SIZE} configurations"):
         services.studies.patch_budget(study.id, FINITE_SIZE + 1, None)
     assert services.studies.patch_budget(study.id, FINITE_SIZE, None).row.max_trials == FINITE_SIZE
+
+
+def _parallel(services: Services, name: str, kind: str, reverse: bool) -> list[dict[str, Any]]:
+    """Four trials at a time, finished first to last or last to first with made-up values."""
+    services.studies.create(
+        spec_doc(
+            name,
+            strategy={"kind": kind, "seed": 5},
+            budget={"max_trials": 16, "parallel_trials": 4, "epochs": 1},
+            space=SPACE,
+        )
+    )
+    worker = services.protocol.leasing.register("w", "h", 1, "cpu", {}).id
+    proposed: dict[int, dict[str, Any]] = {}
+    while leased := services.protocol.leasing.lease(worker, 4):
+        trials = [a.trial for a in leased]
+        for trial in reversed(trials) if reverse else trials:
+            proposed[trial.number] = trial.params
+            value = 0.9 - 0.1 * trial.number if reverse else 0.1 * trial.number
+            services.protocol.reporting.report(
+                trial.id, trial.lease_token, 1, {"val_accuracy": value}
+            )
+            services.protocol.reporting.complete(trial.id, trial.lease_token)
+    return [proposed[n] for n in sorted(proposed)]
+
+
+def test_random_proposals_repeat_whatever_the_order_and_results(services: Services) -> None:
+    # docs/spec.md, "What a seed repeats": random reads nothing but (seed, trial number)
+    assert _parallel(services, "a", "random", False) == _parallel(services, "b", "random", True)
+
+
+def test_tpe_proposals_depend_on_the_history(services: Services) -> None:
+    # ... while TPE models the results so far: other results, other proposals
+    assert _parallel(services, "a", "tpe", False) != _parallel(services, "b", "tpe", True)

@@ -189,3 +189,69 @@ def test_the_readme_example_spec_is_valid() -> None:
     assert block is not None
     spec_ = StudySpec.model_validate(load_spec_document(block.group(1)))
     assert spec_.workload.model == "cnn" and "groups" in spec_.space
+
+
+PER_OPTIMIZER = {
+    "optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]},
+    "wd_sgd": {
+        "type": "float",
+        "low": 1e-6,
+        "high": 1e-3,
+        "log": True,
+        "when": {"optimizer": "sgd"},
+        "param": "weight_decay",
+    },
+    "wd_adamw": {
+        "type": "float",
+        "low": 1e-4,
+        "high": 1e-1,
+        "log": True,
+        "when": {"optimizer": "adamw"},
+        "param": "weight_decay",
+    },
+}
+
+
+def test_each_optimizer_may_have_its_own_weight_decay_range() -> None:
+    checked = StudySpec.model_validate(spec("mlp", PER_OPTIMIZER))
+    assert checked.trainer_params({"optimizer": "sgd", "wd_sgd": 1e-4}) == {
+        "optimizer": "sgd",
+        "weight_decay": 1e-4,
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "loc", "words"),
+    [
+        (
+            {"wd_adamw": {**PER_OPTIMIZER["wd_adamw"], "when": {"optimizer": ["sgd", "adamw"]}}},
+            ("space", "wd_sgd", "param"),
+            "'wd_sgd' and 'wd_adamw' both set 'weight_decay'",
+        ),
+        (
+            {"weight_decay": {"type": "float", "low": 0.0, "high": 0.1}},
+            ("space", "wd_sgd", "param"),
+            "'weight_decay' is a parameter of the space itself",
+        ),
+        (
+            {"wd_sgd": {**PER_OPTIMIZER["wd_sgd"], "log": False, "low": -1e-3}},
+            ("space", "wd_sgd", "low"),
+            "`weight_decay` must be >= 0.0, got -0.001",
+        ),
+    ],
+)
+def test_a_param_set_twice_must_be_exclusive_and_within_the_tunable(
+    change: dict[str, Any], loc: tuple[str, ...], words: str
+) -> None:
+    got, msg = refusal(spec("mlp", {**PER_OPTIMIZER, **change}))
+    assert got == loc
+    assert words in msg
+
+
+def test_the_docs_per_optimizer_example_is_valid() -> None:
+    text = (ROOT / "docs" / "spec.md").read_text()
+    block = re.search(r"### One trainer param, two ranges\n.*?```yaml\n(.*?)```", text, re.S)
+    assert block is not None
+    space = load_spec_document(block.group(1))
+    checked = StudySpec.model_validate(spec("cnn", space))
+    assert {p.param for p in checked.space.values()} == {None, "lr", "weight_decay"}
