@@ -116,9 +116,11 @@ class Reporting:
             self._record(unit, study, trial, item.epoch, item.metrics, now)
         spec = search.stored_spec(study.spec)
         if at_rung_end(trial, spec):
+            self._record_before_pause(unit, trial, item.epoch)
             self._pause_for_promotion(unit, study, trial)
             return Decision.PAUSE
         if study.state is StudyState.STOPPED:
+            self._record_before_pause(unit, trial, item.epoch)
             self.context.transitions.release(unit, trial, TrialState.PAUSED)
             return Decision.PAUSE
         value, optuna_id = trial.value, trial.optuna_trial_id
@@ -135,6 +137,14 @@ class Reporting:
             item.epoch,
             (study.name, study.optuna_study_id, spec, optuna_id, item.epoch, value),
         )
+
+    def _record_before_pause(self, unit: Unit, trial: TrialRow, epoch: int) -> None:
+        """Give Optuna the value of the epoch a trial pauses at (a rung's end, a stopped
+        study), as every other epoch's: the sampler (TPE, BOHB-like hyperband) learns from it.
+        Queued before the pause's own after-commit calls, so it lands before a prune's tell."""
+        if trial.optuna_trial_id is not None and trial.value is not None and epoch == trial.epochs:
+            storage = self.context.transitions.optuna.storage
+            unit.later(search.record_value, storage, trial.optuna_trial_id, epoch, trial.value)
 
     def _pause_for_promotion(self, unit: Unit, study: StudyRow, trial: TrialRow) -> None:
         self.context.transitions.release(unit, trial, TrialState.PAUSED)

@@ -239,6 +239,13 @@ def _ask_untried(
     return _fixed_trial(storage, study_id, spec, pick)
 
 
+def record_value(storage: RDBStorage, optuna_trial_id: int, epoch: int, value: float) -> None:
+    """Record the objective of `epoch` without asking the pruner (a trial pausing there); a
+    no-op when the Optuna trial has finished meanwhile."""
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_intermediate_value(optuna_trial_id, epoch, value)
+
+
 def report(
     cache: StudyCache,
     name: str,
