@@ -81,7 +81,12 @@ class BudgetPatch(Strict):
 
 
 class StudyPatch(Strict):
-    budget: BudgetPatch
+    budget: BudgetPatch | None = None
+    initial: list[dict[str, Any]] | None = Field(
+        None,
+        max_length=1000,
+        description="warm start: more configurations ({param: value}) to run next, in order",
+    )
 
 
 class TrialPublic(BaseModel):

@@ -130,8 +130,15 @@ def resume_study(studies: StudiesDep, study_id: IdPath) -> schemas.StudyPublic:
 def patch_study(
     studies: StudiesDep, study_id: IdPath, patch: schemas.StudyPatch
 ) -> schemas.StudyPublic:
-    """Change the budget; raising `max_trials` of a finished study continues it."""
-    view = studies.patch_budget(study_id, patch.budget.max_trials, patch.budget.parallel_trials)
+    """Change the budget (raising `max_trials` of a finished study continues it) and add
+    `initial` configurations that run next."""
+    if patch.budget is None and patch.initial is None:
+        raise InvalidInput((), "a patch changes the budget, adds initial configurations, or both")
+    if patch.initial:
+        view = studies.add_initial(study_id, patch.initial)
+    if patch.budget is not None:
+        budget = patch.budget
+        view = studies.patch_budget(study_id, budget.max_trials, budget.parallel_trials)
     return serializers.study(view)
 
 

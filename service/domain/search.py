@@ -23,7 +23,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState as OptunaState
 
 from hpo.protocol import TrialState
-from service.domain.spec import MAX_GRID_POINTS, StudySpec
+from service.domain.spec import MAX_GRID_POINTS, StudySpec, initial_params
 from service.domain.spec.space import (
     configuration_key,
     distribution_for,
@@ -107,6 +107,15 @@ def create_study(storage: RDBStorage, name: str, spec: StudySpec) -> int:
         return storage.create_new_study([direction], study_name=name)
     except optuna.exceptions.DuplicatedStudyError:
         return storage.get_study_id_from_name(name)
+
+
+def enqueue(storage: RDBStorage, name: str, spec: StudySpec, initial: list[dict[str, Any]]) -> None:
+    """Warm start: queue validated configurations to run before the sampler's own, in order
+    (Optuna's `enqueue_trial`: the next asks take them first). A configuration that a trial
+    already has, or that is already queued, is not queued again."""
+    study = optuna.Study(study_name=name, storage=storage)
+    for configuration in initial:
+        study.enqueue_trial(initial_params(spec.space, configuration), skip_if_exists=True)
 
 
 def delete_study(storage: RDBStorage, optuna_study_id: int) -> None:

@@ -3,6 +3,7 @@ the budget, delete. Worker-facing operations live in `service.domain.protocol`."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,7 +13,7 @@ from optuna.storages import RDBStorage
 from hpo.protocol import StudyState, TrialState, WorkerState
 from service.domain import search
 from service.domain.errors import Conflict, InvalidInput, NotFound
-from service.domain.spec import StudySpec
+from service.domain.spec import StudySpec, configuration_issues
 from service.domain.spec.space import grid_size
 from service.domain.transitions import Transitions, target_epochs
 from service.domain.workers import can_run, is_stale
@@ -110,6 +111,7 @@ class Studies:
             if stores.studies.name_taken(spec.name):
                 raise Conflict(f"a study named '{spec.name}' already exists")
         optuna_id = search.create_study(self.storage, spec.name, spec)
+        search.enqueue(self.storage, spec.name, spec, spec.initial)
         try:
             with unit_of_work(self.db) as unit:
                 row = unit.studies.create(
@@ -211,6 +213,22 @@ class Studies:
             }
             study.spec = {**study.spec, "budget": budget}
             self.transitions.settle(unit, study)
+        return self.get(study_id)
+
+    def add_initial(self, study_id: int, initial: Sequence[dict[str, Any]]) -> StudyView:
+        """Warm start a study that exists: `initial`'s configurations run before the
+        sampler's next choices, in order. Raises InvalidInput naming the configuration's field
+        (`initial.0.lr`) when one is not a configuration of the study's space."""
+        with unit_of_work(self.db) as unit:
+            study = _found(unit.studies.lock(study_id), study_id)
+            spec = search.stored_spec(study.spec)
+            if spec.strategy.kind == "grid":
+                raise InvalidInput(("initial",), "grid search tries every point of its grid")
+            for i, configuration in enumerate(initial):
+                for issue in configuration_issues(spec.space, configuration, ("initial", i)):
+                    raise InvalidInput(issue.loc, issue.msg)
+            study.spec = {**study.spec, "initial": [*spec.initial, *initial]}
+            unit.later(search.enqueue, self.storage, study.name, spec, initial)
         return self.get(study_id)
 
     def delete(self, study_id: int) -> None:

@@ -14,6 +14,7 @@ context; without one only the built-ins are::
 """
 
 from service.domain.spec._document import SpecDocumentError, load_spec_document
+from service.domain.spec._initial import configuration_issues, initial_params
 from service.domain.spec._params import (
     MAX_GRID_POINTS,
     CategoricalParam,
@@ -45,5 +46,7 @@ __all__ = [
     "Param",
     "SpecDocumentError",
     "StudySpec",
+    "configuration_issues",
+    "initial_params",
     "load_spec_document",
 ]

@@ -28,6 +28,7 @@ from service.domain.spec._errors import (
     show,
     show_all,
 )
+from service.domain.spec._initial import MAX_INITIAL, initial_issues
 from service.domain.spec._params import (
     MAX_GRID_POINTS,
     CategoricalParam,
@@ -184,6 +185,12 @@ class StudySpec(Strict):
     budget: Budget = Field(default_factory=Budget)
     space: dict[Annotated[str, AfterValidator(_check_param_name)], Param]
     workload: Workload
+    initial: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=MAX_INITIAL,
+        description="warm start: configurations ({param: value, ...}) that run first, in order; "
+        "parameters left out are chosen by the sampler",
+    )
 
     @field_validator("space", mode="wrap")
     @classmethod
@@ -209,6 +216,7 @@ class StudySpec(Strict):
         if not issues and self.strategy.kind == "grid":
             issues = _grid_issues(self.space)
         issues += _optimizer_issues(self) + _fidelity_issues(self)
+        issues += initial_issues(self.space, self.initial, self.strategy.kind)
         raise_issues("StudySpec", issues or _tunable_issues(self))
         return self
 
