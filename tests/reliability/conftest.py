@@ -56,6 +56,34 @@ def finished(http: httpx.Client, study_id: int, timeout: float) -> dict[str, Any
     return study
 
 
+def wait_mid_way(http: httpx.Client, study_id: int = 1, timeout: float = 120) -> None:
+    """Wait until a trial of the study is running past its first epoch (the study may not
+    exist yet: `hpo submit` creates it)."""
+
+    def mid_way() -> bool:
+        page = http.get(f"/api/v1/studies/{study_id}/trials")
+        items = page.json()["items"] if page.status_code == 200 else []
+        return any(t["state"] == "running" and t["epochs"] >= 1 for t in items)
+
+    wait_for(mid_way, timeout, "a trial mid-way", every=0.1)
+
+
+def completed_once_each(
+    http: httpx.Client, study_id: int, count: int, epochs: int
+) -> list[dict[str, Any]]:
+    """Assert that the study completed trials 0..count-1, each with the epochs 1..epochs once,
+    none run more than twice (handed back once and resumed); returns the trials."""
+    study = get(http, f"/api/v1/studies/{study_id}")
+    assert study["state"] == "completed" and study["counts"]["completed"] == count, study
+    rows = trials(http, study_id)
+    assert sorted(t["number"] for t in rows) == list(range(count))
+    for trial in rows:
+        curve = get(http, f"/api/v1/trials/{trial['id']}")["curve"]
+        assert [point["epoch"] for point in curve] == list(range(1, epochs + 1)), trial
+    assert all(t["attempt"] <= 2 for t in rows), rows
+    return rows
+
+
 def every_view_answers(http: httpx.Client, study_id: int) -> None:
     """Every list and detail endpoint of the API (the page's included, read from the OpenAPI
     document, the event stream aside) answers 200 for the study and each of its trials."""

@@ -25,7 +25,7 @@ import yaml
 from sqlalchemy import create_engine, make_url, text
 
 from tests.conftest import Processes, free_port, postgres_database, spec_doc, wait_for
-from tests.reliability.conftest import get, trials
+from tests.reliability.conftest import completed_once_each, get, wait_mid_way
 
 EPOCHS = 4
 TRIALS = 4
@@ -183,30 +183,13 @@ def _submit(processes: Processes, tmp_path: Path, url: str, name: str) -> None:
     processes.start("submit", "submit", str(spec), "--server", url, "--wait")
 
 
-def _wait_mid_way(http: httpx.Client) -> None:
-    def mid_way() -> bool:
-        page = http.get("/api/v1/studies/1/trials")  # 404 until `hpo submit` created it
-        items = page.json()["items"] if page.status_code == 200 else []
-        return any(t["state"] == "running" and t["epochs"] >= 1 for t in items)
-
-    wait_for(mid_way, 120, "a trial mid-way", every=0.1)
-
-
 def _assert_completed_exactly_once(processes: Processes, url: str, name: str) -> None:
     """`hpo submit --wait` ends well; every trial completed with epochs 1..EPOCHS once each."""
     submit = processes.procs[-1]
     assert submit.wait(300) == 0, processes.log("submit")
     assert f"study '{name}' completed" in processes.log("submit")
     with httpx.Client(base_url=url, timeout=30) as http:
-        study = get(http, "/api/v1/studies/1")
-        assert study["state"] == "completed" and study["counts"]["completed"] == TRIALS
-        rows = trials(http, 1)
-        assert sorted(t["number"] for t in rows) == list(range(TRIALS))
-        for trial in rows:
-            curve = get(http, f"/api/v1/trials/{trial['id']}")["curve"]
-            assert [point["epoch"] for point in curve] == list(range(1, EPOCHS + 1))
-        # A trial may be handed back and resumed (attempt 2), never run a third time.
-        assert all(t["attempt"] <= 2 for t in rows)
+        completed_once_each(http, 1, TRIALS, EPOCHS)
     logs = "".join(processes.log(f"w{i}") for i in range(WORKERS))
     assert logs.count("completed in") == TRIALS
 
@@ -222,7 +205,7 @@ def test_postgres_stopped_20_s_mid_study_answers_503_and_the_study_completes(
     workers = [processes.worker(f"w{i}", url) for i in range(WORKERS)]
     _submit(processes, tmp_path, url, "outage")
     with httpx.Client(base_url=url, timeout=30) as http:
-        _wait_mid_way(http)
+        wait_mid_way(http)
         cluster.stop()
         stopped_at = time.monotonic()
         reply = http.get("/api/v1/studies/1")
@@ -255,7 +238,7 @@ def test_every_server_connection_killed_by_the_database_loses_nothing(
         killed = 0
         try:
             with httpx.Client(base_url=url, timeout=30) as http:
-                _wait_mid_way(http)
+                wait_mid_way(http)
                 for _ in range(3):  # three times, a second apart, while trials train
                     with admin.connect() as conn:
                         killed += conn.execute(
@@ -355,7 +338,7 @@ def test_failover_to_a_promoted_replica_behind_pgbouncer_loses_nothing(
             processes.worker(f"w{i}", url)
         _submit(processes, tmp_path, url, "failover")
         with httpx.Client(base_url=url, timeout=30) as http:
-            _wait_mid_way(http)
+            wait_mid_way(http)
             primary.crash()
             assert http.get("/api/v1/studies/1").status_code == 503
             time.sleep(3)  # a failover manager notices, then promotes

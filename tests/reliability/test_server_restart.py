@@ -11,8 +11,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import Processes, free_port, postgres_database, spec_doc, wait_for
-from tests.reliability.conftest import get, trials
+from tests.conftest import Processes, free_port, postgres_database, spec_doc
+from tests.reliability.conftest import completed_once_each, wait_mid_way
 
 EPOCHS = 4
 TRIALS = 4
@@ -45,13 +45,7 @@ def _kill_and_restart(processes: Processes, tmp_path: Path, database: str, outag
     spec.write_text(yaml.safe_dump(spec_doc("restart", budget=budget, workload=WORKLOAD)))
     submit = processes.start("submit", "submit", str(spec), "--server", url, "--wait")
     with httpx.Client(base_url=url, timeout=30) as http:
-
-        def mid_way() -> bool:
-            page = http.get("/api/v1/studies/1/trials")  # 404 until `hpo submit` created it
-            items = page.json()["items"] if page.status_code == 200 else []
-            return any(t["state"] == "running" and t["epochs"] >= 1 for t in items)
-
-        wait_for(mid_way, 120, "a trial mid-way", every=0.1)
+        wait_mid_way(http)
     server = processes.process("server")
     server.send_signal(signal.SIGKILL)
     server.wait()
@@ -65,16 +59,9 @@ def _kill_and_restart(processes: Processes, tmp_path: Path, database: str, outag
         assert "the server does not answer; waiting for it to come back" in out
     assert all(worker.poll() is None for worker in workers)  # they reconnected on their own
     with httpx.Client(base_url=url, timeout=30) as http:
-        study = get(http, "/api/v1/studies/1")
-        assert study["state"] == "completed" and study["counts"]["completed"] == TRIALS
-        rows = trials(http, 1)
-        assert sorted(t["number"] for t in rows) == list(range(TRIALS))
-        for trial in rows:
-            curve = get(http, f"/api/v1/trials/{trial['id']}")["curve"]
-            assert [point["epoch"] for point in curve] == list(range(1, EPOCHS + 1))
-        # Only the trials that were running when the server died may have been run again.
-        assert sum(t["attempt"] - 1 for t in rows) <= WORKERS
-        assert all(t["attempt"] <= 2 for t in rows)
+        rows = completed_once_each(http, 1, TRIALS, EPOCHS)
+    # Only the trials that were running when the server died may have been run again.
+    assert sum(t["attempt"] - 1 for t in rows) <= WORKERS
     processes.stop_all()  # before a PostgreSQL database goes away under them
     logs = "".join(processes.log(f"w{i}") for i in range(WORKERS))
     assert logs.count("completed in") == TRIALS
