@@ -111,9 +111,11 @@ class Reporting:
         Optuna report (and pruner question) to make after the commit."""
         if trial.state is not TrialState.RUNNING:
             return decision_for_finished(trial)
+        # The curve's insert first: the trial's changes below then reach the database as one
+        # UPDATE at the commit, not one flushed before the insert and another after it.
+        if unit.curves.add_once(trial.id, item.epoch, item.metrics, now):
+            self._recorded(unit, study, trial, item.epoch, item.metrics)
         trial.lease_expires_at = self.context.lease_until(now)
-        if not unit.curves.has(trial.id, item.epoch):
-            self._record(unit, study, trial, item.epoch, item.metrics, now)
         spec = search.stored_spec(study.spec)
         if at_rung_end(trial, spec):
             self._record_before_pause(unit, trial, item.epoch)
@@ -152,15 +154,10 @@ class Reporting:
         self.context.transitions.advance_rungs(unit, study)
 
     @staticmethod
-    def _record(
-        unit: Unit,
-        study: StudyRow,
-        trial: TrialRow,
-        epoch: int,
-        metrics: dict[str, float],
-        now: datetime,
+    def _recorded(
+        unit: Unit, study: StudyRow, trial: TrialRow, epoch: int, metrics: dict[str, float]
     ) -> None:
-        unit.curves.add(trial.id, epoch, metrics, now)
+        """What follows a newly stored epoch: the trial's latest value, and the event."""
         if epoch >= trial.epochs:
             trial.epochs = epoch
             trial.value = objective_value(metrics, study.spec["objective"]["metric"])

@@ -24,6 +24,12 @@ class CurveStore:
     def add(self, trial_id: int, epoch: int, metrics: dict[str, float], at: datetime) -> None:
         self.session.add(MetricRow(trial_id=trial_id, epoch=epoch, metrics=metrics, reported_at=at))
 
+    def add_once(self, trial_id: int, epoch: int, metrics: dict[str, float], at: datetime) -> bool:
+        """Store the report of `epoch` unless the trial has one already (a repeated report
+        keeps the first); whether this one was stored. One statement."""
+        values = {"trial_id": trial_id, "epoch": epoch, "metrics": metrics, "reported_at": at}
+        return dialect.insert_new(self.session, MetricRow.__table__, values)
+
     def at(self, trial_id: int, epoch: int) -> dict[str, float] | None:
         """The metrics reported for `epoch`, or None when there is no such report."""
         row = self.session.get(MetricRow, (trial_id, epoch))

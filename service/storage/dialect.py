@@ -4,6 +4,7 @@
   `BEGIN IMMEDIATE` (read-only sessions with a deferred `BEGIN`); PostgreSQL's pool pings.
 - Row locks: SQLite's `BEGIN IMMEDIATE` already holds the whole database for the writer, so a
   lookup made only to lock rows can be skipped there.
+- Idempotent inserts: `INSERT ... ON CONFLICT DO NOTHING`, in each dialect's spelling.
 - JSON: SQLite can read one member of our JSON text in SQL; elsewhere the text is parsed in
   Python.
 - Migrations: only PostgreSQL has the advisory lock that lets one process at a time migrate.
@@ -15,6 +16,7 @@ import sqlite3
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, case, event, func
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -71,6 +73,19 @@ def name(session: Session) -> str:
 def locks_rows(session: Session) -> bool:
     """Whether `SELECT ... FOR UPDATE` locks rows here (SQLite's writer already holds all)."""
     return name(session) != "sqlite"
+
+
+def insert_new(session: Session, table: Any, values: dict[str, Any]) -> bool:
+    """Insert one row unless a row with its primary key exists (`INSERT ... ON CONFLICT DO
+    NOTHING`, one statement where a look-up and an insert were two); whether it was new."""
+    if name(session) == "postgresql":
+        # psycopg's rowcount does not tell a skipped row; RETURNING does.
+        key = next(iter(table.primary_key.columns))
+        statement = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+        return session.execute(statement.returning(key)).first() is not None
+    # sqlite3's rowcount does (and RETURNING needs SQLite 3.35).
+    result = session.execute(sqlite.insert(table).values(**values).on_conflict_do_nothing())
+    return bool(getattr(result, "rowcount", 0) == 1)
 
 
 def json_member(

@@ -10,6 +10,7 @@ for its own trial. On SQLite the writer's `BEGIN IMMEDIATE` already serializes e
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
@@ -42,19 +43,28 @@ def trial_with_study(session: Session, trial_id: int) -> None:
     session.scalars(select(TrialRow).where(TrialRow.id == trial_id).with_for_update()).first()
 
 
-def named_trials_with_studies(session: Session, trial_ids: Collection[int]) -> list[TrialRow]:
-    """The trials `trial_ids` that exist, row-locked after their studies (each kind in id
-    order), waiting for other holders. On SQLite the writer holds everything already."""
-    if dialect.locks_rows(session):
-        found = session.execute(select(TrialRow.study_id).where(TrialRow.id.in_(trial_ids)))
-        study_ids = {study_id for (study_id,) in found}
-        if not study_ids:
-            return []
-        _studies_by_id(session, study_ids)
-    query = (
+def named_trials_with_studies(
+    session: Session, trial_ids: Collection[int]
+) -> list[tuple[StudyRow, TrialRow]]:
+    """The trials `trial_ids` that exist, each with its study, row-locked studies first, then
+    trials, each kind in id order, waiting for other holders. On SQLite, where the writer
+    holds everything already, one joined SELECT reads them."""
+    if not dialect.locks_rows(session):
+        query = (
+            select(StudyRow, TrialRow)
+            .join(StudyRow, StudyRow.id == TrialRow.study_id)
+            .where(TrialRow.id.in_(trial_ids))
+        )
+        return [(study, trial) for study, trial in session.execute(query)]
+    found = session.execute(select(TrialRow.study_id).where(TrialRow.id.in_(trial_ids)))
+    study_ids = {study_id for (study_id,) in found}
+    if not study_ids:
+        return []
+    studies = {row.id: row for row in _studies_by_id(session, study_ids, whole=True)}
+    locked = (
         select(TrialRow).where(TrialRow.id.in_(trial_ids)).order_by(TrialRow.id).with_for_update()
     )
-    return list(session.scalars(query))
+    return [(studies[trial.study_id], trial) for trial in session.scalars(locked)]
 
 
 def trials_with_studies(session: Session, where: ColumnElement[bool]) -> list[TrialRow]:
@@ -91,10 +101,8 @@ def first_free_trial(session: Session, where: ColumnElement[bool]) -> TrialRow |
     return session.scalars(query).first()
 
 
-def _studies_by_id(session: Session, study_ids: Collection[int]) -> None:
-    session.execute(
-        select(StudyRow.id)
-        .where(StudyRow.id.in_(study_ids))
-        .order_by(StudyRow.id)
-        .with_for_update()
-    )
+def _studies_by_id(session: Session, study_ids: Collection[int], whole: bool = False) -> list[Any]:
+    """Lock the studies in id order; their rows with `whole`, else their ids."""
+    columns: Any = StudyRow if whole else StudyRow.id
+    query = select(columns).where(StudyRow.id.in_(study_ids)).order_by(StudyRow.id)
+    return list(session.scalars(query.with_for_update()))

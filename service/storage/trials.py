@@ -80,16 +80,10 @@ class TrialStore:
 
     def lock_for_reports(self, trial_ids: Collection[int]) -> dict[int, tuple[StudyRow, TrialRow]]:
         """`lock_for_report` for several trials at once (a batched report): each existing
-        trial with its study, all locked in the lock order; missing trials are left out."""
-        trials = locks.named_trials_with_studies(self.session, set(trial_ids))
-        if not trials:
-            return {}
-        study_ids = {trial.study_id for trial in trials}
-        studies = {
-            study.id: study
-            for study in self.session.scalars(select(StudyRow).where(StudyRow.id.in_(study_ids)))
-        }
-        return {trial.id: (studies[trial.study_id], trial) for trial in trials}
+        trial with its study, by trial id, all locked in the lock order; missing trials are
+        left out."""
+        pairs = locks.named_trials_with_studies(self.session, set(trial_ids))
+        return {trial.id: (study, trial) for study, trial in pairs}
 
     def take_queued(self, study_id: int) -> TrialRow | None:
         """The study's lowest-numbered queued trial that no other lease is taking, locked.

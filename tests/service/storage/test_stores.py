@@ -232,6 +232,40 @@ def test_lock_for_report_answers_the_trial_and_its_study(db: Database) -> None:
         assert unit.trials.lock_for_report(trial_id + 1000) is None
 
 
+def test_lock_for_reports_answers_each_trial_with_its_study_and_leaves_out_missing_ones(
+    db: Database,
+) -> None:
+    with unit_of_work(db) as unit:
+        first, second = _study(unit, "a"), _study(unit, "b")
+    a1, a2 = _trials(db, first, [TrialState.RUNNING, TrialState.PAUSED])
+    (b1,) = _trials(db, second, [TrialState.RUNNING])
+    with unit_of_work(db) as unit:
+        found = unit.trials.lock_for_reports([b1, a2, a1, b1 + 1000])
+        assert {t: (s.id, r.id) for t, (s, r) in found.items()} == {
+            a1: (first, a1),
+            a2: (first, a2),
+            b1: (second, b1),
+        }
+        assert found[a2][1].state is TrialState.PAUSED
+        assert unit.trials.lock_for_reports([b1 + 1000]) == {}
+
+
+def test_a_curve_point_is_stored_once_and_a_repeat_keeps_the_first(db: Database) -> None:
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    (trial_id,) = _trials(db, study_id, [TrialState.RUNNING])
+    with unit_of_work(db) as unit:
+        assert unit.curves.add_once(trial_id, 1, {"val_accuracy": 0.5}, NOW) is True
+        assert unit.curves.add_once(trial_id, 1, {"val_accuracy": 0.9}, NOW) is False
+    with unit_of_work(db) as unit:
+        assert unit.curves.add_once(trial_id, 1, {"val_accuracy": 0.7}, NOW) is False
+        assert unit.curves.add_once(trial_id, 2, {"val_accuracy": math.nan}, NOW) is True
+    with reading(db) as stores:
+        curve = [(row.epoch, row.metrics) for row in stores.curves.of_trial(trial_id)]
+    assert curve[0] == (1, {"val_accuracy": 0.5})
+    assert curve[1][0] == 2 and math.isnan(curve[1][1]["val_accuracy"])
+
+
 # -- curves -----------------------------------------------------------------------------------
 
 
