@@ -132,7 +132,7 @@ def patch_study(
 ) -> schemas.StudyPublic:
     """Change the budget (raising `max_trials` of a finished study continues it) and add
     `initial` configurations that run next."""
-    if patch.budget is None and patch.initial is None:
+    if patch.budget is None and not patch.initial:
         raise InvalidInput((), "a patch changes the budget, adds initial configurations, or both")
     if patch.initial:
         view = studies.add_initial(study_id, patch.initial)

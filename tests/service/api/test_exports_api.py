@@ -98,6 +98,9 @@ def test_exports_need_the_user_token(secured: TestClient) -> None:
     reply = secured.get(path, headers={"Authorization": f"Bearer {USER_TOKEN}"})
     assert reply.status_code == 200
     assert reply.text.startswith("id,number,state,value")
+    # the page's download links carry its session cookie instead of a header
+    secured.post("/api/v1/session", json={"token": USER_TOKEN}).raise_for_status()
+    assert secured.get(path).text == reply.text
 
 
 def test_records_are_read_a_page_at_a_time_in_number_order(client: TestClient) -> None:

@@ -116,7 +116,8 @@ def test_patch_adds_initial_configurations_to_a_running_study(client: TestClient
     bad = client.patch(path, json={"initial": [{"norm": "magic"}]})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "initial", 0, "norm"]
-    assert client.patch(path, json={}).status_code == 422
+    for nothing in ({}, {"initial": []}, {"initial": None}):
+        assert client.patch(path, json=nothing).status_code == 422, nothing
     both = client.patch(path, json={"initial": [{"lr": 0.005}], "budget": {"max_trials": 6}})
     assert both.status_code == 200 and both.json()["max_trials"] == 6
     assert _next_params(worker)[1]["lr"] == 0.005
