@@ -16,7 +16,10 @@ from hpo.protocol import (
     EpochReport,
     HeartbeatResponse,
     LeaseGrant,
+    ReportBatchResponse,
+    ReportOutcome,
     ReportResponse,
+    TrialReport,
     WorkerRegistered,
 )
 
@@ -73,6 +76,13 @@ class WorkerClient(Connection):
         report = EpochReport.model_construct(token=token, epoch=epoch, metrics=metrics)
         reply = self._trial_call(worker_id, trial_id, "report", report.model_dump())
         return ReportResponse.model_validate(reply).decision
+
+    def report_many(self, worker_id: int, reports: list[TrialReport]) -> list[ReportOutcome]:
+        """Several trials' epoch reports in one request; each item's outcome, in order (its
+        decision, or the status and detail of an item the server refused: 409 stale, 404)."""
+        body = {"reports": [item.model_dump() for item in reports]}
+        reply = self.call("POST", f"/api/v1/workers/{worker_id}/reports", body=body)
+        return ReportBatchResponse.model_validate(reply).results
 
     def complete(
         self,

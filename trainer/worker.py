@@ -27,6 +27,7 @@ from hpo.protocol import Assignment, Decision
 from trainer import plugins
 from trainer.client import WorkerClient
 from trainer.hygiene import MemoryWatch
+from trainer.reporting import ReportBatcher
 
 log = logging.getLogger("hpo.worker")
 LEAVING_RETRY_SECONDS = 3.0
@@ -67,6 +68,12 @@ class DeviceWorker:
         self.heartbeat_seconds = 10.0
         self._current: Lease | None = None
         self._lock = threading.Lock()
+        # Every trial's epoch reports (a fused group's members report at once) go through
+        # one batcher: what is ready together leaves in one request.
+        self.reports = ReportBatcher(
+            lambda r: self.client.report(self.worker_id, r.trial_id, r.token, r.epoch, r.metrics),
+            lambda items: self.client.report_many(self.worker_id, items),
+        )
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -252,9 +259,7 @@ class DeviceWorker:
         if lease.lost.is_set():
             return Decision.STOP
         try:
-            decision = self.client.report(
-                self.worker_id, lease.trial_id, lease.token, epoch, metrics
-            )
+            decision = self.reports.report(lease.trial_id, lease.token, epoch, metrics)
         except ApiError as exc:
             if exc.status in (404, 409):  # re-leased to another worker, or deleted
                 lease.lost.set()
