@@ -24,6 +24,8 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
 
+from hpo import tunables
+
 log = logging.getLogger("hpo.plugins")
 
 GROUPS = {"models": "hpo.models", "datasets": "hpo.datasets", "trainers": "hpo.trainers"}
@@ -35,12 +37,35 @@ class Plugins:
     datasets: dict[str, Callable[..., Any]] = field(default_factory=dict)
     trainers: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
-    def capabilities(self) -> dict[str, list[str]]:
-        """What the worker tells the server it can run (trainers are named as models)."""
-        return {
+    def capabilities(self) -> dict[str, Any]:
+        """What the worker tells the server it can run (trainers are named as models), and
+        the tunables its models and trainers declare (`tunables` only when some do)."""
+        caps: dict[str, Any] = {
             "models": sorted({*self.models, *self.trainers}),
             "datasets": sorted(self.datasets),
         }
+        declared = [
+            tunable.model_dump(mode="json")
+            for name, entry in sorted({**self.models, **self.trainers}.items())
+            for tunable in declared_tunables(name, entry)
+        ]
+        if declared:
+            caps["tunables"] = declared
+        return caps
+
+
+def declared_tunables(name: str, entry: Callable[..., Any]) -> list[tunables.Tunable]:
+    """The tunables a plugin model or trainer declares as its entry point's `tunables`
+    attribute (hpo.tunables.Tunable objects or their dicts), each scoped to `name`. A broken
+    declaration is logged and left out, like a plugin that fails to load."""
+    try:
+        return [
+            tunables.Tunable.model_validate(t).model_copy(update={"models": (name,)})
+            for t in getattr(entry, "tunables", None) or []
+        ]
+    except ValueError as exc:
+        log.error("plugin %s declares unusable tunables: %s", name, exc)
+        return []
 
 
 def _load_group(group: str) -> dict[str, Callable[..., Any]]:

@@ -27,6 +27,22 @@ def build_two_layer(input_shape: tuple[int, ...], n_classes: int, options: dict)
     )
 
 
+# What the model reads, declared like the built-in trainer's tunables: a worker with this plugin
+# sends it when it registers, and the server refuses specs with other values (hidden: 0).
+build_two_layer.tunables = [  # type: ignore[attr-defined]
+    {"name": "hidden", "type": "int", "default": 64, "low": 1, "description": "hidden units"},
+    {
+        "name": "dropout",
+        "type": "float",
+        "default": 0.0,
+        "low": 0.0,
+        "high": 1.0,
+        "high_open": True,
+        "description": "dropout rate after the hidden layer",
+    },
+]
+
+
 def load_rings(options: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Points on three noisy concentric rings; the class is the ring (`n_samples`, `noise`)."""
     rng = np.random.default_rng(int(options.get("data_seed", 0)))

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from hpo.protocol import Assignment, EpochReport, StudyState, TrialReport, TrialState
+from hpo.tunables import Tunable
 from service.domain.spec import MAX_TRIALS
 
 Number = float | None  # non-finite values are sent as null: JSON has no NaN
@@ -129,6 +130,11 @@ class Capabilities(Strict):
     datasets: list[str] = Field(default_factory=list, max_length=1000)
     fuse: int = Field(
         default=1, ge=1, le=64, description="trials the worker trains at once (--fuse)"
+    )
+    tunables: list[Tunable] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="what its plugin models declare they read (hpo.tunables), checked in specs",
     )
 
 

@@ -48,13 +48,16 @@ class TrialDetailView:
     workers: dict[int, str]
 
 
-def registered_names(stores: Stores) -> dict[str, set[str]]:
-    """Plugin model / dataset names that some registered worker can run."""
+def registered_names(stores: Stores) -> dict[str, Any]:
+    """Plugin model / dataset names that some registered worker can run, and the tunables
+    those workers' plugins declare (the spec's validation context)."""
     names: dict[str, set[str]] = {"models": set(), "datasets": set()}
+    declared: list[dict[str, Any]] = []
     for caps in stores.workers.capabilities():
         for key in names:
             names[key].update(caps.get(key, []))
-    return names
+        declared += [t for t in caps.get("tunables", []) if t not in declared]
+    return {**names, "tunables": declared}
 
 
 def waiting_reason(

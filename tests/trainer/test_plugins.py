@@ -35,10 +35,11 @@ def _curve(config: TrainConfig) -> list[dict[str, float]]:
 
 
 def test_the_worker_announces_the_installed_plugins(example_plugin: Path) -> None:
-    assert plugins.discover().capabilities() == {
-        "models": ["quadratic", "two_layer"],
-        "datasets": ["rings"],
-    }
+    caps = plugins.discover().capabilities()
+    assert (caps["models"], caps["datasets"]) == (["quadratic", "two_layer"], ["rings"])
+    # and the tunables its model declares, scoped to it
+    declared = [(t["name"], t["models"]) for t in caps["tunables"]]
+    assert declared == [("hidden", ["two_layer"]), ("dropout", ["two_layer"])]
 
 
 def test_without_plugins_there_is_nothing_to_announce() -> None:

@@ -21,3 +21,19 @@ def test_every_declared_tunable_is_read_with_its_default(model: str) -> None:
     assert params.used >= {t.name for t in tunables.for_model(model)}
     assert (loop.lr, loop.momentum, loop.batch_size, loop.lr_schedule) == (1e-3, 0.9, 64, "cosine")
     assert loop.grad_clip is None and loop.weight_decay == 0.0
+
+
+def test_a_plugin_sends_the_tunables_its_model_declares() -> None:
+    from trainer.plugins import Plugins
+
+    def build(shape: tuple[int, ...], n_classes: int, options: dict) -> None:
+        raise AssertionError("not built here")
+
+    build.tunables = [  # type: ignore[attr-defined]
+        {"name": "hidden", "type": "int", "default": 64, "low": 1, "description": "units"}
+    ]
+    caps = Plugins(models={"tiny": build, "plain": print}).capabilities()
+    assert caps["models"] == ["plain", "tiny"]
+    [declared] = caps["tunables"]
+    assert (declared["name"], declared["models"], declared["low"]) == ("hidden", ["tiny"], 1.0)
+    assert "tunables" not in Plugins(models={"plain": print}).capabilities()

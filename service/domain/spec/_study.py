@@ -12,12 +12,14 @@ from pydantic import (
     AfterValidator,
     Field,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
 
 from hpo import tunables
+from hpo.tunables import Tunable
 from service.domain import fidelity
 from service.domain.spec import space as search_space
 from service.domain.spec._errors import (
@@ -211,13 +213,13 @@ class StudySpec(Strict):
         return space
 
     @model_validator(mode="after")
-    def _check_across_fields(self) -> StudySpec:
+    def _check_across_fields(self, info: ValidationInfo) -> StudySpec:
         issues = _condition_issues(self) or _cycle_issues(self.space) or _param_issues(self.space)
         if not issues and self.strategy.kind == "grid":
             issues = _grid_issues(self.space)
         issues += _optimizer_issues(self) + _fidelity_issues(self)
         issues += initial_issues(self.space, self.initial, self.strategy.kind)
-        raise_issues("StudySpec", issues or _tunable_issues(self))
+        raise_issues("StudySpec", issues or _tunable_issues(self, _plugin_tunables(info)))
         return self
 
     def trainer_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -429,11 +431,19 @@ def _optimizer_issues(spec: StudySpec) -> list[Issue]:
     return [Issue(("space", "optimizer", "choices"), msg, param.choices)]
 
 
-def _tunable_issues(spec: StudySpec) -> list[Issue]:
-    """Values of the built-in trainer's tunables (the optimizer has its own rule, for every
-    model): checked once the rest of the spec holds, so that each message is about one thing."""
+def _plugin_tunables(info: ValidationInfo) -> list[Tunable]:
+    """The tunables that registered plugins declare (the validation context's `tunables`)."""
+    context = info.context if isinstance(info.context, Mapping) else {}
+    return [Tunable.model_validate(t) for t in context.get("tunables") or ()]
+
+
+def _tunable_issues(spec: StudySpec, plugins: list[Tunable]) -> list[Issue]:
+    """Values of the built-in trainer's tunables, or of those a plugin model declares (the
+    optimizer has its own rule, for every model): checked once the rest of the spec holds, so
+    that each message is about one thing."""
     space = {name: param for name, param in spec.space.items() if name != "optimizer"}
-    return tunable_issues(spec.workload.model, space, dict(spec.workload.model_extra or {}))
+    fixed = dict(spec.workload.model_extra or {})
+    return tunable_issues(spec.workload.model, space, fixed, plugins)
 
 
 def _fidelity_issues(spec: StudySpec) -> list[Issue]:

@@ -2,14 +2,15 @@
 fixes and every value the space can hand out must be one the trainer accepts, so a study never
 starts whose trials fail on the worker or train nonsense.
 
-Only a built-in model is checked: a plugin model or training function reads its params its own
-way, and the server knows nothing of them beyond their names.
+A plugin model or training function reads its params its own way: only the tunables it
+declares (hpo.tunables.Tunable objects, sent by the workers that have it when they register)
+are checked, and nothing else of its params.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from hpo import tunables
@@ -23,12 +24,18 @@ _MOST_ENUMERATED = 10_000
 or group counts): every built-in bound is an end, and no width needs that many group counts."""
 
 
-def tunable_issues(model: str, space: dict[str, Param], fixed: dict[str, Any]) -> list[Issue]:
+def tunable_issues(
+    model: str,
+    space: dict[str, Param],
+    fixed: dict[str, Any],
+    plugins: Sequence[Tunable] = (),
+) -> list[Issue]:
     """Every value of a declared tunable that `model` reads, in the space or fixed in the
     workload (`fixed`), checked against its declaration; then the group counts against the
-    model's layer widths. Nothing for a model that is not built in."""
+    model's layer widths. A plugin `model` is checked against the tunables it declares in
+    `plugins`, and only those."""
     if model not in tunables.BUILTIN_MODELS:
-        return []
+        return _declared_issues(model, space, fixed, plugins)
     issues: list[Issue] = []
     always = {param.param or name for name, param in space.items() if not param.when}
     for name, value in fixed.items():
@@ -43,6 +50,24 @@ def tunable_issues(model: str, space: dict[str, Param], fixed: dict[str, Any]) -
         if declared is not None:
             issues += _param_issues(name, param, declared)
     return issues or _group_issues(model, space, fixed)
+
+
+def _declared_issues(
+    model: str, space: dict[str, Param], fixed: dict[str, Any], plugins: Sequence[Tunable]
+) -> list[Issue]:
+    """A plugin model's values against the tunables it declares."""
+    own = {t.name: t for t in plugins if model in t.models}
+    issues: list[Issue] = []
+    always = {param.param or name for name, param in space.items() if not param.when}
+    for name, value in fixed.items():
+        problem = own[name].problem(value) if name in own and name not in always else None
+        if problem:
+            issues.append(Issue(("workload", name), _message(own[name], problem), value))
+    for name, param in space.items():
+        declared = own.get(param.param or name)
+        if declared is not None:
+            issues += _param_issues(name, param, declared)
+    return issues
 
 
 def _message(declared: Tunable, problem: str) -> str:

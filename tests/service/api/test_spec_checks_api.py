@@ -132,3 +132,19 @@ def test_a_worker_receives_the_trainer_param_a_parameter_sets(client: TestClient
         assert low <= params["weight_decay"] <= high
         shown = client.get(f"/api/v1/trials/{trial['trial_id']}").json()["params"]
         assert set(shown) == {"lr", "optimizer", f"wd_{params['optimizer']}"}  # the space's names
+
+
+HIDDEN = {"name": "hidden", "type": "int", "default": 64, "low": 1, "description": "units"}
+
+
+def test_a_plugin_models_declared_tunables_are_checked(client: TestClient) -> None:
+    from tests.conftest import ApiWorker
+
+    ApiWorker(client, models=["two_layer"], tunables=[{**HIDDEN, "models": ["two_layer"]}])
+    plugin = {"model": "two_layer", "dataset": "digits"}
+    loc, msg = _refused(client, {**spec_doc(), "workload": {**plugin, "hidden": 0}})
+    assert loc == ["body", "workload", "hidden"]
+    assert "`hidden` must be >= 1, got 0; it takes an integer >= 1" in msg
+    # values it declares nothing about are its own business
+    doc = {**spec_doc(), "workload": {**plugin, "hidden": 16, "dropout": 1.5}}
+    assert client.post("/api/v1/studies", json=doc).status_code == 201
