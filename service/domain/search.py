@@ -127,8 +127,9 @@ def delete_study(storage: RDBStorage, optuna_study_id: int) -> None:
 def _stored(spec_json: str) -> StudySpec:
     document = json.loads(spec_json)
     workload = document["workload"]
-    # Accepted once already: the model and dataset may be plugins, known to workers only.
-    context = {"models": {workload["model"]}, "datasets": {workload["dataset"]}}
+    # Accepted once already: the model and dataset may be plugins, known to workers only, and
+    # a study created before a tunable's check existed must stay readable.
+    context = {"models": {workload["model"]}, "datasets": {workload["dataset"]}, "stored": True}
     return StudySpec.model_validate(document, context=context)
 
 

@@ -219,7 +219,9 @@ class StudySpec(Strict):
             issues = _grid_issues(self.space)
         issues += _optimizer_issues(self) + _fidelity_issues(self)
         issues += initial_issues(self.space, self.initial, self.strategy.kind)
-        raise_issues("StudySpec", issues or _tunable_issues(self, _plugin_tunables(info)))
+        if not issues and not _stored(info):
+            issues = _tunable_issues(self, _plugin_tunables(info))
+        raise_issues("StudySpec", issues)
         return self
 
     def trainer_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -429,6 +431,13 @@ def _optimizer_issues(spec: StudySpec) -> list[Issue]:
         return []
     msg = f"unknown optimizer {show(unknown[0])} in `choices`; the optimizers are {known}"
     return [Issue(("space", "optimizer", "choices"), msg, param.choices)]
+
+
+def _stored(info: ValidationInfo) -> bool:
+    """The spec of an existing study (context `stored`), read again: its values were checked
+    against the tunables when it was created, and a later, stricter check must not make it
+    unreadable."""
+    return isinstance(info.context, Mapping) and bool(info.context.get("stored"))
 
 
 def _plugin_tunables(info: ValidationInfo) -> list[Tunable]:

@@ -255,3 +255,12 @@ def test_the_docs_per_optimizer_example_is_valid() -> None:
     space = load_spec_document(block.group(1))
     checked = StudySpec.model_validate(spec("cnn", space))
     assert {p.param for p in checked.space.values()} == {None, "lr", "weight_decay"}
+
+
+def test_a_stored_spec_from_before_the_check_stays_readable() -> None:
+    from service.domain import search
+
+    document = {**spec("cnn", None, dropout=1.5), "strategy": {"kind": "random"}}
+    with pytest.raises(ValidationError):
+        StudySpec.model_validate(document)  # a new study like it is refused
+    assert search.stored_spec(document).workload.model_extra == {"dropout": 1.5}
