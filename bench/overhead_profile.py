@@ -14,7 +14,7 @@ HOTSPOTS = [
     ("service/domain/search.py", "ask", "of which `search.ask` (Optuna, after the commit)"),
     ("optuna/study/study.py", "_pop_waiting_trial_id", "of which `Study._pop_waiting_trial_id`"),
     ("service/domain/reporting.py", "report", "`Reporting.report`"),
-    ("service/domain/search.py", "report", "of which `search.report` (Optuna)"),
+    ("service/domain/search.py", "report_values", "of which `search.report_values` (Optuna)"),
     ("service/domain/reporting.py", "complete", "`Reporting.complete`"),
     ("service/domain/search.py", "tell", "of which `search.tell` (Optuna)"),
 ]

@@ -32,12 +32,16 @@ from service.storage.unit import Unit, reading, unit_of_work
 
 class _OptunaReport(NamedTuple):
     """What a report leaves for after its commit: Optuna's intermediate value, and the
-    pruner's question (`arguments` are search.report's after its study cache)."""
+    pruner's question."""
 
     trial_id: int
     token: str
     epoch: int
-    arguments: tuple[str, int, StudySpec, int, int, float]
+    value: float
+    optuna_trial_id: int
+    study_name: str
+    optuna_study_id: int
+    spec: StudySpec
 
 
 def at_rung_end(trial: TrialRow, spec: StudySpec) -> bool:
@@ -93,10 +97,19 @@ class Reporting:
                     outcomes.append(Decision.CONTINUE)
                 else:
                     outcomes.append(step)
+        storage = transitions.optuna.storage
+        search.report_values(storage, [(s.optuna_trial_id, s.epoch, s.value) for _, s in pending])
         pruned = [
             (position, step)
             for position, step in pending
-            if search.report(transitions.optuna, *step.arguments)
+            if search.should_prune(
+                transitions.optuna,
+                step.study_name,
+                step.optuna_study_id,
+                step.spec,
+                step.optuna_trial_id,
+                step.value,
+            )
         ]
         if pruned:
             ends = self._prune([(step.trial_id, step.token, step.epoch) for _, step in pruned])
@@ -137,7 +150,11 @@ class Reporting:
             trial.id,
             item.token,
             item.epoch,
-            (study.name, study.optuna_study_id, spec, optuna_id, item.epoch, value),
+            value,
+            optuna_id,
+            study.name,
+            study.optuna_study_id,
+            spec,
         )
 
     def _record_before_pause(self, unit: Unit, trial: TrialRow, epoch: int) -> None:

@@ -14,6 +14,7 @@ import random
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -31,6 +32,11 @@ from service.domain.spec.space import (
     sampled_points,
     suggest_params,
 )
+
+try:  # Optuna's own transaction helper, for several intermediate values in one commit
+    from optuna.storages._rdb.storage import _create_scoped_session as _optuna_session
+except ImportError:  # pragma: no cover - an Optuna without it writes them one by one
+    _optuna_session = None  # type: ignore[assignment]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # TPE's `group` (conditional spaces) is marked experimental; it is what define-by-run needs.
@@ -256,17 +262,38 @@ def record_value(storage: RDBStorage, optuna_trial_id: int, epoch: int, value: f
         storage.set_trial_intermediate_value(optuna_trial_id, epoch, value)
 
 
-def report(
-    cache: StudyCache,
-    name: str,
-    study_id: int,
-    spec: StudySpec,
-    optuna_trial_id: int,
-    epoch: int,
-    value: float,
+def report_values(storage: RDBStorage, values: Sequence[tuple[int, int, float]]) -> None:
+    """Record the objective of each (Optuna trial id, epoch, value): several in one Optuna
+    transaction (a batched report's), through the steps of Optuna's own
+    `set_trial_intermediate_value` without its commit per value. The value of an Optuna trial
+    that finished meanwhile is left out."""
+    if len(values) > 1 and _batched_values_supported(storage):
+        write = storage._set_trial_intermediate_value_without_commit
+        try:
+            with _optuna_session(storage.scoped_session) as session:
+                for optuna_trial_id, epoch, value in values:
+                    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                        write(session, optuna_trial_id, epoch, value)
+            return
+        except Exception:  # rolled back (e.g. a retried report wrote one of them meanwhile)
+            pass  # then one by one, as Optuna itself writes them, each skipping a duplicate
+    for optuna_trial_id, epoch, value in values:
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            storage.set_trial_intermediate_value(optuna_trial_id, epoch, value)
+
+
+def _batched_values_supported(storage: RDBStorage) -> bool:
+    """Whether this Optuna has the private steps `report_values` batches with (checked by a
+    test, so an Optuna that renames them fails it instead of silently writing one by one)."""
+    return _optuna_session is not None and hasattr(
+        storage, "_set_trial_intermediate_value_without_commit"
+    )
+
+
+def should_prune(
+    cache: StudyCache, name: str, study_id: int, spec: StudySpec, optuna_trial_id: int, value: float
 ) -> bool:
-    """Record the objective of `epoch` and return True when the pruner says to stop."""
-    cache.storage.set_trial_intermediate_value(optuna_trial_id, epoch, value)
+    """Whether the study's pruner gives up on the trial after its recorded `value`."""
     pruner = make_pruner(spec)
     if pruner is None or math.isnan(value):
         return False

@@ -8,7 +8,9 @@ import json
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
+from service.storage.unit import reading
 from tests.conftest import ApiWorker, spec_doc
 
 
@@ -167,3 +169,34 @@ def test_a_bad_item_is_422_naming_its_field_and_nothing_is_stored(client: TestCl
     assert _curve(client, trial) == []
     empty = _batch(worker)
     assert empty.status_code == 422 and empty.json()["detail"][0]["loc"] == ["body", "reports"]
+
+
+def test_optunas_values_of_a_batch_are_written_in_one_optuna_commit(client: TestClient) -> None:
+    _study(client, budget={"max_trials": 4, "parallel_trials": 4, "epochs": 3})
+    worker = ApiWorker(client)
+    trials = worker.lease(count=4)
+    storage = client.app.state.services.studies.storage  # type: ignore[attr-defined]
+    commits: list[object] = []
+
+    def committed(connection: object) -> None:
+        commits.append(connection)
+
+    event.listen(storage.engine, "commit", committed)
+    try:
+        results = _results(worker, *(_item(t, 1, n / 10) for n, t in enumerate(trials, 1)))
+    finally:
+        event.remove(storage.engine, "commit", committed)
+    assert [r["decision"] for r in results] == ["continue"] * 4
+    assert len(commits) == 1  # Optuna's own set_trial_intermediate_value commits once a value
+    for n, trial in enumerate(trials, 1):
+        detail = client.get(f"/api/v1/trials/{trial['trial_id']}").json()
+        optuna_trial = storage.get_trial(_optuna_id(client, detail["id"]))
+        assert optuna_trial.intermediate_values == {1: n / 10}
+
+
+def _optuna_id(client: TestClient, trial_id: int) -> int:
+    services = client.app.state.services  # type: ignore[attr-defined]
+    with reading(services.db) as stores:
+        row = stores.trials.get(trial_id)
+        assert row is not None and row.optuna_trial_id is not None
+        return row.optuna_trial_id
