@@ -3,7 +3,8 @@
 For users: `hpo.Client(url, token=None)` talks to a server (`create_study`, `study`), whose
 `Study` objects wait, list trials, build a pandas DataFrame and steer the study. `hpo.protocol`
 holds what the server and the worker must agree on (states, decisions, the shapes they
-exchange). Nothing here imports torch, `service` or `trainer`.
+exchange), `hpo.tunables` the built-in trainer's tunables (what the trainer reads, what the
+server checks specs against). Nothing here imports torch, `service` or `trainer`.
 """
 
 from hpo.client import ApiError, Client, ServerUnreachable
