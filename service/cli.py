@@ -88,6 +88,7 @@ def connection_of(args: argparse.Namespace) -> tuple[str, str | None]:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from trainer import processes
+    from trainer.fused.options import parse_fuse
 
     server, token = connection_of(args)
     try:
@@ -98,6 +99,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             retry_seconds=args.retry_seconds,
             log_format=args.log_format,
             max_trials_per_process=args.max_trials_per_process,
+            fuse=parse_fuse(args.fuse),
         )
         return processes.run(options, devices=args.devices)
     except ValueError as exc:
@@ -232,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="start a fresh training process after N trials (on CUDA one also starts whenever "
         "a trial leaves memory behind)",
+    )
+    p.add_argument(
+        "--fuse",
+        default="auto",
+        metavar="K",
+        help="train up to K leased trials at once as one fused model when they share a model "
+        "shape (auto: 8 on a CPU, 32 on CUDA within its free memory; 1: one at a time)",
     )
     _add_log_format(p)
     p.set_defaults(func=cmd_worker)

@@ -33,7 +33,12 @@ class WorkerClient(Connection):
         self.retry_seconds = min(self.retry_seconds, retry_seconds)
 
     def register(
-        self, name: str, host: str, pid: int, device: str, capabilities: dict[str, list[str]]
+        self,
+        name: str,
+        host: str,
+        pid: int,
+        device: str,
+        capabilities: dict[str, list[str] | int],
     ) -> WorkerRegistered:
         body = {
             "name": name,

@@ -19,6 +19,7 @@ from hpo import config
 from hpo.client import ApiError, ServerUnreachable
 from hpo.logs import configure
 from trainer.client import WorkerClient
+from trainer.fused.options import group_size
 from trainer.worker import DeviceWorker
 
 # The per-trial logic's logger: a worker's lines read as one stream, whichever module wrote them.
@@ -93,6 +94,7 @@ class WorkerOptions:
     retry_seconds: float = config.RETRY_SECONDS
     log_format: str = config.DEFAULT_LOG_FORMAT
     max_trials_per_process: int | None = None
+    fuse: int | None = None  # trials trained at once (trainer.fused); None: auto per device
 
     def command(self, device: str) -> list[str]:
         """The `hpo worker` command line that serves `device` alone (the token travels in the
@@ -116,6 +118,8 @@ class WorkerOptions:
             argv += ["--threads", str(self.threads)]
         if self.max_trials_per_process:
             argv += ["--max-trials-per-process", str(self.max_trials_per_process)]
+        if self.fuse is not None:  # None: the default, auto
+            argv += ["--fuse", str(self.fuse)]
         return argv
 
 
@@ -134,7 +138,8 @@ def _device_main(options: WorkerOptions, device: str) -> int:
 
         torch.set_num_threads(options.threads)
     client = WorkerClient(options.server, token=options.token, retry_seconds=options.retry_seconds)
-    worker = DeviceWorker(client, device, max_trials=options.max_trials_per_process)
+    fuse = group_size(device, options.fuse)
+    worker = DeviceWorker(client, device, max_trials=options.max_trials_per_process, fuse=fuse)
 
     def on_signal(signum: int, _frame: Any) -> None:
         if worker.shutdown.is_set():

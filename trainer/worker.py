@@ -52,6 +52,7 @@ class DeviceWorker:
         poll_seconds: float = 1.0,
         max_trials: int | None = None,
         memory: MemoryWatch | None = None,
+        fuse: int = 1,
     ) -> None:
         self.client = client
         self.device = device
@@ -67,6 +68,10 @@ class DeviceWorker:
         self.worker_id = 0
         self.heartbeat_seconds = 10.0
         self._current: Lease | None = None
+        # Up to `fuse` leased trials train at once as one fused model (trainer.fused); the
+        # leases of a group and of groups waiting their turn, renewed by the heartbeat too.
+        self.fuse = fuse
+        self._held: dict[int, Lease] = {}
         self._lock = threading.Lock()
         # Every trial's epoch reports (a fused group's members report at once) go through
         # one batcher: what is ready together leaves in one request.
@@ -83,7 +88,7 @@ class DeviceWorker:
             self.host,
             os.getpid(),
             self.device,
-            capabilities=plugins.discover().capabilities(),
+            capabilities={**plugins.discover().capabilities(), "fuse": self.fuse},
         )
         self.worker_id = reply.worker_id
         self.heartbeat_seconds = reply.heartbeat_seconds
@@ -108,6 +113,11 @@ class DeviceWorker:
                     idle = min(idle * 1.5, 5 * self.poll_seconds)
                     continue
                 idle = self.poll_seconds
+                if len(assignments) > 1:
+                    from trainer.fused.serving import GroupRunner
+
+                    GroupRunner(self, self.fuse).run(assignments)
+                    assignments = []
                 for i, assignment in enumerate(assignments):
                     last = i == len(assignments) - 1
                     upcoming = self.run_trial(assignment, lease_next=last and self._takes_more())
@@ -170,7 +180,7 @@ class DeviceWorker:
     def _lease(self) -> list[Assignment]:
         try:
             # An idle worker holds no trial: one leased to it anyway came in a lost answer.
-            return self.client.lease(self.worker_id, held=[])
+            return self.client.lease(self.worker_id, count=self.fuse, held=[])
         except ApiError as exc:
             if exc.status == 404:  # the server forgot us (database reset): register again
                 self.register()
@@ -180,15 +190,28 @@ class DeviceWorker:
     def _heartbeat_loop(self) -> None:
         while not self.shutdown.wait(self.heartbeat_seconds):
             with self._lock:
-                lease = self._current
+                held = dict(self._held)
+                if self._current is not None:
+                    held[self._current.trial_id] = self._current
             try:
-                leases = [(lease.trial_id, lease.token)] if lease else []
+                leases = [(lease.trial_id, lease.token) for lease in held.values()]
                 decisions = self.client.heartbeat(self.worker_id, leases)
             except (ApiError, ServerUnreachable) as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
-            if lease is not None and decisions.get(lease.trial_id) is Decision.STOP:
-                lease.lost.set()
+            for lease in held.values():
+                if decisions.get(lease.trial_id) is Decision.STOP:
+                    lease.lost.set()
+
+    def hold(self, leases: list[Lease]) -> None:
+        """Renew these leases with every heartbeat until `release_held` (a fused group's)."""
+        with self._lock:
+            self._held.update((lease.trial_id, lease) for lease in leases)
+
+    def release_held(self, leases: list[Lease]) -> None:
+        with self._lock:
+            for lease in leases:
+                self._held.pop(lease.trial_id, None)
 
     # -- one trial --------------------------------------------------------------------------
 

@@ -1,0 +1,78 @@
+"""End to end: `hpo worker --fuse 4` trains a study's trials in fused groups, and they complete
+with the values `--fuse 1` gives them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Processes, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def spec(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "objective": {"metric": "val_accuracy", "direction": "maximize"},
+        "strategy": {"kind": "random", "seed": 0},
+        "budget": {"max_trials": 8, "parallel_trials": 8, "epochs": 3},
+        "space": {
+            "lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+            "dropout": {"type": "float", "low": 0.05, "high": 0.4},
+            "weight_decay": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+        },
+        "workload": {"model": "mlp", "dataset": "digits", "norm": "batch", "batch_size": 64},
+    }
+
+
+def run(processes: Processes, url: str, fuse: str) -> tuple[dict[int, dict], list[dict]]:
+    """The study's trials by number once a `--fuse fuse` worker finished it, and what
+    GET /api/v1/workers said while it trained."""
+    http = httpx.Client(base_url=url, timeout=30)
+    study = http.post("/api/v1/studies", json=spec(f"fuse-{fuse}"))
+    assert study.status_code == 201, study.text
+    study_id = study.json()["id"]
+    worker = processes.worker(f"fuse{fuse}", url, "--fuse", fuse)
+    seen: list[dict] = []
+
+    def finished() -> bool:
+        seen.extend(w for w in http.get("/api/v1/workers").json() if w["trials"])
+        return http.get(f"/api/v1/studies/{study_id}").json()["state"] != "running"
+
+    wait_for(finished, 240, f"the --fuse {fuse} study to finish", every=0.2)
+    worker.terminate()
+    assert worker.wait(30) == 0
+    trials = http.get(f"/api/v1/studies/{study_id}/trials", params={"limit": 100}).json()
+    by_number = {t["number"]: t for t in trials["items"]}
+    for trial in by_number.values():
+        curve = http.get(f"/api/v1/trials/{trial['id']}").json()["curve"]
+        trial["curve"] = [point["metrics"] for point in curve]
+    return by_number, seen
+
+
+def test_a_fused_worker_completes_every_trial_with_the_values_of_an_unfused_one(
+    processes: Processes,
+) -> None:
+    url = processes.server()
+    fused, seen = run(processes, url, "4")
+    alone, _ = run(processes, url, "1")
+    assert sorted(fused) == sorted(alone) == list(range(8))
+    for number, trial in fused.items():
+        other = alone[number]
+        assert trial["state"] == other["state"] == "completed"
+        assert trial["params"] == other["params"]  # the same configuration
+        assert len(trial["curve"]) == 3
+        # Float32 sums in another order: the curves agree closely, the accuracy to a sample or two
+        # of the 360 validation digits.
+        for mine, theirs in zip(trial["curve"], other["curve"], strict=True):
+            assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-3)
+        assert trial["value"] == pytest.approx(other["value"], abs=2.5 / 360)
+    log = processes.log("fuse4")
+    assert log.count("in a group of 4") == 8
+    assert log.count("completed in") == 8
+    # The workers list showed the fused worker training four trials at once, and says so.
+    assert max(len(w["trials"]) for w in seen) == 4
+    assert {w["fuse"] for w in seen} == {4}

@@ -1,0 +1,169 @@
+"""How a worker sizes its fused groups: the --fuse flag, the automatic size per device, and the
+memory estimate that trims a CUDA group."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from hpo.protocol import Assignment
+from service import cli
+from trainer.fused import serving
+from trainer.fused.loop import GroupOutOfMemory
+from trainer.fused.options import CPU_GROUP, CUDA_GROUP, group_size, parse_fuse
+from trainer.fused.serving import memory_fit, trial_bytes
+from trainer.processes import WorkerOptions
+from trainer.train import TrainConfig, TrainResult
+
+
+def test_fuse_takes_auto_or_a_group_size_and_names_itself_otherwise() -> None:
+    assert parse_fuse("auto") is None
+    assert parse_fuse("1") == 1 and parse_fuse("64") == 64
+    for bad in ("0", "65", "-2", "four", ""):
+        with pytest.raises(ValueError, match="--fuse must be 'auto' or a number from 1 to 64"):
+            parse_fuse(bad)
+
+
+def test_the_automatic_size_depends_on_the_device_and_a_given_one_wins() -> None:
+    assert group_size("cpu", None) == CPU_GROUP == 8
+    assert group_size("cuda:0", None) == CUDA_GROUP == 32
+    assert group_size("cuda:0", 1) == 1 and group_size("cpu", 16) == 16
+
+
+def test_the_memory_estimate_grows_with_the_model_and_data_and_trims_the_group() -> None:
+    small = TrainConfig("mlp", "digits", 2, {"width": 32})
+    large = TrainConfig("mlp", "digits", 2, {"width": 512})
+    assert trial_bytes(large) > trial_bytes(small) > 0
+    # At least the parameters, their gradient and two moments, and the gathered digits.
+    n_params = 64 * 512 + 512 * 2 + 512 * 512 + 512 * 10 + 10
+    assert trial_bytes(large) > 4 * (4 * n_params + 64 * 1000)
+    per_trial = trial_bytes(small)
+    assert memory_fit(small, 32, free_bytes=10 * per_trial) == 6  # 60% of the free memory
+    assert memory_fit(small, 4, free_bytes=10 * per_trial) == 4
+    assert memory_fit(small, 32, free_bytes=0) == 1  # a group of one: the unfused case
+
+
+class FakeWorker:
+    """What GroupRunner uses of trainer.worker.DeviceWorker, recording what it is asked."""
+
+    def __init__(self) -> None:
+        self.device = "cpu"
+        self.shutdown = threading.Event()
+        self.trials_run = 0
+        self.held: set[int] = set()
+        self.alone: list[int] = []
+        self.finished: list[int] = []
+        self.given_back: list[int] = []
+
+    def hold(self, leases: list[Any]) -> None:
+        self.held |= {lease.trial_id for lease in leases}
+
+    def release_held(self, leases: list[Any]) -> None:
+        self.held -= {lease.trial_id for lease in leases}
+
+    def run_trial(self, assignment: Assignment) -> list[Assignment]:
+        assert assignment.trial_id not in self.held  # its own lease is the loop's now
+        self.alone.append(assignment.trial_id)
+        return []
+
+    def _finish(self, assignment: Assignment, *_: Any) -> list[Assignment]:
+        self.finished.append(assignment.trial_id)
+        return []
+
+    def _give_back(self, assignments: list[Assignment]) -> None:
+        self.given_back += [a.trial_id for a in assignments]
+
+
+def assignment(trial_id: int, **params: Any) -> Assignment:
+    return Assignment(
+        trial_id=trial_id,
+        token=f"t{trial_id}",
+        study_id=1,
+        study_name="s",
+        number=trial_id,
+        attempt=1,
+        params={"lr": 0.01 * trial_id, **params},
+        workload={"model": "mlp", "dataset": "digits"},
+        objective={"metric": "val_accuracy", "direction": "maximize"},
+        epochs=2,
+        target_epochs=2,
+        start_epoch=0,
+        checkpoint_id=None,
+        rung=0,
+        expires_at=datetime.now(UTC),
+    )
+
+
+def test_a_group_that_runs_out_of_memory_trains_again_in_halves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sizes: list[int] = []
+
+    def train_group(configs: list[TrainConfig], reports: Any, checkpoints: Any) -> list[Any]:
+        sizes.append(len(configs))
+        if len(configs) > 2:
+            raise GroupOutOfMemory("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [TrainResult(2, {"val_accuracy": 0.9}, None) for _ in configs]
+
+    monkeypatch.setattr(serving, "train_group", train_group)
+    worker = FakeWorker()
+    leased = [assignment(i) for i in range(1, 6)]
+    serving.GroupRunner(worker, 8).run(leased)  # type: ignore[arg-type]
+    # 5 -> 2 + 3 -> 2 + (1 alone + 2): every trial trained once, none failed.
+    assert sizes == [5, 2, 3, 2]
+    assert sorted(worker.finished + worker.alone) == [1, 2, 3, 4, 5]
+    assert worker.alone == [3] and worker.trials_run == 5
+    assert worker.held == set()  # every lease handed on or released
+
+
+def test_trials_that_cannot_share_a_model_train_in_their_own_groups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    groups: list[list[float]] = []
+
+    def train_group(configs: list[TrainConfig], reports: Any, checkpoints: Any) -> list[Any]:
+        groups.append([c.params["lr"] for c in configs])
+        return [TrainResult(2, {}, None) for _ in configs]
+
+    monkeypatch.setattr(serving, "train_group", train_group)
+    worker = FakeWorker()
+    leased = [assignment(1), assignment(2, batch_size=32), assignment(3), assignment(4)]
+    serving.GroupRunner(worker, 8).run(leased)  # type: ignore[arg-type]
+    assert groups == [[0.01, 0.03, 0.04]]
+    assert worker.alone == [2]  # its batch size differs: alone, as without fusion
+
+
+def test_a_worker_shutting_down_gives_back_the_groups_it_did_not_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker = FakeWorker()
+
+    def train_group(configs: list[TrainConfig], reports: Any, checkpoints: Any) -> list[Any]:
+        worker.shutdown.set()  # SIGTERM while the first group trains
+        return [TrainResult(2, {}, None) for _ in configs]
+
+    monkeypatch.setattr(serving, "train_group", train_group)
+    leased = [
+        assignment(1),
+        assignment(2),
+        assignment(3, batch_size=32),
+        assignment(4, norm="layer"),
+    ]
+    serving.GroupRunner(worker, 8).run(leased)  # type: ignore[arg-type]
+    assert worker.finished == [1, 2]
+    assert worker.given_back == [3, 4] and worker.alone == []
+
+
+def test_hpo_worker_refuses_a_bad_fuse_naming_the_flag(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["worker", "--server", "http://127.0.0.1:9", "--fuse", "0"]) == 1
+    assert (
+        "error: --fuse must be 'auto' or a number from 1 to 64, got '0'" in capsys.readouterr().err
+    )
+
+
+def test_a_fresh_worker_process_keeps_its_fuse() -> None:
+    assert WorkerOptions(server="http://h:8000").command("cpu")[-2:] != ["--fuse", "auto"]
+    assert WorkerOptions(server="http://h:8000", fuse=4).command("cpu")[-2:] == ["--fuse", "4"]

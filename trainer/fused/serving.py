@@ -1,0 +1,209 @@
+"""How `hpo worker --fuse K` trains what it leased: trials that can share a model in fused
+groups (trainer.fused.loop), each with its own lease, reports, checkpoints and completion; the
+rest one by one as before.
+
+The group size comes from `--fuse` (trainer.fused.options); on CUDA each group is trimmed to what
+a memory estimate says fits, and a group that still runs out of memory in its first epoch is
+halved and trained again rather than failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from trainer.fused.grouping import group_indices
+from trainer.fused.loop import GroupOutOfMemory, train_group
+from trainer.reporting import Checkpoint, Report
+from trainer.train import TrainConfig, TrainingError, TrainResult, build_run
+
+if TYPE_CHECKING:
+    from hpo.protocol import Assignment
+    from trainer.worker import DeviceWorker, Lease
+
+log = logging.getLogger("hpo.worker")
+
+# Share of the free device memory a group may plan to use (the rest: allocator slack, the
+# evaluation batch, the cached datasets of later trials).
+MEMORY_SHARE = 0.6
+
+
+def trial_bytes(config: TrainConfig) -> int:
+    """An estimate of one fused member's device memory: parameters with their gradient and two
+    optimizer moments, its copy of the epoch's gathered training split, and a batch's
+    activations (every layer's output, kept for the backward pass, and its gradient)."""
+    run = build_run(config)
+    n_params = sum(p.numel() for p in run.model.parameters())
+    x = run.data.x_train
+    outputs: list[int] = []
+    hooks = [
+        module.register_forward_hook(lambda _m, _i, out: outputs.append(out.numel()))
+        for module in run.model.modules()
+        if not list(module.children())
+    ]
+    try:
+        run.model.eval()
+        with torch.no_grad():
+            run.model(x[:2])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    batch = len(range(*run.bounds[0]))
+    per_sample = sum(outputs) // 2
+    return 4 * (4 * n_params + x[0].numel() * len(x) + 2 * batch * per_sample)
+
+
+def memory_fit(config: TrainConfig, wanted: int, free_bytes: int) -> int:
+    """How many trials like `config` (one group) fit in `free_bytes`: at least 1, at most
+    `wanted`."""
+    return max(1, min(wanted, int(free_bytes * MEMORY_SHARE) // max(1, trial_bytes(config))))
+
+
+class GroupRunner:
+    """Trains a worker's leased assignments, fused where they can share a model."""
+
+    def __init__(self, worker: DeviceWorker, size: int) -> None:
+        self.worker, self.size = worker, size
+
+    def run(self, assignments: Sequence[Assignment]) -> None:
+        """Trains every assignment to its end (completed, failed, pruned, paused or released).
+        All their leases are held (renewed by the heartbeat) from the start, since later groups
+        wait while earlier ones train; a worker shutting down gives back what it did not start."""
+        from trainer.worker import Lease
+
+        leases = {a.trial_id: Lease(a.trial_id, a.token) for a in assignments}
+        self.worker.hold(list(leases.values()))
+        try:
+            configs: list[TrainConfig | None] = [self._config(a) for a in assignments]
+            ready = [i for i, c in enumerate(configs) if c is not None]
+            usable = [configs[i] for i in ready]
+            chunks = [
+                chunk
+                for group in group_indices(usable, self.size)  # type: ignore[arg-type]
+                for chunk in self._fitting([ready[i] for i in group], configs)
+            ]
+            for index, chunk in enumerate(chunks):
+                if self.worker.shutdown.is_set():
+                    later = [assignments[i] for rest in chunks[index:] for i in rest]
+                    self.worker._give_back(later)
+                    break
+                chosen = [assignments[i] for i in chunk]
+                if len(chunk) == 1:
+                    self.worker.release_held([leases[chosen[0].trial_id]])
+                    self.worker.run_trial(chosen[0])
+                else:
+                    mine = [leases[a.trial_id] for a in chosen]
+                    self._group(chosen, [configs[i] for i in chunk], mine)  # type: ignore[misc]
+                self.worker.trials_run += len(chunk)
+        finally:
+            self.worker.release_held(list(leases.values()))
+
+    def _fitting(self, members: list[int], configs: list[TrainConfig | None]) -> list[list[int]]:
+        """`members` in chunks that the device's free memory holds (CUDA; one chunk else)."""
+        first = configs[members[0]]
+        if len(members) == 1 or first is None or not first.device.startswith("cuda"):
+            return [members]
+        try:
+            free, _ = torch.cuda.mem_get_info(torch.device(first.device))
+            size = memory_fit(first, len(members), free)
+        except (TrainingError, RuntimeError) as exc:  # the trials will say it themselves
+            log.warning("no memory estimate for a group on %s: %s", first.device, exc)
+            size = len(members)
+        return [members[i : i + size] for i in range(0, len(members), size)]
+
+    def _config(self, assignment: Assignment) -> TrainConfig | None:
+        """The assignment's config; None (the trial failed with the reason) when it has none."""
+        try:
+            start = assignment.start_epoch
+            return TrainConfig.from_assignment(
+                assignment.workload,
+                assignment.params,
+                assignment.epochs,
+                self.worker.device,
+                stop_epoch=assignment.target_epochs,
+                resume=self.worker._resume_state(assignment) if start else None,
+            )
+        except TrainingError as exc:
+            self._fail(assignment, str(exc))
+            return None
+
+    def _group(
+        self, assignments: list[Assignment], configs: list[TrainConfig], leases: list[Lease]
+    ) -> None:
+        from trainer.worker import _short
+
+        for assignment in assignments:
+            params = " ".join(f"{k}={_short(v)}" for k, v in assignment.params.items())
+            start = assignment.start_epoch
+            resuming = f" (resuming after epoch {start})" if start else ""
+            log.info(
+                "%s started on %s%s in a group of %d: %s",
+                _label(assignment),
+                self.worker.device,
+                resuming,
+                len(assignments),
+                params,
+            )
+        started = time.monotonic()
+        try:
+            results = train_group(
+                configs,
+                [self._reporter(lease) for lease in leases],
+                [self._checkpointer(lease) for lease in leases],
+            )
+        except GroupOutOfMemory as exc:
+            self._halve(assignments, configs, leases, exc)
+            return
+        self.worker.release_held(leases)
+        for assignment, lease, result in zip(assignments, leases, results, strict=True):
+            if isinstance(result, TrainResult):
+                self.worker._finish(assignment, lease, _label(assignment), result, started, False)
+            elif isinstance(result, TrainingError):
+                self._fail(assignment, str(result))
+            else:
+                self._fail(assignment, f"{type(result).__name__}: {result}")
+
+    def _halve(
+        self,
+        assignments: list[Assignment],
+        configs: list[TrainConfig],
+        leases: list[Lease],
+        exc: GroupOutOfMemory,
+    ) -> None:
+        """Trains an out-of-memory group again as two halves (one trial: as ever)."""
+        log.warning(
+            "a group of %d ran out of memory on %s (%s): training it in halves",
+            len(assignments),
+            self.worker.device,
+            exc,
+        )
+        # The failed group's tensors are gone with its frames: give their memory back first.
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(assignments) // 2
+        for part in (slice(0, half), slice(half, None)):
+            if len(assignments[part]) == 1:
+                self.worker.release_held(leases[part])
+                self.worker.run_trial(assignments[part][0])
+            else:
+                self._group(assignments[part], configs[part], leases[part])
+
+    def _reporter(self, lease: Lease) -> Report:
+        return lambda epoch, metrics: self.worker._report(lease, epoch, metrics)
+
+    def _checkpointer(self, lease: Lease) -> Checkpoint:
+        return lambda epoch, blob: self.worker._checkpoint(lease, epoch, blob)
+
+    def _fail(self, assignment: Assignment, reason: str) -> None:
+        worker = self.worker
+        trial_id, token = assignment.trial_id, assignment.token
+        worker._call(lambda: worker.client.fail(worker.worker_id, trial_id, token, reason))
+        log.info("%s failed: %s", _label(assignment), reason)
+
+
+def _label(assignment: Assignment) -> str:
+    return f"trial #{assignment.number} of '{assignment.study_name}'"
