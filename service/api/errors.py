@@ -34,6 +34,17 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "the database is busy or unreachable: retry"},
 }
 
+# The same answers with their JSON body spelled out, for a route whose own media type is another:
+# FastAPI documents a `model` response in the route's media type (an SSE route's errors would
+# read as text/event-stream, while every error is a JSON {detail}).
+JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": doc["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    for code, doc in COMMON_ERRORS.items()
+}
+
 
 def validation_details(errors: list[Any], prefix: tuple[str, ...] = ("body",)) -> list[dict]:
     """Pydantic errors reduced to what a user needs: where (`loc`), why (`msg`), and `type`."""

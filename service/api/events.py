@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import user_access
 from service.api.deps import IdPath, Services, get_services
+from service.api.errors import JSON_ERRORS
 from service.api.schemas import MAX_ID
 from service.api.serializers import finite
 from service.domain.errors import NotFound
@@ -59,7 +60,7 @@ def _event(event: EventRow) -> ServerSentEvent:
     return ServerSentEvent(id=str(event.id), event=event.kind, data=data)
 
 
-@router.get("/studies/{study_id}/events", response_class=EventSourceResponse)
+@router.get("/studies/{study_id}/events", response_class=EventSourceResponse, responses=JSON_ERRORS)
 async def study_events(
     study_id: Annotated[int, Depends(existing_study)],
     services: Annotated[Services, Depends(get_services)],
