@@ -1,30 +1,45 @@
 """Training throughput of fused groups (trainer.fused) against the same trials trained one by
 one with the unfused loop (trainer.train), on the same data, batch size and device.
 
-    python bench/fused_throughput.py [--ks 1,2,4,8,16,32] [--epochs 2] [--device cpu]
+    python bench/fused_throughput.py [--ks 1,2,4,8,16,32] [--epochs 3] [--device cpu]
                                      [--threads 1] [--cases mlp:digits:batch,...]
+    python bench/fused_throughput.py --service [--model mlp --dataset digits --configs 64
+                                     --epochs 10 --workers 2 --fuse auto,1 --device cpu|0]
 
 For each case (model, dataset, norm) and group size K, a group of K trials (each its own seed,
 lr, dropout and weight decay, as a random search draws them) trains `--epochs` epochs; its
 figure is training samples per second over all K trials (K x training samples / epoch time).
 K separate trainings take K times one trial's epoch time, so their samples per second are one
-unfused trial's; the unfused epochs run between the fused ones, so other work on a shared
-machine slows both alike. Figures are medians over epochs after the first (which pays one-time
-costs); the ratio is fused / separate. Validation and reports are outside the measured time.
-On CUDA the figure also gives the device's busy fraction (torch.cuda.utilization, when the
-driver tells it). Prints a markdown table.
+unfused trial's; an unfused epoch runs after each fused one, so other work on a shared machine
+slows both alike. Figures are medians over epochs after the first (which pays one-time costs);
+the ratio is the median of each fused epoch's figure over the unfused epoch's after it.
+Validation and reports are outside the measured time. On CUDA the table also gives the device's
+busy fraction (torch.cuda.utilization, when the driver tells it). Prints a markdown table.
+
+`--service` measures what users see instead: a real `hpo server` and `--workers` real `hpo worker`
+processes (one torch thread each) run a random search of `--configs` configurations x `--epochs`
+epochs over lr, dropout and weight decay (norm and batch size fixed), once per `--fuse` value
+(`--device` is then the workers' `--devices`: cpu, or a CUDA index),
+one after the other in one run. It prints configurations finished per hour (from the study's
+creation to its end) and the distribution of the final validation accuracies, and how far each
+configuration's accuracy lies from the same configuration's under the first `--fuse` value (the
+random search draws the same configurations in the same order in each study).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
+import httpx
 import torch
-from reporting import machine  # bench/reporting.py
+from reporting import machine, quantile  # bench/reporting.py
 
+from tests.support.processes import Processes
 from trainer.fused.loop import _fuse, _member, _train_epoch
 from trainer.reporting import Reporter
 from trainer.train import TrainConfig, build_run, train_epoch
@@ -75,13 +90,90 @@ def measure(args: argparse.Namespace, case: str, k: int) -> dict[str, float | No
         alone.append(n_train / (time.perf_counter() - started))
     fused_rate = statistics.median(fused[1:] or fused)
     alone_rate = statistics.median(alone[1:] or alone)
+    # Each fused epoch against the unfused epoch right after it: load from other work on a
+    # shared machine changes both alike.
+    ratios = [f / a for f, a in zip(fused, alone, strict=True)]
     known = [load for load in loads[1:] if load is not None]
     return {
         "fused": fused_rate,
         "alone": alone_rate,
-        "ratio": fused_rate / alone_rate,
+        "ratio": statistics.median(ratios[1:] or ratios),
         "busy": statistics.median(known) if known else None,
     }
+
+
+def service_spec(args: argparse.Namespace, fuse: str) -> dict:
+    return {
+        "name": f"fuse-{fuse}",
+        "strategy": {"kind": "random", "seed": 0},
+        "budget": {
+            "max_trials": args.configs,
+            "parallel_trials": args.configs,
+            "epochs": args.epochs,
+        },
+        "space": {
+            "lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
+            "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+            "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+        },
+        "workload": {
+            "model": args.model,
+            "dataset": args.dataset,
+            "norm": args.norm,
+            "batch_size": args.batch_size,
+        },
+    }
+
+
+def run_study(processes: Processes, url: str, args: argparse.Namespace, fuse: str) -> dict:
+    """One study under workers started with `--fuse fuse`: (seconds, final accuracy per
+    trial number)."""
+    with httpx.Client(base_url=url, timeout=60) as http:
+        study_id = http.post("/api/v1/studies", json=service_spec(args, fuse)).json()["id"]
+        started = time.monotonic()
+        names = [f"fuse{fuse}-{i}" for i in range(args.workers)]
+        for name in names:
+            processes.worker(name, url, "--fuse", fuse, "--devices", args.device)
+        while http.get(f"/api/v1/studies/{study_id}").json()["state"] == "running":
+            time.sleep(0.5)
+        seconds = time.monotonic() - started
+        for name in names:
+            processes.process(name).terminate()
+        for name in names:
+            processes.process(name).wait(60)
+        trials = http.get(f"/api/v1/studies/{study_id}/trials", params={"limit": 1000}).json()
+    values = {t["number"]: t["value"] for t in trials["items"] if t["state"] == "completed"}
+    return {"seconds": seconds, "values": values}
+
+
+def service(args: argparse.Namespace) -> None:
+    fuses = args.fuse.split(",")
+    with tempfile.TemporaryDirectory() as tmp, Processes(Path(tmp)) as processes:
+        url = processes.server()
+        runs = {fuse: run_study(processes, url, args, fuse) for fuse in fuses}
+    print(machine("torch").line())
+    print(
+        f"\n{args.configs} configurations x {args.epochs} epochs, {args.model} on {args.dataset}, "
+        f"norm {args.norm}, batch {args.batch_size}, {args.workers} workers on {args.device}\n"
+    )
+    print(
+        "| --fuse | completed | wall (s) | configurations/hour | accuracy min / q1 / median / q3 "
+        "/ max | median abs. diff. to first |"
+    )
+    print("| --- | ---: | ---: | ---: | --- | ---: |")
+    first = runs[fuses[0]]["values"]
+    for fuse, run in runs.items():
+        values = run["values"]
+        spread = " / ".join(
+            f"{quantile(list(values.values()), q):.3f}" for q in (0, 0.25, 0.5, 0.75, 1)
+        )
+        diffs = [abs(values[n] - first[n]) for n in values if n in first]
+        print(
+            f"| {fuse} | {len(values)} | {run['seconds']:.1f} | "
+            f"{3600 * len(values) / run['seconds']:,.0f} | {spread} | "
+            f"{statistics.median(diffs) if diffs else float('nan'):.4f} |",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -92,7 +184,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cases", default=DEFAULT_CASES)
+    parser.add_argument("--service", action="store_true", help="the whole-service figure")
+    parser.add_argument("--model", default="mlp")
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--norm", default="batch")
+    parser.add_argument("--configs", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--fuse", default="auto,1")
     args = parser.parse_args()
+    if args.service:
+        service(args)
+        return
     torch.set_num_threads(args.threads)
     print(machine("torch").line())
     print(f"\n{args.device}, {args.threads} thread(s), batch {args.batch_size}\n")
