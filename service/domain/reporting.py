@@ -21,6 +21,7 @@ from service.domain.lease_checks import (
     decision_for_finished,
     held,
     held_with_study,
+    holds,
     require_running,
 )
 from service.domain.spec import StudySpec
@@ -83,7 +84,8 @@ class Reporting:
         with unit_of_work(self.context.db) as unit:
             now = self.context.clock()
             locked = unit.trials.lock_for_reports({item.trial_id for item in reports})
-            for item in reports:
+            stored = self._store_curves(unit, reports, locked, now)
+            for position, item in enumerate(reports):
                 try:
                     study, trial = held_with_study(
                         locked.get(item.trial_id), item.trial_id, item.token
@@ -91,7 +93,7 @@ class Reporting:
                 except DomainError as exc:
                     outcomes.append(exc)
                     continue
-                step = self._report_one(unit, study, trial, item, now)
+                step = self._report_one(unit, study, trial, item, now, stored.get(position))
                 if isinstance(step, _OptunaReport):
                     pending.append((len(outcomes), step))
                     outcomes.append(Decision.CONTINUE)
@@ -117,16 +119,47 @@ class Reporting:
                 outcomes[position] = end
         return outcomes
 
+    @staticmethod
+    def _store_curves(
+        unit: Unit,
+        reports: Sequence[TrialReport],
+        locked: dict[int, tuple[StudyRow, TrialRow]],
+        now: datetime,
+    ) -> dict[int, bool]:
+        """Store, in one statement and before any record changes (so that the trials' and
+        events' writes then go out together at the commit), the curve point of the first
+        item of each held running trial; whether each was new, by the item's position. Later
+        items of the same trial are stored one by one in turn, once the earlier ones'
+        decisions are known (a pause at a rung's end stores nothing after it)."""
+        first: dict[int, int] = {}
+        for position, item in enumerate(reports):
+            found = locked.get(item.trial_id)
+            if item.trial_id in first or found is None:
+                continue
+            trial = found[1]
+            if trial.state is TrialState.RUNNING and holds(trial, item.token):
+                first[item.trial_id] = position
+        chosen = [reports[position] for position in first.values()]
+        new = unit.curves.add_new([(r.trial_id, r.epoch, r.metrics) for r in chosen], now)
+        return {p: (reports[p].trial_id, reports[p].epoch) in new for p in first.values()}
+
     def _report_one(
-        self, unit: Unit, study: StudyRow, trial: TrialRow, item: TrialReport, now: datetime
+        self,
+        unit: Unit,
+        study: StudyRow,
+        trial: TrialRow,
+        item: TrialReport,
+        now: datetime,
+        stored: bool | None,
     ) -> Decision | _OptunaReport:
         """One held trial's report inside the batch's transaction: its decision, or the
-        Optuna report (and pruner question) to make after the commit."""
+        Optuna report (and pruner question) to make after the commit. `stored`: whether its
+        curve point was new, when `_store_curves` stored it already (None: not yet)."""
         if trial.state is not TrialState.RUNNING:
             return decision_for_finished(trial)
-        # The curve's insert first: the trial's changes below then reach the database as one
-        # UPDATE at the commit, not one flushed before the insert and another after it.
-        if unit.curves.add_once(trial.id, item.epoch, item.metrics, now):
+        if stored is None:
+            stored = unit.curves.add_once(trial.id, item.epoch, item.metrics, now)
+        if stored:
             self._recorded(unit, study, trial, item.epoch, item.metrics)
         trial.lease_expires_at = self.context.lease_until(now)
         spec = search.stored_spec(study.spec)

@@ -270,7 +270,9 @@ def report_values(storage: RDBStorage, values: Sequence[tuple[int, int, float]])
     if len(values) > 1 and _batched_values_supported(storage):
         write = storage._set_trial_intermediate_value_without_commit
         try:
-            with _optuna_session(storage.scoped_session) as session:
+            with _optuna_session(storage.scoped_session) as session, session.no_autoflush:
+                # No flush before each look-up: the values go out together at the commit (two
+                # of one trial and epoch would clash there, and go one by one below).
                 for optuna_trial_id, epoch, value in values:
                     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                         write(session, optuna_trial_id, epoch, value)

@@ -30,6 +30,20 @@ class CurveStore:
         values = {"trial_id": trial_id, "epoch": epoch, "metrics": metrics, "reported_at": at}
         return dialect.insert_new(self.session, MetricRow.__table__, values)
 
+    def add_new(
+        self, reports: list[tuple[int, int, dict[str, float]]], at: datetime
+    ) -> set[tuple[int, int]]:
+        """Store each (trial id, epoch, metrics) whose trial has no report of that epoch yet,
+        in one statement; the (trial id, epoch) of those stored (a repeat keeps the first)."""
+        rows = [
+            {"trial_id": trial_id, "epoch": epoch, "metrics": metrics, "reported_at": at}
+            for trial_id, epoch, metrics in reports
+        ]
+        stored = dialect.insert_new_rows(
+            self.session, MetricRow.__table__, rows, ("trial_id", "epoch")
+        )
+        return {(trial_id, epoch) for trial_id, epoch in stored}
+
     def at(self, trial_id: int, epoch: int) -> dict[str, float] | None:
         """The metrics reported for `epoch`, or None when there is no such report."""
         row = self.session.get(MetricRow, (trial_id, epoch))

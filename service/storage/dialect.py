@@ -88,6 +88,22 @@ def insert_new(session: Session, table: Any, values: dict[str, Any]) -> bool:
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
+def insert_new_rows(
+    session: Session, table: Any, rows: list[dict[str, Any]], key: tuple[str, ...]
+) -> set[tuple[Any, ...]]:
+    """Insert the rows whose primary key (`key`, its columns) is not taken, in one statement
+    (`INSERT ... ON CONFLICT DO NOTHING RETURNING key`); the keys of the rows it stored. The
+    first of two rows with one key in `rows` is the one stored."""
+    if not rows:
+        return set()
+    if name(session) != "postgresql" and sqlite3.sqlite_version_info < (3, 35):
+        return {tuple(r[c] for c in key) for r in rows if insert_new(session, table, r)}
+    insert = postgresql.insert if name(session) == "postgresql" else sqlite.insert
+    statement = insert(table).values(rows).on_conflict_do_nothing()
+    returned = session.execute(statement.returning(*(table.c[c] for c in key)))
+    return {tuple(row) for row in returned}
+
+
 def json_member(
     session: Session, text: Any, key: str
 ) -> tuple[ColumnElement[Any], ColumnElement[Any]] | None:
