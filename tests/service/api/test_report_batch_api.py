@@ -200,3 +200,16 @@ def _optuna_id(client: TestClient, trial_id: int) -> int:
         row = stores.trials.get(trial_id)
         assert row is not None and row.optuna_trial_id is not None
         return row.optuna_trial_id
+
+
+def test_an_epoch_after_a_rungs_end_in_the_same_batch_is_not_stored(client: TestClient) -> None:
+    strategy = {"kind": "successive_halving", "n_configs": 3, "min_epochs": 1, "seed": 0}
+    _study(client, strategy=strategy, budget={"epochs": 3, "parallel_trials": 3})
+    worker = ApiWorker(client)
+    first, second, _third = worker.lease(count=3)
+    results = _results(worker, _item(first, 1, 0.5), _item(first, 2, 0.6), _item(second, 1, 0.4))
+    # Rung 0 ends at epoch 1: the trial pauses there, and its epoch 2 (trained past the rung's
+    # end) is answered `pause` too and not stored; the other trial's rung end is its own.
+    assert [r["decision"] for r in results] == ["pause", "pause", "pause"]
+    assert _curve(client, first) == [{"epoch": 1, "metrics": {"val_accuracy": 0.5}}]
+    assert client.get(f"/api/v1/trials/{first['trial_id']}").json()["epochs"] == 1
