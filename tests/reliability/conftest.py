@@ -35,7 +35,8 @@ def serving(app: FastAPI) -> Iterator[str]:
 def get(http: httpx.Client, path: str) -> Any:
     reply = http.get(path)
     assert reply.status_code == 200, f"{path}: {reply.status_code} {reply.text[:300]}"
-    json_answer = reply.headers.get("content-type", "").startswith("application/json")
+    # Exactly JSON: the trials' JSON Lines export (application/jsonl) is read as text.
+    json_answer = reply.headers.get("content-type", "").split(";")[0] == "application/json"
     return reply.json() if json_answer else reply.text
 
 
