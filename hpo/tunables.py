@@ -10,20 +10,34 @@ lists it (`GET /api/v1/tunables`) and docs/trainer.md's tunables table is genera
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 BUILTIN_MODELS = ("mlp", "cnn", "resnet")
 
 TunableType = Literal["float", "int", "bool", "choice"]
 
 
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _tuple_values(value: Any) -> Any:
+    return {key: _tuple(item) for key, item in value.items()} if isinstance(value, dict) else value
+
+
+# A JSON array arrives as a list: taken as the tuple the (strict, frozen) model keeps.
+Names = Annotated[tuple[str, ...], BeforeValidator(_tuple)]
+
+
 class Tunable(BaseModel):
     """One param the built-in trainer reads. Bounds are inclusive unless `low_open` /
     `high_open`; `models` empty means the training loop's own param, read for every model."""
 
-    model_config = ConfigDict(frozen=True)
+    # Strict: plugins' declarations arrive in worker registrations, and a flag must be a JSON
+    # boolean and a bound a number (not 0 for false, nor false for 0), as their schema says.
+    model_config = ConfigDict(frozen=True, strict=True)
 
     name: str
     type: TunableType
@@ -33,11 +47,11 @@ class Tunable(BaseModel):
     high: float | None = None
     low_open: bool = Field(False, description="`low` itself is not allowed")
     high_open: bool = Field(False, description="`high` itself is not allowed")
-    choices: tuple[str, ...] = ()
+    choices: Names = ()
     odd: bool = Field(False, description="only odd integers")
     nullable: bool = Field(False, description="null means off")
-    models: tuple[str, ...] = Field((), description="the models that read it; empty: all")
-    when: dict[str, tuple[str, ...]] = Field(
+    models: Names = Field((), description="the models that read it; empty: all")
+    when: Annotated[dict[str, tuple[str, ...]], BeforeValidator(_tuple_values)] = Field(
         default_factory=dict,
         description="read only when these other tunables have one of these values",
     )
