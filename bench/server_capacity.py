@@ -1,0 +1,249 @@
+"""Server capacity: simulated workers (no training, real HTTP clients) report epochs of many
+trials in flight to one real `hpo server`, on SQLite and on PostgreSQL.
+
+    python bench/server_capacity.py [--databases sqlite postgres] [--in-flight 64 256 1024]
+        [--workers 8] [--seconds 5] [--postgres-url URL]
+
+For each database (a fresh SQLite file; a fresh PostgreSQL database made through the admin URL
+`--postgres-url`, default HPO_TEST_POSTGRES_URL) and each number of trials in flight T:
+
+1. One `hpo server` (tests/support's launcher and port helper) and a study with
+   `parallel_trials: T` and more epochs than any run reaches, leases of an hour (no heartbeats
+   are simulated); `--workers` simulated workers (threads, each its own
+   `trainer.client.WorkerClient`) register and lease T/W trials each.
+2. `single`: for `--seconds`, each worker sends its trials' next epochs one report (one
+   request) at a time, as a worker did before batched reports.
+3. `batched`: for `--seconds`, each worker sends all its trials' next epochs in one
+   `POST /api/v1/workers/{id}/reports`, again and again.
+4. Optuna's own `trial.report` on an RDBStorage of the same kind (the service's engine set-up),
+   one thread, for `--seconds`: the rate a script calling Optuna directly gets.
+
+Reported: trial-epochs recorded per second, and p50 / p99 latency of a request (a report, or a
+batch of T/W), per database and T. Every answer must be `continue`; anything else stops the run.
+The simulated workers share the 2-core machine with the server, as a worker would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
+import optuna
+from reporting import code_version, machine, markdown_table, median, ms, quantile
+from sqlalchemy import create_engine, make_url, text
+
+from hpo.protocol import Assignment, Decision, TrialReport
+from service.storage.db import open_optuna_storage
+from tests.support.processes import Processes
+from trainer.client import WorkerClient
+
+MAX_LEASE = 64  # the most trials one lease request may ask for
+
+
+class BenchError(Exception):
+    pass
+
+
+@dataclass
+class Point:
+    """One measured run: trial-epochs recorded and each request's latency."""
+
+    seconds: float = 0.0
+    epochs: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.epochs / self.seconds if self.seconds else 0.0
+
+
+def spec(name: str, in_flight: int) -> dict[str, object]:
+    return {
+        "name": name,
+        "objective": {"metric": "val_accuracy", "direction": "maximize"},
+        "strategy": {"kind": "random", "seed": 0},
+        "budget": {"max_trials": in_flight, "parallel_trials": in_flight, "epochs": 100_000},
+        "space": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True}},
+        "workload": {"model": "mlp", "dataset": "synthetic"},
+    }
+
+
+class SimulatedWorker:
+    """A worker that holds its trials and reports their epochs with made-up metrics."""
+
+    def __init__(self, url: str, name: str, trials: int) -> None:
+        self.client = WorkerClient(url)
+        self.id = self.client.register(name, "bench", os.getpid(), "cpu", {}).worker_id
+        self.leases: list[Assignment] = []
+        while len(self.leases) < trials:
+            got = self.client.lease(self.id, min(MAX_LEASE, trials - len(self.leases)))
+            if not got:
+                raise BenchError(f"{name} leased {len(self.leases)} of {trials} trials")
+            self.leases.extend(got)
+        self.epoch = 0
+
+    def _items(self) -> list[TrialReport]:
+        self.epoch += 1
+        value = 1 - 1 / (self.epoch + 1)
+        metrics = {"val_accuracy": value, "val_loss": 1 - value, "epoch_seconds": 0.01}
+        return [
+            TrialReport(trial_id=a.trial_id, token=a.token, epoch=self.epoch, metrics=metrics)
+            for a in self.leases
+        ]
+
+    def run(self, batched: bool, until: float, point: Point, lock: threading.Lock) -> None:
+        while time.monotonic() < until:
+            items = self._items()
+            if batched:
+                started = time.perf_counter()
+                results = self.client.report_many(self.id, items)
+                took = [time.perf_counter() - started]
+                decisions = [r.decision for r in results]
+            else:
+                took, decisions = [], []
+                for item in items:
+                    started = time.perf_counter()
+                    decisions.append(
+                        self.client.report(
+                            self.id, item.trial_id, item.token, item.epoch, item.metrics
+                        )
+                    )
+                    took.append(time.perf_counter() - started)
+            if any(d is not Decision.CONTINUE for d in decisions):
+                raise BenchError(f"a report was answered {set(decisions)}")
+            with lock:
+                point.epochs += len(items)
+                point.latencies.extend(took)
+
+
+def measure(workers: list[SimulatedWorker], batched: bool, seconds: float) -> Point:
+    point, lock, errors = Point(), threading.Lock(), []
+    until = time.monotonic() + seconds
+
+    def body(worker: SimulatedWorker) -> None:
+        try:
+            worker.run(batched, until, point, lock)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(w,)) for w in workers]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    point.seconds = time.monotonic() - started
+    if errors:
+        raise BenchError(f"a simulated worker failed: {errors[0]!r}") from errors[0]
+    return point
+
+
+def optuna_reports(url: str, seconds: float) -> Point:
+    """Optuna's own `trial.report` calls, one thread, on a fresh storage at `url`."""
+    storage = open_optuna_storage(url)
+    study = optuna.create_study(storage=storage, study_name="optuna-reports")
+    trial = study.ask()
+    point, step = Point(), 0
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        step += 1
+        before = time.perf_counter()
+        trial.report(1 - 1 / (step + 1), step)
+        point.latencies.append(time.perf_counter() - before)
+    point.seconds, point.epochs = time.monotonic() - started, step
+    storage.engine.dispose()
+    return point
+
+
+@contextmanager
+def database(kind: str, folder: Path, admin_url: str | None, name: str) -> Iterator[str]:
+    """A fresh database URL of `kind`: a SQLite file in `folder`, or a PostgreSQL database
+    created through `admin_url` and dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / f'{name}.db'}"
+        return
+    if not admin_url:
+        raise BenchError("postgres needs --postgres-url or HPO_TEST_POSTGRES_URL")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    db_name = f"hpo_bench_{name}_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{db_name}"'))
+    try:
+        yield make_url(admin_url).set(database=db_name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def run_database(kind: str, args: argparse.Namespace, folder: Path) -> list[list[object]]:
+    rows: list[list[object]] = []
+    with database(kind, folder, args.postgres_url, "optuna") as url:
+        raw = optuna_reports(url, args.seconds)
+    rows.append([kind, "-", "Optuna `trial.report`, 1 thread", raw.epochs, f"{raw.rate:.0f}",
+                 "1.00", ms(median(raw.latencies)), ms(quantile(raw.latencies, 0.99))])  # fmt: skip
+    for in_flight in args.in_flight:
+        with (
+            database(kind, folder, args.postgres_url, f"t{in_flight}") as url,
+            Processes(folder) as processes,
+        ):
+            # Leases long enough for the set-up and a run: the simulated workers send no
+            # heartbeats, and a trial's next report may come a whole round of T/W later.
+            name = f"server-{kind}-{in_flight}"
+            server = processes.server(name, HPO_DATABASE_URL=url, HPO_LEASE_SECONDS="3600")
+            WorkerClient(server).call("POST", "/api/v1/studies", body=spec("cap", in_flight))
+            n = min(args.workers, in_flight)
+            workers = [
+                SimulatedWorker(server, f"sim{i}", in_flight // n + (i < in_flight % n))
+                for i in range(n)
+            ]
+            for mode in ("single", "batched"):
+                point = measure(workers, mode == "batched", args.seconds)
+                per = "1 report" if mode == "single" else f"{in_flight // n} reports"
+                rows.append([kind, in_flight, f"{mode} ({n} workers, {per} a request)",
+                             point.epochs, f"{point.rate:.0f}", f"{point.rate / raw.rate:.2f}",
+                             ms(median(point.latencies)),
+                             ms(quantile(point.latencies, 0.99))])  # fmt: skip
+                print(" | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--databases", nargs="+", default=["sqlite", "postgres"])
+    parser.add_argument("--in-flight", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--workers", type=int, default=8, help="simulated workers")
+    parser.add_argument("--seconds", type=float, default=5.0, help="of each measured run")
+    parser.add_argument("--postgres-url", default=os.environ.get("HPO_TEST_POSTGRES_URL"))
+    args = parser.parse_args(argv)
+    if any(t > 1024 for t in args.in_flight):
+        parser.error("--in-flight: a study runs at most 1024 trials at once")
+    load = [os.getloadavg()[0]]
+    rows: list[list[object]] = []
+    with tempfile.TemporaryDirectory(prefix="hpo-capacity-") as tmp:
+        for kind in args.databases:
+            rows.extend(run_database(kind, args, Path(tmp)))
+    load.append(os.getloadavg()[0])
+    print(f"Simulated workers over HTTP against one `hpo server`, {args.seconds:g} s a run.\n")
+    described = machine("optuna", "sqlalchemy", "fastapi", "uvicorn").line()
+    print(f"Machine: {described}; 1-minute load average at start / end: "
+          f"{load[0]:.1f} / {load[1]:.1f}.\n")  # fmt: skip
+    print(f"Code: {code_version('service', 'trainer', 'hpo')}.\n")
+    header = ["database", "trials in flight", "run", "trial-epochs", "trial-epochs/s",
+              "/ Optuna", "p50 ms a request", "p99 ms a request"]  # fmt: skip
+    print(markdown_table(header, rows, text=3))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
