@@ -17,6 +17,14 @@ MAX_GRID_POINTS = 100_000
 
 Scalar = str | int | FiniteFloat | bool
 """A value a categorical choice or a `when` condition may hold."""
+TrainerParam = Annotated[
+    str | None,
+    Field(
+        description="The trainer param this parameter sets, when not its own name: two "
+        "parameters whose `when` never both hold may set one param from two ranges "
+        "(`weight_decay` per optimizer)."
+    ),
+]
 
 
 def _when_issues(when: dict[str, Any] | None) -> list[Issue]:
@@ -137,9 +145,7 @@ class FloatParam(Strict):
     values: list[FiniteFloat] | None = None
     grid: int | None = None
     when: dict[str, Scalar | list[Scalar]] | None = None
-    param: str | None = None
-    """The trainer param this parameter sets, when not its own name: two parameters whose
-    `when` never both hold may set one param from two ranges (`weight_decay` per optimizer)."""
+    param: TrainerParam = None
 
     @model_validator(mode="after")
     def _check(self) -> FloatParam:
@@ -159,9 +165,7 @@ class IntParam(Strict):
     values: list[int] | None = None
     grid: int | None = None
     when: dict[str, Scalar | list[Scalar]] | None = None
-    param: str | None = None
-    """The trainer param this parameter sets, when not its own name: two parameters whose
-    `when` never both hold may set one param from two ranges (`weight_decay` per optimizer)."""
+    param: TrainerParam = None
 
     @model_validator(mode="after")
     def _check(self) -> IntParam:
@@ -175,9 +179,7 @@ class CategoricalParam(Strict):
     type: Literal["categorical"]
     choices: list[Scalar]
     when: dict[str, Scalar | list[Scalar]] | None = None
-    param: str | None = None
-    """The trainer param this parameter sets, when not its own name: two parameters whose
-    `when` never both hold may set one param from two ranges (`weight_decay` per optimizer)."""
+    param: TrainerParam = None
 
     @model_validator(mode="after")
     def _check(self) -> CategoricalParam:
