@@ -65,9 +65,11 @@ class Reporting:
         """Store one epoch's metrics and say whether to go on. Idempotent per (trial, epoch).
 
         Raises NotFound (no such trial) or StaleLease (the token does not hold it)."""
-        [outcome] = self.report_many(
-            [TrialReport(trial_id=trial_id, token=token, epoch=epoch, metrics=metrics)]
+        # The API checked the report already; the item is not validated again.
+        item = TrialReport.model_construct(
+            trial_id=trial_id, token=token, epoch=epoch, metrics=metrics
         )
+        [outcome] = self.report_many([item])
         if isinstance(outcome, DomainError):
             raise outcome
         return outcome
