@@ -26,6 +26,7 @@ from service.api import (
 )
 from service.api.deps import Services
 from service.api.limits import BodyLimit
+from service.domain.context import ProtocolContext
 from service.domain.protocol import Protocol
 from service.domain.studies import Studies
 from service.settings import Settings
@@ -56,7 +57,7 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
     db = Database(settings.database_url, settings.sqlite_busy_timeout_s)
     storage = open_optuna_storage(settings.database_url, settings.sqlite_busy_timeout_s)
     artifacts = ArtifactStore(settings.artifacts_dir, settings.max_checkpoint_bytes)
-    protocol = Protocol(db, storage, settings, artifacts)
+    protocol = Protocol(ProtocolContext(db, storage, settings, artifacts))
     return Services(
         settings=settings,
         db=db,

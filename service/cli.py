@@ -88,7 +88,6 @@ def connection_of(args: argparse.Namespace) -> tuple[str, str | None]:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from trainer import processes
-    from trainer.fused.options import parse_fuse
 
     server, token = connection_of(args)
     try:
@@ -99,7 +98,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             retry_seconds=args.retry_seconds,
             log_format=args.log_format,
             max_trials_per_process=args.max_trials_per_process,
-            fuse=parse_fuse(args.fuse),
+            fuse=processes.parse_fuse(args.fuse),
         )
         return processes.run(options, devices=args.devices)
     except ValueError as exc:

@@ -20,6 +20,7 @@ from hpo.client import ApiError, ServerUnreachable
 from hpo.logs import configure
 from trainer.client import WorkerClient
 from trainer.fused.options import group_size
+from trainer.fused.options import parse_fuse as parse_fuse  # `hpo worker --fuse` reads it here
 from trainer.worker import DeviceWorker
 
 # The per-trial logic's logger: a worker's lines read as one stream, whichever module wrote them.

@@ -14,31 +14,15 @@ artifacts, transitions and the clock); tests replace `protocol.context.clock`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
-
-from optuna.storages import RDBStorage
-
 from service.domain.context import ProtocolContext
 from service.domain.leasing import Leasing
 from service.domain.reaping import Reaping
 from service.domain.reporting import Reporting
-from service.settings import Settings
-from service.storage.artifacts import ArtifactStore
-from service.storage.db import Database
-from service.storage.models import utcnow
 
 
 class Protocol:
-    def __init__(
-        self,
-        db: Database,
-        storage: RDBStorage,
-        settings: Settings,
-        artifacts: ArtifactStore,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        self.context = ProtocolContext(db, storage, settings, artifacts, clock)
+    def __init__(self, context: ProtocolContext) -> None:
+        self.context = context
         self.reaping = Reaping(self.context)
         self.leasing = Leasing(self.context, self.reaping)
         self.reporting = Reporting(self.context)
