@@ -4,7 +4,7 @@ one with the unfused loop (trainer.train), on the same data, batch size and devi
     python bench/fused_throughput.py [--ks 1,2,4,8,16,32] [--epochs 3] [--device cpu]
                                      [--threads 1] [--cases mlp:digits:batch,...]
     python bench/fused_throughput.py --service [--model mlp --dataset digits --configs 64
-                                     --epochs 10 --workers 2 --fuse auto,1 --device cpu|0]
+                                     --epochs 10 --workers 2 --fuse 8,1 --device cpu|0]
 
 For each case (model, dataset, norm) and group size K, a group of K trials (each its own seed,
 lr, dropout and weight decay, as a random search draws them) trains `--epochs` epochs; its
@@ -190,7 +190,7 @@ def main() -> None:
     parser.add_argument("--norm", default="batch")
     parser.add_argument("--configs", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--fuse", default="auto,1")
+    parser.add_argument("--fuse", default="8,1")
     args = parser.parse_args()
     if args.service:
         service(args)
