@@ -31,7 +31,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,10 +39,10 @@ from pathlib import Path
 import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
 import optuna
 from reporting import code_version, machine, markdown_table, median, ms, quantile
-from sqlalchemy import create_engine, make_url, text
 
 from hpo.protocol import Assignment, Decision, TrialReport
 from service.storage.db import open_optuna_storage
+from tests.support.databases import scratch_postgres
 from tests.support.processes import Processes
 from trainer.client import WorkerClient
 
@@ -174,16 +173,8 @@ def database(kind: str, folder: Path, admin_url: str | None, name: str) -> Itera
         return
     if not admin_url:
         raise BenchError("postgres needs --postgres-url or HPO_TEST_POSTGRES_URL")
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    db_name = f"hpo_bench_{name}_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db_name}"'))
-    try:
-        yield make_url(admin_url).set(database=db_name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres(admin_url, f"hpo_bench_{name}") as url:
+        yield url
 
 
 def run_database(kind: str, args: argparse.Namespace, folder: Path) -> list[list[object]]:

@@ -6,7 +6,6 @@ import json
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,10 +13,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, make_url, text
 
 from service.app import create_app
 from service.settings import Settings
+from tests.support.databases import scratch_postgres
 
 # The process scaffolding lives in tests/support (shared with bench/); its names stay importable
 # from here for the tests that take them from tests.conftest.
@@ -60,16 +59,8 @@ def postgres_database() -> Iterator[str]:
         if os.environ.get("HPO_REQUIRE_POSTGRES"):
             pytest.fail("HPO_REQUIRE_POSTGRES is set but HPO_TEST_POSTGRES_URL is not")
         pytest.skip("set HPO_TEST_POSTGRES_URL to run the suite against PostgreSQL too")
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"hpo_test_{uuid.uuid4().hex[:16]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres(POSTGRES_ADMIN_URL) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -3,7 +3,8 @@
 - `processes`: `Processes`, real `hpo server` / `hpo worker` processes logged to files, the one
   server launcher (`Processes.server`, which waits for /healthz), `free_port`, `healthy`,
   `hpo_command`;
-- `machine`: `Machine`, the one description of the machine a figure or a table was made on.
+- `machine`: `Machine`, the one description of the machine a figure or a table was made on;
+- `databases`: `scratch_postgres`, a new empty PostgreSQL database dropped afterwards.
 
 Bench scripts import it as `tests.support` too: `bench/_repo.py` puts the repository root on
 `sys.path` for `python bench/x.py`.
