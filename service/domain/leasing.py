@@ -131,14 +131,20 @@ class Leasing:
             if queued is not None:
                 self.context.transitions.restart(unit, queued, spec.objective.metric)
                 self._hand_out(unit, study, queued, worker, now)
-                return queued, None
+                # No params: the server died between reserving it and sampling its params (the
+                # lease's answer was lost too), so it is sampled now, like a new trial.
+                unsampled = queued.params is None
+                return queued, self._reserved(study, queued, spec) if unsampled else None
             if study.n_trials < study.max_trials:
                 trial = self._reserve(unit, study, spec)
                 self._hand_out(unit, study, trial, worker, now)
-                assert study.optuna_study_id is not None
-                item = _Reserved(trial.id, trial.number, study.name, study.optuna_study_id, spec)
-                return trial, item
+                return trial, self._reserved(study, trial, spec)
         return None
+
+    @staticmethod
+    def _reserved(study: StudyRow, trial: TrialRow, spec: StudySpec) -> _Reserved:
+        assert study.optuna_study_id is not None
+        return _Reserved(trial.id, trial.number, study.name, study.optuna_study_id, spec)
 
     @staticmethod
     def _reserve(unit: Unit, study: StudyRow, spec: StudySpec) -> TrialRow:

@@ -120,3 +120,21 @@ def test_grid_hands_out_each_point_once_and_then_nothing(services: Services) -> 
     got = services.protocol.leasing.lease(worker, count=10)
     points = sorted((a.trial.params["lr"], a.trial.params["norm"]) for a in got)
     assert points == sorted((lr, n) for lr in (0.1, 0.01, 0.001) for n in ("none", "batch"))
+
+
+def test_a_trial_reserved_but_never_sampled_is_sampled_when_leased_again(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server dies after the lease's commit and before Optuna samples the new trial's
+    params (the answer is lost as well): the worker's next lease, which holds nothing, gets
+    that trial back with params, instead of a trial that stays leased and never trains."""
+    services.studies.create(spec_doc(budget={"max_trials": 2, "parallel_trials": 1, "epochs": 2}))
+    worker = _worker(services, "w")
+    leasing = services.protocol.leasing
+    with monkeypatch.context() as crash:
+        crash.setattr(type(leasing), "_sample", lambda self, item: None)
+        assert leasing.lease(worker, held=[]) == []  # reserved, never sampled, never heard of
+    [again] = leasing.lease(worker, held=[])
+    assert again.trial.number == 0 and again.trial.params is not None
+    assert again.trial.optuna_trial_id is not None
+    assert set(again.trial.params) == {"lr", "norm"}
