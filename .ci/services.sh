@@ -33,7 +33,8 @@ export HPO_REQUIRE_PGBOUNCER=1
 # Issue 19, item 5: tests/deploy/test_compose.py reads docker/compose.yml through a real compose
 # implementation, podman-compose's `config` (a dev dependency from PyPI; Debian's 1.0.3 has no
 # `config`). It runs `podman version` first, so the podman binary must be there; no container
-# engine runs. Without it the compose tests fail, never skip.
+# engine runs. HPO_REQUIRE_PODMAN makes the compose tests fail without it (they skip elsewhere).
 if ! command -v podman >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman >/dev/null
 fi
+export HPO_REQUIRE_PODMAN=1
