@@ -2,10 +2,15 @@
 # needs beyond Python packages, and export the variables that make the suite require them
 # (a missing service fails the run instead of skipping its tests).
 
+# need COMMAND PACKAGE: Debian's PACKAGE when COMMAND is missing (one `apt-get update` a run).
+need() {
+    command -v "$1" >/dev/null && return
+    if [ -z "${apt_updated:-}" ]; then apt-get update -qq && apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+
 # The page's browser tests drive Debian's Chromium through Playwright (never `playwright install`).
-if ! command -v chromium >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
+need chromium chromium
 # Without Chromium or Playwright the page tests fail instead of skipping.
 export HPO_REQUIRE_BROWSER=1
 
@@ -18,23 +23,17 @@ export HPO_REQUIRE_POSTGRES=1
 # `kubectl kustomize` (no cluster), and tests/e2e/test_slurm.py submits a job array of workers
 # to a one-node Slurm cluster on this machine (slurmctld, slurmd and munge from Debian's
 # packages; .ci/slurm.sh installs, configures and starts them). Both fail rather than skip.
-if ! command -v kubectl >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null
-fi
+need kubectl kubectl
 export HPO_REQUIRE_KUBECTL=1
 bash .ci/slurm.sh
 export HPO_REQUIRE_SLURM=1
 # tests/reliability/test_database_outage.py fails a database over behind Debian's PgBouncer.
-if ! command -v pgbouncer >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
-fi
+need pgbouncer pgbouncer
 export HPO_REQUIRE_PGBOUNCER=1
 
 # Issue 19, item 5: tests/deploy/test_compose.py reads docker/compose.yml through a real compose
 # implementation, podman-compose's `config` (a dev dependency from PyPI; Debian's 1.0.3 has no
 # `config`). It runs `podman version` first, so the podman binary must be there; no container
 # engine runs. HPO_REQUIRE_PODMAN makes the compose tests fail without it (they skip elsewhere).
-if ! command -v podman >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman >/dev/null
-fi
+need podman podman
 export HPO_REQUIRE_PODMAN=1
