@@ -169,6 +169,13 @@ class TrialRow(Base):
     # The latest checkpoint (an artifact id made by the server) and the epoch it was taken at.
     checkpoint_id: Mapped[str | None] = mapped_column(String(32))
     checkpoint_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The held-out test split's metrics of the trial's final model (never used for selection),
+    # or {"unavailable": why} when its dataset has none.
+    test_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONText)
+    # The kept final model of a completed trial (an artifact id made by the server).
+    model_id: Mapped[str | None] = mapped_column(String(32))
+    # Multi-objective studies: one value per objective, in the spec's order.
+    values: Mapped[list[float] | None] = mapped_column(JSONText)
 
 
 class MetricRow(Base):
