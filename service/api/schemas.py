@@ -7,7 +7,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from hpo.protocol import Assignment, EpochReport, StudyState, TrialReport, TrialState
+from hpo.protocol import (
+    Assignment,
+    EpochReport,
+    HeldOutMetrics,
+    StudyState,
+    TrialReport,
+    TrialState,
+)
 from hpo.tunables import Tunable
 from service.domain.spec import MAX_TRIALS
 
@@ -56,11 +63,22 @@ class Problem(BaseModel):
 # -- studies ------------------------------------------------------------------------------
 
 
+TestMetrics = Annotated[
+    dict[str, float | str | None] | None,
+    Field(
+        description="the final model on the held-out test split, evaluated once when the "
+        "trial completed and never used for selection: `{test_accuracy, test_loss}`, or "
+        "`{unavailable: why}` (no test split); null when the worker sent none",
+    ),
+]
+
+
 class BestTrial(BaseModel):
     trial_id: int
     number: int
     value: Number
     params: dict[str, Any]
+    test_metrics: TestMetrics = None
 
 
 class StudyPublic(BaseModel):
@@ -120,6 +138,7 @@ class CurvePoint(BaseModel):
 
 class TrialDetail(TrialPublic):
     curve: list[CurvePoint]
+    test_metrics: TestMetrics = None
 
 
 # -- workers ------------------------------------------------------------------------------
@@ -130,12 +149,6 @@ class Capabilities(Strict):
     datasets: list[str] = Field(default_factory=list, max_length=1000)
     fuse: int = Field(
         default=1, ge=1, le=64, description="trials the worker trains at once (--fuse)"
-    )
-    slot: int = Field(
-        default=0, ge=0, le=4095, description="its slot among its command's on its device"
-    )
-    slots: int = Field(
-        default=1, ge=1, le=4096, description="slots (training processes) of its command there"
     )
     tunables: list[Tunable] = Field(
         default_factory=list,
@@ -170,8 +183,6 @@ class WorkerPublic(BaseModel):
     stale: bool
     trials: list[WorkerTrial]
     fuse: int = Field(1, description="how many trials it trains at once as one fused model")
-    slot: int = Field(0, description="which of its `hpo worker` command's slots on its device")
-    slots: int = Field(1, description="how many slots its command runs on its device (--slots)")
 
 
 Held = Annotated[
@@ -189,12 +200,19 @@ class LeaseRequest(Strict):
     held: Held = None
 
 
+class HeldOutRequest(Strict, HeldOutMetrics):
+    """hpo.protocol.HeldOutMetrics, checked as strictly as every request body."""
+
+
 class CompleteRequest(Strict):
     token: str = Field(max_length=128)
     lease: int = Field(
         0, ge=0, le=64, description="also lease up to this many next trials: saves a request"
     )
     held: Held = None
+    test_metrics: HeldOutRequest | None = Field(
+        None, description="the final model on the held-out test split (older workers: none)"
+    )
 
 
 class CompletedTrial(TrialPublic):

@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from hpo.protocol import Decision, StudyState, TrialReport, TrialState
 from service.domain import search
@@ -240,8 +240,12 @@ class Reporting:
 
     # -- the trial's end --------------------------------------------------------------------
 
-    def complete(self, trial_id: int, token: str) -> TrialRow:
-        """The trial trained all its epochs; its value is the objective at its last report."""
+    def complete(
+        self, trial_id: int, token: str, test_metrics: dict[str, Any] | None = None
+    ) -> TrialRow:
+        """The trial trained all its epochs; its value is the objective at its last report.
+        `test_metrics` (its final model on the held-out test split) is stored on a trial that
+        completes, as it is: nothing here or later selects, prunes or orders by it."""
         transitions = self.context.transitions
         with unit_of_work(self.context.db) as unit:
             study, trial = self._locked(unit, trial_id, token)
@@ -261,6 +265,7 @@ class Reporting:
                     f"objective '{metric}' was not a finite number at the last report",
                 )
             else:
+                trial.test_metrics = test_metrics
                 transitions.finish(unit, trial, TrialState.COMPLETED, None)
         return trial
 
