@@ -24,6 +24,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState as OptunaState
 
 from hpo.protocol import TrialState
+from service.domain import bohb
 from service.domain.spec import MAX_GRID_POINTS, StudySpec, initial_params
 from service.domain.spec.space import (
     configuration_key,
@@ -72,7 +73,7 @@ def make_sampler(spec: StudySpec, number: int, retry: int = 0) -> optuna.sampler
     another proposal after one that was already tried."""
     strategy = spec.strategy
     seed = _reseeded(spec, number, retry)
-    kind = strategy.kind
+    kind: str = strategy.kind
     if kind in ("successive_halving", "hyperband"):
         kind = strategy.sampler
     startup = min(10, max(3, spec.effective_max_trials() // 3))
@@ -83,6 +84,14 @@ def make_sampler(spec: StudySpec, number: int, retry: int = 0) -> optuna.sampler
             group=True,
             constant_liar=True,
             n_startup_trials=startup,
+        )
+    if kind == "bohb":
+        return bohb.BohbSampler(
+            [rung.epochs for bracket in spec.brackets() for rung in bracket.rungs],
+            seed=seed,
+            random_fraction=bohb.DEFAULT_RANDOM_FRACTION
+            if strategy.random_fraction is None
+            else strategy.random_fraction,
         )
     if kind == "gp":
         return optuna.samplers.GPSampler(
@@ -201,8 +210,17 @@ def ask(
         if spec.distinct_configurations() is None:
             study.sampler = make_sampler(spec, number)
             trial = study.ask()
-            return trial._trial_id, suggest_params(spec.space, trial)
+            params = suggest_params(spec.space, trial)
+            _note_choice(cache.storage, study.sampler, trial._trial_id)
+            return trial._trial_id, params
         return _ask_untried(cache.storage, study, study_id, spec, number)
+
+
+def _note_choice(storage: RDBStorage, sampler: optuna.samplers.BaseSampler, trial_id: int) -> None:
+    """Keep how BOHB made a proposal (the budget whose model it came from, or why it was random)
+    in the Optuna trial's system attributes, where Optuna's dashboard shows it too."""
+    if isinstance(sampler, bohb.BohbSampler) and sampler.choice is not None:
+        storage.set_trial_system_attr(trial_id, bohb.CHOICE_ATTR, sampler.choice.as_attr())
 
 
 def _fixed_trial(
