@@ -99,6 +99,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             log_format=args.log_format,
             max_trials_per_process=args.max_trials_per_process,
             fuse=processes.parse_fuse(args.fuse),
+            slots=args.slots,
         )
         return processes.run(options, devices=args.devices)
     except ValueError as exc:
@@ -218,14 +219,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_format(p)
     p.set_defaults(func=cmd_server)
 
-    p = sub.add_parser("worker", help="train trials leased from a server, one process per device")
+    p = sub.add_parser(
+        "worker", help="train trials leased from a server: training processes (slots) per device"
+    )
     _add_connection(p, "worker", config.WORKER_TOKEN, retry_seconds=config.RETRY_SECONDS)
     p.add_argument(
         "--devices",
         default="auto",
         help="auto | cpu | CUDA indices like 0,1 (counted within CUDA_VISIBLE_DEVICES when set)",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument(
+        "--slots",
+        type=int,
+        default=None,
+        metavar="N",
+        help="training processes per device, each a worker with its own trial (default: on the "
+        "CPU one per physical core this process may use, after its affinity and cgroup CPU "
+        "quota, each with one torch thread; with --threads alone, one; on CUDA one per GPU)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads per slot (default: on the CPU the cores shared among the slots; "
+        "on CUDA PyTorch's default)",
+    )
     p.add_argument(
         "--max-trials-per-process",
         type=int,

@@ -7,7 +7,7 @@ lease never lose a healthy trial. SIGTERM (or Ctrl-C) ends the current epoch, gi
 back to the server (it is queued again, not lost) and exits; a second signal exits at once.
 
 The process stays up between trials, so interpreter, PyTorch and dataset start-up are paid once.
-trainer.processes starts one such process per device and handles its signals.
+trainer.processes starts such processes (slots) per device and handles their signals.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class DeviceWorker:
         max_trials: int | None = None,
         memory: MemoryWatch | None = None,
         fuse: int = 1,
+        slot: int = 0,
+        slots: int = 1,
     ) -> None:
         self.client = client
         self.device = device
@@ -63,6 +65,10 @@ class DeviceWorker:
         self.recycle = False
         self.host = socket.gethostname()
         self.name = name or f"{self.host}:{os.getpid()}/{device}"
+        # Slot `slot` of the `slots` training processes of its `hpo worker` command on this
+        # device (trainer.processes); each registers as a worker of its own.
+        self.slot, self.slots = slot, slots
+        self.where = f"{device}#{slot}" if slots > 1 else device
         self.poll_seconds = poll_seconds
         self.shutdown = threading.Event()
         self.worker_id = 0
@@ -88,7 +94,12 @@ class DeviceWorker:
             self.host,
             os.getpid(),
             self.device,
-            capabilities={**plugins.discover().capabilities(), "fuse": self.fuse},
+            capabilities={
+                **plugins.discover().capabilities(),
+                "fuse": self.fuse,
+                "slot": self.slot,
+                "slots": self.slots,
+            },
         )
         self.worker_id = reply.worker_id
         self.heartbeat_seconds = reply.heartbeat_seconds
@@ -228,7 +239,7 @@ class DeviceWorker:
         params = " ".join(f"{k}={_short(v)}" for k, v in assignment.params.items())
         start = assignment.start_epoch
         resuming = f" (resuming after epoch {start})" if start else ""
-        log.info("%s started on %s%s: %s", label, self.device, resuming, params)
+        log.info("%s started on %s%s: %s", label, self.where, resuming, params)
         started = time.monotonic()
         try:
             config = TrainConfig.from_assignment(

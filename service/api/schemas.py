@@ -150,6 +150,12 @@ class Capabilities(Strict):
     fuse: int = Field(
         default=1, ge=1, le=64, description="trials the worker trains at once (--fuse)"
     )
+    slot: int = Field(
+        default=0, ge=0, le=4095, description="its slot among its command's on its device"
+    )
+    slots: int = Field(
+        default=1, ge=1, le=4096, description="slots (training processes) of its command there"
+    )
     tunables: list[Tunable] = Field(
         default_factory=list,
         max_length=1000,
@@ -183,6 +189,8 @@ class WorkerPublic(BaseModel):
     stale: bool
     trials: list[WorkerTrial]
     fuse: int = Field(1, description="how many trials it trains at once as one fused model")
+    slot: int = Field(0, description="which of its `hpo worker` command's slots on its device")
+    slots: int = Field(1, description="how many slots its command runs on its device (--slots)")
 
 
 Held = Annotated[

@@ -103,6 +103,8 @@ def worker(
             for t in trials
         ],
         fuse=int((row.capabilities or {}).get("fuse", 1)),
+        slot=int((row.capabilities or {}).get("slot", 0)),
+        slots=int((row.capabilities or {}).get("slots", 1)),
     )
 
 

@@ -1,0 +1,106 @@
+"""End to end: ONE real `hpo worker --devices cpu --slots 2` command against a real
+`hpo server`: two slots, each a worker of its own, train two trials at the same time, and one
+SIGTERM to the command releases both trials."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Processes, spec_doc, wait_for
+
+pytestmark = pytest.mark.e2e
+
+# About half a second per epoch on one CPU thread: long enough to be caught mid-trial.
+SLOW = {"model": "mlp", "dataset": "synthetic", "n_samples": 60000, "width": 256}
+
+
+def _get(url: str, path: str) -> Any:
+    return httpx.get(url + path, timeout=30).json()
+
+
+def _create(url: str, doc: dict[str, Any]) -> int:
+    reply = httpx.post(url + "/api/v1/studies", json=doc, timeout=30)
+    assert reply.status_code == 201, reply.text
+    study_id: int = reply.json()["id"]
+    return study_id
+
+
+def _trials(url: str, study_id: int) -> list[dict[str, Any]]:
+    trials: list[dict[str, Any]] = _get(url, f"/api/v1/studies/{study_id}/trials")["items"]
+    return trials
+
+
+def _slots(url: str, command_pid: int) -> list[dict[str, Any]]:
+    """The command's slots in the workers list: every worker but one registered by the command
+    itself (its slots are its children)."""
+    host = socket.gethostname()
+    return sorted(
+        (w for w in _get(url, "/api/v1/workers") if w["name"].startswith(f"{host}:")),
+        key=lambda w: w["slot"],
+    )
+
+
+def test_one_worker_command_trains_in_two_slots_and_sigterm_releases_both(
+    processes: Processes,
+) -> None:
+    url = processes.server()
+    both = {"max_trials": 2, "parallel_trials": 2}
+    # The study is there before the worker starts: both slots lease as soon as they are up.
+    first = _create(url, spec_doc("slots", budget={**both, "epochs": 4}, workload=SLOW))
+    worker = processes.start("slots", "worker", "--server", url, "--devices", "cpu", "--slots", "2")
+
+    # Two slots, each its own worker: <host>:<its pid>/cpu#<slot>, children of the command.
+    slots = wait_for(
+        lambda: len(found := _slots(url, worker.pid)) == 2 and found, 90, "two slots registered"
+    )
+    pids = [int(w["name"].split(":", 1)[1].split("/")[0]) for w in slots]
+    assert worker.pid not in pids and len(set(pids)) == 2
+    host = socket.gethostname()
+    assert [w["name"] for w in slots] == [f"{host}:{pids[0]}/cpu#0", f"{host}:{pids[1]}/cpu#1"]
+    assert [(w["slot"], w["slots"], w["device"], w["state"]) for w in slots] == [
+        (0, 2, "cpu", "active"),
+        (1, 2, "cpu", "active"),
+    ]
+    log = processes.log("slots")
+    assert "starting 2 slots (cpu#0, cpu#1), 1 torch thread each" in log, log
+
+    # Both trials ran at the same time, one in each slot.
+    done = wait_for(
+        lambda: _get(url, f"/api/v1/studies/{first}")["state"] == "completed", 120, "study 1"
+    )
+    assert done
+    trials = _trials(url, first)
+    assert {t["worker"] for t in trials} == {w["name"] for w in slots}
+    (start_a, end_a), (start_b, end_b) = [
+        (datetime.fromisoformat(t["started_at"]), datetime.fromisoformat(t["finished_at"]))
+        for t in trials
+    ]
+    assert start_a < end_b and start_b < end_a, trials  # the running intervals overlap
+
+    # One SIGTERM to the command: each slot ends its epoch, gives its trial back, and leaves.
+    second = _create(url, spec_doc("slots-term", budget={**both, "epochs": 20}, workload=SLOW))
+
+    def both_mid_trial() -> list[dict[str, Any]] | None:
+        running = [t for t in _trials(url, second) if t["state"] == "running" and t["epochs"]]
+        return running if len(running) == 2 else None
+
+    running = wait_for(both_mid_trial, 120, "both trials past their first epoch", every=0.1)
+    assert {t["worker"] for t in running} == {w["name"] for w in slots}
+    worker.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    assert worker.wait(30) == 0, processes.log("slots")
+    assert time.monotonic() - stopped_at < 15  # an epoch, a checkpoint and a release each
+    for trial in running:
+        released = _get(url, f"/api/v1/trials/{trial['id']}")
+        assert released["state"] == "queued" and released["attempt"] == 1, released
+        assert 1 <= released["epochs"] < 20  # its epochs and checkpoint are kept for the next
+    log = processes.log("slots")
+    assert log.count("released unfinished (worker shutting down)") == 2, log
+    assert [w["state"] for w in _slots(url, worker.pid)] == ["gone", "gone"]
