@@ -173,6 +173,8 @@ class Reporting:
             self._record_before_pause(unit, trial, item.epoch)
             self.context.transitions.release(unit, trial, TrialState.PAUSED)
             return Decision.PAUSE
+        if not search.reads_each_value(spec):
+            return Decision.CONTINUE  # nothing reads it now: Optuna gets it at the trial's end
         value, optuna_id = trial.value, trial.optuna_trial_id
         if (
             value is None

@@ -38,6 +38,10 @@ try:  # Optuna's own transaction helper, for several intermediate values in one 
     from optuna.storages._rdb.storage import _create_scoped_session as _optuna_session
 except ImportError:  # pragma: no cover - an Optuna without it writes them one by one
     _optuna_session = None  # type: ignore[assignment]
+try:  # Optuna's table models, for a finished trial's values in one insert (`record_curve`)
+    from optuna.storages._rdb import models as _optuna_models
+except ImportError:  # pragma: no cover - an Optuna without them writes them as reports do
+    _optuna_models = None  # type: ignore[assignment]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # TPE's `group` (conditional spaces) is marked experimental; it is what define-by-run needs.
@@ -113,6 +117,15 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner | None:
             reduction_factor=spec.strategy.reduction_factor,
         )
     return None
+
+
+def reads_each_value(spec: StudySpec) -> bool:
+    """Whether anything reads a trial's intermediate values in Optuna while the trial trains:
+    the study's pruner does (its median or rungs need each reported value at once). Without
+    one, reports leave Optuna alone and a trial's values reach it at the trial's end
+    (`Transitions.finish`, one transaction), besides those of the epochs it pauses at (a
+    rung's end, whose value the sampler learns from)."""
+    return make_pruner(spec) is not None
 
 
 def create_study(storage: RDBStorage, name: str, spec: StudySpec) -> int:
@@ -300,6 +313,44 @@ def report_values(storage: RDBStorage, values: Sequence[tuple[int, int, float]])
     for optuna_trial_id, epoch, value in values:
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             storage.set_trial_intermediate_value(optuna_trial_id, epoch, value)
+
+
+def record_curve(
+    storage: RDBStorage, optuna_trial_id: int, values: Sequence[tuple[int, float]]
+) -> None:
+    """Record the objective of each (epoch, value) of one trial at its end, in one Optuna
+    transaction of three statements (the trial, its stored values, one insert of the missing
+    ones; a stored one that differs is updated), where `report_values` looks each value up on
+    its own. A no-op when the Optuna trial has finished meanwhile. Through Optuna's own models
+    (checked by a test like `report_values`' steps); without them, `report_values`."""
+    if _optuna_models is None or _optuna_session is None:
+        report_values(storage, [(optuna_trial_id, epoch, value) for epoch, value in values])
+        return
+    model = _optuna_models.TrialIntermediateValueModel
+    with _optuna_session(storage.scoped_session) as session:
+        trial = _optuna_models.TrialModel.find_or_raise_by_id(optuna_trial_id, session)
+        if trial.state.is_finished():
+            return
+        stored: dict[int, Any] = {
+            int(row.step): row for row in model.where_trial_id(optuna_trial_id, session)
+        }
+        new = []
+        for epoch, value in values:
+            number, kind = model.intermediate_value_to_stored_repr(value)
+            row = stored.get(epoch)
+            if row is None:
+                new.append(
+                    {
+                        "trial_id": optuna_trial_id,
+                        "step": epoch,
+                        "intermediate_value": number,
+                        "intermediate_value_type": kind,
+                    }
+                )
+            elif (row.intermediate_value, row.intermediate_value_type) != (number, kind):
+                row.intermediate_value, row.intermediate_value_type = number, kind
+        if new:
+            session.bulk_insert_mappings(model, new)  # one executemany, no ids read back
 
 
 def _batched_values_supported(storage: RDBStorage) -> bool:
