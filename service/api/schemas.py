@@ -7,14 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from hpo.protocol import (
-    Assignment,
-    EpochReport,
-    HeldOutMetrics,
-    StudyState,
-    TrialReport,
-    TrialState,
-)
+from hpo.protocol import Assignment, EpochReport, StudyState, TrialReport, TrialState
 from hpo.tunables import Tunable
 from service.domain.spec import MAX_TRIALS
 
@@ -63,12 +56,11 @@ class Problem(BaseModel):
 # -- studies ------------------------------------------------------------------------------
 
 
-TestMetrics = Annotated[
-    dict[str, float | str | None] | None,
+Values = Annotated[
+    list[Number] | None,
     Field(
-        description="the final model on the held-out test split, evaluated once when the "
-        "trial completed and never used for selection: `{test_accuracy, test_loss}`, or "
-        "`{unavailable: why}` (no test split); null when the worker sent none",
+        description="multi-objective studies: one value per objective at the trial's last "
+        "report, in the order of the spec's `objectives` (`value` is then null); else null",
     ),
 ]
 
@@ -77,8 +69,8 @@ class BestTrial(BaseModel):
     trial_id: int
     number: int
     value: Number
+    values: Values = None
     params: dict[str, Any]
-    test_metrics: TestMetrics = None
 
 
 class StudyPublic(BaseModel):
@@ -88,7 +80,11 @@ class StudyPublic(BaseModel):
     reason: str | None = Field(None, description="why the study failed or is waiting")
     spec: dict[str, Any]
     counts: dict[str, int] = Field(description="number of trials in each trial state")
-    best: BestTrial | None
+    best: BestTrial | list[BestTrial] | None = Field(
+        description="the completed trial with the best value (null: none yet); for a study "
+        "with `objectives`, a list: its Pareto set, every completed trial that no other beats "
+        "on all objectives, by trial number"
+    )
     max_trials: int
     created_at: datetime
     finished_at: datetime | None
@@ -115,6 +111,7 @@ class TrialPublic(BaseModel):
     state: TrialState
     params: dict[str, Any]
     value: Number = Field(description="the objective at the trial's last report")
+    values: Values = None
     epochs: int = Field(description="epochs reported so far")
     worker: str | None
     attempt: int
@@ -138,7 +135,6 @@ class CurvePoint(BaseModel):
 
 class TrialDetail(TrialPublic):
     curve: list[CurvePoint]
-    test_metrics: TestMetrics = None
 
 
 # -- workers ------------------------------------------------------------------------------
@@ -208,19 +204,12 @@ class LeaseRequest(Strict):
     held: Held = None
 
 
-class HeldOutRequest(Strict, HeldOutMetrics):
-    """hpo.protocol.HeldOutMetrics, checked as strictly as every request body."""
-
-
 class CompleteRequest(Strict):
     token: str = Field(max_length=128)
     lease: int = Field(
         0, ge=0, le=64, description="also lease up to this many next trials: saves a request"
     )
     held: Held = None
-    test_metrics: HeldOutRequest | None = Field(
-        None, description="the final model on the held-out test split (older workers: none)"
-    )
 
 
 class CompletedTrial(TrialPublic):

@@ -33,18 +33,30 @@ def study(view: StudyView) -> schemas.StudyPublic:
         reason=row.reason or view.waiting,
         spec=finite(row.spec),
         counts={state.value: n for state, n in view.counts.items()},
-        best=None
+        best=[_best(t) for t in view.front]
+        if view.front is not None
+        else None
         if best is None
         else schemas.BestTrial(
             trial_id=best.id,
             number=best.number,
             value=finite(best.value),
             params=finite(best.params or {}),
-            test_metrics=finite(best.test_metrics),
         ),
         max_trials=row.max_trials,
         created_at=row.created_at,
         finished_at=row.finished_at,
+    )
+
+
+def _best(row: TrialRow) -> schemas.BestTrial:
+    """A trial of a multi-objective study's Pareto set."""
+    return schemas.BestTrial(
+        trial_id=row.id,
+        number=row.number,
+        value=None,
+        values=finite(row.values),
+        params=finite(row.params or {}),
     )
 
 
@@ -56,6 +68,7 @@ def _trial_fields(row: TrialRow, workers: dict[int, str]) -> dict[str, Any]:
         "state": row.state,
         "params": finite(row.params or {}),
         "value": finite(row.value),
+        "values": finite(row.values),
         "epochs": row.epochs,
         "worker": workers.get(row.worker_id) if row.worker_id is not None else None,
         "attempt": row.attempt,
@@ -78,11 +91,7 @@ def trial_page(page: TrialPageView) -> schemas.TrialPage:
 
 def trial_detail(detail: TrialDetailView) -> schemas.TrialDetail:
     curve = [schemas.CurvePoint(epoch=m.epoch, metrics=finite(m.metrics)) for m in detail.curve]
-    return schemas.TrialDetail(
-        **_trial_fields(detail.row, detail.workers),
-        curve=curve,
-        test_metrics=finite(detail.row.test_metrics),
-    )
+    return schemas.TrialDetail(**_trial_fields(detail.row, detail.workers), curve=curve)
 
 
 def worker(

@@ -25,7 +25,7 @@ from service.domain.lease_checks import (
     require_running,
 )
 from service.domain.spec import StudySpec
-from service.domain.transitions import objective_value, target_epochs
+from service.domain.transitions import record_objectives, target_epochs
 from service.storage.artifacts import ArtifactError
 from service.storage.models import StudyRow, TrialRow
 from service.storage.unit import Unit, reading, unit_of_work
@@ -49,6 +49,17 @@ def at_rung_end(trial: TrialRow, spec: StudySpec) -> bool:
     """The trial finished a rung of successive halving that is not the last one."""
     target = target_epochs(trial, spec)
     return trial.epochs >= target and target < spec.budget.epochs
+
+
+def _unfinished_objective(trial: TrialRow, spec: dict[str, Any]) -> str | None:
+    """The first objective whose value at the trial's last report is missing or not finite."""
+    objectives = spec.get("objectives") or [spec["objective"]]
+    values = [trial.value] if spec.get("objectives") is None else (trial.values or [])
+    for i, objective in enumerate(objectives):
+        value = values[i] if i < len(values) else None
+        if value is None or not math.isfinite(value):  # a NaN: the metric was missing
+            return str(objective["metric"])
+    return None
 
 
 class Reporting:
@@ -173,8 +184,6 @@ class Reporting:
             self._record_before_pause(unit, trial, item.epoch)
             self.context.transitions.release(unit, trial, TrialState.PAUSED)
             return Decision.PAUSE
-        if not search.reads_each_value(spec):
-            return Decision.CONTINUE  # nothing reads it now: Optuna gets it at the trial's end
         value, optuna_id = trial.value, trial.optuna_trial_id
         if (
             value is None
@@ -214,7 +223,7 @@ class Reporting:
         """What follows a newly stored epoch: the trial's latest value, and the event."""
         if epoch >= trial.epochs:
             trial.epochs = epoch
-            trial.value = objective_value(metrics, study.spec["objective"]["metric"])
+            record_objectives(trial, metrics, study.spec)
         unit.event(
             study.id, "trial_reported", trial.id, number=trial.number, epoch=epoch, metrics=metrics
         )
@@ -242,32 +251,27 @@ class Reporting:
 
     # -- the trial's end --------------------------------------------------------------------
 
-    def complete(
-        self, trial_id: int, token: str, test_metrics: dict[str, Any] | None = None
-    ) -> TrialRow:
-        """The trial trained all its epochs; its value is the objective at its last report.
-        `test_metrics` (its final model on the held-out test split) is stored on a trial that
-        completes, as it is: nothing here or later selects, prunes or orders by it."""
+    def complete(self, trial_id: int, token: str) -> TrialRow:
+        """The trial trained all its epochs; its value is the objective at its last report."""
         transitions = self.context.transitions
         with unit_of_work(self.context.db) as unit:
             study, trial = self._locked(unit, trial_id, token)
             if trial.state is TrialState.COMPLETED:
                 return trial
             require_running(trial)
-            metric = study.spec["objective"]["metric"]
+            unfinished = _unfinished_objective(trial, study.spec)
             if at_rung_end(trial, search.stored_spec(study.spec)):
                 self._pause_for_promotion(unit, study, trial)  # a rung's end, not the trial's
             elif trial.epochs == 0:
                 transitions.finish(unit, trial, TrialState.FAILED, "the trial reported no epoch")
-            elif trial.value is None or not math.isfinite(trial.value):
+            elif unfinished is not None:
                 transitions.finish(
                     unit,
                     trial,
                     TrialState.FAILED,
-                    f"objective '{metric}' was not a finite number at the last report",
+                    f"objective '{unfinished}' was not a finite number at the last report",
                 )
             else:
-                trial.test_metrics = test_metrics
                 transitions.finish(unit, trial, TrialState.COMPLETED, None)
         return trial
 

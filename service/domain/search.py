@@ -24,7 +24,6 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState as OptunaState
 
 from hpo.protocol import TrialState
-from service.domain import bohb
 from service.domain.spec import MAX_GRID_POINTS, StudySpec, initial_params
 from service.domain.spec.space import (
     configuration_key,
@@ -38,10 +37,6 @@ try:  # Optuna's own transaction helper, for several intermediate values in one 
     from optuna.storages._rdb.storage import _create_scoped_session as _optuna_session
 except ImportError:  # pragma: no cover - an Optuna without it writes them one by one
     _optuna_session = None  # type: ignore[assignment]
-try:  # Optuna's table models, for a finished trial's values in one insert (`record_curve`)
-    from optuna.storages._rdb import models as _optuna_models
-except ImportError:  # pragma: no cover - an Optuna without them writes them as reports do
-    _optuna_models = None  # type: ignore[assignment]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # TPE's `group` (conditional spaces) is marked experimental; it is what define-by-run needs.
@@ -77,7 +72,7 @@ def make_sampler(spec: StudySpec, number: int, retry: int = 0) -> optuna.sampler
     another proposal after one that was already tried."""
     strategy = spec.strategy
     seed = _reseeded(spec, number, retry)
-    kind: str = strategy.kind
+    kind = strategy.kind
     if kind in ("successive_halving", "hyperband"):
         kind = strategy.sampler
     startup = min(10, max(3, spec.effective_max_trials() // 3))
@@ -89,14 +84,8 @@ def make_sampler(spec: StudySpec, number: int, retry: int = 0) -> optuna.sampler
             constant_liar=True,
             n_startup_trials=startup,
         )
-    if kind == "bohb":
-        return bohb.BohbSampler(
-            [rung.epochs for bracket in spec.brackets() for rung in bracket.rungs],
-            seed=seed,
-            random_fraction=bohb.DEFAULT_RANDOM_FRACTION
-            if strategy.random_fraction is None
-            else strategy.random_fraction,
-        )
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=nsga2_population(spec))
     if kind == "gp":
         return optuna.samplers.GPSampler(
             seed=seed,
@@ -105,6 +94,12 @@ def make_sampler(spec: StudySpec, number: int, retry: int = 0) -> optuna.sampler
             warn_independent_sampling=False,
         )
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+def nsga2_population(spec: StudySpec) -> int:
+    """NSGA-II's generation size: a quarter of the study's trials (4 to 50), so that a study of
+    20 trials sees a few generations evolve rather than one random one."""
+    return max(4, min(50, spec.effective_max_trials() // 4))
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner | None:
@@ -119,20 +114,12 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner | None:
     return None
 
 
-def reads_each_value(spec: StudySpec) -> bool:
-    """Whether anything reads a trial's intermediate values in Optuna while the trial trains:
-    the study's pruner does (its median or rungs need each reported value at once). Without
-    one, reports leave Optuna alone and a trial's values reach it at the trial's end
-    (`Transitions.finish`, one transaction), besides those of the epochs it pauses at (a
-    rung's end, whose value the sampler learns from)."""
-    return make_pruner(spec) is not None
-
-
 def create_study(storage: RDBStorage, name: str, spec: StudySpec) -> int:
-    """Create (or adopt, if a crash left it behind) the Optuna study; returns its id."""
-    direction = optuna.study.StudyDirection[spec.objective.direction.upper()]
+    """Create (or adopt, if a crash left it behind) the Optuna study, with one direction per
+    objective; returns its id."""
+    directions = [optuna.study.StudyDirection[o.direction.upper()] for o in spec.all_objectives]
     try:
-        return storage.create_new_study([direction], study_name=name)
+        return storage.create_new_study(directions, study_name=name)
     except optuna.exceptions.DuplicatedStudyError:
         return storage.get_study_id_from_name(name)
 
@@ -223,17 +210,8 @@ def ask(
         if spec.distinct_configurations() is None:
             study.sampler = make_sampler(spec, number)
             trial = study.ask()
-            params = suggest_params(spec.space, trial)
-            _note_choice(cache.storage, study.sampler, trial._trial_id)
-            return trial._trial_id, params
+            return trial._trial_id, suggest_params(spec.space, trial)
         return _ask_untried(cache.storage, study, study_id, spec, number)
-
-
-def _note_choice(storage: RDBStorage, sampler: optuna.samplers.BaseSampler, trial_id: int) -> None:
-    """Keep how BOHB made a proposal (the budget whose model it came from, or why it was random)
-    in the Optuna trial's system attributes, where Optuna's dashboard shows it too."""
-    if isinstance(sampler, bohb.BohbSampler) and sampler.choice is not None:
-        storage.set_trial_system_attr(trial_id, bohb.CHOICE_ATTR, sampler.choice.as_attr())
 
 
 def _fixed_trial(
@@ -315,44 +293,6 @@ def report_values(storage: RDBStorage, values: Sequence[tuple[int, int, float]])
             storage.set_trial_intermediate_value(optuna_trial_id, epoch, value)
 
 
-def record_curve(
-    storage: RDBStorage, optuna_trial_id: int, values: Sequence[tuple[int, float]]
-) -> None:
-    """Record the objective of each (epoch, value) of one trial at its end, in one Optuna
-    transaction of three statements (the trial, its stored values, one insert of the missing
-    ones; a stored one that differs is updated), where `report_values` looks each value up on
-    its own. A no-op when the Optuna trial has finished meanwhile. Through Optuna's own models
-    (checked by a test like `report_values`' steps); without them, `report_values`."""
-    if _optuna_models is None or _optuna_session is None:
-        report_values(storage, [(optuna_trial_id, epoch, value) for epoch, value in values])
-        return
-    model = _optuna_models.TrialIntermediateValueModel
-    with _optuna_session(storage.scoped_session) as session:
-        trial = _optuna_models.TrialModel.find_or_raise_by_id(optuna_trial_id, session)
-        if trial.state.is_finished():
-            return
-        stored: dict[int, Any] = {
-            int(row.step): row for row in model.where_trial_id(optuna_trial_id, session)
-        }
-        new = []
-        for epoch, value in values:
-            number, kind = model.intermediate_value_to_stored_repr(value)
-            row = stored.get(epoch)
-            if row is None:
-                new.append(
-                    {
-                        "trial_id": optuna_trial_id,
-                        "step": epoch,
-                        "intermediate_value": number,
-                        "intermediate_value_type": kind,
-                    }
-                )
-            elif (row.intermediate_value, row.intermediate_value_type) != (number, kind):
-                row.intermediate_value, row.intermediate_value_type = number, kind
-        if new:
-            session.bulk_insert_mappings(model, new)  # one executemany, no ids read back
-
-
 def _batched_values_supported(storage: RDBStorage) -> bool:
     """Whether this Optuna has the private steps `report_values` batches with (checked by a
     test, so an Optuna that renames them fails it instead of silently writing one by one)."""
@@ -372,13 +312,22 @@ def should_prune(
     return bool(pruner.prune(study, cache.storage.get_trial(optuna_trial_id)))
 
 
-def tell(storage: RDBStorage, optuna_trial_id: int, state: TrialState, value: float | None) -> None:
+def tell(
+    storage: RDBStorage,
+    optuna_trial_id: int,
+    state: TrialState,
+    value: float | Sequence[float | None] | None,
+) -> None:
     """Finish the Optuna trial in one storage write; a no-op if it already is (crash recovery
-    may tell twice). Our samplers keep no per-trial state, so `Study.tell`'s sampler hook has
-    nothing to do."""
+    may tell twice). `value` is the objective, or the list of objectives of a multi-objective
+    study; a completed trial with a missing or infinite one is told FAIL. Our samplers keep no
+    per-trial state, so `Study.tell`'s sampler hook has nothing to do."""
     optuna_state = _FINISH_STATES[state]
-    values = [value] if optuna_state == OptunaState.COMPLETE and value is not None else None
-    if values is not None and not math.isfinite(values[0]):
-        optuna_state, values = OptunaState.FAIL, None
+    values: list[float] | None = None
+    if optuna_state == OptunaState.COMPLETE and value is not None:
+        told = list(value) if isinstance(value, Sequence) else [value]
+        values = [float(v) for v in told if v is not None and math.isfinite(v)]
+        if len(values) != len(told):
+            optuna_state, values = OptunaState.FAIL, None
     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
         storage.set_trial_state_values(optuna_trial_id, optuna_state, values)

@@ -13,6 +13,7 @@ from optuna.storages import RDBStorage
 from hpo.protocol import StudyState, TrialState, WorkerState
 from service.domain import search
 from service.domain.errors import Conflict, InvalidInput, NotFound
+from service.domain.pareto import pareto_front
 from service.domain.spec import StudySpec, configuration_issues
 from service.domain.spec.space import grid_size
 from service.domain.transitions import Transitions, target_epochs
@@ -32,6 +33,7 @@ class StudyView:
     counts: dict[TrialState, int]
     best: TrialRow | None
     waiting: str | None = None  # why a running study gets no trials, when it is known
+    front: list[TrialRow] | None = None  # multi-objective: the Pareto set, by trial number
 
 
 @dataclass(frozen=True)
@@ -275,9 +277,24 @@ class Studies:
 
     def _view(self, stores: Stores, row: StudyRow) -> StudyView:
         waiting = waiting_reason(stores, row, utcnow(), self.stale_worker)
-        maximize = search.stored_spec(row.spec).objective.direction == "maximize"
+        spec = search.stored_spec(row.spec)
+        counts = stores.trials.count_by_state(row.id)
+        if spec.is_multi_objective:
+            completed = stores.trials.of_study(row.id, TrialState.COMPLETED)
+            return StudyView(row, counts, None, waiting, pareto_trials(completed, spec))
+        maximize = spec.objective.direction == "maximize"
         best = stores.trials.best_completed(row.id, maximize)
-        return StudyView(row, stores.trials.count_by_state(row.id), best, waiting)
+        return StudyView(row, counts, best, waiting)
+
+
+def pareto_trials(trials: Sequence[TrialRow], spec: StudySpec) -> list[TrialRow]:
+    """The Pareto set of a multi-objective study's `trials` (its completed ones, say), by trial
+    number: those whose `values` no other trial's dominate. Trials without all their values
+    (a NaN, a missing one) are left out."""
+    directions = [o.direction for o in spec.all_objectives]
+    valued = [t for t in trials if t.values is not None and len(t.values) == len(directions)]
+    front = pareto_front([t.values or [] for t in valued], directions)
+    return sorted((valued[i] for i in front), key=lambda t: t.number)
 
 
 def _found(row: StudyRow | None, study_id: int) -> StudyRow:

@@ -29,6 +29,25 @@ def objective_value(metrics: dict[str, Any], metric: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def record_objectives(
+    trial: TrialRow, metrics: dict[str, Any] | None, spec: dict[str, Any]
+) -> None:
+    """Set the trial's objective from the metrics of its latest epoch (None: it has none): its
+    `value`, or for a multi-objective study (the stored spec has `objectives`) its `values`, one
+    per objective in the spec's order (NaN where the metric is missing), `value` staying null."""
+    objectives = spec.get("objectives")
+    if objectives is None:
+        metric = spec["objective"]["metric"]
+        trial.value = objective_value(metrics, metric) if metrics is not None else None
+        return
+    trial.value = None
+    if metrics is None:
+        trial.values = None
+        return
+    values = [objective_value(metrics, o["metric"]) for o in objectives]
+    trial.values = [math.nan if v is None else v for v in values]
+
+
 def target_epochs(trial: TrialRow, spec: StudySpec) -> int:
     """The epoch the trial's current lease trains to: its rung's end, or the full budget."""
     return trial.target_epochs or spec.budget.epochs
@@ -67,10 +86,12 @@ class Transitions:
         if trial.checkpoint_id and not self.artifacts.exists(trial.checkpoint_id):
             trial.checkpoint_id, trial.checkpoint_epoch, resume_at = None, 0, 0
         unit.curves.drop_after(trial.id, resume_at)
-        trial.epochs, trial.value = resume_at, None
+        trial.epochs, trial.value, trial.values = resume_at, None, None
         if resume_at:
             metrics = unit.curves.at(trial.id, resume_at)
-            trial.value = objective_value(metrics, metric) if metrics is not None else None
+            study = unit.studies.get(trial.study_id)
+            spec = study.spec if study is not None else {"objective": {"metric": metric}}
+            record_objectives(trial, metrics, spec)
 
     def finish(self, unit: Unit, trial: TrialRow, state: TrialState, reason: str | None) -> None:
         trial.state, trial.reason, trial.finished_at = state, reason, self.clock()
@@ -78,8 +99,8 @@ class Transitions:
         study = unit.studies.get(trial.study_id)
         assert study is not None
         if trial.optuna_trial_id is not None:
-            self._deferred_values(unit, study, trial, trial.optuna_trial_id)
-            unit.later(search.tell, self.storage, trial.optuna_trial_id, state, trial.value)
+            told = trial.value if trial.values is None else trial.values
+            unit.later(search.tell, self.storage, trial.optuna_trial_id, state, told)
         unit.event(
             study.id,
             "trial_finished",
@@ -87,30 +108,11 @@ class Transitions:
             number=trial.number,
             state=state.value,
             value=trial.value,
+            values=trial.values,
             reason=reason,
         )
         unit.flush()
         self.settle(unit, study)
-
-    def _deferred_values(
-        self, unit: Unit, study: StudyRow, trial: TrialRow, optuna_trial_id: int
-    ) -> None:
-        """Queue, before the tell, the objective of each epoch the trial reported, for Optuna
-        in one transaction, when the study's reports left Optuna alone (no pruner reads them:
-        `search.reads_each_value`), so that Optuna's storage (and its dashboard) holds every
-        trial's curve. A value already there (a rung's end) is written again, unchanged."""
-        objective = study.spec.get("objective")  # a multi-objective study reports none
-        if trial.epochs == 0 or objective is None:
-            return
-        if search.reads_each_value(search.stored_spec(study.spec)):
-            return
-        values = [
-            (epoch, value)
-            for _trial, epoch, metrics in unit.curves.of_trials([trial.id])
-            if (value := objective_value(metrics, objective["metric"])) is not None
-        ]
-        if values:
-            unit.later(search.record_curve, self.storage, optuna_trial_id, values)
 
     def settle(self, unit: Unit, study: StudyRow) -> None:
         """Mark a running study completed (or failed, when no trial succeeded) once

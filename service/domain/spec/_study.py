@@ -42,6 +42,10 @@ from service.domain.spec._workload import Workload
 
 OPTIMIZERS = tunables.choices("optimizer")
 MULTI_FIDELITY_KINDS = frozenset({"successive_halving", "hyperband"})
+MAX_OBJECTIVES = 3
+"""Past three objectives nearly every trial is on the Pareto front (there is always some objective
+a trial is best at), so the front no longer narrows the choice, cannot be drawn, and NSGA-II's
+crowding distance stops telling points apart."""
 DEFAULT_MAX_TRIALS = 20
 # Trial counts are INTEGER columns (32 bits on PostgreSQL); a million trials is far beyond use.
 MAX_TRIALS = 1_000_000
@@ -113,15 +117,13 @@ class Strategy(Strict):
     hyperband and `early_stopping: asha`; `sampler` picks the proposals of successive_halving
     and hyperband, `n_configs` the size of successive halving. Other kinds ignore them."""
 
-    kind: Literal["grid", "random", "tpe", "gp", "successive_halving", "hyperband"]
+    kind: Literal["grid", "random", "tpe", "gp", "nsga2", "successive_halving", "hyperband"]
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     early_stopping: Literal["none", "median", "asha"] = "none"
     min_epochs: int = Field(default=1, ge=1)
     reduction_factor: int = Field(default=3, ge=2)
     n_configs: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
-    sampler: Literal["random", "tpe", "bohb"] = "random"
-    random_fraction: float | None = Field(default=None, ge=0.0, le=1.0)
-    """sampler: bohb: the share of proposals drawn at random (default 1/3, as in BOHB)."""
+    sampler: Literal["random", "tpe"] = "random"
     allow_repeats: bool = False
     """random, tpe, gp over a finite space: propose a configuration already tried (another
     seed's run of it, say); by default each is tried once and the study ends when all were."""
@@ -140,22 +142,6 @@ class Strategy(Strict):
             )
             raise_issues("Strategy", [Issue(("early_stopping",), msg, self.early_stopping)])
         return self
-
-    @model_validator(mode="after")
-    def _bohb_fits_kind(self) -> Strategy:
-        """BOHB models each rung's budget, so it needs rungs; random_fraction is BOHB's."""
-        if self.sampler == "bohb" and not self.is_multi_fidelity:
-            msg = (
-                f"sampler bohb models the results of each rung of successive_halving or "
-                f"hyperband, and {self.kind} has no rungs; use kind: hyperband or "
-                "successive_halving with it, or kind: tpe for a model-based search without rungs"
-            )
-            raise_issues("Strategy", [Issue(("sampler",), msg, self.sampler)])
-        if self.random_fraction is not None and self.sampler != "bohb":
-            msg = f"random_fraction is used only by sampler: bohb, not by sampler: {self.sampler}"
-            raise_issues("Strategy", [Issue(("random_fraction",), msg, self.random_fraction)])
-        return self
-
 
 
 class Budget(Strict):
@@ -201,6 +187,13 @@ class StudySpec(Strict):
 
     name: Annotated[str, AfterValidator(_check_study_name)]
     objective: Objective = Field(default_factory=Objective)
+    objectives: list[Objective] | None = Field(
+        default=None,
+        min_length=2,
+        json_schema_extra={"maxItems": MAX_OBJECTIVES},
+        description="multi-objective: 2 or 3 objectives optimized together, instead of "
+        "`objective`; the study's best is then its Pareto set",
+    )
     strategy: Strategy
     budget: Budget = Field(default_factory=Budget)
     space: dict[Annotated[str, AfterValidator(_check_param_name)], Param]
@@ -211,6 +204,34 @@ class StudySpec(Strict):
         description="warm start: configurations ({param: value, ...}) that run first, in order; "
         "parameters left out are chosen by the sampler",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_kind_of_objective(cls, data: Any) -> Any:
+        """`objectives` replaces `objective`, which then holds the first of them (what a worker
+        and the single-valued views read). A spec read back from a study has both, the same."""
+        if not isinstance(data, Mapping) or data.get("objectives") is None:
+            return data
+        objectives = data["objectives"]
+        first = objectives[0] if isinstance(objectives, list) and objectives else None
+        if "objective" in data and data["objective"] != first:
+            msg = "give either `objective` or `objectives`, not both"
+            raise_issues("StudySpec", [Issue(("objective",), msg, data["objective"])])
+        return {**data, "objective": first} if isinstance(first, Mapping) else data
+
+    @model_validator(mode="after")
+    def _check_objectives(self) -> StudySpec:
+        raise_issues("StudySpec", _objectives_issues(self))
+        return self
+
+    @property
+    def is_multi_objective(self) -> bool:
+        return self.objectives is not None
+
+    @property
+    def all_objectives(self) -> list[Objective]:
+        """The objectives in the spec's order: `objectives`, else [`objective`]."""
+        return self.objectives if self.objectives is not None else [self.objective]
 
     @field_validator("space", mode="wrap")
     @classmethod
@@ -266,7 +287,8 @@ class StudySpec(Strict):
         finite space (every float with `values` or `step`). None when there is no such limit:
         a continuous float, `allow_repeats`, or grid and multi-fidelity kinds (grid tries each
         point once by itself; successive halving and hyperband fill their brackets)."""
-        if self.strategy.kind not in ("random", "tpe", "gp") or self.strategy.allow_repeats:
+        sampled = ("random", "tpe", "gp", "nsga2")
+        if self.strategy.kind not in sampled or self.strategy.allow_repeats:
             return None
         return search_space.sampled_size(self.space)
 
@@ -293,6 +315,43 @@ class StudySpec(Strict):
             self.budget.epochs,
             strategy.reduction_factor,
         )
+
+
+def _objectives_issues(spec: StudySpec) -> list[Issue]:
+    """Each objective's metric once; and no strategy that ranks trials by one value: successive
+    halving and hyperband promote the best of a rung, median and asha early stopping compare a
+    trial's value with others' at the same epoch, and a trial beaten on one objective may be on
+    the Pareto front by another."""
+    if spec.objectives is None:
+        return []
+    if len(spec.objectives) > MAX_OBJECTIVES:
+        msg = (
+            f"{len(spec.objectives)} objectives; at most {MAX_OBJECTIVES} are allowed: with more, "
+            "nearly every trial is on the Pareto front and the front no longer narrows the choice"
+        )
+        return [Issue(("objectives",), msg, len(spec.objectives))]
+    issues = []
+    seen: set[str] = set()
+    for i, objective in enumerate(spec.objectives):
+        if objective.metric in seen:
+            msg = f"metric '{objective.metric}' is already an objective; give each metric once"
+            issues.append(Issue(("objectives", i, "metric"), msg, objective.metric))
+        seen.add(objective.metric)
+    strategy = spec.strategy
+    if strategy.is_multi_fidelity:
+        msg = (
+            f"{strategy.kind} promotes the best trials of each rung by one value, which a study "
+            "with several objectives does not have; use random, grid, tpe, gp or nsga2"
+        )
+        issues.append(Issue(("strategy", "kind"), msg, strategy.kind))
+    elif strategy.early_stopping != "none":
+        msg = (
+            f"early_stopping {strategy.early_stopping} stops a trial whose one value is worse "
+            "than others' at the same epoch, which a study with several objectives does not "
+            "have; leave early_stopping: none"
+        )
+        issues.append(Issue(("strategy", "early_stopping"), msg, strategy.early_stopping))
+    return issues
 
 
 def _condition_issues(spec: StudySpec) -> list[Issue]:

@@ -99,7 +99,8 @@ INVALID = {
     "unknown strategy kind": (
         {"strategy.kind": "bayes"},
         ("strategy", "kind"),
-        "Input should be 'grid', 'random', 'tpe', 'gp', 'successive_halving' or 'hyperband'",
+        "Input should be 'grid', 'random', 'tpe', 'gp', 'nsga2', 'successive_halving' or "
+        "'hyperband'",
     ),
     "float low > high": (
         {"space.lr": f(low=0.5, high=0.1)},
