@@ -167,8 +167,11 @@ class HttpWorker:
     def report(self, trial_id: int, token: str, epoch: int, metrics: dict[str, float]) -> str:
         return self.client.report(self.worker_id, trial_id, token, epoch, metrics)
 
-    def complete(self, trial_id: int, token: str) -> None:
-        self.client.complete(self.worker_id, trial_id, token)
+    def complete(self, trial_id: int, token: str) -> list[tuple[int, str]]:
+        """Complete the trial and lease the next one in the same request, as `hpo worker`
+        does (`run_trial(lease_next=True)`)."""
+        done = self.client.complete(self.worker_id, trial_id, token, lease=1, held=[])
+        return [(a.trial_id, a.token) for a in done.assignments]
 
 
 class DomainWorker:
@@ -188,28 +191,41 @@ class DomainWorker:
     def report(self, trial_id: int, token: str, epoch: int, metrics: dict[str, float]) -> str:
         return str(self.protocol.reporting.report(trial_id, token, epoch, metrics).value)
 
-    def complete(self, trial_id: int, token: str) -> None:
+    def complete(self, trial_id: int, token: str) -> list[tuple[int, str]]:
+        """As the completion route does with `lease: 1`: complete, then lease."""
         self.protocol.reporting.complete(trial_id, token)
+        return [
+            (a.trial.id, a.trial.lease_token)
+            for a in self.protocol.leasing.lease(self.worker_id, 1, [])
+        ]
 
 
 def drive(
-    worker: HttpWorker | DomainWorker, run: Run, seed: int, trials: int | None = None
-) -> None:
-    """The no-op trainer: lease a trial, report every epoch, complete; until no work is left
-    (or `trials` are done)."""
+    worker: HttpWorker | DomainWorker,
+    run: Run,
+    seed: int,
+    trials: int | None = None,
+    leased: list[tuple[int, str]] | None = None,
+) -> list[tuple[int, str]]:
+    """The no-op trainer as `hpo worker` drives a trial: lease one, report every epoch, then
+    complete it with the next trial leased in the same call; until no work is left (or
+    `trials` are done). Returns the trial leased with the last completion (`leased` of the
+    next call)."""
     rng = random.Random(seed)
+    leased = leased or []
     while trials is None or len(run.ends) < trials:
-        leased = run.timed("lease", worker.lease)
+        leased = leased or run.timed("lease", worker.lease)
         if not leased:
-            return
+            return []
         trial_id, token = leased[0]
         for epoch in range(1, EPOCHS + 1):
             metrics = fake_metrics(rng, epoch)
             decision = run.timed("report", worker.report, trial_id, token, epoch, metrics)
             if decision != "continue":
                 raise BenchError(f"trial {trial_id} epoch {epoch}: the server said {decision}")
-        run.timed("complete", worker.complete, trial_id, token)
+        leased = run.timed("complete + lease", worker.complete, trial_id, token)
         run.ends.append(time.perf_counter())
+    return leased
 
 
 def check_study(client: Client, study_id: int, trials: int) -> None:
@@ -281,8 +297,8 @@ def run_in_process(folder: Path, trials: int, profiled: int) -> tuple[Run, pstat
     services.studies.create(study_spec("bench", trials + profiled, parallel=1))
     worker = DomainWorker(protocol, "in-process")
     run = Run(counter=counter)
-    drive(worker, run, seed=0, trials=trials)
+    leased = drive(worker, run, seed=0, trials=trials)
     profiler = cProfile.Profile()
-    profiler.runcall(drive, worker, Run(), 1)
+    profiler.runcall(drive, worker, Run(), 1, None, leased)
     services.db.dispose()
     return run, pstats.Stats(profiler)

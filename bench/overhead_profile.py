@@ -16,6 +16,7 @@ HOTSPOTS = [
     ("service/domain/reporting.py", "report", "`Reporting.report`"),
     ("service/domain/search.py", "report_values", "of which `search.report_values` (Optuna)"),
     ("service/domain/reporting.py", "complete", "`Reporting.complete`"),
+    ("service/domain/search.py", "record_curve", "of which `search.record_curve` (Optuna)"),
     ("service/domain/search.py", "tell", "of which `search.tell` (Optuna)"),
 ]
 

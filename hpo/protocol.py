@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class StudyState(str, Enum):
@@ -163,6 +163,30 @@ class HeartbeatResponse(BaseModel):
     """Each lease the heartbeat named: `continue`, or `stop` when the trial is not ours."""
 
     decisions: list[TrialDecision]
+
+
+class HeldOutMetrics(BaseModel):
+    """A completed trial's final model evaluated once on the held-out test split, sent with its
+    completion: `test_accuracy` and `test_loss`, or `unavailable` saying why there is no number
+    (its dataset has no test split). Stored and shown as sent (`shown()`); never used for
+    selection, pruning or ordering. Optional: a worker that sends none keeps working."""
+
+    test_accuracy: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    test_loss: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    unavailable: str | None = Field(None, min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> HeldOutMetrics:
+        numbers = (self.test_accuracy, self.test_loss)
+        if None not in numbers and self.unavailable is None:
+            return self
+        if numbers == (None, None) and self.unavailable is not None:
+            return self
+        raise ValueError("give test_accuracy and test_loss, or unavailable (why) alone")
+
+    def shown(self) -> dict[str, Any]:
+        """`{"test_accuracy", "test_loss"}` or `{"unavailable"}`: what is stored and shown."""
+        return self.model_dump(exclude_none=True)
 
 
 class Completion(BaseModel):

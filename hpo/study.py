@@ -37,6 +37,9 @@ class BestTrial(BaseModel):
     number: int
     value: float | None
     params: dict[str, Any]
+    # Its final model on the held-out test split, never used for selection:
+    # {"test_accuracy", "test_loss"}, {"unavailable": why}, or None (an older worker sent none).
+    test_metrics: dict[str, Any] | None = None
 
 
 class Trial(BaseModel):

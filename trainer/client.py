@@ -15,6 +15,7 @@ from hpo.protocol import (
     Decision,
     EpochReport,
     HeartbeatResponse,
+    HeldOutMetrics,
     LeaseGrant,
     ReportBatchResponse,
     ReportOutcome,
@@ -96,12 +97,17 @@ class WorkerClient(Connection):
         token: str,
         lease: int = 0,
         held: list[int] | None = None,
+        test_metrics: dict[str, Any] | None = None,
     ) -> Completion:
         """The completed trial's state; with `lease` above 0 its `assignments` are the
-        worker's next trials, leased in the same request (`held` as for `lease`)."""
+        worker's next trials, leased in the same request (`held` as for `lease`).
+        `test_metrics`: its final model on the held-out test split (hpo.protocol's
+        HeldOutMetrics; checked here, so a bad one fails on this side)."""
         body: dict[str, Any] = {"token": token, "lease": lease}
         if held is not None:
             body["held"] = held
+        if test_metrics is not None:
+            body["test_metrics"] = HeldOutMetrics.model_validate(test_metrics).shown()
         return Completion.model_validate(self._trial_call(worker_id, trial_id, "complete", body))
 
     def fail(self, worker_id: int, trial_id: int, token: str, reason: str) -> None:

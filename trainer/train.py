@@ -18,7 +18,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -88,6 +88,10 @@ class TrainResult:
     epochs_trained: int
     metrics: dict[str, float]
     decision: Decision | None
+    # The final model on the held-out test split (`held_out`), when the trial trained its full
+    # budget and no answer ended it; None otherwise. Sent with the completion, never reported.
+    # Not compared: two results are equal when they trained and ended alike.
+    test_metrics: dict[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -122,6 +126,11 @@ def train(config: TrainConfig, report: Report, checkpoint: Checkpoint | None = N
     plugin = plugins.discover().trainers.get(config.model)
     if plugin is not None:  # a whole training function of the user's: it keeps our contract
         result: TrainResult = plugin(config, report, checkpoint)
+        full = (config.stop_epoch or config.epochs) == config.epochs
+        if result.test_metrics is None and result.decision is None and full:
+            result.test_metrics = {
+                "unavailable": f"the training function of {config.model!r} gives no test metrics"
+            }
         return result
     stop = config.stop_epoch or config.epochs
     if config.epochs < 1 or not 1 <= stop <= config.epochs:
@@ -230,7 +239,10 @@ def _epochs(run: Run, start: int, stop: int, reporter: Reporter) -> TrainResult:
         reporter.send(epoch, metrics, blob)
     decision = reporter.decision()
     ended = decision is not None and decision.ends_training()
-    return TrainResult(stop - start, metrics, decision if ended else None)
+    # Only now, with the last answer in: a trial paused at a rung or pruned has no test score.
+    completed = not ended and stop == run.schedule_epochs
+    test = held_out(run.model, run.data) if completed else None
+    return TrainResult(stop - start, metrics, decision if ended else None, test)
 
 
 def train_epoch(run: Run, epoch: int, reporter: Reporter | None = None) -> tuple[float, float]:
@@ -283,6 +295,24 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
         loss_sum += F.cross_entropy(logits, yb, reduction="sum")
         correct += (logits.argmax(dim=1) == yb).sum()
     return loss_sum.item() / len(y), correct.item() / len(y)
+
+
+def held_out(model: nn.Module, data: Dataset) -> dict[str, Any]:
+    """A completed trial's final model evaluated once on the test split:
+    `{"test_accuracy", "test_loss"}`, or `{"unavailable": why}` when there is no number to
+    give (an empty test split: test_fraction 0 and a source without one).
+
+    The test split is neither trained on nor reported per epoch, so no decision of the search
+    (selection, pruning, promotion) ever sees it: the number is an unbiased estimate of the
+    selected configuration's accuracy, unlike its validation score.
+    """
+    if len(data.y_test) == 0:
+        return {"unavailable": "the dataset has no test split (test_fraction 0 and none given)"}
+    dtype = next(model.parameters()).dtype
+    loss, accuracy = evaluate(model, data.x_test.to(dtype), data.y_test)
+    if not math.isfinite(loss):
+        return {"unavailable": f"the test loss is {'NaN' if math.isnan(loss) else 'inf'}"}
+    return {"test_accuracy": accuracy, "test_loss": loss}
 
 
 def batch_bounds(n_samples: int, batch_size: int, norm: str) -> list[tuple[int, int]]:

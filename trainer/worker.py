@@ -326,6 +326,7 @@ class DeviceWorker:
                     lease.token,
                     lease=int(lease_next),
                     held=[] if lease_next else None,
+                    test_metrics=result.test_metrics,
                 )
             )
             state = completion.state.value if completion else "lost"

@@ -7,7 +7,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from hpo.protocol import Assignment, EpochReport, StudyState, TrialReport, TrialState
+from hpo.protocol import (
+    Assignment,
+    EpochReport,
+    HeldOutMetrics,
+    StudyState,
+    TrialReport,
+    TrialState,
+)
 from hpo.tunables import Tunable
 from service.domain.spec import MAX_TRIALS
 
@@ -56,6 +63,16 @@ class Problem(BaseModel):
 # -- studies ------------------------------------------------------------------------------
 
 
+TestMetrics = Annotated[
+    dict[str, float | str | None] | None,
+    Field(
+        description="the final model on the held-out test split, evaluated once when the "
+        "trial completed and never used for selection: `{test_accuracy, test_loss}`, or "
+        "`{unavailable: why}` (no test split); null when the worker sent none",
+    ),
+]
+
+
 Values = Annotated[
     list[Number] | None,
     Field(
@@ -71,6 +88,7 @@ class BestTrial(BaseModel):
     value: Number
     values: Values = None
     params: dict[str, Any]
+    test_metrics: TestMetrics = None
 
 
 class StudyPublic(BaseModel):
@@ -135,6 +153,7 @@ class CurvePoint(BaseModel):
 
 class TrialDetail(TrialPublic):
     curve: list[CurvePoint]
+    test_metrics: TestMetrics = None
 
 
 # -- workers ------------------------------------------------------------------------------
@@ -204,12 +223,19 @@ class LeaseRequest(Strict):
     held: Held = None
 
 
+class HeldOutRequest(Strict, HeldOutMetrics):
+    """hpo.protocol.HeldOutMetrics, checked as strictly as every request body."""
+
+
 class CompleteRequest(Strict):
     token: str = Field(max_length=128)
     lease: int = Field(
         0, ge=0, le=64, description="also lease up to this many next trials: saves a request"
     )
     held: Held = None
+    test_metrics: HeldOutRequest | None = Field(
+        None, description="the final model on the held-out test split (older workers: none)"
+    )
 
 
 class CompletedTrial(TrialPublic):

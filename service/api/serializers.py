@@ -42,6 +42,7 @@ def study(view: StudyView) -> schemas.StudyPublic:
             number=best.number,
             value=finite(best.value),
             params=finite(best.params or {}),
+            test_metrics=finite(best.test_metrics),
         ),
         max_trials=row.max_trials,
         created_at=row.created_at,
@@ -91,7 +92,11 @@ def trial_page(page: TrialPageView) -> schemas.TrialPage:
 
 def trial_detail(detail: TrialDetailView) -> schemas.TrialDetail:
     curve = [schemas.CurvePoint(epoch=m.epoch, metrics=finite(m.metrics)) for m in detail.curve]
-    return schemas.TrialDetail(**_trial_fields(detail.row, detail.workers), curve=curve)
+    return schemas.TrialDetail(
+        **_trial_fields(detail.row, detail.workers),
+        curve=curve,
+        test_metrics=finite(detail.row.test_metrics),
+    )
 
 
 def worker(

@@ -8,10 +8,12 @@ workers ask at once (the stores take the locks, in the order `service.storage.lo
 
 from __future__ import annotations
 
+import math
 import secrets
+from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from hpo.protocol import Decision, TrialState, WorkerState
@@ -23,7 +25,7 @@ from service.domain.lease_checks import decision_for_finished, holds
 from service.domain.reaping import Reaping
 from service.domain.spec import StudySpec
 from service.domain.transitions import target_epochs
-from service.domain.workers import can_run
+from service.domain.workers import can_run, is_stale
 from service.storage.models import StudyRow, TrialRow, WorkerRow
 from service.storage.unit import Stores, Unit, reading, unit_of_work
 
@@ -50,6 +52,37 @@ class _Reserved:
     study_name: str
     optuna_study_id: int
     spec: StudySpec
+
+
+@dataclass
+class _Shares:
+    """What one multi-trial lease (a fusing worker's) may take of each study: a fair share of
+    the trials the study can have in flight, `min(parallel_trials, running + queued + not yet
+    created)`, divided among the active workers able to run it, so that one worker asking for
+    a group does not take every trial while the others idle. At least 1."""
+
+    stale_after: timedelta
+    now: datetime
+    shares: dict[int, int] = field(default_factory=dict)
+    taken: Counter[int] = field(default_factory=Counter)
+
+    def allows(self, unit: Unit, study: StudyRow, spec: StudySpec) -> bool:
+        if study.id not in self.shares:
+            counts = unit.trials.count_by_state(study.id)
+            open_trials = (
+                counts.get(TrialState.RUNNING, 0)
+                + counts.get(TrialState.QUEUED, 0)
+                + max(0, study.max_trials - study.n_trials)
+            )
+            workers = sum(
+                1
+                for w in unit.workers.in_state(WorkerState.ACTIVE)
+                if not is_stale(w.state, w.last_seen_at, self.now, self.stale_after)
+                and can_run(w.capabilities, spec)
+            )
+            in_flight = min(study.parallel_trials, open_trials)
+            self.shares[study.id] = max(1, math.ceil(in_flight / max(1, workers)))
+        return self.taken[study.id] < self.shares[study.id]
 
 
 def by_need(studies: list[StudyRow], running: dict[int, int]) -> list[StudyRow]:
@@ -94,7 +127,8 @@ class Leasing:
 
         `held`, when given, lists the trials the worker is training now: any other trial leased
         to it is one whose answer never reached it, and is queued again first (see
-        `Reaping.take_back_unheard`)."""
+        `Reaping.take_back_unheard`). A request for several trials takes at most a fair share
+        of each study (see `_Shares`)."""
         self.reaping.reap_if_due()  # its own transaction: it locks studies that may not run
         if held is not None:
             self.reaping.take_back_unheard(worker_id, held)
@@ -104,8 +138,10 @@ class Leasing:
             worker.last_seen_at, worker.state = now, WorkerState.ACTIVE
             taken: list[TrialRow] = []
             reserved: list[_Reserved] = []
+            stale_after = timedelta(seconds=self.context.settings.stale_worker_seconds)
+            shares = _Shares(stale_after, now) if count > 1 else None
             for _ in range(count):
-                got = self._take_one(unit, worker, now)
+                got = self._take_one(unit, worker, now, shares)
                 if got is None:
                     break
                 taken.append(got[0])
@@ -116,10 +152,11 @@ class Leasing:
         return self._assignments([t.id for t in taken])
 
     def _take_one(
-        self, unit: Unit, worker: WorkerRow, now: datetime
+        self, unit: Unit, worker: WorkerRow, now: datetime, shares: _Shares | None = None
     ) -> tuple[TrialRow, _Reserved | None] | None:
-        """One trial for the worker from the neediest study that has one it can run: a queued
-        trial again, else a new one; None when no study has work for it."""
+        """One trial for the worker from the neediest study that has one it can run (and, in a
+        multi-trial lease, whose fair share it has not taken yet): a queued trial again, else a
+        new one; None when no study has work for it."""
         studies = unit.studies.lock_running()  # the lock every lease's reservation takes
         for study in by_need(studies, unit.trials.running_per_study()):
             spec = search.stored_spec(study.spec)
@@ -127,7 +164,11 @@ class Leasing:
                 continue
             if unit.trials.count_running(study.id) >= study.parallel_trials:
                 continue
+            if shares is not None and not shares.allows(unit, study, spec):
+                continue
             queued = unit.trials.take_queued(study.id)
+            if shares is not None and (queued is not None or study.n_trials < study.max_trials):
+                shares.taken[study.id] += 1
             if queued is not None:
                 self.context.transitions.restart(unit, queued, spec.objective.metric)
                 self._hand_out(unit, study, queued, worker, now)

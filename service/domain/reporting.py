@@ -184,6 +184,8 @@ class Reporting:
             self._record_before_pause(unit, trial, item.epoch)
             self.context.transitions.release(unit, trial, TrialState.PAUSED)
             return Decision.PAUSE
+        if not search.reads_each_value(spec):
+            return Decision.CONTINUE  # nothing reads it now: Optuna gets it at the trial's end
         value, optuna_id = trial.value, trial.optuna_trial_id
         if (
             value is None
@@ -251,8 +253,12 @@ class Reporting:
 
     # -- the trial's end --------------------------------------------------------------------
 
-    def complete(self, trial_id: int, token: str) -> TrialRow:
-        """The trial trained all its epochs; its value is the objective at its last report."""
+    def complete(
+        self, trial_id: int, token: str, test_metrics: dict[str, Any] | None = None
+    ) -> TrialRow:
+        """The trial trained all its epochs; its value is the objective at its last report.
+        `test_metrics` (its final model on the held-out test split) is stored on a trial that
+        completes, as it is: nothing here or later selects, prunes or orders by it."""
         transitions = self.context.transitions
         with unit_of_work(self.context.db) as unit:
             study, trial = self._locked(unit, trial_id, token)
@@ -272,6 +278,7 @@ class Reporting:
                     f"objective '{unfinished}' was not a finite number at the last report",
                 )
             else:
+                trial.test_metrics = test_metrics
                 transitions.finish(unit, trial, TrialState.COMPLETED, None)
         return trial
 

@@ -24,6 +24,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState as OptunaState
 
 from hpo.protocol import TrialState
+from service.domain import bohb
 from service.domain.spec import MAX_GRID_POINTS, StudySpec, initial_params
 from service.domain.spec.space import (
     configuration_key,
@@ -37,6 +38,10 @@ try:  # Optuna's own transaction helper, for several intermediate values in one 
     from optuna.storages._rdb.storage import _create_scoped_session as _optuna_session
 except ImportError:  # pragma: no cover - an Optuna without it writes them one by one
     _optuna_session = None  # type: ignore[assignment]
+try:  # Optuna's table models, for a finished trial's values in one insert (`record_curve`)
+    from optuna.storages._rdb import models as _optuna_models
+except ImportError:  # pragma: no cover - an Optuna without them writes them as reports do
+    _optuna_models = None  # type: ignore[assignment]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # TPE's `group` (conditional spaces) is marked experimental; it is what define-by-run needs.
@@ -72,7 +77,7 @@ def make_sampler(spec: StudySpec, number: int, retry: int = 0) -> optuna.sampler
     another proposal after one that was already tried."""
     strategy = spec.strategy
     seed = _reseeded(spec, number, retry)
-    kind = strategy.kind
+    kind: str = strategy.kind
     if kind in ("successive_halving", "hyperband"):
         kind = strategy.sampler
     startup = min(10, max(3, spec.effective_max_trials() // 3))
@@ -83,6 +88,14 @@ def make_sampler(spec: StudySpec, number: int, retry: int = 0) -> optuna.sampler
             group=True,
             constant_liar=True,
             n_startup_trials=startup,
+        )
+    if kind == "bohb":
+        return bohb.BohbSampler(
+            [rung.epochs for bracket in spec.brackets() for rung in bracket.rungs],
+            seed=seed,
+            random_fraction=bohb.DEFAULT_RANDOM_FRACTION
+            if strategy.random_fraction is None
+            else strategy.random_fraction,
         )
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=nsga2_population(spec))
@@ -112,6 +125,15 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner | None:
             reduction_factor=spec.strategy.reduction_factor,
         )
     return None
+
+
+def reads_each_value(spec: StudySpec) -> bool:
+    """Whether anything reads a trial's intermediate values in Optuna while the trial trains:
+    the study's pruner does (its median or rungs need each reported value at once). Without
+    one, reports leave Optuna alone and a trial's values reach it at the trial's end
+    (`Transitions.finish`, one transaction), besides those of the epochs it pauses at (a
+    rung's end, whose value the sampler learns from)."""
+    return make_pruner(spec) is not None
 
 
 def create_study(storage: RDBStorage, name: str, spec: StudySpec) -> int:
@@ -210,8 +232,17 @@ def ask(
         if spec.distinct_configurations() is None:
             study.sampler = make_sampler(spec, number)
             trial = study.ask()
-            return trial._trial_id, suggest_params(spec.space, trial)
+            params = suggest_params(spec.space, trial)
+            _note_choice(cache.storage, study.sampler, trial._trial_id)
+            return trial._trial_id, params
         return _ask_untried(cache.storage, study, study_id, spec, number)
+
+
+def _note_choice(storage: RDBStorage, sampler: optuna.samplers.BaseSampler, trial_id: int) -> None:
+    """Keep how BOHB made a proposal (the budget whose model it came from, or why it was random)
+    in the Optuna trial's system attributes, where Optuna's dashboard shows it too."""
+    if isinstance(sampler, bohb.BohbSampler) and sampler.choice is not None:
+        storage.set_trial_system_attr(trial_id, bohb.CHOICE_ATTR, sampler.choice.as_attr())
 
 
 def _fixed_trial(
@@ -291,6 +322,44 @@ def report_values(storage: RDBStorage, values: Sequence[tuple[int, int, float]])
     for optuna_trial_id, epoch, value in values:
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             storage.set_trial_intermediate_value(optuna_trial_id, epoch, value)
+
+
+def record_curve(
+    storage: RDBStorage, optuna_trial_id: int, values: Sequence[tuple[int, float]]
+) -> None:
+    """Record the objective of each (epoch, value) of one trial at its end, in one Optuna
+    transaction of three statements (the trial, its stored values, one insert of the missing
+    ones; a stored one that differs is updated), where `report_values` looks each value up on
+    its own. A no-op when the Optuna trial has finished meanwhile. Through Optuna's own models
+    (checked by a test like `report_values`' steps); without them, `report_values`."""
+    if _optuna_models is None or _optuna_session is None:
+        report_values(storage, [(optuna_trial_id, epoch, value) for epoch, value in values])
+        return
+    model = _optuna_models.TrialIntermediateValueModel
+    with _optuna_session(storage.scoped_session) as session:
+        trial = _optuna_models.TrialModel.find_or_raise_by_id(optuna_trial_id, session)
+        if trial.state.is_finished():
+            return
+        stored: dict[int, Any] = {
+            int(row.step): row for row in model.where_trial_id(optuna_trial_id, session)
+        }
+        new = []
+        for epoch, value in values:
+            number, kind = model.intermediate_value_to_stored_repr(value)
+            row = stored.get(epoch)
+            if row is None:
+                new.append(
+                    {
+                        "trial_id": optuna_trial_id,
+                        "step": epoch,
+                        "intermediate_value": number,
+                        "intermediate_value_type": kind,
+                    }
+                )
+            elif (row.intermediate_value, row.intermediate_value_type) != (number, kind):
+                row.intermediate_value, row.intermediate_value_type = number, kind
+        if new:
+            session.bulk_insert_mappings(model, new)  # one executemany, no ids read back
 
 
 def _batched_values_supported(storage: RDBStorage) -> bool:

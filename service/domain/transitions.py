@@ -99,6 +99,7 @@ class Transitions:
         study = unit.studies.get(trial.study_id)
         assert study is not None
         if trial.optuna_trial_id is not None:
+            self._deferred_values(unit, study, trial, trial.optuna_trial_id)
             told = trial.value if trial.values is None else trial.values
             unit.later(search.tell, self.storage, trial.optuna_trial_id, state, told)
         unit.event(
@@ -113,6 +114,26 @@ class Transitions:
         )
         unit.flush()
         self.settle(unit, study)
+
+    def _deferred_values(
+        self, unit: Unit, study: StudyRow, trial: TrialRow, optuna_trial_id: int
+    ) -> None:
+        """Queue, before the tell, the objective of each epoch the trial reported, for Optuna
+        in one transaction, when the study's reports left Optuna alone (no pruner reads them:
+        `search.reads_each_value`), so that Optuna's storage (and its dashboard) holds every
+        trial's curve. A value already there (a rung's end) is written again, unchanged."""
+        objective = study.spec.get("objective")  # a multi-objective study reports none
+        if trial.epochs == 0 or objective is None:
+            return
+        if search.reads_each_value(search.stored_spec(study.spec)):
+            return
+        values = [
+            (epoch, value)
+            for _trial, epoch, metrics in unit.curves.of_trials([trial.id])
+            if (value := objective_value(metrics, objective["metric"])) is not None
+        ]
+        if values:
+            unit.later(search.record_curve, self.storage, optuna_trial_id, values)
 
     def settle(self, unit: Unit, study: StudyRow) -> None:
         """Mark a running study completed (or failed, when no trial succeeded) once

@@ -3,6 +3,7 @@ with the values `--fuse 1` gives them."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -76,3 +77,49 @@ def test_a_fused_worker_completes_every_trial_with_the_values_of_an_unfused_one(
     # The workers list showed the fused worker training four trials at once, and says so.
     assert max(len(w["trials"]) for w in seen) == 4
     assert {w["fuse"] for w in seen} == {4}
+
+
+def test_two_fusing_workers_share_a_study_and_hold_only_the_group_they_train(
+    processes: Processes,
+) -> None:
+    url = processes.server()
+    http = httpx.Client(base_url=url, timeout=30)
+    workers = [processes.worker(name, url, "--fuse", "4") for name in ("w1", "w2")]
+    wait_for(lambda: len(http.get("/api/v1/workers").json()) == 2, 120, "both workers")
+    doc = spec("fair")
+    doc["space"]["batch_size"] = {"type": "categorical", "choices": [32, 64]}
+    study = http.post("/api/v1/studies", json=doc)
+    assert study.status_code == 201, study.text
+    study_id = study.json()["id"]
+    polls: list[tuple[float, dict[str, set[int]]]] = []  # when, and each worker's leases
+
+    def finished() -> bool:
+        listed = http.get("/api/v1/workers").json()
+        polls.append(
+            (time.monotonic(), {w["name"]: {t["trial_id"] for t in w["trials"]} for w in listed})
+        )
+        return http.get(f"/api/v1/studies/{study_id}").json()["state"] != "running"
+
+    wait_for(finished, 240, "the study of two fusing workers to finish", every=0.2)
+    for worker in workers:
+        worker.terminate()
+        assert worker.wait(30) == 0
+    items = http.get(f"/api/v1/studies/{study_id}/trials", params={"limit": 100}).json()["items"]
+    assert [t["state"] for t in items] == ["completed"] * 8
+    batch = {t["id"]: t["params"]["batch_size"] for t in items}
+    assert set(batch.values()) == {32, 64}  # two shapes: no one group holds them all
+    # Both workers trained: the server did not hand all of the study to the first to ask.
+    assert len({t["worker"] for t in items}) == 2
+    # A worker holds only the group it trains: a trial of another shape leased with it goes back
+    # to the queue at once (within the few requests that give it back), not after the group's
+    # training (about 5 s here), so no worker holds two shapes together for a second or more.
+    since: dict[tuple[str, int, int], float] = {}
+    longest = 0.0
+    for when, leases in polls:
+        for name, held in leases.items():
+            mixed = {(name, a, b) for a in held for b in held if a < b and batch[a] != batch[b]}
+            for key in [k for k in since if k[0] == name and k not in mixed]:
+                del since[key]
+            for key in mixed:
+                longest = max(longest, when - since.setdefault(key, when))
+    assert longest < 1.0

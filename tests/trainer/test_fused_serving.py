@@ -119,42 +119,65 @@ def test_a_group_that_runs_out_of_memory_trains_again_in_halves(
     assert worker.held == set()  # every lease handed on or released
 
 
-def test_trials_that_cannot_share_a_model_train_in_their_own_groups(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    groups: list[list[float]] = []
-
-    def train_group(configs: list[TrainConfig], reports: Any, checkpoints: Any) -> list[Any]:
-        groups.append([c.params["lr"] for c in configs])
-        return [TrainResult(2, {}, None) for _ in configs]
-
-    monkeypatch.setattr(serving, "train_group", train_group)
-    worker = FakeWorker()
-    leased = [assignment(1), assignment(2, batch_size=32), assignment(3), assignment(4)]
-    serving.GroupRunner(worker, 8).run(leased)  # type: ignore[arg-type]
-    assert groups == [[0.01, 0.03, 0.04]]
-    assert worker.alone == [2]  # its batch size differs: alone, as without fusion
-
-
-def test_a_worker_shutting_down_gives_back_the_groups_it_did_not_start(
+def test_a_worker_trains_its_largest_group_and_gives_the_rest_back_before_it_starts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     worker = FakeWorker()
+    trained: list[tuple[list[float], list[int], set[int]]] = []
 
     def train_group(configs: list[TrainConfig], reports: Any, checkpoints: Any) -> list[Any]:
-        worker.shutdown.set()  # SIGTERM while the first group trains
+        # What was given back, and which leases the heartbeat renews, while the group trains.
+        trained.append(
+            ([c.params["lr"] for c in configs], list(worker.given_back), set(worker.held))
+        )
         return [TrainResult(2, {}, None) for _ in configs]
 
     monkeypatch.setattr(serving, "train_group", train_group)
     leased = [
-        assignment(1),
+        assignment(1, batch_size=32),
         assignment(2),
         assignment(3, batch_size=32),
-        assignment(4, norm="layer"),
+        assignment(4),
+        assignment(5, norm="layer"),
+        assignment(6),
     ]
     serving.GroupRunner(worker, 8).run(leased)  # type: ignore[arg-type]
-    assert worker.finished == [1, 2]
-    assert worker.given_back == [3, 4] and worker.alone == []
+    # The three of one shape train; the other shapes are queued again before training starts,
+    # and the heartbeat renews only the group's leases while it trains.
+    assert trained == [([0.02, 0.04, 0.06], [1, 3, 5], {2, 4, 6})]
+    assert worker.finished == [2, 4, 6] and worker.alone == []
+    assert worker.trials_run == 3 and worker.held == set()
+
+
+def test_a_group_larger_than_the_fuse_size_gives_back_the_overflow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        serving, "train_group", lambda configs, *_: [TrainResult(2, {}, None) for _ in configs]
+    )
+    worker = FakeWorker()
+    serving.GroupRunner(worker, 2).run([assignment(i) for i in range(1, 5)])  # type: ignore[arg-type]
+    assert worker.finished == [1, 2] and worker.given_back == [3, 4]
+
+
+def test_trials_of_all_different_shapes_train_one_and_give_back_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(serving, "train_group", lambda *_: pytest.fail("nothing fuses here"))
+    worker = FakeWorker()
+    leased = [assignment(1), assignment(2, batch_size=32), assignment(3, norm="layer")]
+    serving.GroupRunner(worker, 8).run(leased)  # type: ignore[arg-type]
+    assert worker.alone == [1] and worker.given_back == [2, 3] and worker.trials_run == 1
+
+
+def test_a_worker_shutting_down_gives_back_what_it_leased_without_training_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(serving, "train_group", lambda *_: pytest.fail("trained while stopping"))
+    worker = FakeWorker()
+    worker.shutdown.set()
+    serving.GroupRunner(worker, 8).run([assignment(1), assignment(2)])  # type: ignore[arg-type]
+    assert worker.given_back == [1, 2] and worker.alone == [] and worker.finished == []
 
 
 def test_hpo_worker_refuses_a_bad_fuse_naming_the_flag(capsys: pytest.CaptureFixture) -> None:

@@ -40,6 +40,7 @@ from trainer.train import (
     _check_finite,
     _epoch_seed,
     build_run,
+    held_out,
 )
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ def _train(members: list[Member]) -> None:
     for member in members:
         if member.done >= member.stop:
             member.outcome = TrainResult(0, {}, None)
+    _score_completed([m for m in members if m.done >= m.stop])
     if not live:
         return
     try:
@@ -191,9 +193,21 @@ def _train(members: list[Member]) -> None:
         left = _end_epoch(group, losses, lrs, seconds)
         if len(left) != len(group.members):
             _carry(group)
+            going_on = {id(m) for m in left}
+            _score_completed([m for m in group.members if id(m) not in going_on])
             if not left:
                 return
             group = _fuse(left)
+
+
+def _score_completed(ended: list[Member]) -> None:
+    """Each member that completed its full budget evaluated once on the test split with its
+    own weights (carried back into its unfused model), as trainer.train's loop does alone."""
+    for member in ended:
+        outcome = member.outcome
+        full = member.stop == member.run.schedule_epochs
+        if isinstance(outcome, TrainResult) and outcome.decision is None and full:
+            outcome.test_metrics = held_out(member.run.model, member.run.data)
 
 
 def _train_epoch(group: Group) -> tuple[list[float], list[float], float]:

@@ -1,6 +1,6 @@
-"""How `hpo worker --fuse K` trains what it leased: trials that can share a model in fused
-groups (trainer.fused.loop), each with its own lease, reports, checkpoints and completion; the
-rest one by one as before.
+"""How `hpo worker --fuse K` trains what it leased: the largest set of trials that can share a
+model as one fused group (trainer.fused.loop), each with its own lease, reports, checkpoints and
+completion; the rest go back to the queue at once, for any worker to take.
 
 The group size comes from `--fuse` (trainer.fused.options); on CUDA each group is trimmed to what
 a memory estimate says fits, and a group that still runs out of memory in its first epoch is
@@ -70,37 +70,43 @@ class GroupRunner:
         self.worker, self.size = worker, size
 
     def run(self, assignments: Sequence[Assignment]) -> None:
-        """Trains every assignment to its end (completed, failed, pruned, paused or released).
-        All their leases are held (renewed by the heartbeat) from the start, since later groups
-        wait while earlier ones train; a worker shutting down gives back what it did not start."""
+        """Trains one group of `assignments` to its end (completed, failed, pruned, paused or
+        released): the largest set of trials that can share a model (trimmed, on CUDA, to what
+        the device's memory holds). Every other trial goes back to the queue at once, before
+        training starts, so that an idle worker can take it rather than it waiting leased
+        here for a group's training; a trial whose config is unusable fails with the reason."""
         from trainer.worker import Lease
 
-        leases = {a.trial_id: Lease(a.trial_id, a.token) for a in assignments}
-        self.worker.hold(list(leases.values()))
+        if self.worker.shutdown.is_set():
+            self.worker._give_back(list(assignments))
+            return
+        shapes = [self._config(a, resume=False) for a in assignments]
+        ready = [i for i, c in enumerate(shapes) if c is not None]
+        if not ready:
+            return
+        groups = group_indices([shapes[i] for i in ready], self.size)  # type: ignore[misc]
+        largest = max(groups, key=len)  # the first of the largest, in lease order
+        chosen = self._fitting([ready[i] for i in largest], shapes)[0]
+        self.worker._give_back([assignments[i] for i in ready if i not in chosen])
+        if len(chosen) == 1:
+            self.worker.run_trial(assignments[chosen[0]])
+            self.worker.trials_run += 1
+            return
+        members = [assignments[i] for i in chosen]
+        leases = [Lease(a.trial_id, a.token) for a in members]
+        self.worker.hold(leases)
         try:
-            configs: list[TrainConfig | None] = [self._config(a) for a in assignments]
-            ready = [i for i, c in enumerate(configs) if c is not None]
-            usable = [configs[i] for i in ready]
-            chunks = [
-                chunk
-                for group in group_indices(usable, self.size)  # type: ignore[arg-type]
-                for chunk in self._fitting([ready[i] for i in group], configs)
-            ]
-            for index, chunk in enumerate(chunks):
-                if self.worker.shutdown.is_set():
-                    later = [assignments[i] for rest in chunks[index:] for i in rest]
-                    self.worker._give_back(later)
-                    break
-                chosen = [assignments[i] for i in chunk]
-                if len(chunk) == 1:
-                    self.worker.release_held([leases[chosen[0].trial_id]])
-                    self.worker.run_trial(chosen[0])
-                else:
-                    mine = [leases[a.trial_id] for a in chosen]
-                    self._group(chosen, [configs[i] for i in chunk], mine)  # type: ignore[misc]
-                self.worker.trials_run += len(chunk)
+            configs = [self._config(a) for a in members]
+            keep = [i for i, c in enumerate(configs) if c is not None]
+            if keep:  # a checkpoint that cannot be read failed its trial already
+                self._group(
+                    [members[i] for i in keep],
+                    [configs[i] for i in keep],  # type: ignore[misc]
+                    [leases[i] for i in keep],
+                )
+            self.worker.trials_run += len(chosen)
         finally:
-            self.worker.release_held(list(leases.values()))
+            self.worker.release_held(leases)
 
     def _fitting(self, members: list[int], configs: list[TrainConfig | None]) -> list[list[int]]:
         """`members` in chunks that the device's free memory holds (CUDA; one chunk else)."""
@@ -115,10 +121,11 @@ class GroupRunner:
             size = len(members)
         return [members[i : i + size] for i in range(0, len(members), size)]
 
-    def _config(self, assignment: Assignment) -> TrainConfig | None:
-        """The assignment's config; None (the trial failed with the reason) when it has none."""
+    def _config(self, assignment: Assignment, resume: bool = True) -> TrainConfig | None:
+        """The assignment's config (with the checkpoint it resumes from when `resume`: the
+        grouping needs none); None (the trial failed with the reason) when it has none."""
         try:
-            start = assignment.start_epoch
+            start = assignment.start_epoch if resume else 0
             return TrainConfig.from_assignment(
                 assignment.workload,
                 assignment.params,

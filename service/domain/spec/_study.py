@@ -123,7 +123,9 @@ class Strategy(Strict):
     min_epochs: int = Field(default=1, ge=1)
     reduction_factor: int = Field(default=3, ge=2)
     n_configs: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
-    sampler: Literal["random", "tpe"] = "random"
+    sampler: Literal["random", "tpe", "bohb"] = "random"
+    random_fraction: float | None = Field(default=None, ge=0.0, le=1.0)
+    """sampler: bohb: the share of proposals drawn at random (default 1/3, as in BOHB)."""
     allow_repeats: bool = False
     """random, tpe, gp over a finite space: propose a configuration already tried (another
     seed's run of it, say); by default each is tried once and the study ends when all were."""
@@ -142,6 +144,22 @@ class Strategy(Strict):
             )
             raise_issues("Strategy", [Issue(("early_stopping",), msg, self.early_stopping)])
         return self
+
+    @model_validator(mode="after")
+    def _bohb_fits_kind(self) -> Strategy:
+        """BOHB models each rung's budget, so it needs rungs; random_fraction is BOHB's."""
+        if self.sampler == "bohb" and not self.is_multi_fidelity:
+            msg = (
+                f"sampler bohb models the results of each rung of successive_halving or "
+                f"hyperband, and {self.kind} has no rungs; use kind: hyperband or "
+                "successive_halving with it, or kind: tpe for a model-based search without rungs"
+            )
+            raise_issues("Strategy", [Issue(("sampler",), msg, self.sampler)])
+        if self.random_fraction is not None and self.sampler != "bohb":
+            msg = f"random_fraction is used only by sampler: bohb, not by sampler: {self.sampler}"
+            raise_issues("Strategy", [Issue(("random_fraction",), msg, self.random_fraction)])
+        return self
+
 
 
 class Budget(Strict):

@@ -172,22 +172,34 @@ def test_a_bad_item_is_422_naming_its_field_and_nothing_is_stored(client: TestCl
 
 
 def test_optunas_values_of_a_batch_are_written_in_one_optuna_commit(client: TestClient) -> None:
-    _study(client, budget={"max_trials": 4, "parallel_trials": 4, "epochs": 3})
+    # A pruner reads each value as it is reported (without one they wait for the trial's end)
+    strategy = {"kind": "random", "seed": 0, "early_stopping": "median"}
+    _study(client, strategy=strategy, budget={"max_trials": 4, "parallel_trials": 4, "epochs": 3})
     worker = ApiWorker(client)
     trials = worker.lease(count=4)
     storage = client.app.state.services.studies.storage  # type: ignore[attr-defined]
-    commits: list[object] = []
+    writes: list[str] = []  # per Optuna commit that wrote intermediate values, how many rows
+    inserted = [0]
 
-    def committed(connection: object) -> None:
-        commits.append(connection)
+    def executed(_conn: object, _cursor: object, statement: str, params: Any, *_: Any) -> None:
+        if statement.startswith("INSERT INTO trial_intermediate_values"):
+            inserted[0] += len(params) if isinstance(params, list) else 1
 
+    def committed(_connection: object) -> None:
+        if inserted[0]:
+            writes.append(f"{inserted[0]} values")
+            inserted[0] = 0
+
+    event.listen(storage.engine, "before_cursor_execute", executed)
     event.listen(storage.engine, "commit", committed)
     try:
         results = _results(worker, *(_item(t, 1, n / 10) for n, t in enumerate(trials, 1)))
     finally:
         event.remove(storage.engine, "commit", committed)
+        event.remove(storage.engine, "before_cursor_execute", executed)
     assert [r["decision"] for r in results] == ["continue"] * 4
-    assert len(commits) == 1  # Optuna's own set_trial_intermediate_value commits once a value
+    # Optuna's own set_trial_intermediate_value commits once a value
+    assert writes == ["4 values"]
     for n, trial in enumerate(trials, 1):
         detail = client.get(f"/api/v1/trials/{trial['trial_id']}").json()
         optuna_trial = storage.get_trial(_optuna_id(client, detail["id"]))
