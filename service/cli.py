@@ -185,6 +185,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         database=args.database_url,
         port=args.port,
         keep=args.keep,
+        fill_slots=args.spec is None,
     )
 
 
