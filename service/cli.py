@@ -41,42 +41,42 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from hpo import logs
+    from service import serve
     from service.app import create_app
     from service.settings import Settings
     from service.storage.db import DatabaseUnavailable
 
     settings = Settings.from_env(database_url=args.database_url)
+    try:
+        serve.check_processes(settings, args.processes)
+    except serve.ProcessesRefused as exc:
+        raise CliError(str(exc)) from exc
     if not _is_loopback(args.host) and not (settings.api_token and settings.worker_token):
         raise CliError(
             f"refusing to listen on {args.host} without tokens: set HPO_API_TOKEN and "
             "HPO_WORKER_TOKEN, or listen on 127.0.0.1 (the default)"
         )
     out = logs.configure(args.log_format, args.log_level)
+    listen = serve.Listen(args.host, args.port, args.processes, args.log_format, args.log_level)
+    announce = (
+        f"hpo server on http://{args.host}:{args.port}/ "
+        f"(database {logs.redact_url(settings.database_url)}, API docs at /docs"
+        + (f", {args.processes} processes)" if args.processes > 1 else ")")
+    )
+
+    def migrated() -> None:
+        out.announce("hpo.server", announce, host=args.host, port=args.port)
+
     try:
+        if args.processes > 1:  # the parent migrates, then starts the processes
+            serve.serve_processes(settings, listen, migrated)
+            return 0
         app = create_app(settings)
     except DatabaseUnavailable as exc:
         raise CliError(str(exc)) from exc
-    out.announce(
-        "hpo.server",
-        f"hpo server on http://{args.host}:{args.port}/ "
-        f"(database {logs.redact_url(settings.database_url)}, API docs at /docs)",
-        host=args.host,
-        port=args.port,
-    )
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        log_config=logs.uvicorn_log_config(args.log_format),
-        access_log=args.log_level == "debug",
-        # Open event streams (the page) never end by themselves: on SIGTERM give requests a
-        # few seconds, then close the streams; the page reconnects to the next server.
-        timeout_graceful_shutdown=5,
-    )
+    migrated()
+    serve.serve(app, listen)
     return 0
 
 
@@ -139,24 +139,6 @@ def print_result(study: dict[str, Any]) -> None:
         metric = study["spec"]["objective"]["metric"]
         params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
         print(f"best trial #{best['number']}: {metric}={best['value']:.4g} with {params}")
-        held_out = held_out_text(best.get("test_metrics"))
-        if held_out:
-            print(f"held-out test of trial #{best['number']}: {held_out}")
-
-
-def held_out_text(test_metrics: dict[str, Any] | None) -> str | None:
-    """A trial's held-out test metrics in words ("test_accuracy=0.965 test_loss=0.1234 (never
-    used for selection)"), why there are none, or None when its worker sent none."""
-    if not test_metrics:
-        return None
-    if "unavailable" in test_metrics:
-        return f"no score ({test_metrics['unavailable']})"
-    numbers = " ".join(
-        f"{name}={test_metrics[name]:.4g}"
-        for name in ("test_accuracy", "test_loss")
-        if isinstance(test_metrics.get(name), int | float)
-    )
-    return f"{numbers} (never used for selection)"
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -203,7 +185,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         database=args.database_url,
         port=args.port,
         keep=args.keep,
-        fill_slots=args.spec is None,
     )
 
 
@@ -232,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=config.DEFAULT_HOST)
     p.add_argument("--port", type=int, default=config.DEFAULT_PORT)
     p.add_argument("--database-url", default=None, help="default: $HPO_DATABASE_URL or sqlite")
+    p.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="server processes sharing the port (PostgreSQL only: on SQLite the server is one "
+        "process, so N above 1 is refused)",
+    )
     p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
@@ -330,6 +319,17 @@ def _add_connection(
         help="how long to keep retrying an unreachable server",
     )
     p.set_defaults(token_variable=token_variable)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (its message names the value)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
 
 
 def _add_log_format(p: argparse.ArgumentParser) -> None:

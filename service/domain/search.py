@@ -33,6 +33,7 @@ from service.domain.spec.space import (
     sampled_points,
     suggest_params,
 )
+from service.storage import locks
 
 try:  # Optuna's own transaction helper, for several intermediate values in one commit
     from optuna.storages._rdb.storage import _create_scoped_session as _optuna_session
@@ -228,7 +229,9 @@ def ask(
     if spec.strategy.kind == "grid":
         return _fixed_trial(cache.storage, study_id, spec, grid_point(spec, number))
     study, lock = cache.get(name, study_id)
-    with lock:  # the sampler is the trial's own (seeded by its number): one ask at a time
+    # The sampler is the trial's own (seeded by its number): one ask at a time per study, in
+    # this process (the cached Study's sampler) and across server processes (its trials).
+    with lock, locks.sampling(cache.storage, study_id):
         if spec.distinct_configurations() is None:
             study.sampler = make_sampler(spec, number)
             trial = study.ask()

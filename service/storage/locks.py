@@ -5,14 +5,19 @@ trial rows, and rows of one kind in id order. Trials that another transaction ho
 where a caller can come back to them later (the reaper, the next queued trial); a report waits
 for its own trial. On SQLite the writer's `BEGIN IMMEDIATE` already serializes every write, and
 `FOR UPDATE` compiles to nothing.
+
+One lock is not a row lock: `sampling`, a PostgreSQL advisory lock per Optuna study, held while
+Optuna's sampler asks, which runs in Optuna's own transactions after ours committed (so it
+holds no row lock of ours and cannot close a cycle with them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.orm import Session
 
 from service.storage import dialect
@@ -99,6 +104,30 @@ def first_free_trial(session: Session, where: ColumnElement[bool]) -> TrialRow |
         .with_for_update(skip_locked=True)
     )
     return session.scalars(query).first()
+
+
+# The first key of `sampling`'s two-key advisory locks (the bytes of "hpo!"; the second key is
+# the Optuna study id). Two-key locks never clash with the migrations' one-key lock.
+SAMPLING_LOCK_SPACE = int.from_bytes(b"hpo!", "big", signed=True)
+
+
+@contextmanager
+def sampling(optuna_storage: Any, optuna_study_id: int) -> Iterator[None]:
+    """Hold the study's sampling lock while the block runs: one sampler ask at a time per study
+    across every server process and machine, so that the no-repeat check of a finite space and
+    the constant liar of TPE see every trial asked before. PostgreSQL: a transaction-level
+    advisory lock on a connection of Optuna's storage, released when the block ends (or its
+    connection drops). SQLite: nothing to take (the server is one process there)."""
+    engine = optuna_storage.engine
+    if not dialect.has_advisory_locks(engine):
+        yield
+        return
+    with engine.begin() as connection:
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:space, :study)"),
+            {"space": SAMPLING_LOCK_SPACE, "study": optuna_study_id},
+        )
+        yield
 
 
 def _studies_by_id(session: Session, study_ids: Collection[int], whole: bool = False) -> list[Any]:

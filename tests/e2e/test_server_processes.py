@@ -1,0 +1,207 @@
+"""`hpo server --processes N`, and several servers on one PostgreSQL database: what must happen
+once happens once (reaping, sampling), and every process serves the same service."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service.storage.db import Database
+from service.storage.unit import reading
+from tests.conftest import (
+    ApiWorker,
+    Processes,
+    hpo_command,
+    in_threads,
+    postgres_database,
+    spec_doc,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def test_processes_on_sqlite_are_refused_naming_the_option(tmp_path: Path) -> None:
+    import subprocess
+
+    result = subprocess.run(
+        hpo_command("server", "--processes", "2", "--port", "1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**_env_without_database(), "HPO_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"},
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: --processes 2 needs PostgreSQL: SQLite has one writer at a time, so the server "
+        "runs as one process on it; set HPO_DATABASE_URL (or --database-url) to a "
+        "postgresql+psycopg:// URL, or leave --processes at 1"
+    )
+    assert not (tmp_path / "x.db").exists()  # refused before touching the database
+    usage = subprocess.run(
+        hpo_command("server", "--processes", "0"), capture_output=True, text=True, timeout=60
+    )
+    assert usage.returncode == 2
+    assert "--processes: must be a whole number of at least 1, not '0'" in usage.stderr
+    helptext = subprocess.run(
+        hpo_command("server", "--help"), capture_output=True, text=True, timeout=60
+    ).stdout
+    assert "PostgreSQL only" in " ".join(helptext.split())
+
+
+def test_two_processes_serve_a_study_end_to_end_with_real_workers(
+    processes: Processes, tmp_path: Path
+) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    with postgres_database() as database:
+        url = processes.server(
+            "server",
+            "--processes",
+            "2",
+            HPO_DATABASE_URL=database,
+            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        )
+        doc = spec_doc("two-procs", budget={"max_trials": 6, "parallel_trials": 2, "epochs": 2})
+        with httpx.Client(base_url=url, timeout=60) as http:
+            study = http.post("/api/v1/studies", json=doc).json()
+            processes.worker("w1", url)
+            processes.worker("w2", url)
+
+            def finished() -> dict[str, Any] | None:
+                view: dict[str, Any] = http.get(f"/api/v1/studies/{study['id']}").json()
+                return view if view["state"] == "completed" else None
+
+            view = wait_for(finished, 240, "the study to complete")
+            assert view["counts"]["completed"] == 6 and view["best"] is not None
+            trials = http.get(f"/api/v1/studies/{study['id']}/trials").json()["items"]
+            assert sorted(t["number"] for t in trials) == list(range(6))
+            assert {t["state"] for t in trials} == {"completed"}
+            # Both processes answered requests (each writes its own metric files), and a
+            # scrape of either one counts every request of both.
+            pids = {p.name.rsplit("_", 1)[1] for p in metrics_dir.glob("counter_*.db")}
+            assert len(pids) >= 2, sorted(metrics_dir.iterdir())
+            before = _healthz_count(httpx.get(f"{url}/metrics").text)
+            for _ in range(20):
+                httpx.get(f"{url}/healthz")  # a new connection each: both processes answer
+            seen = {_healthz_count(httpx.get(f"{url}/metrics").text) for _ in range(10)}
+        assert seen == {before + 20}, (before, seen)
+
+
+def test_two_servers_reap_each_expired_lease_exactly_once(processes: Processes) -> None:
+    with postgres_database() as database:
+        env = {"HPO_DATABASE_URL": database, "HPO_LEASE_SECONDS": "4", "HPO_MAX_ATTEMPTS": "3"}
+        first = processes.server("a", "--processes", "2", **env)  # two reapers
+        second = processes.server("b", **env)  # and a third, as on a second machine
+        n = 16
+        doc = spec_doc("reaped", budget={"max_trials": n, "parallel_trials": n, "epochs": 3})
+        with httpx.Client(base_url=first, timeout=60) as a, httpx.Client(base_url=second) as b:
+            study = a.post("/api/v1/studies", json=doc).json()
+            worker = ApiWorker(b, "vanishing")  # leases, then never heartbeats
+            for attempt in (1, 2, 3):
+                leased = worker.lease(count=n)
+                assert len(leased) == n, f"attempt {attempt}: {len(leased)} leased"
+                expected = "failed" if attempt == 3 else "queued"
+
+                def all_reaped(expected: str = expected) -> list[dict[str, Any]] | None:
+                    trials = _trials(a, study["id"])
+                    return trials if all(t["state"] == expected for t in trials) else None
+
+                trials = wait_for(all_reaped, 60, f"every lease of attempt {attempt} reaped")
+                assert Counter(t["attempt"] for t in trials) == {min(attempt + 1, 3): n}
+            assert {t["reason"] for t in _trials(b, study["id"])} == {
+                "its worker vanished 3 times (lease expired)"
+            }
+        # Each trial went back to the queue once per expired lease, never twice.
+        states = [(e.trial_id, e.payload.get("state")) for e in _events(database, study["id"])]
+        queued = Counter(trial for trial, state in states if trial and state == "queued")
+        assert set(queued.values()) == {2} and len(queued) == n
+        failed = Counter(trial for trial, state in states if trial and state == "failed")
+        assert set(failed.values()) == {1} and len(failed) == n
+        assert (None, "failed") in states  # and the study, with every trial failed
+        assert processes.process("a").poll() is None and processes.process("b").poll() is None
+
+
+def test_clients_leasing_across_two_processes_never_share_a_trial_or_a_configuration(
+    processes: Processes,
+) -> None:
+    # A finite space of 12 configurations and 12 trials: the last asks find few untried
+    # ones, so two processes sampling at once would pick the same one without the study's
+    # sampling lock.
+    space = {
+        "lr": {"type": "float", "values": [0.1, 0.03, 0.01, 0.003]},
+        "norm": {"type": "categorical", "choices": ["none", "batch", "layer"]},
+    }
+    doc = spec_doc(
+        "distinct",
+        strategy={"kind": "random", "seed": 3},
+        budget={"max_trials": 12, "parallel_trials": 12, "epochs": 1},
+        space=space,
+    )
+    with postgres_database() as database:
+        url = processes.server("server", "--processes", "2", HPO_DATABASE_URL=database)
+        with httpx.Client(base_url=url, timeout=60) as http:
+            study = http.post("/api/v1/studies", json=doc).json()
+        handed: list[tuple[int, tuple[Any, ...]]] = []
+        lock = threading.Lock()
+
+        def lease_until_empty(i: int) -> None:
+            # A fresh connection per request, so that both processes answer every client.
+            worker = ApiWorker(_Fresh(url), f"w{i}")
+            while leased := worker.lease(count=1):
+                with lock:
+                    for trial in leased:
+                        handed.append((trial["trial_id"], tuple(sorted(trial["params"].items()))))
+
+        assert in_threads(8, lease_until_empty) == []
+        with httpx.Client(base_url=url, timeout=60) as http:
+            trials = _trials(http, study["id"])
+    assert len(handed) == 12
+    assert len({trial_id for trial_id, _ in handed}) == 12  # no trial went to two workers
+    assert len({params for _, params in handed}) == 12  # and no configuration twice
+    assert {t["state"] for t in trials} == {"running"} and len(trials) == 12
+
+
+class _Fresh:
+    """`post` on a new connection each time (the kernel then spreads them over processes)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", timeout=60, **kwargs)
+
+
+def _trials(http: httpx.Client, study_id: int) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = http.get(
+        f"/api/v1/studies/{study_id}/trials", params={"limit": 500}
+    ).json()["items"]
+    return items
+
+
+def _events(database: str, study_id: int) -> list[Any]:
+    db = Database(database)
+    try:
+        with reading(db) as stores:
+            return stores.events.after(study_id, 0, 10_000)
+    finally:
+        db.dispose()
+
+
+def _healthz_count(exposition: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith('hpo_http_requests_total{method="GET",route="/healthz",status="200"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _env_without_database() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "HPO_DATABASE_URL"}
