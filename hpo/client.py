@@ -10,6 +10,7 @@ exponential backoff, honouring `Retry-After`, for up to `retry_seconds`; then
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import time
@@ -229,6 +230,13 @@ class Client(Connection):
 
     def trial_json(self, trial_id: int) -> dict[str, Any]:
         return self.json_object("GET", f"/api/v1/trials/{trial_id}")
+
+    def model_bytes(self, trial_id: int) -> bytes:
+        """The trial's kept model file (`hpo.load_model` reads it). Raises ApiError 404 with
+        the reason when none is kept."""
+        out = io.BytesIO()
+        self.save(f"/api/v1/trials/{trial_id}/model", out)
+        return out.getvalue()
 
     def workers(self) -> list[dict[str, Any]]:
         return self.json_list("GET", "/api/v1/workers")

@@ -98,6 +98,11 @@ class Assignment(BaseModel):
     checkpoint_id: str | None = Field(description="download it to resume; null: start fresh")
     rung: int
     expires_at: datetime
+    keep_model: bool = Field(
+        False,
+        description="upload the trained model file when the trial completes (the study keeps "
+        "models: `keep_models` above 0); false from servers that keep none",
+    )
 
     @property
     def metric(self) -> str:
@@ -187,6 +192,16 @@ class HeldOutMetrics(BaseModel):
     def shown(self) -> dict[str, Any]:
         """`{"test_accuracy", "test_loss"}` or `{"unavailable"}`: what is stored and shown."""
         return self.model_dump(exclude_none=True)
+
+
+class ModelSaved(BaseModel):
+    """The answer to a trial's model upload: whether the server kept it (a model that is not
+    among the study's best `keep_models` is not stored) and why not."""
+
+    trial_id: int
+    kept: bool
+    model_id: str | None = None
+    detail: str | None = None
 
 
 class Completion(BaseModel):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
+from hpo.model import load_model
 from hpo.progress import wait as follow
 from hpo.protocol import StudyState, TrialState
 
@@ -37,6 +38,7 @@ class BestTrial(BaseModel):
     number: int
     value: float | None
     params: dict[str, Any]
+    model_url: str | None = None  # where its kept model file is downloaded
     # Its final model on the held-out test split, never used for selection:
     # {"test_accuracy", "test_loss"}, {"unavailable": why}, or None (an older worker sent none).
     test_metrics: dict[str, Any] | None = None
@@ -62,7 +64,16 @@ class Trial(BaseModel):
     bracket: int = 0
     rung: int = 0
     checkpoint_epoch: int = 0
+    # Where its kept model file is downloaded (None: no model is kept for it).
+    model_url: str | None = None
     _client: Client | None = PrivateAttr(default=None)
+
+    def model(self) -> Any:
+        """Its kept model as a PyTorch module in eval mode, taking raw inputs
+        (`hpo.load_model`). Raises ApiError 404 with the reason when none is kept (e.g. it is
+        not among the study's best `keep_models`); needs PyTorch."""
+        assert self._client is not None, "a Trial made by hand has no server to ask"
+        return load_model(self._client.model_bytes(self.id))
 
     def curve(self) -> list[dict[str, Any]]:
         """The learning curve: one `{"epoch": n, <metric>: value, ...}` per reported epoch."""
@@ -121,6 +132,19 @@ class Study:
     def reason(self) -> str | None:
         """Why the study failed, or why a running study gets no trials (None: no reason)."""
         return self.data.get("reason")
+
+    def best_model(self) -> Any:
+        """The best trial's kept model as a PyTorch module in eval mode (`Trial.model()`).
+        Raises ApiError 404 when it has none, LookupError while no trial has completed."""
+        best = self.refresh().data.get("best")
+        if isinstance(best, list):  # several objectives: the Pareto set has no one best
+            raise LookupError(
+                f"study '{self.name}' has several objectives: pick a trial of its Pareto set "
+                "(study.best) and call trials()[...].model()"
+            )
+        if best is None:
+            raise LookupError(f"study '{self.name}' has no completed trial yet")
+        return load_model(self.client.model_bytes(int(best["trial_id"])))
 
     @property
     def best(self) -> BestTrial | None:

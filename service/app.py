@@ -21,6 +21,7 @@ from service.api import (
     exports,
     metrics,
     studies,
+    trial_models,
     tunables,
     workers,
 )
@@ -108,6 +109,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True, reaper: bool 
     app.include_router(auth.router)
     app.include_router(studies.router)
     app.include_router(exports.router)
+    app.include_router(trial_models.router)
+    app.include_router(trial_models.protocol_router)
     app.include_router(events.router)
     app.include_router(tunables.router)
     app.include_router(workers.router)

@@ -139,6 +139,24 @@ def print_result(study: dict[str, Any]) -> None:
         metric = study["spec"]["objective"]["metric"]
         params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
         print(f"best trial #{best['number']}: {metric}={best['value']:.4g} with {params}")
+        held_out = held_out_text(best.get("test_metrics"))
+        if held_out:
+            print(f"held-out test of trial #{best['number']}: {held_out}")
+
+
+def held_out_text(test_metrics: dict[str, Any] | None) -> str | None:
+    """A trial's held-out test metrics in words ("test_accuracy=0.965 test_loss=0.1234 (never
+    used for selection)"), why there are none, or None when its worker sent none."""
+    if not test_metrics:
+        return None
+    if "unavailable" in test_metrics:
+        return f"no score ({test_metrics['unavailable']})"
+    numbers = " ".join(
+        f"{name}={test_metrics[name]:.4g}"
+        for name in ("test_accuracy", "test_loss")
+        if isinstance(test_metrics.get(name), int | float)
+    )
+    return f"{numbers} (never used for selection)"
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -185,6 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         database=args.database_url,
         port=args.port,
         keep=args.keep,
+        fill_slots=args.spec is None,
     )
 
 

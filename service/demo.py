@@ -1,7 +1,9 @@
 """`hpo demo`: a real server and a real worker on local SQLite, one example study, the result.
 
 Everything runs as separate processes exactly as a user would start them, so the demo shows the
-product, not a shortcut through it."""
+product, not a shortcut through it. The worker is one `hpo worker --devices cpu` command with its
+default slots, one per physical core, so the demo trains as many trials at once as the machine
+has cores."""
 
 from __future__ import annotations
 
@@ -52,7 +54,25 @@ def _stop(proc: subprocess.Popen[bytes], seconds: float = 20.0) -> None:
             proc.wait()
 
 
-def run_demo(spec_path: Path, database: str, port: int = 0, keep: bool = False) -> int:
+def _wait_slots(client: Client, worker: subprocess.Popen[bytes], seconds: float) -> int:
+    """How many slots the demo's worker command started, once all of them have registered.
+    Raises CliError when the worker exits or does not register in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise CliError("the demo worker exited during start-up (see its message above)")
+        active = [w for w in client.workers() if w["state"] == "active"]
+        if active and len(active) >= active[0]["slots"]:
+            return int(active[0]["slots"])
+        time.sleep(0.2)
+    raise CliError(f"the demo worker did not register within {seconds:.0f} s")
+
+
+def run_demo(
+    spec_path: Path, database: str, port: int = 0, keep: bool = False, fill_slots: bool = False
+) -> int:
+    """Run the study of `spec_path` end to end; with `fill_slots` (the example study) it trains
+    at least as many trials at once as the worker has slots."""
     document = load_spec_file(spec_path)
     document["name"] = f"{document.get('name', 'demo')}-{datetime.now():%Y%m%d-%H%M%S}"
     port = port or free_port()
@@ -64,8 +84,17 @@ def run_demo(spec_path: Path, database: str, port: int = 0, keep: bool = False) 
     client = Client(url, retry_seconds=2.0)
     try:
         _wait_healthy(client, server, 60.0)
-        print("starting one worker on the CPU")
+        print("starting one worker on the CPU, one slot per core")
         worker = subprocess.Popen(_hpo("worker", "--server", url, "--devices", "cpu"), env=env)
+        slots = _wait_slots(client, worker, 120.0)
+        budget = document.setdefault("budget", {})
+        if fill_slots:
+            budget["parallel_trials"] = max(budget.get("parallel_trials", 1), slots)
+        at_once = min(slots, budget.get("parallel_trials", 1))
+        print(
+            f"the worker started {slots} slot{'s' if slots > 1 else ''} (one torch thread each): "
+            f"{at_once} trial{'s' if at_once > 1 else ''} at a time"
+        )
         print(f"open {url}/ to watch the study live")
         study = submit(client, document, wait=True)
         print(f"\nthe page: {url}/#/studies/{study['id']}")

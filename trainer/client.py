@@ -17,6 +17,7 @@ from hpo.protocol import (
     HeartbeatResponse,
     HeldOutMetrics,
     LeaseGrant,
+    ModelSaved,
     ReportBatchResponse,
     ReportOutcome,
     ReportResponse,
@@ -123,6 +124,17 @@ class WorkerClient(Connection):
             content=blob,
             headers={"X-Lease-Token": token, "Content-Type": "application/octet-stream"},
         )
+
+    def save_model(self, worker_id: int, trial_id: int, token: str, blob: bytes) -> ModelSaved:
+        """Upload the completed trial's model file (trainer.model_file), before completing it;
+        the answer says whether the study keeps it."""
+        reply = self.call(
+            "PUT",
+            f"/api/v1/workers/{worker_id}/trials/{trial_id}/model",
+            content=blob,
+            headers={"X-Lease-Token": token, "Content-Type": "application/octet-stream"},
+        )
+        return ModelSaved.model_validate(reply)
 
     def load_checkpoint(
         self, worker_id: int, trial_id: int, token: str, checkpoint_id: str

@@ -41,6 +41,10 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
+    # The training split's per-feature statistics every split was standardized with (on the
+    # CPU; None when param `standardize` is false): a kept model applies them to raw inputs.
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -142,15 +146,19 @@ def _split(splits: Splits, params: Params) -> Splits:
     return splits
 
 
-def _standardized(splits: Splits, params: Params) -> Splits:
+Stats = tuple[np.ndarray, np.ndarray] | None
+
+
+def _standardized(splits: Splits, params: Params) -> tuple[Splits, Stats]:
     """Per-feature mean and std of the training split only, applied to every split; constant
-    features (std 0, e.g. image borders) are only centered."""
+    features (std 0, e.g. image borders) are only centered. Returns the splits and the
+    (mean, std) used, None when param `standardize` is false."""
     if not params.get_bool("standardize", True):
-        return splits
+        return splits, None
     x_train = splits["train"][0]
     mean, std = x_train.mean(axis=0, dtype=np.float64), x_train.std(axis=0, dtype=np.float64)
     mean, std = mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
-    return {split: ((x - mean) / std, y) for split, (x, y) in splits.items()}
+    return {split: ((x - mean) / std, y) for split, (x, y) in splits.items()}, (mean, std)
 
 
 # ---------------------------------------------------------------- loading and the cache
@@ -190,7 +198,8 @@ def load_dataset(name: str, params: Params, device: str | torch.device = "cpu") 
     reading = Params(params.values)  # records exactly what loading reads
     arrays = loader(reading)
     splits, n_classes = _checked(arrays, reading)
-    dataset = _on_device(_standardized(_split(splits, reading), reading), n_classes, device)
+    standardized, stats = _standardized(_split(splits, reading), reading)
+    dataset = _on_device(standardized, n_classes, device, stats)
     params.used.update(reading.used)
     reads = tuple((k, _value(params, k)) for k in sorted(reading.used))
     _cache.append(_Entry(where, reads, dataset))
@@ -283,13 +292,20 @@ def _value(params: Params, key: str) -> str | None:
     return json.dumps(params.values[key], sort_keys=True, default=str)
 
 
-def _on_device(splits: Splits, n_classes: int, device: str | torch.device) -> Dataset:
+def _on_device(
+    splits: Splits, n_classes: int, device: str | torch.device, stats: Stats = None
+) -> Dataset:
     def tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = splits[split]
         x_tensor = torch.from_numpy(x).to(device=device, dtype=torch.float32)
         return x_tensor, torch.from_numpy(y).to(device=device, dtype=torch.int64)
 
-    return Dataset(*tensors("train"), *tensors("val"), *tensors("test"), n_classes=n_classes)
+    mean = std = None
+    if stats is not None:
+        mean, std = torch.from_numpy(stats[0]), torch.from_numpy(stats[1])
+    return Dataset(
+        *tensors("train"), *tensors("val"), *tensors("test"), n_classes, mean=mean, std=std
+    )
 
 
 def cached_bytes(device_type: str) -> int:

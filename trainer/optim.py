@@ -34,16 +34,18 @@ class LoopParams:
     warmup_epochs: float
     lr_schedule: str
     grad_clip: float | None
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's (beta1, beta2)
 
     @classmethod
     def from_params(cls, params: Params) -> LoopParams:
         """The loop's tunables, each read and checked through its hpo.tunables declaration."""
         optimizer = params.tunable("optimizer")
-        # momentum and nesterov are read for sgd only, so that setting them for adamw is
-        # reported as an unused param.
+        # momentum and nesterov are read for sgd only, beta1 and beta2 for adamw only, so that
+        # setting them for the other optimizer is reported as an unused param.
         sgd = optimizer == "sgd"
         momentum = params.tunable("momentum") if sgd else 0.0
         nesterov = params.tunable("nesterov") if sgd else False
+        betas = (0.9, 0.999) if sgd else (params.tunable("beta1"), params.tunable("beta2"))
         if nesterov and momentum == 0.0:
             raise TrainingError("param 'nesterov' needs a param 'momentum' above 0")
         return cls(
@@ -56,6 +58,7 @@ class LoopParams:
             warmup_epochs=params.tunable("warmup_epochs"),
             lr_schedule=params.tunable("lr_schedule"),
             grad_clip=params.tunable("grad_clip"),
+            betas=betas,
         )
 
 
@@ -97,7 +100,7 @@ def build_optimizer(model: nn.Module, loop: LoopParams) -> torch.optim.Optimizer
         return torch.optim.SGD(
             groups, lr=loop.lr, momentum=loop.momentum, nesterov=loop.nesterov, fused=True
         )
-    return torch.optim.AdamW(groups, lr=loop.lr, fused=True)
+    return torch.optim.AdamW(groups, lr=loop.lr, betas=loop.betas, fused=True)
 
 
 def decayed_weights(model: nn.Module) -> list[torch.Tensor]:

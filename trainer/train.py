@@ -92,6 +92,9 @@ class TrainResult:
     # budget and no answer ended it; None otherwise. Sent with the completion, never reported.
     # Not compared: two results are equal when they trained and ended alike.
     test_metrics: dict[str, Any] | None = field(default=None, compare=False)
+    # The trained run of a trial that trained its full budget with no answer ending it (the
+    # worker saves its model file, trainer.model_file); None otherwise.
+    run: Run | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -141,7 +144,10 @@ def train(config: TrainConfig, report: Report, checkpoint: Checkpoint | None = N
     try:
         run = build_run(config)
         start = restore(run, config.resume) if config.resume is not None else 0
-        return _fit(run, start, stop, report, checkpoint)
+        result = _fit(run, start, stop, report, checkpoint)
+        if result.decision is None and stop == config.epochs:
+            result.run = run
+        return result
     except torch.cuda.OutOfMemoryError as exc:
         reason = str(exc).splitlines()[0]
     # Past the except block the traceback, and the model and batches its frames hold, are gone,

@@ -319,6 +319,7 @@ class DeviceWorker:
         value = _short(result.metrics.get(metric))
         decision: Decision | None = result.decision
         if decision is None:
+            self._save_model(assignment, lease, result)
             completion = self._call(
                 lambda: self.client.complete(
                     self.worker_id,
@@ -358,6 +359,24 @@ class DeviceWorker:
                 assignment.start_epoch + result.epochs_trained,
             )
         return []
+
+    def _save_model(self, assignment: Assignment, lease: Lease, result: Any) -> None:
+        """Upload the model file of a trial that trained its full budget, before completing
+        it, when its study keeps models; the server keeps it if it is among the study's best.
+        A refused upload is logged and the trial completes all the same."""
+        full = assignment.target_epochs == assignment.epochs
+        if not (assignment.keep_model and full) or result.run is None or lease.lost.is_set():
+            return
+        from trainer import model_file
+
+        blob = model_file.for_assignment(assignment, result.run, result.metrics)
+        try:
+            saved = self.client.save_model(self.worker_id, lease.trial_id, lease.token, blob)
+        except ApiError as exc:
+            log.warning("the model of trial %d was not stored: %s", lease.trial_id, exc)
+            return
+        if not saved.kept:
+            log.debug("the model of trial %d is not kept: %s", lease.trial_id, saved.detail)
 
     def _call(self, fn: Callable[[], T]) -> T | None:
         """A final call for a trial: a stale lease (409) or a deleted trial (404) is no error."""

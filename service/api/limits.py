@@ -2,7 +2,8 @@
 
 A body declared larger than its limit (`Content-Length`) is answered 413 at once, unread; a body
 without a declared length (chunked) is counted as it streams in and refused with 413 as soon as
-it passes the limit. Checkpoint uploads (`PUT .../checkpoint`) have their own, larger limit.
+it passes the limit. Checkpoint and model uploads (`PUT .../checkpoint`, `PUT .../model`) have
+their own, larger limit.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class BodyLimit:
         self.checkpoint_bytes = checkpoint_bytes
 
     def limit_for(self, scope: Scope) -> int:
-        if scope["method"] == "PUT" and scope["path"].endswith("/checkpoint"):
+        if scope["method"] == "PUT" and scope["path"].endswith(("/checkpoint", "/model")):
             return self.checkpoint_bytes
         return self.max_bytes
 

@@ -82,10 +82,20 @@ Values = Annotated[
 ]
 
 
+ModelUrl = Annotated[
+    str | None,
+    Field(
+        description="where to download the trial's kept model file (`GET`; "
+        "`hpo.load_model` reads it); null when none is kept for it"
+    ),
+]
+
+
 class BestTrial(BaseModel):
     trial_id: int
     number: int
     value: Number
+    model_url: ModelUrl = None
     values: Values = None
     params: dict[str, Any]
     test_metrics: TestMetrics = None
@@ -139,6 +149,7 @@ class TrialPublic(BaseModel):
     bracket: int = Field(0, description="successive halving / hyperband: the trial's bracket")
     rung: int = Field(0, description="successive halving / hyperband: the trial's rung")
     checkpoint_epoch: int = Field(0, description="epoch of the latest checkpoint (0: none)")
+    model_url: ModelUrl = None
 
 
 class TrialPage(BaseModel):

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from service.api import schemas
+from service.api.trial_models import model_url
 from service.domain.leasing import LeasedTrial
 from service.domain.studies import StudyView, TrialDetailView, TrialPageView
 from service.domain.workers import is_stale
@@ -41,6 +42,7 @@ def study(view: StudyView) -> schemas.StudyPublic:
             trial_id=best.id,
             number=best.number,
             value=finite(best.value),
+            model_url=_model_url(best),
             params=finite(best.params or {}),
             test_metrics=finite(best.test_metrics),
         ),
@@ -61,6 +63,10 @@ def _best(row: TrialRow) -> schemas.BestTrial:
     )
 
 
+def _model_url(row: TrialRow) -> str | None:
+    return model_url(row.id) if row.model_id is not None else None
+
+
 def _trial_fields(row: TrialRow, workers: dict[int, str]) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -79,6 +85,7 @@ def _trial_fields(row: TrialRow, workers: dict[int, str]) -> dict[str, Any]:
         "bracket": row.bracket,
         "rung": row.rung,
         "checkpoint_epoch": row.checkpoint_epoch if row.checkpoint_id else 0,
+        "model_url": _model_url(row),
     }
 
 
@@ -141,4 +148,5 @@ def assignment(a: LeasedTrial) -> schemas.Assignment:
         checkpoint_id=t.checkpoint_id if a.start_epoch else None,
         rung=t.rung,
         expires_at=t.lease_expires_at,
+        keep_model=a.spec.keep_models > 0,
     )

@@ -3,8 +3,9 @@ exported in bounded memory (the routes of `service.api.exports` stream them as C
 
 A record is one trial: its fields as `GET /api/v1/studies/{id}/trials` gives them, the wall time
 from start to finish, the training time (the sum of its reported `epoch_seconds`), and the
-metrics of its last reported epoch (its final metrics; test metrics such as `test_accuracy`
-appear among them when the trial reported them).
+metrics of its last reported epoch (its final metrics), with its held-out test metrics among
+them where the worker sent them: `test_accuracy` and `test_loss`, or `test_unavailable` saying
+why there is no number.
 """
 
 from __future__ import annotations
@@ -86,7 +87,18 @@ class Exports:
                     seconds[trial_id] = seconds.get(trial_id, 0.0) + metrics["epoch_seconds"]
             for row in rows:
                 worker = workers.get(row.worker_id) if row.worker_id is not None else None
-                yield TrialRecord(row, worker, final.get(row.id, {}), seconds.get(row.id))
+                metrics = {**final.get(row.id, {}), **held_out_columns(row.test_metrics)}
+                yield TrialRecord(row, worker, metrics, seconds.get(row.id))
             if len(rows) < self.page_size:
                 return
             after = rows[-1].number
+
+
+def held_out_columns(test_metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """A trial's held-out test metrics as export metrics: `test_accuracy` and `test_loss`, or
+    `test_unavailable` (why there is no number); none when its worker sent none."""
+    if not test_metrics:
+        return {}
+    if "unavailable" in test_metrics:
+        return {"test_unavailable": test_metrics["unavailable"]}
+    return {k: v for k, v in test_metrics.items() if k in ("test_accuracy", "test_loss")}

@@ -4,7 +4,9 @@
 - `reporting`: what a worker says about a leased trial: reports, complete, fail, release,
   checkpoints (`service.domain.reporting`);
 - `reaping`: taking trials back from workers that vanished or never heard of them
-  (`service.domain.reaping`).
+  (`service.domain.reaping`);
+- `models`: completed trials' model files, uploaded by workers and kept for users
+  (`service.domain.retention`).
 
 Coordination lives in the database. A lease is a row's (token, expiry); every write checks the
 token inside a write transaction, so a worker presumed dead cannot change a trial that was
@@ -18,6 +20,7 @@ from service.domain.context import ProtocolContext
 from service.domain.leasing import Leasing
 from service.domain.reaping import Reaping
 from service.domain.reporting import Reporting
+from service.domain.retention import ModelKeeping
 
 
 class Protocol:
@@ -26,3 +29,4 @@ class Protocol:
         self.reaping = Reaping(self.context)
         self.leasing = Leasing(self.context, self.reaping)
         self.reporting = Reporting(self.context)
+        self.models = ModelKeeping(self.context)

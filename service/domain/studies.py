@@ -11,7 +11,7 @@ from typing import Any
 from optuna.storages import RDBStorage
 
 from hpo.protocol import StudyState, TrialState, WorkerState
-from service.domain import search
+from service.domain import retention, search
 from service.domain.errors import Conflict, InvalidInput, NotFound
 from service.domain.pareto import pareto_front
 from service.domain.spec import StudySpec, configuration_issues
@@ -237,13 +237,15 @@ class Studies:
         return self.get(study_id)
 
     def delete(self, study_id: int) -> None:
-        """Remove the study, its trials, curves and events, its Optuna study and checkpoints."""
+        """Remove the study, its trials, curves and events, its Optuna study, checkpoints and
+        kept models."""
         with unit_of_work(self.db) as unit:
             study = _found(unit.studies.lock(study_id), study_id)
             unit.later(search.delete_study, self.storage, study.optuna_study_id)
             unit.later(self.transitions.optuna.forget, study.optuna_study_id)
             for checkpoint in unit.trials.checkpoint_ids(study.id):
                 unit.later(self.artifacts.delete, checkpoint)
+            retention.delete_models(unit, study.id, self.artifacts)
             unit.studies.delete(study.id)
 
     # -- helpers ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 from optuna.storages import RDBStorage
 
 from hpo.protocol import StudyState, TrialState
-from service.domain import search
+from service.domain import retention, search
 from service.domain.fidelity import Rung
 from service.domain.spec import StudySpec
 from service.storage.artifacts import ArtifactStore
@@ -113,6 +113,7 @@ class Transitions:
             reason=reason,
         )
         unit.flush()
+        retention.prune_models(unit, study, trial, self.artifacts)
         self.settle(unit, study)
 
     def _deferred_values(

@@ -201,6 +201,19 @@ class TrialStore:
         )
         return [c for c in self.session.scalars(query) if c is not None]
 
+    def with_models(self, study_id: int) -> list[TrialRow]:
+        """The study's trials that hold a kept model file, by number."""
+        query = select(TrialRow).where(
+            TrialRow.study_id == study_id, TrialRow.model_id.is_not(None)
+        )
+        return list(self.session.scalars(query.order_by(TrialRow.number)))
+
+    def model_ids(self, study_id: int) -> list[str]:
+        query = select(TrialRow.model_id).where(
+            TrialRow.study_id == study_id, TrialRow.model_id.is_not(None)
+        )
+        return [m for m in self.session.scalars(query) if m is not None]
+
     # -- what the page reads ------------------------------------------------------------------
 
     def facts(self, study_id: int) -> list[TrialFacts]:

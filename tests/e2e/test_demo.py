@@ -45,6 +45,16 @@ def test_hpo_demo_keep_serves_the_results_until_ctrl_c(
     found = wait_for(lambda: re.search(page, processes.log("demo")), 180, "the demo's study")
     url, study_id = found.group(1), found.group(2)
     wait_for(lambda: "serving until Ctrl-C" in processes.log("demo"), 10, "--keep to serve on")
+    # One worker command with a slot per core (one or more on any machine); the spec's
+    # parallel_trials (1) is kept, since --spec is the user's.
+    slots = re.search(
+        r"the worker started (\d+) slots? \(one torch thread each\): 1 trial at",
+        processes.log("demo"),
+    )
+    assert slots, processes.log("demo")
+    workers = httpx.get(f"{url}/api/v1/workers", timeout=10).json()
+    assert len(workers) == int(slots.group(1))
+    assert {w["slots"] for w in workers} == {int(slots.group(1))}
     # The study is over and the demo still serves it: the API and the page answer.
     assert demo.poll() is None
     study = httpx.get(f"{url}/api/v1/studies/{study_id}", timeout=10).json()

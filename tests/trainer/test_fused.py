@@ -31,11 +31,16 @@ CASES = [
 LAYOUTS = [*CASES, ("cnn", None), ("resnet", [2, 12]), ("mlp", [2, 12])]
 
 # Per-trial settings a group keeps apart: lr, schedule, warm-up, weight decay, dropout rate,
-# clipping, momentum and nesterov.
+# clipping, momentum and nesterov (SGD), beta1 and beta2 (AdamW).
 TRIALS: list[dict[str, Any]] = [
     {"lr": 1e-2, "dropout": 0.1, "weight_decay": 1e-2, "momentum": 0.9, "nesterov": True},
     {"lr": 3e-3, "dropout": 0.3, "grad_clip": 0.5, "momentum": 0.5, "lr_schedule": "constant"},
     {"lr": 5e-3, "dropout": 0.2, "weight_decay": 1e-3, "momentum": 0.0, "warmup_epochs": 1.0},
+]
+BETAS: list[dict[str, Any]] = [
+    {"beta1": 0.8, "beta2": 0.99},
+    {"beta1": 0.95, "beta2": 0.9},
+    {},  # the defaults, 0.9 and 0.999
 ]
 
 
@@ -44,11 +49,12 @@ def configs(model: str, shape: list[int] | None, norm: str, optimizer: str) -> l
     if shape is not None:
         base["shape"] = shape
     result = []
-    for seed, trial in enumerate(TRIALS):
+    for seed, (trial, betas) in enumerate(zip(TRIALS, BETAS, strict=True)):
         params = {**base, **trial}
         if optimizer == "adamw":
             params.pop("momentum")
             params.pop("nesterov", None)
+            params.update(betas)
         result.append(TrainConfig(model, "synthetic", 2, params, seed=seed))
     return result
 
@@ -129,6 +135,22 @@ def key_of(model: str = "mlp", seed: int = 0, **params: Any) -> object:
 def test_trials_differing_in_per_trial_settings_share_a_key() -> None:
     first = key_of(lr=0.1, dropout=0.1, weight_decay=0.0, seed=1)
     assert first == key_of(lr=0.001, dropout=0.4, weight_decay=0.01, grad_clip=1.0, seed=7)
+    assert first == key_of(lr=0.1, dropout=0.1, weight_decay=0.0, beta1=0.5, beta2=0.9, seed=1)
+
+
+def test_trials_differing_only_in_betas_train_fused_with_their_own() -> None:
+    """Same seed, lr and everything else: only AdamW's betas tell the curves apart."""
+    base = {**SMALL, "norm": "batch", "lr": 1e-2}
+    trials = [
+        TrainConfig("mlp", "synthetic", 2, {**base, **betas}, seed=0)
+        for betas in ({"beta1": 0.5, "beta2": 0.9}, {}, {"beta1": 0.99, "beta2": 0.5})
+    ]
+    recorders = [Recorder() for _ in trials]
+    train_group(trials, recorders, [None] * len(trials), dtype=torch.float64)
+    for config, recorder in zip(trials, recorders, strict=True):
+        assert_same_curve(recorder.curve, alone(config).curve)
+    losses = {recorder.curve[-1]["train_loss"] for recorder in recorders}
+    assert len(losses) == 3
 
 
 @pytest.mark.parametrize(

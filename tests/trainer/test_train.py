@@ -13,6 +13,8 @@ from torch import nn
 
 from hpo.protocol import Decision
 from trainer.norms import NORMS
+from trainer.optim import LoopParams
+from trainer.params import Params
 from trainer.train import (
     TrainConfig,
     TrainingError,
@@ -144,6 +146,14 @@ def test_sgd_takes_momentum_and_nesterov() -> None:
     )
     assert isinstance(run_.optimizer, torch.optim.SGD)
     assert run_.optimizer.defaults["momentum"] == 0.8 and run_.optimizer.defaults["nesterov"]
+
+
+def test_adamw_takes_beta1_and_beta2_and_sgd_leaves_them_unused() -> None:
+    config = TrainConfig("mlp", "synthetic", 1, {**SMALL, "beta1": 0.8, "beta2": 0.95})
+    assert build_run(config).optimizer.defaults["betas"] == (0.8, 0.95)
+    params = Params({"optimizer": "sgd", "beta1": 0.8})
+    LoopParams.from_params(params)
+    assert params.unused() == ["beta1"]
 
 
 def test_lr_warms_up_then_decays_by_cosine_to_zero() -> None:

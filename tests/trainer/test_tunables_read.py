@@ -18,7 +18,9 @@ def test_every_declared_tunable_is_read_with_its_default(model: str) -> None:
     loop = LoopParams.from_params(params)
     build_model(model, (1, 8, 8), 3, params)
     params.tunable("checkpoint_every")
-    assert params.used >= {t.name for t in tunables.for_model(model)}
+    adamw = Params({})  # beta1 and beta2 are read for adamw
+    assert LoopParams.from_params(adamw).betas == (0.9, 0.999)
+    assert params.used | adamw.used >= {t.name for t in tunables.for_model(model)}
     assert (loop.lr, loop.momentum, loop.batch_size, loop.lr_schedule) == (1e-3, 0.9, 64, "cosine")
     assert loop.grad_clip is None and loop.weight_decay == 0.0
 

@@ -2,10 +2,10 @@
 
 Trials share a group when their fused models have the same shapes and their data the same
 batches: same model, dataset and device, and equal values of every param except those a fused
-group keeps per trial (`PER_TRIAL`: learning rate and schedule, weight decay, momentum, dropout
-rate, gradient clipping, checkpoint interval) and the seed. Whether dropout is on at all is part
-of the key, since a model without dropout has no dropout layers. A plugin model or training
-function is never fused.
+group keeps per trial (`PER_TRIAL`: learning rate and schedule, weight decay, momentum, AdamW's
+betas, dropout rate, gradient clipping, checkpoint interval) and the seed. Whether dropout is on
+at all is part of the key, since a model without dropout has no dropout layers. A plugin model
+or training function is never fused.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ PER_TRIAL = frozenset(
         "weight_decay",
         "momentum",
         "nesterov",
+        "beta1",
+        "beta2",
         "dropout",
         "warmup_epochs",
         "lr_schedule",

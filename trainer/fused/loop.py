@@ -315,6 +315,10 @@ def _end_epoch(group: Group, losses: list[float], lrs: list[float], seconds: flo
         member.outcome = TrainResult(
             member.stop - member.start, member.metrics, decision if ended else None
         )
+        if not ended and member.stop == member.run.schedule_epochs:
+            # Its model file is saved from its unfused run, which `_carry` fills before
+            # train_group returns.
+            member.outcome.run = member.run
     return left
 
 

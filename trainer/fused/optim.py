@@ -4,8 +4,9 @@ Every parameter (K, *shape) of the fused model is re-homed as a view into one fl
 its gradient into a flat gradient laid out the same way, which one call zeroes. A step calls
 PyTorch's fused optimizer kernel (the one the unfused loop's `fused=True` optimizers run) once per
 trial and unfused param group (weight-decayed weights, the rest), on slice k of every tensor,
-with that trial's lr, weight decay, momentum and nesterov flag: the update is the one the trial
-gets alone. Gradient clipping scales each trial's slices by that trial's own norm.
+with that trial's lr, weight decay, momentum and nesterov flag (SGD) or betas (AdamW): the
+update is the one the trial gets alone. Gradient clipping scales each trial's slices by that
+trial's own norm.
 
 `trial_state` and `load_trial_state` convert a trial's optimizer state from and to the unfused
 optimizer's state dict (trainer.optim.build_optimizer), for checkpoints in the unfused format.
@@ -21,8 +22,7 @@ from torch import nn
 
 from trainer.optim import LoopParams, build_optimizer
 
-BETAS = (0.9, 0.999)  # AdamW's defaults, which trainer.optim.build_optimizer uses
-EPS = 1e-8
+EPS = 1e-8  # AdamW's default, which trainer.optim.build_optimizer uses
 
 
 @dataclass
@@ -135,9 +135,10 @@ class FusedOptimizer:
     ) -> None:
         params, grads, moments, moments2 = buffers
         if self.kind == "adamw":
+            beta1, beta2 = trial.loop.betas
             torch._fused_adamw_(
                 params, grads, moments, moments2, [],
-                [self.step_counts[index]] * len(params), lr=lr, beta1=BETAS[0], beta2=BETAS[1],
+                [self.step_counts[index]] * len(params), lr=lr, beta1=beta1, beta2=beta2,
                 weight_decay=wd, eps=EPS, amsgrad=False, maximize=False,
             )  # fmt: skip
             return

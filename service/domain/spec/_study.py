@@ -47,6 +47,7 @@ MAX_OBJECTIVES = 3
 a trial is best at), so the front no longer narrows the choice, cannot be drawn, and NSGA-II's
 crowding distance stops telling points apart."""
 DEFAULT_MAX_TRIALS = 20
+MAX_KEPT_MODELS = 1000
 # Trial counts are INTEGER columns (32 bits on PostgreSQL); a million trials is far beyond use.
 MAX_TRIALS = 1_000_000
 MAX_NAME_LENGTH = 64
@@ -221,6 +222,13 @@ class StudySpec(Strict):
         max_length=MAX_INITIAL,
         description="warm start: configurations ({param: value, ...}) that run first, in order; "
         "parameters left out are chosen by the sampler",
+    )
+    keep_models: int = Field(
+        default=3,
+        ge=0,
+        le=MAX_KEPT_MODELS,
+        description="the model files of the best this many completed trials are kept for "
+        "download (every Pareto-front trial's with several objectives); 0: none are uploaded",
     )
 
     @model_validator(mode="before")

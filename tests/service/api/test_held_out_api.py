@@ -4,6 +4,9 @@ Runs on SQLite and PostgreSQL (the `client` fixture)."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -118,3 +121,28 @@ def test_malformed_test_metrics_are_refused_naming_the_field(client: TestClient)
     detail = client.get(f"/api/v1/trials/{trial['trial_id']}").json()
     assert detail["state"] == "running" and detail["test_metrics"] is None
     assert client.get(f"/api/v1/studies/{study['id']}").json()["best"] is None
+
+
+def test_exports_carry_test_metrics_where_present(client: TestClient) -> None:
+    study = _study(client, trials=3)
+    worker = ApiWorker(client)
+    first, second, third = worker.lease(3)
+    assert _complete(worker, first, [0.5], test_metrics=HELD_OUT).status_code == 200
+    assert _complete(worker, second, [0.25], test_metrics=NO_SPLIT).status_code == 200
+    assert _complete(worker, third, [0.125]).status_code == 200
+    reply = client.get(f"/api/v1/studies/{study['id']}/trials.csv")
+    rows = {int(r["number"]): r for r in csv.DictReader(io.StringIO(reply.text))}
+    first_row, second_row, third_row = (rows[t["number"]] for t in (first, second, third))
+    assert float(first_row["metrics_test_accuracy"]) == 0.8125
+    assert float(first_row["metrics_test_loss"]) == 0.53125
+    assert first_row["metrics_test_unavailable"] == ""
+    assert second_row["metrics_test_accuracy"] == ""
+    assert second_row["metrics_test_unavailable"] == NO_SPLIT["unavailable"]
+    assert third_row["metrics_test_accuracy"] == third_row["metrics_test_unavailable"] == ""
+    lines = client.get(f"/api/v1/studies/{study['id']}/trials.jsonl").text.splitlines()
+    by_number = {line["number"]: line for line in map(json.loads, lines)}
+    assert by_number[first["number"]]["metrics"] == {
+        "val_accuracy": 0.5,
+        "val_loss": 0.5,
+        **HELD_OUT,
+    }

@@ -1,5 +1,6 @@
-// The workers panel: each worker process (one per device), what it trains, and how long ago it
-// was last heard from; workers past the server's stale limit are flagged.
+// The workers panel: each worker process (a slot of an `hpo worker` command on a device), what it
+// trains, and how long ago it was last heard from; workers past the server's stale limit are
+// flagged.
 
 import { api } from "../api.js";
 import { ago, h, scroller } from "../dom.js";
@@ -25,6 +26,12 @@ function trialCell(worker, studyNames) {
   ];
 }
 
+// "cpu", "cpu #1 of 2" for a command's slot, "cuda:0 × 8" for a worker that fuses trials.
+function deviceText(worker) {
+  const slot = worker.slots > 1 ? ` #${worker.slot} of ${worker.slots}` : "";
+  return `${worker.device}${slot}${worker.fuse > 1 ? ` × ${worker.fuse}` : ""}`;
+}
+
 function row(worker, studyNames) {
   const state = worker.stale
     ? h("span", { class: "badge stale", title: "no heartbeat within the server's limit" }, "stale")
@@ -40,8 +47,12 @@ function row(worker, studyNames) {
     h("td", {}, worker.host || "—"),
     h(
       "td",
-      { class: "mono", title: "trials it trains at once (hpo worker --fuse)" },
-      worker.fuse > 1 ? `${worker.device} × ${worker.fuse}` : worker.device,
+      {
+        class: "mono",
+        dataset: { slot: worker.slot },
+        title: "#: its slot of its command's on the device (--slots); × K: trials fused (--fuse)",
+      },
+      deviceText(worker),
     ),
     h("td", {}, state),
     h("td", { class: "wrap" }, trialCell(worker, studyNames)),

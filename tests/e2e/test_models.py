@@ -1,0 +1,139 @@
+"""The tuned model end to end: a real `hpo server` and `hpo worker` train a digits study, the
+best trial's model file is downloaded over HTTP and rebuilt by `hpo.load_model`, and a study
+keeps only its best `keep_models` files."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+
+import hpo
+from tests.conftest import Processes, spec_doc, wait_for
+from trainer.data import load_dataset
+from trainer.params import Params
+from trainer.train import evaluate
+
+pytestmark = pytest.mark.e2e
+
+WORKLOAD = {"model": "mlp", "dataset": "digits", "width": 32, "batch_size": 64}
+
+
+def _study(name: str, **overrides: Any) -> dict[str, Any]:
+    sections: dict[str, Any] = {
+        "budget": {"max_trials": 3, "parallel_trials": 1, "epochs": 2},
+        "space": {
+            "lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True},
+            "norm": {"type": "categorical", "choices": ["none", "batch", "layer"]},
+        },
+        "workload": WORKLOAD,
+    }
+    return spec_doc(name, **{**sections, **overrides})
+
+
+def _finished(url: str, study_id: int) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        study = httpx.get(f"{url}/api/v1/studies/{study_id}", timeout=30).json()
+        return study if study["state"] != "running" else None
+
+    study: dict[str, Any] = wait_for(done, 240, f"study {study_id} to finish")
+    assert study["state"] == "completed", study
+    return study
+
+
+def _model_files(folder: Path) -> list[Path]:
+    """The files of the artifacts folder that are model files (the rest are checkpoints)."""
+    found = []
+    for path in sorted(folder.glob("*")):
+        content = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(content, dict) and content.get("format") == "hpo-model":
+            found.append(path)
+    return found
+
+
+def _raw_val_split(trial: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trial's validation split rebuilt from its data params, not standardized."""
+    params = {**WORKLOAD, **trial["params"], "standardize": False}
+    data = load_dataset(params.pop("dataset"), Params(params))
+    return data.x_val, data.y_val
+
+
+def test_the_best_model_downloads_and_reproduces_its_validation_accuracy(
+    processes: Processes,
+) -> None:
+    url = processes.server()
+    processes.worker("w", url)
+    client = hpo.Client(url)
+    study = client.create_study(_study("digits-models"))
+    done = _finished(url, study.id)
+    best = done["best"]
+    assert best["model_url"] == f"/api/v1/trials/{best['trial_id']}/model"
+
+    reply = httpx.get(url + best["model_url"], timeout=30)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "application/octet-stream"
+    content = torch.load(io.BytesIO(reply.content), weights_only=True)
+    assert content["model"] == "mlp" and content["trial"]["trial_id"] == best["trial_id"]
+    assert content["trial"]["metrics"]["val_accuracy"] == pytest.approx(best["value"], abs=1e-12)
+
+    model = hpo.load_model(reply.content)
+    assert not model.training
+    trial = httpx.get(f"{url}/api/v1/trials/{best['trial_id']}", timeout=30).json()
+    assert trial["model_url"] == best["model_url"]
+    x_val, y_val = _raw_val_split(trial)
+    _loss, accuracy = evaluate(model, x_val, y_val)
+    assert abs(accuracy - best["value"]) <= 1e-6
+    assert accuracy > 0.5  # a trained model, not chance on 10 classes
+
+    # The client's way: the same file, the same predictions.
+    again = client.study("digits-models").best_model()
+    assert torch.equal(again(x_val[:50]), model(x_val[:50]))
+
+
+def test_a_study_keeps_only_its_best_models_and_deletes_them_with_itself(
+    processes: Processes,
+) -> None:
+    url = processes.server()
+    processes.worker("w", url)
+    client = hpo.Client(url)
+    study = client.create_study(_study("keep-one", keep_models=1))
+    done = _finished(url, study.id)
+    trials = study.trials()
+    assert [t.state.value for t in trials] == ["completed"] * 3
+    best = done["best"]
+    with_models = [t for t in trials if t.model_url is not None]
+    assert [t.id for t in with_models] == [best["trial_id"]]
+    artifacts = processes.folder / "artifacts"
+    [kept] = _model_files(artifacts)
+    kept_trial = torch.load(kept, weights_only=True)["trial"]
+    assert kept_trial["trial_id"] == best["trial_id"]
+
+    other = next(t for t in trials if t.id != best["trial_id"])
+    refused = httpx.get(f"{url}/api/v1/trials/{other.id}/model", timeout=30)
+    assert refused.status_code == 404
+    assert "only the best trial's model is kept" in refused.json()["detail"]
+    with pytest.raises(hpo.ApiError) as missing:
+        other.model()
+    assert missing.value.status == 404
+
+    study.delete()
+    assert _model_files(artifacts) == []
+    assert list(artifacts.glob("*")) == []  # checkpoints too
+
+
+def test_keep_models_zero_uploads_nothing(processes: Processes) -> None:
+    url = processes.server()
+    processes.worker("w", url)
+    study = hpo.Client(url).create_study(
+        _study("keep-none", keep_models=0, budget={"max_trials": 1, "epochs": 1})
+    )
+    done = _finished(url, study.id)
+    assert done["best"]["model_url"] is None
+    assert _model_files(processes.folder / "artifacts") == []
+    reply = httpx.get(f"{url}/api/v1/trials/{done['best']['trial_id']}/model", timeout=30)
+    assert reply.status_code == 404
+    assert "keeps no models (keep_models: 0)" in reply.json()["detail"]
