@@ -18,6 +18,7 @@ import {
 import { applyFinished, applyReport } from "./live.js";
 import { trialTable } from "./table.js";
 import { trialDialog } from "./trial.js";
+import { heldOut } from "./heldout.js";
 import { compareDialog } from "./compare.js";
 import { cloneStudy, confirmDelete, editBudget, showSpec } from "./actions.js";
 
@@ -129,6 +130,7 @@ function header(onAction) {
               num(study.best.value),
             ),
             h("span", { class: "note" }, `trial #${study.best.number}`),
+            heldOut(study.best.test_metrics, "best-held-out"),
             h(
               "span",
               { class: "chips" },

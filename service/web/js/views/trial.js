@@ -4,6 +4,7 @@
 import { api } from "../api.js";
 import { badge, duration, fill, h, num, paramText, when } from "../dom.js";
 import { drawCurves } from "../charts/curves.js";
+import { heldOut } from "./heldout.js";
 
 function facts(trial, multiFidelity) {
   const rows = [
@@ -16,6 +17,7 @@ function facts(trial, multiFidelity) {
     ["Finished", when(trial.finished_at)],
     ["Duration", duration(trial.duration_s)],
     ["Reason", trial.reason || "—"],
+    trial.test_metrics ? ["Test score", heldOut(trial.test_metrics, "trial-held-out")] : null,
   ];
   return h(
     "dl",
