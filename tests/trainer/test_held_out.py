@@ -15,13 +15,14 @@ import torch.nn.functional as F
 
 from hpo.protocol import Decision, HeldOutMetrics
 from tests.trainer.fused_support import RELATIVE, SMALL, Recorder, one_thread
+from tests.trainer.test_plugins import example_plugin
 from trainer.data import load_dataset
 from trainer.fused.loop import train_group
 from trainer.params import Params
 from trainer.train import Run, TrainConfig, build_run, train, train_epoch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-__all__ = ["one_thread"]  # the fixture, imported for pytest
+__all__ = ["example_plugin", "one_thread"]  # the fixtures, imported for pytest
 
 DIGITS = {"batch_size": 64, "lr": 3e-3, "width": 32, "depth": 1}
 
@@ -106,6 +107,34 @@ def test_an_empty_test_split_is_unavailable_with_the_reason() -> None:
         "unavailable": "the dataset has no test split (test_fraction 0 and none given)"
     }
     HeldOutMetrics.model_validate(result.test_metrics)
+
+
+def test_a_plugin_dataset_without_a_test_split_is_scored_on_what_is_split_off(
+    example_plugin: Any,
+) -> None:
+    """The example's `rings` gives no x_test: test_fraction (0.1) of it is held out, and with
+    test_fraction 0 there is nothing to score on."""
+    params = {"lr": 0.05, "hidden": 32, "n_samples": 400}
+    split = train(TrainConfig("two_layer", "rings", 2, params), Recorder())
+    assert split.test_metrics is not None and set(split.test_metrics) == {
+        "test_accuracy",
+        "test_loss",
+    }
+    none = train(TrainConfig("two_layer", "rings", 2, {**params, "test_fraction": 0}), Recorder())
+    assert none.test_metrics == {
+        "unavailable": "the dataset has no test split (test_fraction 0 and none given)"
+    }
+
+
+def test_a_plugin_training_function_without_a_score_says_so(example_plugin: Any) -> None:
+    config = TrainConfig("quadratic", "anything", epochs=3, params={"lr": 0.1})
+    result = train(config, Recorder())
+    assert result.decision is None
+    assert result.test_metrics == {
+        "unavailable": "the training function of 'quadratic' gives no test metrics"
+    }
+    pruned = train(config, Recorder(lambda epoch: "prune"))
+    assert pruned.decision is Decision.PRUNE and pruned.test_metrics is None
 
 
 @pytest.mark.parametrize("decision", [Decision.PRUNE, Decision.PAUSE, Decision.STOP])
