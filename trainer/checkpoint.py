@@ -31,6 +31,7 @@ def snapshot(run: Run, epoch: int) -> bytes:
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "rng_cpu": torch.get_rng_state(),
+        "train_seconds": run.train_seconds,
     }
     if torch.cuda.is_available():
         state["rng_cuda"] = torch.cuda.get_rng_state_all()
@@ -54,4 +55,5 @@ def restore(run: Run, blob: bytes) -> int:
     torch.set_rng_state(state["rng_cpu"])
     if "rng_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng_cuda"])
+    run.train_seconds = float(state.get("train_seconds", 0.0))  # older checkpoints: none
     return int(state["epoch"])

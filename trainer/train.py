@@ -111,6 +111,7 @@ class Run:
     seed: int
     checkpoint_every: int = 1
     schedule_epochs: int = 0  # the full fidelity (config.epochs) the schedule spans
+    train_seconds: float = 0.0  # epoch_seconds summed over the trial's epochs (a checkpoint's too)
 
 
 def train(config: TrainConfig, report: Report, checkpoint: Checkpoint | None = None) -> TrainResult:
@@ -118,7 +119,9 @@ def train(config: TrainConfig, report: Report, checkpoint: Checkpoint | None = N
     `stop_epoch`), calling report(epoch, metrics) after each.
 
     metrics: train_loss, val_loss, val_accuracy, lr (of the epoch's last step), epoch_seconds,
-    samples_per_second (training samples per second of training time). Before the report of
+    samples_per_second (training samples per second of training time), and the trial's costs:
+    train_seconds (epoch_seconds summed over its epochs so far, across resumes) and n_params
+    (the model's parameter count). Before the report of
     every `checkpoint_every`-th epoch (param, default 1) and of `stop_epoch`, calls
     checkpoint(epoch, bytes) with the state to resume from. Both callbacks run in order on a
     helper thread while the next epoch trains; a decision that ends training (prune, pause,
@@ -215,6 +218,7 @@ def _epochs(run: Run, start: int, stop: int, reporter: Reporter) -> TrainResult:
     trainer/reporting.py); an answer that ends training ends the trial after its epoch."""
     metrics: dict[str, float] = {}
     n_train = len(run.data.y_train)
+    n_params = parameter_count(run.model)
     for epoch in range(start + 1, stop + 1):
         started = time.perf_counter()
         try:
@@ -229,14 +233,18 @@ def _epochs(run: Run, start: int, stop: int, reporter: Reporter) -> TrainResult:
         _check_finite("training", train_loss, epoch, lr)
         val_loss, val_accuracy = evaluate(run.model, run.data.x_val, run.data.y_val)
         _check_finite("validation", val_loss, epoch, lr)
+        # Time spent waiting for the previous epoch's answer is not this epoch's.
+        seconds = time.perf_counter() - started - waited
+        run.train_seconds += seconds
         metrics = {
             "train_loss": train_loss,
             "val_loss": val_loss,
             "val_accuracy": val_accuracy,
             "lr": lr,
-            # Time spent waiting for the previous epoch's answer is not this epoch's.
-            "epoch_seconds": time.perf_counter() - started - waited,
+            "epoch_seconds": seconds,
             "samples_per_second": n_train / train_seconds,
+            "train_seconds": run.train_seconds,
+            "n_params": n_params,
         }
         due = epoch % run.checkpoint_every == 0 or epoch == stop
         # After the trial's last epoch there is nothing left to resume.
@@ -249,6 +257,12 @@ def _epochs(run: Run, start: int, stop: int, reporter: Reporter) -> TrainResult:
     completed = not ended and stop == run.schedule_epochs
     test = held_out(run.model, run.data) if completed else None
     return TrainResult(stop - start, metrics, decision if ended else None, test)
+
+
+def parameter_count(model: nn.Module) -> float:
+    """The number of the model's parameters (weights and biases, not buffers): the `n_params`
+    metric, a cost a multi-objective study may minimize."""
+    return float(sum(p.numel() for p in model.parameters()))
 
 
 def train_epoch(run: Run, epoch: int, reporter: Reporter | None = None) -> tuple[float, float]:

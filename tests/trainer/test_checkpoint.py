@@ -11,7 +11,7 @@ import pytest
 from hpo.protocol import Decision
 from trainer.train import TrainConfig, TrainingError, train
 
-TIMING = {"epoch_seconds", "samples_per_second"}
+TIMING = {"epoch_seconds", "samples_per_second", "train_seconds"}
 PARAMS: dict[str, Any] = {
     "norm": "batch",
     "dropout": 0.3,

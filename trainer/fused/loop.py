@@ -41,6 +41,7 @@ from trainer.train import (
     _epoch_seed,
     build_run,
     held_out,
+    parameter_count,
 )
 
 log = logging.getLogger(__name__)
@@ -288,13 +289,17 @@ def _end_epoch(group: Group, losses: list[float], lrs: list[float], seconds: flo
         except BaseException as exc:  # a callback's exception or a NaN: this member's end
             member.outcome = exc
             continue
+        epoch_seconds = seconds + time.perf_counter() - started
+        member.run.train_seconds += epoch_seconds
         member.metrics = {
             "train_loss": losses[index],
             "val_loss": val_losses[index],
             "val_accuracy": val_accuracies[index],
             "lr": lrs[index],
-            "epoch_seconds": seconds + time.perf_counter() - started,
+            "epoch_seconds": epoch_seconds,
             "samples_per_second": n_train / seconds,
+            "train_seconds": member.run.train_seconds,
+            "n_params": parameter_count(member.run.model),
         }
         member.done = epoch
         due = epoch % member.run.checkpoint_every == 0 or epoch == member.stop
@@ -346,6 +351,7 @@ def _snapshot(group: Group, index: int, epoch: int) -> dict:
         "model": member_state(group.model, index),
         "optimizer": group.optimizer.trial_state(index, member.run.model),
         "rng_cpu": torch.get_rng_state(),
+        "train_seconds": member.run.train_seconds,
     }
     if member.generator.device.type == "cuda":
         states = torch.cuda.get_rng_state_all()
