@@ -137,3 +137,24 @@ def test_keep_models_zero_uploads_nothing(processes: Processes) -> None:
     reply = httpx.get(f"{url}/api/v1/trials/{done['best']['trial_id']}/model", timeout=30)
     assert reply.status_code == 404
     assert "keeps no models (keep_models: 0)" in reply.json()["detail"]
+
+
+def test_fused_trials_upload_the_same_unfused_model_file(processes: Processes) -> None:
+    url = processes.server()
+    processes.worker("w", url, "--fuse", "3")
+    client = hpo.Client(url)
+    doc = _study("fused-models")
+    doc["budget"]["parallel_trials"] = 3
+    doc["space"]["norm"] = {"type": "categorical", "choices": ["layer"]}  # one fusion key
+    study = client.create_study(doc)
+    done = _finished(url, study.id)
+    assert "in a group of 3" in processes.log("w")
+    assert [t.model_url is not None for t in study.trials()] == [True] * 3  # keep_models 3
+    for trial in study.trials():
+        model = trial.model()
+        x_val, y_val = _raw_val_split(trial.model_dump())
+        _loss, accuracy = evaluate(model, x_val, y_val)
+        # The fused group evaluated each member on its fused weights; the file holds the same
+        # weights unfused, so the two evaluations may differ by float rounding only.
+        assert abs(accuracy - (trial.value or 0.0)) <= 1 / len(y_val) + 1e-9
+    assert done["best"]["model_url"] is not None

@@ -130,6 +130,19 @@ function header(onAction) {
               num(study.best.value),
             ),
             h("span", { class: "note" }, `trial #${study.best.number}`),
+            // A plain link: the browser downloads with the page's session cookie.
+            study.best.model_url
+              ? h(
+                  "a",
+                  {
+                    class: "download",
+                    id: "best-model",
+                    href: study.best.model_url,
+                    download: true,
+                  },
+                  "Download model",
+                )
+              : null,
             heldOut(study.best.test_metrics, "best-held-out"),
             h(
               "span",

@@ -17,6 +17,12 @@ function facts(trial, multiFidelity) {
     ["Finished", when(trial.finished_at)],
     ["Duration", duration(trial.duration_s)],
     ["Reason", trial.reason || "—"],
+    trial.model_url
+      ? [
+          "Model",
+          h("a", { id: "trial-model", href: trial.model_url, download: true }, "Download model"),
+        ]
+      : null,
     trial.test_metrics ? ["Test score", heldOut(trial.test_metrics, "trial-held-out")] : null,
   ];
   return h(
