@@ -243,19 +243,40 @@ class FusedDropout(nn.Module):
         k = len(self.rates)
         # Trial k's unfused input shape: (N, F) in the trial layout, (N, C, *spatial) packed.
         shape = x.shape[1:] if self.layout == TRIAL else (x.shape[0], x.shape[1] // k, *x.shape[2:])
-        noise = torch.empty((k, *shape), dtype=x.dtype, device=x.device)
-        streams = zip(self.rates, self.streams.generators, strict=True)
-        for index, (rate, generator) in enumerate(streams):
-            if rate:
-                noise[index].bernoulli_(1 - rate, generator=generator)
-            else:
-                noise[index].fill_(1)
+        noise = self._keep_masks((k, *shape), x)
         if self.alpha:
             noise, shift = self._alpha(noise)
             return self._masked(x, noise) + self._layout(shift)
         keep = [1 - rate for rate in self.rates]
         noise = noise.div_(self._per_trial(keep, noise))
         return self._masked(x, noise)
+
+    def _keep_masks(self, shape: tuple[int, ...], x: torch.Tensor) -> torch.Tensor:
+        """Per trial a 0/1 mask of `shape[1:]`, 1 with probability 1 - rate, drawn from the
+        trial's generator as the unfused layer draws it (`bernoulli_(1 - rate)`; nothing for a
+        rate of 0), in x's dtype.
+
+        On the CPU, `bernoulli_(p)` takes one double `u` per element from the generator, in
+        order, and keeps the element when `u < p`; `torch.rand` in float64 draws the same
+        doubles the same way, about twice as fast, so K such draws and one comparison give the
+        same masks and leave each generator in the same state. Elsewhere: `bernoulli_`."""
+        generators = self.streams.generators  # type: ignore[union-attr]
+        if x.device.type != "cpu":
+            noise = torch.empty(shape, dtype=x.dtype, device=x.device)
+            for index, (rate, generator) in enumerate(zip(self.rates, generators, strict=True)):
+                if rate:
+                    noise[index].bernoulli_(1 - rate, generator=generator)
+                else:
+                    noise[index].fill_(1)
+            return noise
+        uniform = torch.empty(shape, dtype=torch.float64)
+        for index, (rate, generator) in enumerate(zip(self.rates, generators, strict=True)):
+            if rate:
+                torch.rand(shape[1:], dtype=torch.float64, generator=generator, out=uniform[index])
+            else:
+                uniform[index].fill_(0.0)  # kept: 0 < 1
+        keep = torch.tensor([1 - rate for rate in self.rates], dtype=torch.float64)
+        return torch.lt(uniform, keep.view(-1, *[1] * (len(shape) - 1))).to(x.dtype)
 
     def _alpha(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """torch's alpha dropout with a per-trial rate: noise * a, and the shift b."""
