@@ -47,6 +47,9 @@ class Standardized(nn.Module):
     """(x - mean) / std, then the trained model: the input standardization the trainer applied
     to every split, so the module takes raw samples."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", mean)

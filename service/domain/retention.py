@@ -64,10 +64,8 @@ def best_ids(trials: Sequence[TrialRow], spec: dict[str, Any]) -> set[int]:
         front = pareto_front([t.values or [] for t in scored], [o["direction"] for o in objectives])
         return {scored[i].id for i in front}
     sign = -1.0 if spec["objective"]["direction"] == "maximize" else 1.0
-    ranked = sorted(
-        (t for t in trials if t.value is not None), key=lambda t: (sign * t.value, t.number)
-    )
-    return {t.id for t in ranked[:keep]}
+    scores = [(sign * t.value, t.number, t.id) for t in trials if t.value is not None]
+    return {trial_id for _score, _number, trial_id in sorted(scores)[:keep]}
 
 
 def only_best(keep: int) -> str:
