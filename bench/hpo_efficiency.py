@@ -1,7 +1,8 @@
-"""Search efficiency: grid, random, tpe, successive_halving and hyperband on MNIST-1D with the
-CNN, compared by the best validation accuracy they reach against the epochs they train.
+"""Search efficiency: grid, random, tpe, successive_halving and hyperband (with random, tpe and
+bohb proposals) on MNIST-1D with the CNN, compared by the best validation accuracy they reach
+against the epochs they train.
 
-    python bench/hpo_efficiency.py [--seeds 10] [--rebuild] [--out DIR]
+    python bench/hpo_efficiency.py [--seeds 10] [--rebuild] [--out DIR] [--only TEXT]
 
 A tabular benchmark (as HPOBench and NAS-Bench do it). Step 1 trains every configuration of a
 finite grid over lr, batch_size, dropout, weight_decay and norm once for the full budget with the
@@ -75,6 +76,10 @@ def sh_variant(n_configs: int, min_epochs: int, eta: int, plotted: bool = True) 
     return Variant(label, "successive_halving", options, plotted=plotted)
 
 
+TPE_ETA_2 = {"sampler": "tpe", "reduction_factor": 2}
+BOHB_ETA_2 = {"sampler": "bohb", "reduction_factor": 2}
+BOHB_REPEATS = {"sampler": "bohb", "allow_repeats": True}
+
 # A fifth of grid's 1,920 epochs is 384: random and tpe get 19 trials (380 epochs) there, and
 # 4 (80) and 8 (160) trials to match successive halving's and Hyperband's default budgets.
 VARIANTS = [
@@ -93,6 +98,19 @@ VARIANTS = [
     sh_variant(81, 2, 3),
     Variant("hyperband (defaults: min 1, eta 3)", "hyperband"),
     Variant("hyperband (min 1, eta 2)", "hyperband", {"reduction_factor": 2}),
+    # The model-based variants at the same brackets, hence the same epochs, as the two above.
+    Variant("hyperband + tpe (min 1, eta 3)", "hyperband", {"sampler": "tpe"}, plotted=False),
+    Variant("hyperband + tpe (min 1, eta 2)", "hyperband", TPE_ETA_2, plotted=False),
+    Variant("hyperband + bohb (min 1, eta 3)", "hyperband", {"sampler": "bohb"}),
+    Variant("hyperband + bohb (min 1, eta 2)", "hyperband", BOHB_ETA_2),
+    # The paper's sampler, which may propose a configuration again from its model.
+    Variant("hyperband + bohb, allow_repeats (eta 3)", "hyperband", BOHB_REPEATS, plotted=False),
+    Variant(
+        "hyperband + bohb, allow_repeats (eta 2)",
+        "hyperband",
+        {**BOHB_REPEATS, "reduction_factor": 2},
+        plotted=False,
+    ),
 ]
 
 
@@ -353,9 +371,9 @@ def check(variant: Variant, run: Run) -> list[str]:
     return problems
 
 
-def run_all(table: dict[str, Any], seeds: int) -> dict[str, list[Run]]:
+def run_all(table: dict[str, Any], seeds: int, variants: list[Variant]) -> dict[str, list[Run]]:
     results: dict[str, list[Run]] = {}
-    for variant in VARIANTS:
+    for variant in variants:
         started = time.perf_counter()
         results[variant.label] = [run_study(table, variant, seed) for seed in range(seeds)]
         seconds = time.perf_counter() - started
@@ -368,6 +386,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=10, help="strategy seeds 0..N-1")
     parser.add_argument("--rebuild", action="store_true", help="train the table again")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the results")
+    parser.add_argument(
+        "--only",
+        metavar="TEXT",
+        help="run only the strategies whose label contains TEXT and print their table "
+        "(more seeds for a few rows); the result files are left as they are",
+    )
     return parser.parse_args()
 
 
@@ -378,7 +402,14 @@ def main() -> None:
     table = build_table(args.out / "hpo_efficiency_table.json", args.rebuild)
     best = grid_best(table)
     grid_epochs = len(table["configs"]) * EPOCHS
-    results = run_all(table, args.seeds)
+    if args.only:
+        chosen = [v for v in VARIANTS if args.only in v.label]
+        results = run_all(table, args.seeds, chosen)
+        print(markdown([summarize(v, results[v.label], best, grid_epochs) for v in chosen]))
+        for problem in (p for v in chosen for r in results[v.label] for p in check(v, r)):
+            print("PROBLEM:", problem)
+        return
+    results = run_all(table, args.seeds, VARIANTS)
     problems = [p for v in VARIANTS for r in results[v.label] for p in check(v, r)]
     rows = [summarize(v, results[v.label], best, grid_epochs) for v in VARIANTS]
     save_json(

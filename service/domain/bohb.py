@@ -12,6 +12,13 @@ included, before the trial pauses), whatever bracket they belong to. One proposa
    b_w, and the one with the largest l(x) / g(x) is proposed;
 3. at random while no budget has enough observations.
 
+A configuration is not proposed twice by the model: the best-scoring candidate that no trial
+of the study has had is taken. When all N_s were tried (l(x) can be that narrow over categories),
+up to three more rounds draw them with wider kernels (a category changed with probability up to
+1/4, 1/2, 3/4 of the uniform's), still scored by l/g; after that the best, a repeat, is taken.
+`repeats=True` (the spec's `allow_repeats`) takes the best candidate whatever it
+is, as the paper's sampler does. Random proposals may repeat, as `sampler: random`'s do.
+
 The defaults are the paper's: q = 0.15, N_s = 64, b_w = 3, a bandwidth of at least 1e-3, and
 random_fraction = 1/3. The densities are products of one kernel per parameter over the space
 scaled to [0, 1] (log scale where the parameter is): a Gaussian for numbers, Aitchison and
@@ -36,6 +43,7 @@ from optuna.trial import FrozenTrial
 DEFAULT_RANDOM_FRACTION = 1 / 3
 TOP_FRACTION = 0.15  # q: the share of observations that make the good density l(x)
 CANDIDATES = 64  # N_s: candidates drawn from l(x) per proposal
+ROUNDS = 4  # rounds of candidates, each wider, while all were tried before (without `repeats`)
 BANDWIDTH_FACTOR = 3.0  # b_w: how much wider l(x)'s kernels are when drawing candidates
 MIN_BANDWIDTH = 1e-3
 
@@ -133,14 +141,15 @@ class _Density:
         total = np.log(np.exp(log_kernels - top).sum(axis=1)) + top[:, 0]
         return total - math.log(self.points.shape[0])
 
-    def sample(self, rng: np.random.Generator, widen: float) -> np.ndarray:
+    def sample(self, rng: np.random.Generator, widen: float, spread: float = 0.0) -> np.ndarray:
         """One point: an observed point, each coordinate moved by its kernel (numbers with the
         bandwidth times `widen`, kept inside [0, 1]; a category kept with probability 1 - h,
-        else drawn uniformly)."""
+        else drawn uniformly, h at least `spread` times its largest, (c - 1) / c)."""
         x = self.points[rng.integers(self.points.shape[0])].copy()
         for j, c in enumerate(self.categories):
             h = float(self.widths[j])
             if c:
+                h = max(h, spread * (c - 1) / c)
                 if rng.random() >= 1.0 - h:
                     x[j] = rng.integers(c)
                 continue
@@ -156,13 +165,15 @@ class BohbSampler(optuna.samplers.BaseSampler):
     """BOHB's model-based proposals over `budgets` (the rung-end epochs); see the module.
 
     Seeded by `seed`: the same seed and the same trials (params and values) in the study give
-    the same proposal. `choice` tells how the latest proposal was made."""
+    the same proposal. `choice` tells how the latest proposal was made. `repeats` lets the
+    model propose a configuration that a trial of the study already has."""
 
     def __init__(
         self,
         budgets: Sequence[int],
         seed: int | None = None,
         random_fraction: float = DEFAULT_RANDOM_FRACTION,
+        repeats: bool = False,
     ) -> None:
         if not budgets:
             raise ValueError("BOHB needs at least one budget")
@@ -170,7 +181,7 @@ class BohbSampler(optuna.samplers.BaseSampler):
             raise ValueError(f"random_fraction must lie in [0, 1], not {random_fraction}")
         self.budgets = sorted(set(budgets))
         self.random_fraction = random_fraction
-        self._seed = seed
+        self.repeats = repeats
         self._rng = np.random.default_rng(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self.choice: Choice | None = None
@@ -218,10 +229,28 @@ class BohbSampler(optuna.samplers.BaseSampler):
         categories = [axis.categories for axis in axes]
         good = _Density(points[:n_good], categories)
         bad = _Density(points[n_good:], categories)
-        candidates = np.array([good.sample(self._rng, BANDWIDTH_FACTOR) for _ in range(CANDIDATES)])
-        best = candidates[int(np.argmax(good.log_pdf(candidates) - bad.log_pdf(candidates)))]
-        self.choice = Choice(budget, len(ranked), "the model of the largest budget with enough")
-        return {axis.name: axis.decode(float(x)) for axis, x in zip(axes, best, strict=True)}
+        tried = set() if self.repeats else {_key(axes, t.params) for t in _others(study, trial)}
+        for wider in range(1 if self.repeats else ROUNDS):
+            proposals = self._candidates(good, bad, axes, wider)
+            untried = [p for p in proposals if _key(axes, p) not in tried]
+            if untried:
+                self.choice = Choice(budget, len(ranked), "the model of the largest budget")
+                return untried[0]
+        self.choice = Choice(budget, len(ranked), "the model (every candidate was tried)")
+        return proposals[0]
+
+    def _candidates(
+        self, good: _Density, bad: _Density, axes: Sequence[_Axis], wider: int = 0
+    ) -> list[dict[str, Any]]:
+        """N_s candidates drawn from l(x) (with kernels `wider` rounds wider), as params, the
+        largest l(x) / g(x) first."""
+        widen, spread = BANDWIDTH_FACTOR * (1 + wider), wider / ROUNDS
+        xs = np.array([good.sample(self._rng, widen, spread) for _ in range(CANDIDATES)])
+        order = np.argsort(-(good.log_pdf(xs) - bad.log_pdf(xs)), kind="stable")
+        return [
+            {axis.name: axis.decode(float(v)) for axis, v in zip(axes, xs[i], strict=True)}
+            for i in order
+        ]
 
     def sample_independent(
         self,
@@ -237,18 +266,21 @@ class BohbSampler(optuna.samplers.BaseSampler):
         return {}
 
 
+def _others(study: optuna.Study, trial: FrozenTrial) -> list[FrozenTrial]:
+    """The study's trials but `trial`, in number order."""
+    trials = study.get_trials(deepcopy=False)
+    return sorted((t for t in trials if t.number != trial.number), key=lambda t: t.number)
+
+
 def _observed(study: optuna.Study, trial: FrozenTrial, budgets: Sequence[int]) -> list[FrozenTrial]:
     """The study's other trials that have a value at one of the budgets, in number order."""
-    trials = study.get_trials(deepcopy=False)
     wanted = set(budgets)
-    return sorted(
-        (
-            t
-            for t in trials
-            if t.number != trial.number and wanted.intersection(t.intermediate_values)
-        ),
-        key=lambda t: t.number,
-    )
+    return [t for t in _others(study, trial) if wanted.intersection(t.intermediate_values)]
+
+
+def _key(axes: Sequence[_Axis], params: dict[str, Any]) -> tuple[Any, ...]:
+    """A configuration's values of the modelled parameters (None where it has none)."""
+    return tuple(params.get(axis.name) for axis in axes)
 
 
 def _ranked(

@@ -97,6 +97,7 @@ def make_sampler(spec: StudySpec, number: int, retry: int = 0) -> optuna.sampler
             random_fraction=bohb.DEFAULT_RANDOM_FRACTION
             if strategy.random_fraction is None
             else strategy.random_fraction,
+            repeats=strategy.allow_repeats,
         )
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=nsga2_population(spec))

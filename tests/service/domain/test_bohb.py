@@ -127,3 +127,49 @@ def test_the_seeds_sequence_does_not_depend_on_the_random_draw() -> None:
         _q, in_poor = _propose(poor, seed, 0.5)
         fraction = "the random fraction"
         assert (in_rich.reason == fraction) == (in_poor.reason == fraction)
+
+
+CATEGORIES = {
+    "norm": CategoricalDistribution(["none", "batch", "layer"]),
+    "batch_size": CategoricalDistribution([32, 64, 128]),
+}
+
+
+GOOD = {"norm": "layer", "batch_size": 32}
+
+
+def _two_configurations() -> optuna.Study:
+    """12 trials of a 9-configuration space at epoch 1: (layer, 32) six times, well ahead of
+    (none, 128) six times; the model's best candidate is then a configuration already tried."""
+    study = optuna.create_study(direction="maximize")
+    for i in range(12):
+        good = i % 2 == 1
+        params = GOOD if good else {"norm": "none", "batch_size": 128}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=CATEGORIES,
+                intermediate_values={1: 0.9 if good else 0.5},
+                state=optuna.trial.TrialState.PRUNED,
+            )
+        )
+    return study
+
+
+@pytest.mark.parametrize("repeats", [False, True])
+def test_the_model_proposes_an_untried_configuration_unless_repeats_are_allowed(
+    repeats: bool,
+) -> None:
+    proposals = []
+    for seed in range(20):
+        study = _two_configurations()
+        study.sampler = sampler = BohbSampler([1], seed=seed, random_fraction=0.0, repeats=repeats)
+        trial = study.ask(CATEGORIES)
+        assert sampler.choice is not None and sampler.choice.budget == 1
+        proposals.append((trial.params["norm"], trial.params["batch_size"]))
+    tried = {("layer", 32), ("none", 128)}
+    if repeats:  # the paper's sampler: the best l/g, which is the good configuration itself
+        assert proposals.count(("layer", 32)) >= 16
+    else:  # the best untried: next to the good one in one parameter
+        assert not tried.intersection(proposals)
+        assert sum(p[0] == "layer" or p[1] == 32 for p in proposals) >= 16
