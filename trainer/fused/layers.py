@@ -350,9 +350,13 @@ def fuse(models: Sequence[nn.Module], streams: Streams) -> FusedModel:
     return fused
 
 
-def member_state(fused: FusedModel, index: int) -> dict[str, torch.Tensor]:
-    """Trial `index`'s ordinary (unfused) state dict, as copies."""
-    return {key: value[index].clone() for key, value in fused.net.state_dict().items()}
+def member_state(
+    fused: FusedModel, index: int, state: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """Trial `index`'s ordinary (unfused) state dict, as copies; `state`: the fused model's
+    state dict when the caller has it already (one for all members)."""
+    state = fused.net.state_dict() if state is None else state
+    return {key: value[index].clone() for key, value in state.items()}
 
 
 @torch.no_grad()

@@ -162,8 +162,9 @@ def _fuse(members: list[Member]) -> Group:
 
 def _carry(group: Group) -> None:
     """Writes every member's fused state back into its unfused run, for rebuilding a group."""
+    state = group.model.net.state_dict()
     for index, member in enumerate(group.members):
-        member.run.model.load_state_dict(member_state(group.model, index))
+        member.run.model.load_state_dict(member_state(group.model, index, state))
         member.resume_optimizer = group.optimizer.trial_state(index, member.run.model)
 
 
@@ -276,6 +277,7 @@ def _end_epoch(group: Group, losses: list[float], lrs: list[float], seconds: flo
     started = time.perf_counter()
     val_losses, val_accuracies = _evaluate(group)
     n_train = len(group.members[0].run.data.y_train)
+    fused_state: dict[str, torch.Tensor] | None = None  # taken once for every checkpoint
     left: list[Member] = []
     for index, member in enumerate(group.members):
         epoch = member.done + 1
@@ -304,7 +306,10 @@ def _end_epoch(group: Group, losses: list[float], lrs: list[float], seconds: flo
         member.done = epoch
         due = epoch % member.run.checkpoint_every == 0 or epoch == member.stop
         wanted = member.reporter.takes_checkpoints and due and epoch < member.run.schedule_epochs
-        state = _snapshot(group, index, epoch) if wanted else None
+        state = None
+        if wanted:
+            fused_state = group.model.net.state_dict() if fused_state is None else fused_state
+            state = _snapshot(group, index, epoch, fused_state)
         # The reporter hands the state to _encoding's callback, which serializes it on the
         # reporter's thread: torch.save of K members per epoch need not hold up training.
         member.reporter.send(epoch, member.metrics, cast(bytes | None, state))
@@ -340,15 +345,16 @@ def _encoding(checkpoint: Checkpoint | None) -> Checkpoint | None:
     return send
 
 
-def _snapshot(group: Group, index: int, epoch: int) -> dict:
-    """Member `index`'s checkpoint state in the unfused format (trainer.checkpoint), copied: it
-    resumes alone or in any group once serialized (`_encoding`)."""
+def _snapshot(group: Group, index: int, epoch: int, fused_state: dict[str, torch.Tensor]) -> dict:
+    """Member `index`'s checkpoint state in the unfused format (trainer.checkpoint), copied from
+    `fused_state` (the fused model's state dict) and the optimizer: it resumes alone or in any
+    group once serialized (`_encoding`)."""
     member = group.members[index]
     assert member.generator is not None
     state: dict = {
         "format": FORMAT,
         "epoch": epoch,
-        "model": member_state(group.model, index),
+        "model": member_state(group.model, index, fused_state),
         "optimizer": group.optimizer.trial_state(index, member.run.model),
         "rng_cpu": torch.get_rng_state(),
         "train_seconds": member.run.train_seconds,
