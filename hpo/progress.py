@@ -24,12 +24,16 @@ def line(study: dict[str, Any]) -> str:
     total = max(1, study["max_trials"])
     filled = min(WIDTH, round(WIDTH * done / total))
     best = study.get("best")
-    metric = study["spec"]["objective"]["metric"]
-    best_text = f"{best['value']:.4g}" if best and best["value"] is not None else "-"
+    if isinstance(best, list):  # several objectives: the size of the Pareto front
+        best_text = f"Pareto front {len(best)} trial{'' if len(best) == 1 else 's'}"
+    else:
+        metric = study["spec"]["objective"]["metric"]
+        value = f"{best['value']:.4g}" if best and best["value"] is not None else "-"
+        best_text = f"best {metric} {value}"
     waiting = f"; {study['reason']}" if study["state"] == "running" and study.get("reason") else ""
     return (
         f"[{'#' * filled}{'.' * (WIDTH - filled)}] {done}/{total} trials done, "
-        f"{counts.get('running', 0)} running, best {metric} {best_text}{waiting}"
+        f"{counts.get('running', 0)} running, {best_text}{waiting}"
     )
 
 

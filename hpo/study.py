@@ -37,6 +37,8 @@ class BestTrial(BaseModel):
     trial_id: int
     number: int
     value: float | None
+    # Several objectives: its value of each, in the spec's order (`value` is then None).
+    values: list[float | None] | None = None
     params: dict[str, Any]
     model_url: str | None = None  # where its kept model file is downloaded
     # Its final model on the held-out test split, never used for selection:
@@ -55,6 +57,8 @@ class Trial(BaseModel):
     state: TrialState
     params: dict[str, Any]
     value: float | None
+    # Several objectives: its value of each at its last report, in the spec's order.
+    values: list[float | None] | None = None
     epochs: int
     worker: str | None = None
     attempt: int = 1
@@ -147,9 +151,21 @@ class Study:
         return load_model(self.client.model_bytes(int(best["trial_id"])))
 
     @property
-    def best(self) -> BestTrial | None:
-        """The best completed trial (None while there is none)."""
+    def objectives(self) -> list[dict[str, str]]:
+        """The study's objectives, `{metric, direction}` each: its `objectives`, else its one
+        `objective`."""
+        spec = self.spec
+        objectives: list[dict[str, str]] = spec.get("objectives") or [spec["objective"]]
+        return objectives
+
+    @property
+    def best(self) -> BestTrial | list[BestTrial] | None:
+        """The best completed trial (None while there is none); for a study with several
+        objectives, its Pareto set: a list of the completed trials no other beats on every
+        objective, by number (empty while there is none)."""
         best = self.data.get("best")
+        if isinstance(best, list):
+            return [BestTrial.model_validate(item) for item in best]
         return None if best is None else BestTrial.model_validate(best)
 
     # -- following it -----------------------------------------------------------------------
@@ -184,7 +200,9 @@ class Study:
     def dataframe(self, curves: bool = False) -> pandas.DataFrame:
         """One row per trial, indexed by number: the trial's fields, `duration_seconds`,
         `train_seconds`, a `params_<name>` column per parameter and a `metrics_<name>` column
-        per metric of its last epoch (the columns of `hpo export`). With `curves=True` a
+        per metric of its last epoch (the columns of `hpo export`); a study with several
+        objectives has a `values_<metric>` column per objective after `value` (which is
+        empty): the trial's `values`, its objectives at its last epoch. With `curves=True` a
         `curve` column holds each trial's learning curve as `Trial.curve()` gives it.
         Needs pandas (`pip install 'hpo-service[pandas]'`)."""
         try:
@@ -207,6 +225,12 @@ class Study:
             return frame
         for column in ("started_at", "finished_at"):
             frame[column] = pandas.to_datetime(frame[column], utc=True)
+        if self.spec.get("objectives"):
+            at = frame.columns.get_loc("value") + 1
+            for offset, objective in enumerate(self.objectives):
+                metric = f"metrics_{objective['metric']}"
+                column = frame.get(metric)
+                frame.insert(int(at) + offset, f"values_{objective['metric']}", column)
         if curves:
             frame["curve"] = [
                 [{"epoch": p["epoch"], **p["metrics"]} for p in self.client.trial_json(i)["curve"]]

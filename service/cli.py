@@ -135,13 +135,31 @@ def print_result(study: dict[str, Any]) -> None:
         f"study '{study['name']}' {study['state']}"
         + (f": {study['reason']}" if study.get("reason") else "")
     )
-    if best:
+    if isinstance(best, list):
+        print_front(study["spec"]["objectives"], best)
+    elif best:
         metric = study["spec"]["objective"]["metric"]
         params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
         print(f"best trial #{best['number']}: {metric}={best['value']:.4g} with {params}")
         held_out = held_out_text(best.get("test_metrics"))
         if held_out:
             print(f"held-out test of trial #{best['number']}: {held_out}")
+
+
+def print_front(objectives: list[dict[str, str]], front: list[dict[str, Any]]) -> None:
+    """A multi-objective study's Pareto set: a heading, then one line per trial by number."""
+    goals = ", ".join(f"{o['direction']} {o['metric']}" for o in objectives)
+    print(f"Pareto front ({goals}): {len(front)} trial{'' if len(front) == 1 else 's'}")
+    for trial in front:
+        values = " ".join(
+            f"{o['metric']}={_number(v)}" for o, v in zip(objectives, trial["values"], strict=True)
+        )
+        params = ", ".join(f"{k}={v}" for k, v in trial["params"].items())
+        print(f"  trial #{trial['number']}: {values} with {params}")
+
+
+def _number(value: float | None) -> str:
+    return "null" if value is None else f"{value:.4g}"
 
 
 def held_out_text(test_metrics: dict[str, Any] | None) -> str | None:
