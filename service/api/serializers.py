@@ -68,17 +68,6 @@ def _model_url(row: TrialRow) -> str | None:
     return model_url(row.id) if row.model_id is not None else None
 
 
-def _best(row: TrialRow) -> schemas.BestTrial:
-    """A trial of a multi-objective study's Pareto set."""
-    return schemas.BestTrial(
-        trial_id=row.id,
-        number=row.number,
-        value=None,
-        values=finite(row.values),
-        params=finite(row.params or {}),
-    )
-
-
 def _trial_fields(row: TrialRow, workers: dict[int, str]) -> dict[str, Any]:
     return {
         "id": row.id,
