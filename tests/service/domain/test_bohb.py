@@ -7,11 +7,16 @@ from typing import Any
 
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
 from service.domain.bohb import BohbSampler, Choice
 
-SPACE = {
+SPACE: dict[str, BaseDistribution] = {
     "x": FloatDistribution(0.0, 1.0),
     "lr": FloatDistribution(1e-4, 1e-1, log=True),
     "width": IntDistribution(8, 64, step=8),
@@ -129,7 +134,7 @@ def test_the_seeds_sequence_does_not_depend_on_the_random_draw() -> None:
         assert (in_rich.reason == fraction) == (in_poor.reason == fraction)
 
 
-CATEGORIES = {
+CATEGORIES: dict[str, BaseDistribution] = {
     "norm": CategoricalDistribution(["none", "batch", "layer"]),
     "batch_size": CategoricalDistribution([32, 64, 128]),
 }
