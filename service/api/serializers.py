@@ -59,6 +59,7 @@ def _best(row: TrialRow) -> schemas.BestTrial:
         number=row.number,
         value=None,
         values=finite(row.values),
+        model_url=_model_url(row),
         params=finite(row.params or {}),
         test_metrics=finite(row.test_metrics),
     )

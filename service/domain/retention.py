@@ -82,9 +82,9 @@ def why_not_kept(trial: TrialRow, study: StudyRow, completed: Sequence[TrialRow]
     if trial.state is not TrialState.COMPLETED:
         return f"trial {trial.id} is {trial.state.value}: only completed trials keep a model"
     if trial.id not in best_ids(completed, study.spec):
-        if _objectives(study.spec) is not None:
-            return "only the Pareto-front trials' models are kept"
-        return f"{only_best(keep)}; trial {trial.id} is not among them"
+        kept = "the Pareto-front trials' models are" if _objectives(study.spec) else None
+        rule = f"only {kept} kept" if kept else only_best(keep)
+        return f"{rule}; trial {trial.id} is not among them"
     return (
         f"no model was uploaded for trial {trial.id} (its worker saves none: a plugin training "
         "function, or a worker older than the server)"

@@ -155,3 +155,36 @@ def test_the_download_needs_the_user_token(secured: TestClient) -> None:
     assert secured.get("/api/v1/trials/1/model", headers=worker).status_code == 403
     user = {"Authorization": f"Bearer {USER_TOKEN}"}
     assert secured.get("/api/v1/trials/1/model", headers=user).status_code == 404
+
+
+def test_a_multi_objective_study_keeps_its_pareto_front_models(
+    client: TestClient, tmp_path: Path
+) -> None:
+    doc = spec_doc("models", budget={"max_trials": 3, "parallel_trials": 3, "epochs": 1})
+    del doc["objective"]
+    doc["objectives"] = [
+        {"metric": "val_accuracy", "direction": "maximize"},
+        {"metric": "train_seconds", "direction": "minimize"},
+    ]
+    study = client.post("/api/v1/studies", json=doc).json()
+    worker = ApiWorker(client)
+    a, b, c = worker.lease(3)
+    # c is beaten by a on both objectives; a and b each win one.
+    runs = ((0.9, 10.0), (0.8, 5.0), (0.7, 20.0))
+    for trial, (accuracy, seconds) in zip((a, b, c), runs, strict=True):
+        reply = worker.report(trial, 1, val_accuracy=accuracy, train_seconds=seconds)
+        assert reply.status_code == 200, reply.text
+        assert _upload(client, worker, trial, b"weights").json()["kept"] is True
+        assert worker.post(trial, "complete").json()["state"] == "completed"
+    assert set(_kept(client, study["id"])) == {a["trial_id"], b["trial_id"]}
+    assert _files(tmp_path / "a") == 2
+    front = client.get(f"/api/v1/studies/{study['id']}").json()["best"]
+    assert {t["trial_id"]: t["model_url"] is not None for t in front} == {
+        a["trial_id"]: True,
+        b["trial_id"]: True,
+    }
+    reply = client.get(f"/api/v1/trials/{c['trial_id']}/model")
+    assert reply.status_code == 404
+    assert reply.json()["detail"] == (
+        f"only the Pareto-front trials' models are kept; trial {c['trial_id']} is not among them"
+    )
