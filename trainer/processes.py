@@ -38,6 +38,9 @@ from trainer.worker import DeviceWorker
 log = logging.getLogger("hpo.worker")
 # A slot's exit code that asks its command for a fresh process in its place (memory hygiene).
 FRESH_PROCESS = 75
+# What the kernel sends a slot when its command dies (Linux): a signal of its own, because it
+# comes once per thread the dying command had, and repeats must not read as "leave now".
+COMMAND_GONE = signal.SIGHUP
 
 
 def resolve_devices(devices: str) -> list[str]:
@@ -231,8 +234,15 @@ def _slot_main(options: WorkerOptions, slot: Slot, child: bool = False) -> int:
         log.info("signal %d: finishing the current epoch, then releasing the trial", signum)
         worker.shutdown.set()
 
+    def on_command_gone(_signum: int, _frame: Any) -> None:
+        if not worker.shutdown.is_set():
+            log.info("the hpo worker command is gone: finishing the epoch, releasing the trial")
+            worker.shutdown.set()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if child:
+        signal.signal(COMMAND_GONE, on_command_gone)
     try:
         worker.run()
     except ServerUnreachable as exc:
@@ -356,12 +366,12 @@ def _follow_command(command_pid: int) -> None:
     """Signals reach a slot through its command alone: Ctrl-C in a terminal signals the whole
     process group, and a slot signalled by both would take the forwarded copy as the second
     signal that means "leave now". Out of the group, a slot would outlive a command that dies
-    without forwarding (SIGKILL, a closed terminal), so on Linux the kernel sends it SIGTERM
-    then: it releases its trial and leaves like any stopped worker."""
+    without forwarding (SIGKILL, a closed terminal), so on Linux the kernel sends it
+    COMMAND_GONE then: it releases its trial and leaves like any stopped worker."""
     os.setpgid(0, 0)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != command_pid:  # the command died before prctl took
-        os.kill(os.getpid(), signal.SIGTERM)
+            libc.prctl(1, COMMAND_GONE)  # PR_SET_PDEATHSIG
+    if os.getppid() != command_pid:  # the command died before prctl took: nothing to release
+        sys.exit(0)

@@ -1,6 +1,6 @@
 """End to end: ONE real `hpo worker --devices cpu --slots 2` command against a real
 `hpo server`: two slots, each a worker of its own, train two trials at the same time, and one
-SIGTERM to the command releases both trials."""
+SIGTERM to the command releases both trials; so does a command killed without a word."""
 
 from __future__ import annotations
 
@@ -37,9 +37,8 @@ def _trials(url: str, study_id: int) -> list[dict[str, Any]]:
     return trials
 
 
-def _slots(url: str, command_pid: int) -> list[dict[str, Any]]:
-    """The command's slots in the workers list: every worker but one registered by the command
-    itself (its slots are its children)."""
+def _slots(url: str) -> list[dict[str, Any]]:
+    """The slots in the workers list (the tests run one worker command), by slot."""
     host = socket.gethostname()
     return sorted(
         (w for w in _get(url, "/api/v1/workers") if w["name"].startswith(f"{host}:")),
@@ -57,9 +56,7 @@ def test_one_worker_command_trains_in_two_slots_and_sigterm_releases_both(
     worker = processes.start("slots", "worker", "--server", url, "--devices", "cpu", "--slots", "2")
 
     # Two slots, each its own worker: <host>:<its pid>/cpu#<slot>, children of the command.
-    slots = wait_for(
-        lambda: len(found := _slots(url, worker.pid)) == 2 and found, 90, "two slots registered"
-    )
+    slots = wait_for(lambda: len(found := _slots(url)) == 2 and found, 90, "two slots registered")
     pids = [int(w["name"].split(":", 1)[1].split("/")[0]) for w in slots]
     assert worker.pid not in pids and len(set(pids)) == 2
     host = socket.gethostname()
@@ -103,4 +100,36 @@ def test_one_worker_command_trains_in_two_slots_and_sigterm_releases_both(
         assert 1 <= released["epochs"] < 20  # its epochs and checkpoint are kept for the next
     log = processes.log("slots")
     assert log.count("released unfinished (worker shutting down)") == 2, log
-    assert [w["state"] for w in _slots(url, worker.pid)] == ["gone", "gone"]
+    assert [w["state"] for w in _slots(url)] == ["gone", "gone"]
+
+
+def test_slots_of_a_killed_worker_command_release_their_trials(processes: Processes) -> None:
+    # Leases far longer than the test: only a release can queue the trials again in time.
+    url = processes.server(HPO_LEASE_SECONDS="300")
+    doc = spec_doc("orphans", budget={"max_trials": 2, "parallel_trials": 2, "epochs": 20})
+    study = _create(url, {**doc, "workload": SLOW})
+    worker = processes.start("slots", "worker", "--server", url, "--devices", "cpu", "--slots", "2")
+
+    def both_mid_trial() -> list[dict[str, Any]] | None:
+        running = [t for t in _trials(url, study) if t["state"] == "running" and t["epochs"]]
+        return running if len(running) == 2 else None
+
+    wait_for(both_mid_trial, 120, "both trials past their first epoch", every=0.1)
+    worker.kill()  # no forwarding: the kernel tells the slots (Linux's parent-death signal)
+    worker.wait()
+
+    def released() -> list[dict[str, Any]] | None:
+        trials = _trials(url, study)
+        return trials if all(t["state"] == "queued" for t in trials) else None
+
+    trials = wait_for(released, 30, "both trials queued again")
+    assert [t["attempt"] for t in trials] == [1, 1]  # handed back, not reaped
+
+    def gone() -> list[str] | None:
+        states = [w["state"] for w in _slots(url)]
+        return states if states == ["gone", "gone"] else None
+
+    assert wait_for(gone, 10, "both slots deregistered")
+    log = processes.log("slots")
+    assert log.count("the hpo worker command is gone") == 2, log
+    assert log.count("released unfinished (worker shutting down)") == 2, log
