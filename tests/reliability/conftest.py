@@ -88,10 +88,16 @@ def completed_once_each(
 def every_view_answers(http: httpx.Client, study_id: int) -> None:
     """Every list and detail endpoint of the API (the page's included, read from the OpenAPI
     document, the event stream aside) answers 200 for the study and each of its trials."""
-    trial_ids = [trial["id"] for trial in trials(http, study_id)]
+    listed = trials(http, study_id)
+    trial_ids = [trial["id"] for trial in listed]
     for path, operations in get(http, "/openapi.json")["paths"].items():
         names = set(re.findall(r"{(\w+)}", path))
         if "get" not in operations or path.endswith("/events") or names - {"study_id", "trial_id"}:
+            continue
+        if path == "/api/v1/trials/{trial_id}/model":  # a file only where a model is kept
+            for trial in listed:
+                reply = http.get(path.format(trial_id=trial["id"]))
+                assert reply.status_code == (200 if trial["model_url"] else 404), reply.text
             continue
         for trial_id in trial_ids if "trial_id" in names else [None]:
             get(http, path.format(study_id=study_id, trial_id=trial_id))
