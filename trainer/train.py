@@ -195,7 +195,7 @@ def warm_up(device: str) -> None:
     y = torch.zeros(4, dtype=torch.long, device=dev)
     for name in OPTIMIZERS:
         optimizer = build_optimizer(model, LoopParams.from_params(Params({"optimizer": name})))
-        with _autocast(dev):
+        with autocast(dev):
             loss = F.cross_entropy(model(x).float(), y)
         loss.backward()
         optimizer.step()
@@ -230,9 +230,9 @@ def _epochs(run: Run, start: int, stop: int, reporter: Reporter) -> TrainResult:
         if decision is not None and decision.ends_training():
             return TrainResult(epoch - 1 - start, metrics, decision)
         waited = time.perf_counter() - started - train_seconds
-        _check_finite("training", train_loss, epoch, lr)
+        check_finite("training", train_loss, epoch, lr)
         val_loss, val_accuracy = evaluate(run.model, run.data.x_val, run.data.y_val)
-        _check_finite("validation", val_loss, epoch, lr)
+        check_finite("validation", val_loss, epoch, lr)
         # Time spent waiting for the previous epoch's answer is not this epoch's.
         seconds = time.perf_counter() - started - waited
         run.train_seconds += seconds
@@ -274,7 +274,7 @@ def train_epoch(run: Run, epoch: int, reporter: Reporter | None = None) -> tuple
     model.train()
     device = data.x_train.device
     # One gather per epoch in a seeded order; every batch is then a contiguous slice (a view).
-    generator = torch.Generator().manual_seed(_epoch_seed(run.seed, epoch))
+    generator = torch.Generator().manual_seed(epoch_seed(run.seed, epoch))
     order = torch.randperm(len(data.y_train), generator=generator).to(device)
     x, y = data.x_train[order], data.y_train[order]
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -285,7 +285,7 @@ def train_epoch(run: Run, epoch: int, reporter: Reporter | None = None) -> tuple
         lr = run.schedule.at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with _autocast(device):
+        with autocast(device):
             loss = F.cross_entropy(model(x[start:stop]), y[start:stop])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -310,7 +310,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
     for start in range(0, len(y), EVAL_BATCH_SIZE):
         xb, yb = x[start : start + EVAL_BATCH_SIZE], y[start : start + EVAL_BATCH_SIZE]
-        with _autocast(x.device):
+        with autocast(x.device):
             logits = model(xb).float()
         loss_sum += F.cross_entropy(logits, yb, reduction="sum")
         correct += (logits.argmax(dim=1) == yb).sum()
@@ -354,7 +354,8 @@ def batch_bounds(n_samples: int, batch_size: int, norm: str) -> list[tuple[int, 
     return bounds
 
 
-def _check_finite(split: str, loss: float, epoch: int, lr: float) -> None:
+def check_finite(split: str, loss: float, epoch: int, lr: float) -> None:
+    """Raises TrainingError naming the split, epoch and lr when `loss` is NaN or infinite."""
     if not math.isfinite(loss):
         what = "NaN" if math.isnan(loss) else "inf"
         raise TrainingError(
@@ -375,7 +376,7 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA; full float32 elsewhere."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -388,7 +389,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
+def epoch_seed(seed: int, epoch: int) -> int:
     """The shuffling seed of one epoch: a function of (seed, epoch) only, so a resumed trial
     sees the same order as an uninterrupted one."""
     return (seed * 1_000_003 + epoch) % 2**63

@@ -36,10 +36,10 @@ from trainer.train import (
     Run,
     TrainConfig,
     TrainResult,
-    _autocast,
-    _check_finite,
-    _epoch_seed,
+    autocast,
     build_run,
+    check_finite,
+    epoch_seed,
     held_out,
     parameter_count,
 )
@@ -222,7 +222,7 @@ def _train_epoch(group: Group) -> tuple[list[float], list[float], float]:
     # Each member's own order of its epoch (trainer.train's seeding), gathered once.
     orders = []
     for member in members:
-        generator = torch.Generator().manual_seed(_epoch_seed(member.run.seed, member.done + 1))
+        generator = torch.Generator().manual_seed(epoch_seed(member.run.seed, member.done + 1))
         orders.append(torch.randperm(len(run.data.y_train), generator=generator))
     order = torch.stack(orders).to(device)
     x, y = group.x_train[order], run.data.y_train[order]
@@ -231,7 +231,7 @@ def _train_epoch(group: Group) -> tuple[list[float], list[float], float]:
     losses: list[torch.Tensor] = []
     for offset, (start, stop) in enumerate(run.bounds):
         lrs = [m.run.schedule.at(s + offset) for m, s in zip(members, steps, strict=True)]
-        with _autocast(device):
+        with autocast(device):
             logits = model(x[:, start:stop])
         yb = y[:, start:stop]
         per_sample = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none")
@@ -262,7 +262,7 @@ def _evaluate(group: Group) -> tuple[list[float], list[float]]:
     correct = torch.zeros(k, device=x_val.device, dtype=torch.int64)
     for start in range(0, len(y_val), EVAL_BATCH_SIZE):
         xb, yb = x_val[start : start + EVAL_BATCH_SIZE], y_val[start : start + EVAL_BATCH_SIZE]
-        with _autocast(x_val.device):
+        with autocast(x_val.device):
             logits = model(xb.unsqueeze(0).expand(k, *xb.shape)).float()
         targets = yb.unsqueeze(0).expand(k, -1)
         per_sample = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
@@ -286,8 +286,8 @@ def _end_epoch(group: Group, losses: list[float], lrs: list[float], seconds: flo
             if decision is not None and decision.ends_training():
                 member.outcome = TrainResult(epoch - 1 - member.start, member.metrics, decision)
                 continue
-            _check_finite("training", losses[index], epoch, lrs[index])
-            _check_finite("validation", val_losses[index], epoch, lrs[index])
+            check_finite("training", losses[index], epoch, lrs[index])
+            check_finite("validation", val_losses[index], epoch, lrs[index])
         except BaseException as exc:  # a callback's exception or a NaN: this member's end
             member.outcome = exc
             continue
