@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+import hpo
 from tests.conftest import Processes, hpo_command, spec_doc, wait_for
 from trainer.train import TrainConfig, build_run, evaluate, train_epoch
 
@@ -89,6 +90,18 @@ def test_the_best_trial_carries_a_recomputable_held_out_score(
     assert val_accuracy == pytest.approx(last_epoch["val_accuracy"], abs=1e-12)  # same model
     assert held_out["test_accuracy"] == pytest.approx(test["test_accuracy"], abs=1e-12)
     assert held_out["test_loss"] == pytest.approx(test["test_loss"], rel=1e-5)
+
+    # The Python client: Study.best and the dataframe's columns.
+    client = hpo.Client(url)
+    try:
+        mine = client.study(1)
+        assert mine.best is not None and mine.best.test_metrics == held_out
+        frame = mine.dataframe()
+        row = frame.loc[best["number"]]
+        assert row["metrics_test_accuracy"] == held_out["test_accuracy"]
+        assert row["metrics_test_loss"] == held_out["test_loss"]
+    finally:
+        client.close()
 
     last_line = submitted.stdout.strip().splitlines()[-1]
     assert last_line == (
