@@ -1,16 +1,20 @@
 """Server capacity: simulated workers (no training, real HTTP clients) report epochs of many
-trials in flight to one real `hpo server`, on SQLite and on PostgreSQL.
+trials in flight to one real `hpo server`, on SQLite and on PostgreSQL, the latter served by 1,
+2 and 4 server processes.
 
     python bench/server_capacity.py [--databases sqlite postgres] [--in-flight 64 256 1024]
-        [--workers 8] [--seconds 5] [--postgres-url URL]
+        [--processes 1 2 4] [--modes single batched] [--workers 8] [--seconds 5]
+        [--postgres-url URL]
 
 For each database (a fresh SQLite file; a fresh PostgreSQL database made through the admin URL
-`--postgres-url`, default HPO_TEST_POSTGRES_URL) and each number of trials in flight T:
+`--postgres-url`, default HPO_TEST_POSTGRES_URL), each number of server processes P
+(`--processes`, PostgreSQL only: SQLite is served by one) and each number of trials in flight T:
 
-1. One `hpo server` (tests/support's launcher and port helper) and a study with
+1. One `hpo server --processes P` (tests/support's launcher and port helper) and a study with
    `parallel_trials: T` and more epochs than any run reaches, leases of an hour (no heartbeats
    are simulated); `--workers` simulated workers (threads, each its own
-   `trainer.client.WorkerClient`) register and lease T/W trials each.
+   `trainer.client.WorkerClient`) register and lease T/W trials each. A worker keeps its
+   connection, so the kernel spreads the workers (not their requests) over the P processes.
 2. `single`: for `--seconds`, each worker sends its trials' next epochs one report (one
    request) at a time, as a worker did before batched reports.
 3. `batched`: for `--seconds`, each worker sends all its trials' next epochs in one
@@ -19,8 +23,8 @@ For each database (a fresh SQLite file; a fresh PostgreSQL database made through
    one thread, for `--seconds`: the rate a script calling Optuna directly gets.
 
 Reported: trial-epochs recorded per second, and p50 / p99 latency of a request (a report, or a
-batch of T/W), per database and T. Every answer must be `continue`; anything else stops the run.
-The simulated workers share the 2-core machine with the server, as a worker would.
+batch of T/W), per database, P and T. Every answer must be `continue`; anything else stops the
+run. The simulated workers share the 2-core machine with the server, as a worker would.
 """
 
 from __future__ import annotations
@@ -46,7 +50,9 @@ from tests.support.databases import scratch_postgres
 from tests.support.processes import Processes
 from trainer.client import WorkerClient
 
-MAX_LEASE = 64  # the most trials one lease request may ask for
+# Trials asked for per lease request (64 at most): each is sampled in the request, and on a loaded
+# 2-core machine a lease of 64 in a study of 1024 trials took 6 to 15 s, near the client's timeout.
+LEASE_CHUNK = 32
 
 
 class BenchError(Exception):
@@ -85,7 +91,7 @@ class SimulatedWorker:
         self.id = self.client.register(name, "bench", os.getpid(), "cpu", {}).worker_id
         self.leases: list[Assignment] = []
         while len(self.leases) < trials:
-            got = self.client.lease(self.id, min(MAX_LEASE, trials - len(self.leases)))
+            got = self.client.lease(self.id, min(LEASE_CHUNK, trials - len(self.leases)))
             if not got:
                 raise BenchError(f"{name} leased {len(self.leases)} of {trials} trials")
             self.leases.extend(got)
@@ -181,31 +187,47 @@ def run_database(kind: str, args: argparse.Namespace, folder: Path) -> list[list
     rows: list[list[object]] = []
     with database(kind, folder, args.postgres_url, "optuna") as url:
         raw = optuna_reports(url, args.seconds)
-    rows.append([kind, "-", "Optuna `trial.report`, 1 thread", raw.epochs, f"{raw.rate:.0f}",
-                 "1.00", ms(median(raw.latencies)), ms(quantile(raw.latencies, 0.99))])  # fmt: skip
-    for in_flight in args.in_flight:
-        with (
-            database(kind, folder, args.postgres_url, f"t{in_flight}") as url,
-            Processes(folder) as processes,
-        ):
-            # Leases long enough for the set-up and a run: the simulated workers send no
-            # heartbeats, and a trial's next report may come a whole round of T/W later.
-            name = f"server-{kind}-{in_flight}"
-            server = processes.server(name, HPO_DATABASE_URL=url, HPO_LEASE_SECONDS="3600")
-            WorkerClient(server).call("POST", "/api/v1/studies", body=spec("cap", in_flight))
-            n = min(args.workers, in_flight)
-            workers = [
-                SimulatedWorker(server, f"sim{i}", in_flight // n + (i < in_flight % n))
-                for i in range(n)
-            ]
-            for mode in ("single", "batched"):
-                point = measure(workers, mode == "batched", args.seconds)
-                per = "1 report" if mode == "single" else f"{in_flight // n} reports"
-                rows.append([kind, in_flight, f"{mode} ({n} workers, {per} a request)",
-                             point.epochs, f"{point.rate:.0f}", f"{point.rate / raw.rate:.2f}",
-                             ms(median(point.latencies)),
-                             ms(quantile(point.latencies, 0.99))])  # fmt: skip
-                print(" | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
+    rows.append([kind, "-", "-", "Optuna `trial.report`, 1 thread", raw.epochs,
+                 f"{raw.rate:.0f}", "1.00", ms(median(raw.latencies)),
+                 ms(quantile(raw.latencies, 0.99))])  # fmt: skip
+    for procs in args.processes if kind == "postgres" else [1]:
+        for in_flight in args.in_flight:
+            rows.extend(run_server(kind, args, folder, procs, in_flight, raw))
+    return rows
+
+
+def run_server(
+    kind: str, args: argparse.Namespace, folder: Path, procs: int, in_flight: int, raw: Point
+) -> list[list[object]]:
+    """The runs of `--modes` against one `hpo server --processes procs` and T trials."""
+    rows: list[list[object]] = []
+    with (
+        database(kind, folder, args.postgres_url, f"p{procs}t{in_flight}") as url,
+        Processes(folder) as processes,
+    ):
+        # Leases long enough for the set-up and a run: the simulated workers send no
+        # heartbeats, and a trial's next report may come a whole round of T/W later.
+        server = processes.server(
+            f"server-{kind}-{procs}-{in_flight}",
+            "--processes",
+            str(procs),
+            HPO_DATABASE_URL=url,
+            HPO_LEASE_SECONDS="3600",
+        )
+        WorkerClient(server).call("POST", "/api/v1/studies", body=spec("cap", in_flight))
+        n = min(args.workers, in_flight)
+        workers = [
+            SimulatedWorker(server, f"sim{i}", in_flight // n + (i < in_flight % n))
+            for i in range(n)
+        ]
+        for mode in args.modes:
+            point = measure(workers, mode == "batched", args.seconds)
+            per = "1 report" if mode == "single" else f"{in_flight // n} reports"
+            rows.append([kind, procs, in_flight, f"{mode} ({n} workers, {per} a request)",
+                         point.epochs, f"{point.rate:.0f}", f"{point.rate / raw.rate:.2f}",
+                         ms(median(point.latencies)),
+                         ms(quantile(point.latencies, 0.99))])  # fmt: skip
+            print(" | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
@@ -213,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--databases", nargs="+", default=["sqlite", "postgres"])
     parser.add_argument("--in-flight", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument(
+        "--processes", type=int, nargs="+", default=[1, 2, 4], help="server processes (PostgreSQL)"
+    )
+    parser.add_argument(
+        "--modes", nargs="+", default=["single", "batched"], choices=["single", "batched"]
+    )
     parser.add_argument("--workers", type=int, default=8, help="simulated workers")
     parser.add_argument("--seconds", type=float, default=5.0, help="of each measured run")
     parser.add_argument("--postgres-url", default=os.environ.get("HPO_TEST_POSTGRES_URL"))
@@ -225,14 +253,15 @@ def main(argv: list[str] | None = None) -> int:
         for kind in args.databases:
             rows.extend(run_database(kind, args, Path(tmp)))
     load.append(os.getloadavg()[0])
-    print(f"Simulated workers over HTTP against one `hpo server`, {args.seconds:g} s a run.\n")
+    print(f"Simulated workers over HTTP against one `hpo server [--processes P]`, "
+          f"{args.seconds:g} s a run.\n")  # fmt: skip
     described = machine("optuna", "sqlalchemy", "fastapi", "uvicorn").line()
     print(f"Machine: {described}; 1-minute load average at start / end: "
           f"{load[0]:.1f} / {load[1]:.1f}.\n")  # fmt: skip
     print(f"Code: {code_version('service', 'trainer', 'hpo')}.\n")
-    header = ["database", "trials in flight", "run", "trial-epochs", "trial-epochs/s",
-              "/ Optuna", "p50 ms a request", "p99 ms a request"]  # fmt: skip
-    print(markdown_table(header, rows, text=3))
+    header = ["database", "server processes", "trials in flight", "run", "trial-epochs",
+              "trial-epochs/s", "/ Optuna", "p50 ms a request", "p99 ms a request"]  # fmt: skip
+    print(markdown_table(header, rows, text=4))
     return 0
 
 

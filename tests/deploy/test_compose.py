@@ -155,6 +155,7 @@ def test_every_command_is_a_real_hpo_command() -> None:
         assert args.command == argv[1], name
     server = build_parser().parse_args(commands["server"][1:])
     assert (server.host, server.port, server.log_format) == ("0.0.0.0", 8000, "json")
+    assert server.processes == int(example()["HPO_SERVER_PROCESSES"]) == 2  # on PostgreSQL
     worker = build_parser().parse_args(commands["worker"][1:])
     assert (worker.devices, worker.server) == ("auto", "http://server:8000")
 
