@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -115,7 +116,7 @@ def server_process_app() -> FastAPI:
     return create_app(Settings.from_env(), run_migrations=False)
 
 
-def _uvicorn_options(listen: Listen) -> dict[str, object]:
+def _uvicorn_options(listen: Listen) -> dict[str, Any]:
     return {
         "host": listen.host,
         "port": listen.port,
