@@ -129,9 +129,8 @@ class Leasing:
         to it is one whose answer never reached it, and is queued again first (see
         `Reaping.take_back_unheard`). A request for several trials takes at most a fair share
         of each study (see `_Shares`)."""
-        self.reaping.reap_if_due()  # its own transaction: it locks studies that may not run
-        if held is not None:
-            self.reaping.take_back_unheard(worker_id, held)
+        # In transactions of their own: reaping locks studies that may not run.
+        self.reaping.before_lease(worker_id, held)
         with unit_of_work(self.context.db) as unit:
             now = self.context.clock()
             worker = _worker(unit, worker_id)
@@ -147,9 +146,8 @@ class Leasing:
                 taken.append(got[0])
                 if got[1] is not None:
                     reserved.append(got[1])
-        for item in reserved:
-            self._sample(item)
-        return self._assignments([t.id for t in taken])
+        sampled = [(item, self._ask(item)) for item in reserved]
+        return self._assignments([t.id for t in taken], sampled)
 
     def _take_one(
         self, unit: Unit, worker: WorkerRow, now: datetime, shares: _Shares | None = None
@@ -219,34 +217,52 @@ class Leasing:
             attempt=trial.attempt,
         )
 
-    def _sample(self, item: _Reserved) -> None:
-        """Choose the params of a reserved trial through Optuna (outside our transaction)."""
-        transitions = self.context.transitions
+    def _ask(self, item: _Reserved) -> tuple[int, dict[str, Any]] | Exception:
+        """Choose the params of a reserved trial through Optuna (outside our transaction):
+        (Optuna trial id, params), or the sampler's failure, which fails this trial, not the
+        lease request."""
         try:
-            optuna_id, params = search.ask(
-                transitions.optuna, item.study_name, item.optuna_study_id, item.spec, item.number
+            return search.ask(
+                self.context.transitions.optuna,
+                item.study_name,
+                item.optuna_study_id,
+                item.spec,
+                item.number,
             )
-        except Exception as exc:  # a sampler failure fails this trial, not the lease request
-            with unit_of_work(self.context.db) as unit:
-                trial = unit.trials.get(item.trial_id)
-                if trial is not None:
-                    transitions.finish(unit, trial, TrialState.FAILED, f"sampling failed: {exc}")
-            return
-        with unit_of_work(self.context.db) as unit:
-            trial = unit.trials.get(item.trial_id)
-            if trial is None:  # the study was deleted meanwhile
-                unit.later(search.tell, self.context.storage, optuna_id, TrialState.FAILED, None)
-                return
-            trial.optuna_trial_id, trial.params = optuna_id, params
+        except Exception as exc:
+            return exc
 
-    def _assignments(self, trial_ids: list[int]) -> list[LeasedTrial]:
-        with reading(self.context.db) as stores:
-            out = [
-                _assignment(stores, trial)
-                for trial in stores.trials.of_ids(trial_ids)
-                if trial.state is TrialState.RUNNING and trial.params is not None
-            ]
-        return sorted(out, key=lambda a: trial_ids.index(a.trial.id))
+    def _assignments(
+        self,
+        trial_ids: list[int],
+        sampled: list[tuple[_Reserved, tuple[int, dict[str, Any]] | Exception]],
+    ) -> list[LeasedTrial]:
+        """The leased trials that are running with params, in `trial_ids`' order, after
+        storing the params sampled for the new ones: all in one transaction (a read-only one
+        when nothing was sampled)."""
+        if not sampled:
+            with reading(self.context.db) as stores:
+                return _assigned(stores, stores.trials.of_ids(trial_ids), trial_ids)
+        with unit_of_work(self.context.db) as unit:
+            trials = unit.trials.of_ids(trial_ids)
+            by_id = {trial.id: trial for trial in trials}
+            for item, outcome in sampled:
+                self._store_sample(unit, by_id.get(item.trial_id), outcome)
+            return _assigned(unit, trials, trial_ids)
+
+    def _store_sample(
+        self, unit: Unit, trial: TrialRow | None, outcome: tuple[int, dict[str, Any]] | Exception
+    ) -> None:
+        transitions = self.context.transitions
+        if isinstance(outcome, Exception):
+            if trial is not None:
+                transitions.finish(unit, trial, TrialState.FAILED, f"sampling failed: {outcome}")
+            return
+        optuna_id, params = outcome
+        if trial is None:  # the study was deleted meanwhile
+            unit.later(search.tell, self.context.storage, optuna_id, TrialState.FAILED, None)
+            return
+        trial.optuna_trial_id, trial.params = optuna_id, params
 
     # -- while training ---------------------------------------------------------------------
 
@@ -267,6 +283,16 @@ class Leasing:
                 else:
                     decisions[trial_id] = decision_for_finished(trial)
         return decisions
+
+
+def _assigned(stores: Stores, trials: list[TrialRow], trial_ids: list[int]) -> list[LeasedTrial]:
+    """The assignments of the `trials` that are running with params, in `trial_ids`' order."""
+    out = [
+        _assignment(stores, trial)
+        for trial in trials
+        if trial.state is TrialState.RUNNING and trial.params is not None
+    ]
+    return sorted(out, key=lambda a: trial_ids.index(a.trial.id))
 
 
 def _assignment(stores: Stores, trial: TrialRow) -> LeasedTrial:

@@ -31,12 +31,17 @@ class Reaping:
                 transitions.release(unit, trial, TrialState.QUEUED)
             return len(expired)
 
-    def reap_if_due(self) -> int:
-        """`reap`, after a cheap read-only look finds an expired lease (most calls do not)."""
+    def before_lease(self, worker_id: int, held: Collection[int] | None) -> None:
+        """What a lease does first, after one read-only look (most leases find nothing to do):
+        `reap` when a lease expired, and `take_back_unheard` when `held` is given and the
+        worker has a trial outside it. Each runs in its own transaction, as it would alone."""
         with reading(self.context.db) as stores:
-            if not stores.trials.any_expired(self.context.clock()):
-                return 0
-        return self.reap()
+            expired = stores.trials.any_expired(self.context.clock())
+            unheard = held is not None and stores.trials.any_unheard(worker_id, held)
+        if expired:
+            self.reap()
+        if unheard and held is not None:
+            self.take_back_unheard(worker_id, held)
 
     def take_back_unheard(self, worker_id: int, held: Collection[int]) -> int:
         """Queue again the running trials leased to this worker other than `held`; returns how
@@ -44,9 +49,6 @@ class Reaping:
         that carried it was lost (a reset connection, a server killed after committing) and the
         worker asked again. Without this the trial would wait for its lease to expire and lose
         an attempt; nothing was trained, so no attempt is counted."""
-        with reading(self.context.db) as stores:
-            if not stores.trials.any_unheard(worker_id, held):
-                return 0
         with unit_of_work(self.context.db) as unit:
             trials = unit.trials.lock_unheard(worker_id, held)
             for trial in trials:

@@ -123,15 +123,15 @@ class Transitions:
         in one transaction, when the study's reports left Optuna alone (no pruner reads them:
         `search.reads_each_value`), so that Optuna's storage (and its dashboard) holds every
         trial's curve. A value already there (a rung's end) is written again, unchanged."""
-        objective = study.spec.get("objective")  # a multi-objective study reports none
-        if trial.epochs == 0 or objective is None:
-            return
+        if trial.epochs == 0 or study.spec.get("objectives") is not None:
+            return  # a multi-objective study's reports give Optuna no intermediate value
         if search.reads_each_value(search.stored_spec(study.spec)):
             return
+        metric = study.spec["objective"]["metric"]
         values = [
             (epoch, value)
             for _trial, epoch, metrics in unit.curves.of_trials([trial.id])
-            if (value := objective_value(metrics, objective["metric"])) is not None
+            if (value := objective_value(metrics, metric)) is not None
         ]
         if values:
             unit.later(search.record_curve, self.storage, optuna_trial_id, values)

@@ -132,7 +132,8 @@ def test_a_trial_reserved_but_never_sampled_is_sampled_when_leased_again(
     worker = _worker(services, "w")
     leasing = services.protocol.leasing
     with monkeypatch.context() as crash:
-        crash.setattr(type(leasing), "_sample", lambda self, item: None)
+        crash.setattr(type(leasing), "_ask", lambda self, item: None)  # Optuna never asked
+        crash.setattr(type(leasing), "_assignments", lambda self, ids, sampled: [])  # dies
         assert leasing.lease(worker, held=[]) == []  # reserved, never sampled, never heard of
     [again] = leasing.lease(worker, held=[])
     assert again.trial.number == 0 and again.trial.params is not None
