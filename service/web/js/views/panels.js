@@ -18,7 +18,7 @@ function markDrawn(name) {
 }
 
 /** A panel with a title, a note, optional controls, a chart box and a footer. */
-function panel(name, title, controls = []) {
+export function panel(name, title, controls = []) {
   const note = h("span", { class: "note" });
   const box = h(
     "div",

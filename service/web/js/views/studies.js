@@ -25,7 +25,12 @@ function progress(study) {
 
 function studyRow(study) {
   const href = `#/studies/${study.id}`;
-  const best = study.best ? num(study.best.value) : "—";
+  // Several objectives: `best` is the Pareto set, counted
+  const best = Array.isArray(study.best)
+    ? `${count(study.best.length)} on the front`
+    : study.best
+      ? num(study.best.value)
+      : "—";
   return h(
     "tr",
     {

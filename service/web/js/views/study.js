@@ -16,6 +16,7 @@ import {
   rungsPanel,
 } from "./panels.js";
 import { applyFinished, applyReport } from "./live.js";
+import { frontPanel } from "./front.js";
 import { trialTable } from "./table.js";
 import { trialDialog } from "./trial.js";
 import { heldOut } from "./heldout.js";
@@ -99,7 +100,7 @@ function header(onAction) {
     const finished = study.counts.completed + study.counts.pruned + study.counts.failed;
     about.textContent = [
       spec.strategy.kind,
-      `${spec.objective.direction} ${spec.objective.metric}`,
+      (spec.objectives || [spec.objective]).map((o) => `${o.direction} ${o.metric}`).join(", "),
       `${spec.workload.model} on ${spec.workload.dataset}`,
       `${count(finished)} of ${count(study.max_trials)} trials finished`,
       study.reason,
@@ -116,6 +117,10 @@ function header(onAction) {
         ),
       ),
     );
+    if (Array.isArray(study.best)) {
+      best.replaceChildren(...paretoBest(study));
+      return;
+    }
     best.replaceChildren(
       ...(study.best
         ? [
@@ -158,6 +163,32 @@ function header(onAction) {
   return { el, render, live, message, stop, resume, title };
 }
 
+/** The header's best of a multi-objective study: its Pareto set, a link per trial. */
+function paretoBest(study) {
+  if (!study.best.length) return [h("span", { class: "note" }, "No completed trial yet.")];
+  const metrics = study.spec.objectives.map((o) => o.metric);
+  return [
+    h("span", { class: "note" }, `Pareto front: ${count(study.best.length)} trials`),
+    h(
+      "span",
+      { class: "chips", id: "best-front" },
+      study.best.map((b) =>
+        h(
+          "a",
+          {
+            class: "chip",
+            href: `#/studies/${study.id}/trials/${b.number}`,
+            dataset: { front: b.number },
+            title: metrics.map((m, i) => `${m} ${num(b.values[i])}`).join(", "),
+          },
+          h("b", {}, `#${b.number}`),
+          b.values.map((v) => num(v)).join(" · "),
+        ),
+      ),
+    ),
+  ];
+}
+
 // Which panels an event asks to reload.
 const RELOADS = {
   study_state: ["summary"],
@@ -165,7 +196,7 @@ const RELOADS = {
   trial_state: ["summary", "table"],
   trial_promoted: ["summary", "table"],
   trial_reported: ["table"],
-  trial_finished: ["summary", "table", "history", "curves", "parallel", "importance"],
+  trial_finished: ["summary", "table", "history", "curves", "parallel", "importance", "front"],
 };
 const STATUS_TEXT = {
   live: "live",
@@ -197,6 +228,8 @@ class StudyPage {
     this.history = historyPanel({ onPick: go });
     this.parallel = parallelPanel({ onPick: go });
     this.importance = importancePanel();
+    this.front = frontPanel({ onPick: go });
+    this.front.el.hidden = true; // shown for a study with several objectives
     this.rungs = rungsPanel({ onPick: (b, r) => this.table?.showReached(b, r) });
     this.dialog = trialDialog({
       onClose: () => window.location.hash.includes("/trials/") && go(null),
@@ -208,6 +241,7 @@ class StudyPage {
     const charts = h(
       "div",
       { class: "grid2" },
+      this.front.el,
       this.curves.el,
       this.history.el,
       this.parallel.el,
@@ -244,6 +278,9 @@ class StudyPage {
         base: 5000,
       }),
       table: new Refresher(async () => this.table?.refresh(), { base: 1500 }),
+      front: new Refresher(async () => this.study?.spec.objectives && this.front.load(this.study), {
+        base: 2000,
+      }),
       trial: new Refresher(async () => this.dialog.refresh(), { base: 1000 }),
     };
   }
@@ -319,8 +356,16 @@ class StudyPage {
   }
 
   showStudy(study) {
+    const before = JSON.stringify(this.study?.best);
     this.study = study;
     this.head.render(study);
+    if (study.spec.objectives) {
+      // One value per trial has no meaning here: the front replaces history, parallel
+      // coordinates and importance, and follows the study's Pareto set.
+      this.front.el.hidden = false;
+      [this.history, this.parallel, this.importance].forEach((p) => (p.el.hidden = true));
+      if (JSON.stringify(study.best) !== before) this.refresh.front.request();
+    }
     crumbs(["Studies", "#/"], study.name);
     document.title = `${study.name} · hpo`;
   }
@@ -342,6 +387,9 @@ class StudyPage {
         studyId: this.id,
         params: Object.keys(spec.space),
         multiFidelity: multi,
+        objectives: spec.objectives || null,
+        front: () =>
+          new Set(Array.isArray(this.study?.best) ? this.study.best.map((b) => b.number) : []),
         onOpen: (n) => this.go(n),
         onCompare: (numbers) => this.compare.open(this.id, numbers, this.metric),
       });
@@ -389,7 +437,9 @@ class StudyPage {
   unmount() {
     this.follower?.stop();
     Object.values(this.refresh).forEach((r) => r.close());
-    [this.curves, this.history, this.parallel, this.importance].forEach((p) => p.close());
+    [this.curves, this.history, this.parallel, this.importance, this.front].forEach((p) =>
+      p.close(),
+    );
     this.dialog.close();
     this.compare.close();
   }

@@ -7,11 +7,21 @@ import { STATES, badge, count, debounce, duration, h, num, scroller, paramText }
 const PAGE = 50;
 
 /**
- * studyId; params: parameter names; multiFidelity: show bracket and rung columns;
- * onOpen(number); onCompare(numbers) with two or more ticked trials.
+ * studyId; params: parameter names; multiFidelity: show bracket and rung columns; objectives
+ * (several objectives, else null): a column per objective instead of Value, and front() the
+ * numbers of the Pareto set's trials, whose rows are marked; onOpen(number); onCompare(numbers)
+ * with two or more ticked trials.
  * Returns {el, refresh(), showReached(bracket, rung), select(number)}.
  */
-export function trialTable({ studyId, params, multiFidelity, onOpen, onCompare }) {
+export function trialTable({
+  studyId,
+  params,
+  multiFidelity,
+  objectives = null,
+  front = () => new Set(),
+  onOpen,
+  onCompare,
+}) {
   const view = {
     sort: "number",
     order: "desc",
@@ -79,7 +89,23 @@ export function trialTable({ studyId, params, multiFidelity, onOpen, onCompare }
       cell: (t) => paramText(t.params[name]),
       cls: "param",
     })),
-    { key: "value", label: "Value", cell: (t) => num(t.value), cls: "num" },
+    ...(objectives
+      ? [
+          ...objectives.map((o, i) => ({
+            key: null, // the server sorts by value alone
+            label: o.metric,
+            plain: true,
+            cell: (t) => num(t.values ? t.values[i] : null),
+            cls: "num",
+          })),
+          {
+            key: null,
+            label: "Pareto front",
+            plain: true,
+            cell: (t) => (onFront.has(t.number) ? h("span", { class: "chip" }, "front") : ""),
+          },
+        ]
+      : [{ key: "value", label: "Value", cell: (t) => num(t.value), cls: "num" }]),
     { key: "epochs", label: "Epochs", cell: (t) => String(t.epochs), cls: "num" },
     { key: "worker", label: "Worker", cell: (t) => t.worker || "—" },
     { key: "duration", label: "Duration", cell: (t) => duration(t.duration_s), cls: "num" },
@@ -93,7 +119,11 @@ export function trialTable({ studyId, params, multiFidelity, onOpen, onCompare }
     head.replaceChildren(
       ...columns.map((c) => {
         if (c.key === null)
-          return h("th", { class: c.cls }, h("span", { class: "sr-only" }, c.label));
+          return h(
+            "th",
+            { class: c.cls },
+            c.plain ? c.label : h("span", { class: "sr-only" }, c.label),
+          );
         const sorted =
           view.sort === c.key ? (view.order === "asc" ? "ascending" : "descending") : null;
         // a button in the header: focusable, and Enter or Space sorts like a click
@@ -127,12 +157,14 @@ export function trialTable({ studyId, params, multiFidelity, onOpen, onCompare }
     refresh();
   }
 
+  let onFront = new Set();
   function rowOf(t) {
+    const marked = onFront.has(t.number);
     return h(
       "tr",
       {
-        class: `clickable${t.number === selected ? " selected" : ""}`,
-        dataset: { number: t.number, state: t.state },
+        class: `clickable${t.number === selected ? " selected" : ""}${marked ? " front" : ""}`,
+        dataset: { number: t.number, state: t.state, ...(marked ? { front: "true" } : {}) },
         tabindex: 0,
         onclick: () => onOpen(t.number),
         onkeydown: (e) => e.key === "Enter" && onOpen(t.number),
@@ -169,6 +201,7 @@ export function trialTable({ studyId, params, multiFidelity, onOpen, onCompare }
       return;
     }
     last = page;
+    onFront = front();
     const end = page.offset + page.items.length;
     info.textContent = page.total
       ? `${count(page.offset + 1)}–${count(end)} of ${count(page.total)}`
