@@ -3,6 +3,7 @@ once happens once (reaping, sampling), and every process serves the same service
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from pathlib import Path
@@ -68,9 +69,15 @@ def test_two_processes_serve_a_study_end_to_end_with_real_workers(
             HPO_DATABASE_URL=database,
             PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         )
+        # A page following the study through another server on the same database: every
+        # event it gets was written by the processes of the first one.
+        page = processes.server("page", HPO_DATABASE_URL=database)
         doc = spec_doc("two-procs", budget={"max_trials": 6, "parallel_trials": 2, "epochs": 2})
         with httpx.Client(base_url=url, timeout=60) as http:
             study = http.post("/api/v1/studies", json=doc).json()
+            streamed: list[tuple[int, str, dict[str, Any]]] = []
+            follower = threading.Thread(target=_follow, args=(page, study["id"], streamed))
+            follower.start()
             processes.worker("w1", url)
             processes.worker("w2", url)
 
@@ -92,6 +99,12 @@ def test_two_processes_serve_a_study_end_to_end_with_real_workers(
                 httpx.get(f"{url}/healthz")  # a new connection each: both processes answer
             seen = {_healthz_count(httpx.get(f"{url}/metrics").text) for _ in range(10)}
         assert seen == {before + 20}, (before, seen)
+        follower.join(60)
+        # The stream delivered every event of the log, in order, ending with the study's end.
+        assert [e[0] for e in streamed] == [e.id for e in _events(database, study["id"])]
+        assert streamed[-1][1:] == ("study_state", {"state": "completed"})
+        started = {e[2]["number"] for e in streamed if e[1] == "trial_started"}
+        assert started == set(range(6))
 
 
 def test_two_servers_reap_each_expired_lease_exactly_once(processes: Processes) -> None:
@@ -176,6 +189,23 @@ class _Fresh:
 
     def post(self, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.post(f"{self.url}{path}", timeout=60, **kwargs)
+
+
+def _follow(url: str, study_id: int, into: list[tuple[int, str, dict[str, Any]]]) -> None:
+    """Read the study's event stream from `url` into `into` as (id, kind, data) until the
+    study's state event says it completed (or 300 s pass)."""
+    kind = ""
+    path = f"{url}/api/v1/studies/{study_id}/events"
+    with httpx.stream("GET", path, timeout=httpx.Timeout(300, read=300)) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                data = json.loads(line.removeprefix("data: "))
+                state = {"state": data["state"]} if kind == "study_state" else data
+                into.append((data["id"], kind, state))
+                if kind == "study_state" and data["state"] == "completed":
+                    return
 
 
 def _trials(http: httpx.Client, study_id: int) -> list[dict[str, Any]]:
