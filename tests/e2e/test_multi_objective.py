@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,26 @@ def test_a_two_objective_study_ends_with_its_pareto_front(
     ]
     assert list(frame["values_val_accuracy"]) == [t.values[0] for t in trials]
     assert list(frame["values_train_seconds"]) == [t.values[1] for t in trials]
+
+
+def test_the_readme_multi_objective_example_runs(processes: Processes) -> None:
+    """The README's two-objective example, as written, on fewer trials."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Python client", 1)[1]
+    example = next(b for b in section.split("```python\n")[1:] if '"objectives"' in b)
+    example = example.split("```", 1)[0]
+    assert '"budget": {"max_trials": 12, "epochs": 3}' in example
+    url = processes.server()
+    processes.worker("w", url)
+    script = f"import hpo\nclient = hpo.Client({url!r})\n" + example.replace(
+        '"max_trials": 12, "epochs": 3', '"max_trials": 4, "epochs": 1'
+    ).replace(".wait()", ".wait(progress=False)")
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    study = hpo.Client(url).study("accuracy-vs-time")
+    best = study.best
+    assert isinstance(best, list) and len(lines) == len(best) > 0
+    assert lines[0].startswith(f"{best[0].number} [{best[0].values[0]}, ")
