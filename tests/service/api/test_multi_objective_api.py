@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import optuna
 import pytest
 from fastapi.testclient import TestClient
 
+from service.settings import Settings
 from tests.conftest import ApiWorker, spec_doc
 
 OBJECTIVES = [
@@ -48,7 +50,9 @@ def recomputed_front(trials: list[dict[str, Any]]) -> list[int]:
     )
 
 
-def test_best_is_the_pareto_set_of_the_completed_trials(client: TestClient) -> None:
+def test_best_is_the_pareto_set_of_the_completed_trials(
+    client: TestClient, settings: Settings
+) -> None:
     reply = client.post("/api/v1/studies", json=multi_doc())
     assert reply.status_code == 201, reply.text
     study = reply.json()
@@ -76,6 +80,11 @@ def test_best_is_the_pareto_set_of_the_completed_trials(client: TestClient) -> N
         assert best["values"] == by_number[best["number"]]["values"]
         assert best["params"] == by_number[best["number"]]["params"]
         assert best["value"] is None
+    # Optuna's study has both directions and was told each completed trial's values.
+    told = optuna.load_study(study_name="mo", storage=settings.database_url)
+    assert [d.name for d in told.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert [t.values for t in told.trials] == [list(r) for r in RESULTS]
+    assert sorted(t.number for t in told.best_trials) == front
 
 
 def test_a_trial_missing_an_objective_fails_naming_it(client: TestClient) -> None:

@@ -9,7 +9,7 @@ import { fieldHint, specSchema } from "../specschema.js";
 const EXAMPLE = `name: NAME
 objective: {metric: val_accuracy, direction: maximize}
 strategy:
-  kind: tpe            # grid | random | tpe | gp | successive_halving | hyperband
+  kind: tpe            # grid | random | tpe | gp | nsga2 | successive_halving | hyperband
   seed: 0
   early_stopping: none # none | median | asha
 budget:
