@@ -4,6 +4,8 @@ once happens once (reaping, sampling), and every process serves the same service
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from collections import Counter
 from pathlib import Path
@@ -181,6 +183,44 @@ def test_clients_leasing_across_two_processes_never_share_a_trial_or_a_configura
     assert {t["state"] for t in trials} == {"running"} and len(trials) == 12
 
 
+def test_a_server_process_that_dies_is_replaced_and_sigterm_stops_them_all(
+    processes: Processes,
+) -> None:
+    with postgres_database() as database:
+        url = processes.server("server", "--processes", "2", HPO_DATABASE_URL=database)
+        parent = processes.process("server")
+        children = _server_children(parent.pid)
+        assert len(children) == 2, children
+        os.kill(children[0], signal.SIGKILL)
+        replaced = wait_for(
+            lambda: (now := _server_children(parent.pid)) and len(now) == 2 and now != children,
+            60,
+            "the supervisor to start a new server process",
+        )
+        assert replaced
+        assert all(httpx.get(f"{url}/healthz").status_code == 200 for _ in range(10))
+        survivors = _server_children(parent.pid)
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(30) == 0
+        for pid in survivors:  # no orphan keeps serving
+            wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 10, f"{pid} to exit")
+
+
+def _server_children(pid: int) -> list[int]:
+    """The uvicorn server processes under `pid` (multiprocessing's spawned children, not its
+    resource tracker)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:  # it has just exited
+                continue
+            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+                found.append(int(child))
+    return sorted(found)
+
+
 class _Fresh:
     """`post` on a new connection each time (the kernel then spreads them over processes)."""
 
@@ -232,6 +272,4 @@ def _healthz_count(exposition: str) -> float:
 
 
 def _env_without_database() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if k != "HPO_DATABASE_URL"}
