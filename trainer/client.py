@@ -6,9 +6,10 @@ answers come back as the typed shapes of `hpo.protocol`, which the server sends.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from hpo.client import Connection
+from hpo.client import ApiError, Connection
 from hpo.protocol import (
     Assignment,
     Completion,
@@ -24,6 +25,8 @@ from hpo.protocol import (
     TrialReport,
     WorkerRegistered,
 )
+
+log = logging.getLogger("hpo.worker")
 
 
 class WorkerClient(Connection):
@@ -103,13 +106,23 @@ class WorkerClient(Connection):
         """The completed trial's state; with `lease` above 0 its `assignments` are the
         worker's next trials, leased in the same request (`held` as for `lease`).
         `test_metrics`: its final model on the held-out test split (hpo.protocol's
-        HeldOutMetrics; checked here, so a bad one fails on this side)."""
+        HeldOutMetrics; checked here, so a bad one fails on this side). A server older than
+        that field refuses it (422 naming it): the trial then completes without it."""
         body: dict[str, Any] = {"token": token, "lease": lease}
         if held is not None:
             body["held"] = held
         if test_metrics is not None:
             body["test_metrics"] = HeldOutMetrics.model_validate(test_metrics).shown()
-        return Completion.model_validate(self._trial_call(worker_id, trial_id, "complete", body))
+        try:
+            reply = self._trial_call(worker_id, trial_id, "complete", body)
+        except ApiError as exc:
+            fields = [field or "" for field, _ in exc.errors]
+            if exc.status != 422 or not any(f.startswith("test_metrics") for f in fields):
+                raise
+            log.warning("the server does not take held-out test metrics: completing without")
+            del body["test_metrics"]
+            reply = self._trial_call(worker_id, trial_id, "complete", body)
+        return Completion.model_validate(reply)
 
     def fail(self, worker_id: int, trial_id: int, token: str, reason: str) -> None:
         self._trial_call(worker_id, trial_id, "fail", {"token": token, "reason": reason})

@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from hpo.protocol import Decision, HeldOutMetrics
+from service.api.schemas import Strict
 from tests.trainer.fused_support import RELATIVE, SMALL, Recorder, one_thread
 from tests.trainer.test_plugins import example_plugin
+from trainer.client import WorkerClient
 from trainer.data import load_dataset
 from trainer.fused.loop import train_group
 from trainer.params import Params
@@ -173,3 +177,29 @@ def test_a_fused_group_scores_each_member_with_its_own_weights() -> None:
         assert got["test_loss"] == pytest.approx(expected["test_loss"], rel=RELATIVE)
         scores.append(got["test_loss"])
     assert scores[0] != scores[1]  # each its own model, not the group's first
+
+
+class OldCompleteRequest(Strict):
+    """The completion body of a server older than the held-out score."""
+
+    token: str
+    lease: int = 0
+    held: list[int] | None = None
+
+
+def test_a_server_older_than_the_score_still_completes_the_trial() -> None:
+    """A server whose completion body has no test_metrics (as before the score) refuses the
+    field with 422; the worker completes the trial without it."""
+    old_server = FastAPI()
+    bodies: list[dict[str, Any]] = []
+
+    @old_server.post("/api/v1/workers/{worker_id}/trials/{trial_id}/complete")
+    def complete(worker_id: int, trial_id: int, body: OldCompleteRequest) -> dict[str, Any]:
+        bodies.append(body.model_dump())
+        return {"state": "completed", "assignments": []}
+
+    client = WorkerClient("http://testserver", retry_seconds=0)
+    client._http = TestClient(old_server)
+    done = client.complete(1, 2, "t", test_metrics={"test_accuracy": 0.5, "test_loss": 0.7})
+    assert done.state.value == "completed"
+    assert bodies == [{"token": "t", "lease": 0, "held": None}]
