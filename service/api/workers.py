@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from hpo.protocol import (
@@ -39,6 +40,14 @@ TRIAL = "/{worker_id}/trials/{trial_id}"
 STALE: dict[int | str, dict[str, Any]] = {
     409: {"description": "the lease token is stale: the trial is no longer this worker's"}
 }
+
+
+def answer(model: BaseModel) -> Response:
+    """The JSON of an answer built here from the protocol's own models, as FastAPI would write
+    it for the route's `response_model` (which still documents it): FastAPI would validate it
+    again first, in a second thread-pool hop for a sync route. For the calls every trial makes
+    (lease, heartbeat, report, complete)."""
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 @router.get("", response_model=list[schemas.WorkerPublic])
@@ -76,23 +85,23 @@ def deregister(protocol: ProtocolDep, worker_id: IdPath) -> Response:
 
 
 @protocol_router.post("/{worker_id}/lease", response_model=LeaseGrant)
-def lease(protocol: ProtocolDep, worker_id: IdPath, body: schemas.LeaseRequest) -> LeaseGrant:
+def lease(protocol: ProtocolDep, worker_id: IdPath, body: schemas.LeaseRequest) -> Response:
     """Up to `count` trials to train; an empty list when there is no work right now."""
     granted = protocol.leasing.lease(worker_id, body.count, body.held)
-    return LeaseGrant(assignments=[serializers.assignment(a) for a in granted])
+    return answer(LeaseGrant(assignments=[serializers.assignment(a) for a in granted]))
 
 
 @protocol_router.post(
     "/{worker_id}/heartbeat",
     response_model=HeartbeatResponse,
 )
-def heartbeat(
-    protocol: ProtocolDep, worker_id: IdPath, body: schemas.HeartbeatRequest
-) -> HeartbeatResponse:
+def heartbeat(protocol: ProtocolDep, worker_id: IdPath, body: schemas.HeartbeatRequest) -> Response:
     """Renew the leases; each answers `continue`, or `stop` when the trial is not ours."""
     decisions = protocol.leasing.heartbeat(worker_id, [(x.trial_id, x.token) for x in body.leases])
-    return HeartbeatResponse(
-        decisions=[TrialDecision(trial_id=t, decision=d) for t, d in decisions.items()]
+    return answer(
+        HeartbeatResponse(
+            decisions=[TrialDecision(trial_id=t, decision=d) for t, d in decisions.items()]
+        )
     )
 
 
@@ -103,29 +112,29 @@ def heartbeat(
 )
 def report(
     protocol: ProtocolDep, worker_id: IdPath, trial_id: IdPath, body: schemas.ReportRequest
-) -> ReportResponse:
+) -> Response:
     """Store an epoch's metrics (idempotent per epoch): `continue`, `prune`, `pause` or `stop`."""
     decision = protocol.reporting.report(trial_id, body.token, body.epoch, body.metrics)
-    return ReportResponse(decision=decision)
+    return answer(ReportResponse(decision=decision))
 
 
 @protocol_router.post("/{worker_id}/reports", response_model=ReportBatchResponse)
-def reports(
-    protocol: ProtocolDep, worker_id: IdPath, body: schemas.ReportBatchRequest
-) -> ReportBatchResponse:
+def reports(protocol: ProtocolDep, worker_id: IdPath, body: schemas.ReportBatchRequest) -> Response:
     """Several trials' epoch reports in one request, answered item by item in order: each a
     decision (`continue`, `prune`, `pause`, `stop`), or the status and detail the single
     report would have answered (409 stale token, 404 no such trial), that item unchanged."""
     outcomes = protocol.reporting.report_many(body.reports)
-    return ReportBatchResponse(
-        results=[
-            ReportOutcome(trial_id=item.trial_id, decision=outcome)
-            if isinstance(outcome, Decision)
-            else ReportOutcome(
-                trial_id=item.trial_id, status=errors.status_of(outcome), detail=str(outcome)
-            )
-            for item, outcome in zip(body.reports, outcomes, strict=True)
-        ]
+    return answer(
+        ReportBatchResponse(
+            results=[
+                ReportOutcome(trial_id=item.trial_id, decision=outcome)
+                if isinstance(outcome, Decision)
+                else ReportOutcome(
+                    trial_id=item.trial_id, status=errors.status_of(outcome), detail=str(outcome)
+                )
+                for item, outcome in zip(body.reports, outcomes, strict=True)
+            ]
+        )
     )
 
 
