@@ -153,8 +153,10 @@ class Connection:
         return size
 
     def retrying(self, send: Callable[[], httpx.Response]) -> httpx.Response:
-        """`send()`'s response, retried while the server is unreachable or overloaded."""
-        deadline = time.monotonic() + self.retry_seconds
+        """`send()`'s response, retried while the server is unreachable or overloaded, for
+        `retry_seconds` from the first try: read at every retry, so a call already retrying
+        gives up sooner when it is lowered meanwhile (a worker that is leaving)."""
+        started = time.monotonic()
         delay = 0.2
         while True:
             try:
@@ -165,7 +167,7 @@ class Connection:
                 problem = f"server answered {response.status_code}"
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 wait, problem = delay, f"{type(exc).__name__}: {exc}"
-            if time.monotonic() + wait > deadline:
+            if time.monotonic() + wait > started + self.retry_seconds:
                 raise ServerUnreachable(f"cannot reach the hpo server at {self.server} ({problem})")
             time.sleep(wait * (0.8 + 0.4 * random.random()))
             delay = min(delay * 2, 5.0)

@@ -232,12 +232,12 @@ def _slot_main(options: WorkerOptions, slot: Slot, child: bool = False) -> int:
         if worker.shutdown.is_set():
             raise SystemExit(1)  # second signal: leave now
         log.info("signal %d: finishing the current epoch, then releasing the trial", signum)
-        worker.shutdown.set()
+        worker.stop()
 
     def on_command_gone(_signum: int, _frame: Any) -> None:
         if not worker.shutdown.is_set():
             log.info("the hpo worker command is gone: finishing the epoch, releasing the trial")
-            worker.shutdown.set()
+            worker.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

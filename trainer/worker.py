@@ -136,6 +136,9 @@ class DeviceWorker:
                 if self._wants_fresh_process():
                     self.recycle = True
                     break
+        except ServerUnreachable:
+            self.client.leaving(0.0)  # it is gone: each call on the way out tries once
+            raise
         finally:
             self.shutdown.set()
             self._leaving()
@@ -156,6 +159,14 @@ class DeviceWorker:
             log.warning("warm-up on %s failed: %s", self.device, exc)
             return
         log.info("%s warmed up in %.1f s", self.device, time.monotonic() - started)
+
+    def stop(self) -> None:
+        """Finish the current epoch, hand the trial back and leave (SIGTERM). From now on an
+        unreachable server is given up on within seconds, calls already retrying included:
+        a worker that waited out the full retry window for a server that is gone would take a
+        minute to stop, and the server reaps its leases anyway."""
+        self.shutdown.set()
+        self._leaving()
 
     def _leaving(self) -> None:
         """A worker on its way out tries the server briefly: if it is gone too, the lease
