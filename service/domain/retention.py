@@ -96,9 +96,7 @@ def prune_models(unit: Unit, study: StudyRow, trial: TrialRow, artifacts: Artifa
     completed one may push others' files out of the best `keep_models` (deleted after the
     commit, their `model_id` cleared)."""
     if trial.state is not TrialState.COMPLETED:
-        if trial.model_id is not None:
-            unit.later(artifacts.delete, trial.model_id)
-            trial.model_id = None
+        drop_model(unit, trial, artifacts)
         return
     holders = [t for t in unit.trials.with_models(study.id) if t.state is TrialState.COMPLETED]
     keep = best_ids(holders, study.spec)
@@ -106,6 +104,14 @@ def prune_models(unit: Unit, study: StudyRow, trial: TrialRow, artifacts: Artifa
         if holder.id not in keep:
             unit.later(artifacts.delete, holder.model_id)
             holder.model_id = None
+
+
+def drop_model(unit: Unit, trial: TrialRow, artifacts: ArtifactStore) -> None:
+    """The trial's uploaded model is deleted after the commit (it ended without completing, or
+    it is handed out again: an earlier attempt's upload is not the next attempt's model)."""
+    if trial.model_id is not None:
+        unit.later(artifacts.delete, trial.model_id)
+        trial.model_id = None
 
 
 def delete_models(unit: Unit, study_id: int, artifacts: ArtifactStore) -> None:

@@ -85,6 +85,7 @@ class Transitions:
         resume_at = trial.checkpoint_epoch if trial.checkpoint_id else 0
         if trial.checkpoint_id and not self.artifacts.exists(trial.checkpoint_id):
             trial.checkpoint_id, trial.checkpoint_epoch, resume_at = None, 0, 0
+        retention.drop_model(unit, trial, self.artifacts)
         unit.curves.drop_after(trial.id, resume_at)
         trial.epochs, trial.value, trial.values = resume_at, None, None
         if resume_at:

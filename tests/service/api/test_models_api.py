@@ -188,3 +188,22 @@ def test_a_multi_objective_study_keeps_its_pareto_front_models(
     assert reply.json()["detail"] == (
         f"only the Pareto-front trials' models are kept; trial {c['trial_id']} is not among them"
     )
+
+
+def test_a_trial_handed_out_again_drops_the_model_of_its_lost_attempt(
+    client: TestClient, tmp_path: Path
+) -> None:
+    _study(client, keep=3, trials=1)
+    worker = ApiWorker(client)
+    [trial] = worker.lease()
+    assert worker.report(trial, 1, val_accuracy=0.5).status_code == 200
+    assert _upload(client, worker, trial, b"first attempt").json()["kept"] is True
+    assert worker.post(trial, "release").json()["state"] == "queued"  # lost before completing
+    [again] = worker.lease()
+    assert again["trial_id"] == trial["trial_id"]
+    assert _files(tmp_path / "a") == 0
+    assert worker.report(again, 1, val_accuracy=0.25).status_code == 200
+    assert _upload(client, worker, again, b"second attempt").json()["kept"] is True
+    assert worker.post(again, "complete").json()["state"] == "completed"
+    reply = client.get(f"/api/v1/trials/{trial['trial_id']}/model")
+    assert reply.content == b"second attempt"
