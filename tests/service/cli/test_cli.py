@@ -73,6 +73,15 @@ def test_bad_devices_is_one_line() -> None:
     assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n"), result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--slots", "0"), ("--slots", "-2"), ("--threads", "0")]
+)
+def test_a_slot_or_thread_count_below_1_is_one_line(flag: str, value: str) -> None:
+    result = _hpo("worker", "--devices", "cpu", flag, value, "--server", "http://127.0.0.1:9")
+    assert result.returncode == 1
+    assert result.stderr == f"error: {flag} must be at least 1; got {value}\n"
+
+
 def test_a_device_outside_cuda_visible_devices_is_one_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
