@@ -19,8 +19,9 @@ For each database (a fresh SQLite file; a fresh PostgreSQL database made through
    request) at a time, as a worker did before batched reports.
 3. `batched`: for `--seconds`, each worker sends all its trials' next epochs in one
    `POST /api/v1/workers/{id}/reports`, again and again.
-4. Optuna's own `trial.report` on an RDBStorage of the same kind (the service's engine set-up),
-   one thread, for `--seconds`: the rate a script calling Optuna directly gets.
+4. Before 2 and 3, Optuna's own `trial.report` on an RDBStorage of the same database (the
+   service's engine set-up, a study of its own), one thread, for `--seconds`: the rate a script
+   calling Optuna directly gets, measured seconds before the runs it is compared with.
 
 Reported: trial-epochs recorded per second, and p50 / p99 latency of a request (a report, or a
 batch of T/W), per database, P and T. Every answer must be `continue`; anything else stops the
@@ -87,7 +88,9 @@ class SimulatedWorker:
     """A worker that holds its trials and reports their epochs with made-up metrics."""
 
     def __init__(self, url: str, name: str, trials: int) -> None:
-        self.client = WorkerClient(url)
+        # A long timeout: under load a lease of LEASE_CHUNK trials or a batch may take long,
+        # and that is what is measured, not a failure.
+        self.client = WorkerClient(url, timeout=600)
         self.id = self.client.register(name, "bench", os.getpid(), "cpu", {}).worker_id
         self.leases: list[Assignment] = []
         while len(self.leases) < trials:
@@ -153,10 +156,10 @@ def measure(workers: list[SimulatedWorker], batched: bool, seconds: float) -> Po
     return point
 
 
-def optuna_reports(url: str, seconds: float) -> Point:
-    """Optuna's own `trial.report` calls, one thread, on a fresh storage at `url`."""
+def optuna_reports(url: str, seconds: float, name: str = "optuna-reports") -> Point:
+    """Optuna's own `trial.report` calls, one thread, in a new study `name` at `url`."""
     storage = open_optuna_storage(url)
-    study = optuna.create_study(storage=storage, study_name="optuna-reports")
+    study = optuna.create_study(storage=storage, study_name=name)
     trial = study.ask()
     point, step = Point(), 0
     started = time.monotonic()
@@ -185,21 +188,18 @@ def database(kind: str, folder: Path, admin_url: str | None, name: str) -> Itera
 
 def run_database(kind: str, args: argparse.Namespace, folder: Path) -> list[list[object]]:
     rows: list[list[object]] = []
-    with database(kind, folder, args.postgres_url, "optuna") as url:
-        raw = optuna_reports(url, args.seconds)
-    rows.append([kind, "-", "-", "Optuna `trial.report`, 1 thread", raw.epochs,
-                 f"{raw.rate:.0f}", "1.00", ms(median(raw.latencies)),
-                 ms(quantile(raw.latencies, 0.99))])  # fmt: skip
     for procs in args.processes if kind == "postgres" else [1]:
         for in_flight in args.in_flight:
-            rows.extend(run_server(kind, args, folder, procs, in_flight, raw))
+            rows.extend(run_server(kind, args, folder, procs, in_flight))
     return rows
 
 
 def run_server(
-    kind: str, args: argparse.Namespace, folder: Path, procs: int, in_flight: int, raw: Point
+    kind: str, args: argparse.Namespace, folder: Path, procs: int, in_flight: int
 ) -> list[list[object]]:
-    """The runs of `--modes` against one `hpo server --processes procs` and T trials."""
+    """Optuna's own rate, then the runs of `--modes` against one `hpo server --processes
+    procs` and T trials, all on one database, one after the other (on a shared machine the
+    load changes from minute to minute, so each ratio compares runs seconds apart)."""
     rows: list[list[object]] = []
     with (
         database(kind, folder, args.postgres_url, f"p{procs}t{in_flight}") as url,
@@ -220,6 +220,11 @@ def run_server(
             SimulatedWorker(server, f"sim{i}", in_flight // n + (i < in_flight % n))
             for i in range(n)
         ]
+        raw = optuna_reports(url, args.seconds, f"optuna-reports-{procs}-{in_flight}")
+        rows.append([kind, procs, in_flight, "Optuna `trial.report`, 1 thread", raw.epochs,
+                     f"{raw.rate:.0f}", "1.00", ms(median(raw.latencies)),
+                     ms(quantile(raw.latencies, 0.99))])  # fmt: skip
+        print(" | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
         for mode in args.modes:
             point = measure(workers, mode == "batched", args.seconds)
             per = "1 report" if mode == "single" else f"{in_flight // n} reports"
