@@ -5,6 +5,8 @@ keeps only its best `keep_models` files."""
 from __future__ import annotations
 
 import io
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ import pytest
 import torch
 
 import hpo
-from tests.conftest import Processes, spec_doc, wait_for
+from tests.conftest import Processes, install_example_plugin, spec_doc, wait_for
+from trainer import plugins
 from trainer.data import load_dataset
 from trainer.params import Params
 from trainer.train import evaluate
@@ -158,3 +161,36 @@ def test_fused_trials_upload_the_same_unfused_model_file(processes: Processes) -
         # weights unfused, so the two evaluations may differ by float rounding only.
         assert abs(accuracy - (trial.value or 0.0)) <= 1 / len(y_val) + 1e-9
     assert done["best"]["model_url"] is not None
+
+
+def test_a_plugin_models_file_loads_where_the_plugin_is_installed(
+    processes: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = install_example_plugin(tmp_path / "site")
+    url = processes.server()
+    pythonpath = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    processes.worker("w", url, PYTHONPATH=pythonpath)
+    wait_for(lambda: httpx.get(f"{url}/api/v1/workers", timeout=10).json(), 60, "the worker")
+    workload = {"model": "two_layer", "dataset": "rings", "n_samples": 600, "hidden": 16}
+    doc = spec_doc(
+        "plugin-models",
+        budget={"max_trials": 2, "parallel_trials": 1, "epochs": 2},
+        space={"lr": {"type": "float", "low": 1e-2, "high": 0.1, "log": True}},
+        workload=workload,
+    )
+    study = hpo.Client(url).create_study(doc)
+    best = _finished(url, study.id)["best"]
+    blob = httpx.get(url + best["model_url"], timeout=30).content
+    assert torch.load(io.BytesIO(blob), weights_only=True)["package"] == "hpo-example-plugin"
+
+    monkeypatch.syspath_prepend(str(site))
+    plugins.discover.cache_clear()
+    try:
+        model = hpo.load_model(blob)
+        params = {**workload, **best["params"], "standardize": False}
+        data = load_dataset(params.pop("dataset"), Params(params))
+        _loss, accuracy = evaluate(model, data.x_val, data.y_val)
+        assert abs(accuracy - best["value"]) <= 1e-6
+    finally:
+        plugins.discover.cache_clear()
+        sys.modules.pop("hpo_example_plugin", None)
