@@ -142,7 +142,7 @@ class DeviceWorker:
         finally:
             self.shutdown.set()
             self._leaving()
-            self._give_back(upcoming)
+            self.give_back(upcoming)
             with contextlib.suppress(ApiError, ServerUnreachable):
                 self.client.deregister(self.worker_id)
             log.info("worker %s stopped", self.name)
@@ -179,7 +179,7 @@ class DeviceWorker:
             return False
         return self.max_trials is None or self.trials_run + 1 < self.max_trials
 
-    def _give_back(self, assignments: list[Assignment]) -> None:
+    def give_back(self, assignments: list[Assignment]) -> None:
         """Release trials leased with a completion that this process will not train after all
         (it is shutting down, or starting afresh): they are queued again at once."""
         for a in assignments:
@@ -247,7 +247,7 @@ class DeviceWorker:
         with self._lock:
             self._current = lease
         label = f"trial #{assignment.number} of '{assignment.study_name}'"
-        params = " ".join(f"{k}={_short(v)}" for k, v in assignment.params.items())
+        params = " ".join(f"{k}={short(v)}" for k, v in assignment.params.items())
         start = assignment.start_epoch
         resuming = f" (resuming after epoch {start})" if start else ""
         log.info("%s started on %s%s: %s", label, self.where, resuming, params)
@@ -259,35 +259,35 @@ class DeviceWorker:
                 assignment.epochs,
                 self.device,
                 stop_epoch=assignment.target_epochs,
-                resume=self._resume_state(assignment) if start else None,
+                resume=self.resume_state(assignment) if start else None,
             )
             result = train(
                 config,
-                lambda epoch, metrics: self._report(lease, epoch, metrics),
-                checkpoint=lambda epoch, blob: self._checkpoint(lease, epoch, blob),
+                lambda epoch, metrics: self.report_epoch(lease, epoch, metrics),
+                checkpoint=lambda epoch, blob: self.upload_checkpoint(lease, epoch, blob),
             )
-            return self._finish(assignment, lease, label, result, started, lease_next)
+            return self.finish(assignment, lease, label, result, started, lease_next)
         except TrainingError as exc:
             reason = str(exc)
-            self._call(lambda: self.client.fail(self.worker_id, trial_id, token, reason))
+            self.final_call(lambda: self.client.fail(self.worker_id, trial_id, token, reason))
             log.info("%s failed: %s", label, reason)
         except Exception as exc:  # a bug in a model or plugin fails the trial, not the worker
             reason = f"{type(exc).__name__}: {exc}"
-            self._call(lambda: self.client.fail(self.worker_id, trial_id, token, reason))
+            self.final_call(lambda: self.client.fail(self.worker_id, trial_id, token, reason))
             log.exception("%s failed: %s", label, reason)
         finally:
             with self._lock:
                 self._current = None
         return []
 
-    def _resume_state(self, assignment: Assignment) -> bytes:
+    def resume_state(self, assignment: Assignment) -> bytes:
         if assignment.checkpoint_id is None:
             raise ValueError(f"trial {assignment.trial_id} resumes without a checkpoint id")
         return self.client.load_checkpoint(
             self.worker_id, assignment.trial_id, assignment.token, assignment.checkpoint_id
         )
 
-    def _checkpoint(self, lease: Lease, epoch: int, blob: bytes) -> None:
+    def upload_checkpoint(self, lease: Lease, epoch: int, blob: bytes) -> None:
         """Upload the checkpoint taken after `epoch` (before that epoch's report)."""
         if lease.lost.is_set():
             return
@@ -300,7 +300,7 @@ class DeviceWorker:
                 return
             raise
 
-    def _report(self, lease: Lease, epoch: int, metrics: dict[str, float]) -> Decision:
+    def report_epoch(self, lease: Lease, epoch: int, metrics: dict[str, float]) -> Decision:
         if lease.lost.is_set():
             return Decision.STOP
         try:
@@ -314,7 +314,7 @@ class DeviceWorker:
             return Decision.STOP  # we are shutting down: release after this epoch
         return decision
 
-    def _finish(
+    def finish(
         self,
         assignment: Assignment,
         lease: Lease,
@@ -327,11 +327,11 @@ class DeviceWorker:
         leased with the completion."""
         seconds = time.monotonic() - started
         metric = assignment.metric
-        value = _short(result.metrics.get(metric))
+        value = short(result.metrics.get(metric))
         decision: Decision | None = result.decision
         if decision is None:
             self._save_model(assignment, lease, result)
-            completion = self._call(
+            completion = self.final_call(
                 lambda: self.client.complete(
                     self.worker_id,
                     lease.trial_id,
@@ -354,7 +354,9 @@ class DeviceWorker:
             return completion.assignments if completion else []
         if decision is Decision.STOP and not lease.lost.is_set():
             self._leaving()
-            self._call(lambda: self.client.release(self.worker_id, lease.trial_id, lease.token))
+            self.final_call(
+                lambda: self.client.release(self.worker_id, lease.trial_id, lease.token)
+            )
             log.info("%s released unfinished (worker shutting down)", label)
         elif decision is Decision.STOP:
             log.info("%s is no longer ours (re-leased or deleted); dropped", label)
@@ -389,7 +391,7 @@ class DeviceWorker:
         if not saved.kept:
             log.debug("the model of trial %d is not kept: %s", lease.trial_id, saved.detail)
 
-    def _call(self, fn: Callable[[], T]) -> T | None:
+    def final_call(self, fn: Callable[[], T]) -> T | None:
         """A final call for a trial: a stale lease (409) or a deleted trial (404) is no error."""
         try:
             return fn()
@@ -400,7 +402,7 @@ class DeviceWorker:
             raise
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)

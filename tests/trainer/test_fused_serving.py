@@ -69,11 +69,11 @@ class FakeWorker:
         self.alone.append(assignment.trial_id)
         return []
 
-    def _finish(self, assignment: Assignment, *_: Any) -> list[Assignment]:
+    def finish(self, assignment: Assignment, *_: Any) -> list[Assignment]:
         self.finished.append(assignment.trial_id)
         return []
 
-    def _give_back(self, assignments: list[Assignment]) -> None:
+    def give_back(self, assignments: list[Assignment]) -> None:
         self.given_back += [a.trial_id for a in assignments]
 
 

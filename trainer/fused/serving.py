@@ -78,7 +78,7 @@ class GroupRunner:
         from trainer.worker import Lease
 
         if self.worker.shutdown.is_set():
-            self.worker._give_back(list(assignments))
+            self.worker.give_back(list(assignments))
             return
         shapes = [self._config(a, resume=False) for a in assignments]
         ready = [i for i, c in enumerate(shapes) if c is not None]
@@ -87,7 +87,7 @@ class GroupRunner:
         groups = group_indices([shapes[i] for i in ready], self.size)  # type: ignore[misc]
         largest = max(groups, key=len)  # the first of the largest, in lease order
         chosen = self._fitting([ready[i] for i in largest], shapes)[0]
-        self.worker._give_back([assignments[i] for i in ready if i not in chosen])
+        self.worker.give_back([assignments[i] for i in ready if i not in chosen])
         if len(chosen) == 1:
             self.worker.run_trial(assignments[chosen[0]])
             self.worker.trials_run += 1
@@ -132,7 +132,7 @@ class GroupRunner:
                 assignment.epochs,
                 self.worker.device,
                 stop_epoch=assignment.target_epochs,
-                resume=self.worker._resume_state(assignment) if start else None,
+                resume=self.worker.resume_state(assignment) if start else None,
             )
         except TrainingError as exc:
             self._fail(assignment, str(exc))
@@ -141,10 +141,10 @@ class GroupRunner:
     def _group(
         self, assignments: list[Assignment], configs: list[TrainConfig], leases: list[Lease]
     ) -> None:
-        from trainer.worker import _short
+        from trainer.worker import short
 
         for assignment in assignments:
-            params = " ".join(f"{k}={_short(v)}" for k, v in assignment.params.items())
+            params = " ".join(f"{k}={short(v)}" for k, v in assignment.params.items())
             start = assignment.start_epoch
             resuming = f" (resuming after epoch {start})" if start else ""
             log.info(
@@ -168,7 +168,7 @@ class GroupRunner:
         self.worker.release_held(leases)
         for assignment, lease, result in zip(assignments, leases, results, strict=True):
             if isinstance(result, TrainResult):
-                self.worker._finish(assignment, lease, _label(assignment), result, started, False)
+                self.worker.finish(assignment, lease, _label(assignment), result, started, False)
             elif isinstance(result, TrainingError):
                 self._fail(assignment, str(result))
             else:
@@ -200,15 +200,15 @@ class GroupRunner:
                 self._group(assignments[part], configs[part], leases[part])
 
     def _reporter(self, lease: Lease) -> Report:
-        return lambda epoch, metrics: self.worker._report(lease, epoch, metrics)
+        return lambda epoch, metrics: self.worker.report_epoch(lease, epoch, metrics)
 
     def _checkpointer(self, lease: Lease) -> Checkpoint:
-        return lambda epoch, blob: self.worker._checkpoint(lease, epoch, blob)
+        return lambda epoch, blob: self.worker.upload_checkpoint(lease, epoch, blob)
 
     def _fail(self, assignment: Assignment, reason: str) -> None:
         worker = self.worker
         trial_id, token = assignment.trial_id, assignment.token
-        worker._call(lambda: worker.client.fail(worker.worker_id, trial_id, token, reason))
+        worker.final_call(lambda: worker.client.fail(worker.worker_id, trial_id, token, reason))
         log.info("%s failed: %s", _label(assignment), reason)
 
 
