@@ -81,15 +81,30 @@ class SqlCounter:
         self.commits += 1
 
 
+def process_cpu(pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by process `pid` (None: this one, all threads):
+    what a loop costs whatever else the shared machine runs meanwhile."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Run:
-    """One timed loop: latencies by call kind (in call order), trial end times, SQL work."""
+    """One timed loop: latencies by call kind (in call order), trial end times, SQL work, and
+    the CPU seconds it took in this process (`cpu`) and in the server's (`server_cpu`)."""
 
     start: float = field(default_factory=time.perf_counter)
     ends: list[float] = field(default_factory=list)
     latency: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     sql: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
     counter: SqlCounter | None = None
+    cpu: float = 0.0
+    server_cpu: float = 0.0
+
+    def cpu_ms_per_trial(self) -> float:
+        return 1000 * (self.cpu + self.server_cpu) / len(self.ends)
 
     def timed(self, kind: str, fn: Callable[..., Any], *args: Any) -> Any:
         counter = self.counter
@@ -131,6 +146,7 @@ def run_optuna(url: str, trials: int) -> tuple[Run, SqlCounter]:
     )
     rng = random.Random(0)
     run = Run()
+    cpu = process_cpu()
     for _ in range(trials):
         trial = study.ask()
         trial.suggest_float("lr", 1e-4, 0.1, log=True)
@@ -143,6 +159,7 @@ def run_optuna(url: str, trials: int) -> tuple[Run, SqlCounter]:
                 raise BenchError("NopPruner pruned a trial")
         study.tell(trial, value)
         run.ends.append(time.perf_counter())
+    run.cpu = process_cpu() - cpu
     done = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
     if len(done) != trials:
         raise BenchError(f"Optuna completed {len(done)} of {trials} trials")
@@ -234,11 +251,16 @@ def check_study(client: Client, study_id: int, trials: int) -> None:
         raise BenchError(f"study ended {study['state']} with counts {study['counts']}")
 
 
-def run_service(url: str, trials: int) -> Run:
+def run_service(url: str, trials: int, server_pid: int | None = None) -> Run:
+    """One worker's loop over HTTP; with `server_pid`, the server's CPU time is counted too."""
     client = Client(url)
     study = client.create_study(study_spec("bench", trials, parallel=1))
+    worker = HttpWorker(url, "bench-worker")
     run = Run()
-    drive(HttpWorker(url, "bench-worker"), run, seed=0)
+    cpu, server_cpu = process_cpu(), process_cpu(server_pid) if server_pid else 0.0
+    drive(worker, run, seed=0)
+    run.cpu = process_cpu() - cpu
+    run.server_cpu = process_cpu(server_pid) - server_cpu if server_pid else 0.0
     check_study(client, study["id"], trials)
     return run
 
@@ -297,7 +319,9 @@ def run_in_process(folder: Path, trials: int, profiled: int) -> tuple[Run, pstat
     services.studies.create(study_spec("bench", trials + profiled, parallel=1))
     worker = DomainWorker(protocol, "in-process")
     run = Run(counter=counter)
+    cpu = process_cpu()
     leased = drive(worker, run, seed=0, trials=trials)
+    run.cpu = process_cpu() - cpu
     profiler = cProfile.Profile()
     profiler.runcall(drive, worker, Run(), 1, None, leased)
     services.db.dispose()
