@@ -145,14 +145,16 @@ def reports(protocol: ProtocolDep, worker_id: IdPath, body: schemas.ReportBatchR
 )
 def complete(
     protocol: ProtocolDep, worker_id: IdPath, trial_id: IdPath, body: schemas.CompleteRequest
-) -> schemas.CompletedTrial:
+) -> Response:
     """The trial trained all its epochs. With `lease` above 0 the answer also carries the
     worker's next trials (as a lease would), so a busy worker needs one request, not two."""
     test = body.test_metrics.shown() if body.test_metrics is not None else None
     trial = serializers.trial(protocol.reporting.complete(trial_id, body.token, test), {})
     granted = protocol.leasing.lease(worker_id, body.lease, body.held) if body.lease else []
-    return schemas.CompletedTrial(
-        **trial.model_dump(), assignments=[serializers.assignment(a) for a in granted]
+    return answer(
+        schemas.CompletedTrial(
+            **trial.model_dump(), assignments=[serializers.assignment(a) for a in granted]
+        )
     )
 
 
