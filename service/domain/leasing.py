@@ -156,11 +156,12 @@ class Leasing:
         multi-trial lease, whose fair share it has not taken yet): a queued trial again, else a
         new one; None when no study has work for it."""
         studies = unit.studies.lock_running()  # the lock every lease's reservation takes
-        for study in by_need(studies, unit.trials.running_per_study()):
+        running = unit.trials.running_per_study()  # nothing below changes it before returning
+        for study in by_need(studies, running):
             spec = search.stored_spec(study.spec)
             if not can_run(worker.capabilities, spec):
                 continue
-            if unit.trials.count_running(study.id) >= study.parallel_trials:
+            if running.get(study.id, 0) >= study.parallel_trials:
                 continue
             if shares is not None and not shares.allows(unit, study, spec):
                 continue
