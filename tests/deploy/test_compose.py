@@ -32,6 +32,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from service.cli import build_parser
 from tests.conftest import ROOT, Processes, free_port, postgres_database, spec_doc, wait_for
+from trainer.cores import usable_cores
 
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yml"
@@ -462,8 +463,15 @@ def test_the_compose_commands_work_against_postgresql(processes: Processes, tmp_
                 ).json()
                 return listed
 
-            wait_for(lambda: [w for w in workers() if w["state"] == "active"], 90, "a worker")
-            assert [(w["device"], w["state"]) for w in workers()] == [("cpu", "active")]
+            # One worker command: on the CPU a slot per core, each a worker of its own.
+            slots = usable_cores()
+
+            def all_slots() -> bool:
+                return len([w for w in workers() if w["state"] == "active"]) == slots
+
+            wait_for(all_slots, 90, f"the worker's {slots} slots")
+            listed = [(w["device"], w["state"], w["slots"]) for w in workers()]
+            assert listed == [("cpu", "active", slots)] * slots
 
             def completed() -> dict[str, Any] | None:
                 got = httpx.get(f"{url}/api/v1/studies/{reply.json()['id']}", headers=user).json()
@@ -476,11 +484,11 @@ def test_the_compose_commands_work_against_postgresql(processes: Processes, tmp_
                 if line and not line.startswith("#")
             )
             assert float(metrics['hpo_trials{state="completed"}']) == 1
-            assert float(metrics['hpo_workers{state="active"}']) == 1
+            assert float(metrics['hpo_workers{state="active"}']) == slots
 
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(30) == 0
-            assert [w["state"] for w in workers()] == ["gone"]
+            assert [w["state"] for w in workers()] == ["gone"] * slots
             server.send_signal(signal.SIGTERM)
             server.wait(30)
 
