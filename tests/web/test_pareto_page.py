@@ -84,9 +84,11 @@ def test_the_front_is_drawn_and_its_trials_marked(processes: Processes, web: Pag
     expect(table.locator("tbody tr[data-number='3']")).not_to_contain_text("front")
     expect(table.locator("tbody tr[data-number='2']")).to_contain_text("front")
 
-    # Clicking a front point opens its trial.
+    # Clicking a front point opens its trial, whose dialog shows its values.
+    first = marked.first.get_attribute("data-number")
     marked.first.click()
-    expect(page).to_have_url(
-        f"{url}/#/studies/{study}/trials/{marked.first.get_attribute('data-number')}"
-    )
+    expect(page).to_have_url(f"{url}/#/studies/{study}/trials/{first}")
+    accuracy, seconds = RESULTS[int(first or 0)]
+    values = page.locator("#trial-dialog dd[data-fact='Values']")
+    expect(values).to_have_text(f"{accuracy:g} · {seconds:g}")
     assert web.axe() == []

@@ -8,7 +8,10 @@ import { heldOut } from "./heldout.js";
 
 function facts(trial, multiFidelity) {
   const rows = [
-    ["Value", num(trial.value)],
+    // several objectives: one value each, in the spec's order
+    trial.values
+      ? ["Values", trial.values.map((v) => num(v)).join(" · ")]
+      : ["Value", num(trial.value)],
     ["Epochs", String(trial.epochs)],
     ["Worker", trial.worker || "—"],
     ["Attempt", String(trial.attempt)],
