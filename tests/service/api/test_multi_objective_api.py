@@ -3,12 +3,15 @@ names its field), and `best` as the Pareto set of the trials a worker completed.
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import Any
 
 import optuna
 import pytest
 from fastapi.testclient import TestClient
 
+from service.app import create_app
 from service.settings import Settings
 from tests.conftest import ApiWorker, spec_doc
 
@@ -210,3 +213,39 @@ def test_spec_read_back_can_be_submitted_again(client: TestClient) -> None:
     reply = client.post("/api/v1/studies", json=again)
     assert reply.status_code == 201, reply.text
     assert reply.json()["spec"]["objectives"] == OBJECTIVES
+
+
+def test_a_trial_resumed_from_its_checkpoint_has_that_epochs_values(settings: Settings) -> None:
+    """A lease that runs out after epoch 3, with a checkpoint of epoch 2: the trial is handed
+    out again from epoch 2, and until it reports again its values are epoch 2's."""
+    app = create_app(replace(settings, lease_seconds=2.0), reaper=False)
+    with TestClient(app) as client:
+        doc = multi_doc("resumed", budget={"max_trials": 1, "parallel_trials": 1, "epochs": 4})
+        client.post("/api/v1/studies", json=doc)
+        gone = ApiWorker(client, "gone")
+        [trial] = gone.lease()
+        for epoch in (1, 2, 3):
+            if epoch < 3:
+                reply = client.put(
+                    f"/api/v1/workers/{gone.id}/trials/{trial['trial_id']}/checkpoint",
+                    params={"epoch": epoch},
+                    content=b"state",
+                    headers={"X-Lease-Token": trial["token"]},
+                )
+                assert reply.status_code == 200, reply.text
+            metrics = {"val_accuracy": 0.25 * epoch, "train_seconds": 10.0 * epoch}
+            assert gone.report(trial, epoch, **metrics).status_code == 200
+        detail = client.get(f"/api/v1/trials/{trial['trial_id']}").json()
+        assert (detail["value"], detail["values"]) == (None, [0.75, 30.0])
+        time.sleep(2.5)  # the worker is heard of no more: its lease runs out
+        heir = ApiWorker(client, "heir")
+        [again] = heir.lease()
+        assert again["trial_id"] == trial["trial_id"] and again["start_epoch"] == 2
+        detail = client.get(f"/api/v1/trials/{trial['trial_id']}").json()
+        assert (detail["epochs"], detail["value"], detail["values"]) == (2, None, [0.5, 20.0])
+        for epoch in (3, 4):
+            metrics = {"val_accuracy": 0.2 * epoch, "train_seconds": 11.0 * epoch}
+            assert heir.report(again, epoch, **metrics).status_code == 200
+        assert heir.post(again, "complete").json()["state"] == "completed"
+        study = client.get("/api/v1/studies/1").json()
+        assert [b["values"] for b in study["best"]] == [[0.8, 44.0]]
