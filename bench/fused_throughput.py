@@ -20,8 +20,10 @@ busy fraction (torch.cuda.utilization, when the driver tells it). Prints a markd
 processes (one torch thread each) run a random search of `--configs` configurations x `--epochs`
 epochs over lr, dropout and weight decay (norm and batch size fixed), once per `--fuse` value
 (`--device` is then the workers' `--devices`: cpu, or a CUDA index),
-one after the other in one run. It prints configurations finished per hour (from the study's
-creation to its end) and the distribution of the final validation accuracies, and how far each
+one after the other in one run. It prints configurations finished per hour, from the study's
+creation to its end (the workers' start-up included: they start with the study) and from the
+first trial's start to the last one's end (what long-lived workers give), and the distribution
+of the final validation accuracies, and how far each
 configuration's accuracy lies from the same configuration's under the first `--fuse` value (the
 random search draws the same configurations in the same order in each study).
 """
@@ -32,6 +34,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
@@ -102,9 +105,9 @@ def measure(args: argparse.Namespace, case: str, k: int) -> dict[str, float | No
     }
 
 
-def service_spec(args: argparse.Namespace, fuse: str) -> dict:
+def service_spec(args: argparse.Namespace, name: str) -> dict:
     return {
-        "name": f"fuse-{fuse}",
+        "name": name,
         "strategy": {"kind": "random", "seed": 0},
         "budget": {
             "max_trials": args.configs,
@@ -125,13 +128,17 @@ def service_spec(args: argparse.Namespace, fuse: str) -> dict:
     }
 
 
-def run_study(processes: Processes, url: str, args: argparse.Namespace, fuse: str) -> dict:
-    """One study under workers started with `--fuse fuse`: (seconds, final accuracy per
-    trial number)."""
+def run_study(
+    processes: Processes, url: str, args: argparse.Namespace, fuse: str, index: int
+) -> dict:
+    """The `index`th study, under workers started with `--fuse fuse`: its wall seconds, the
+    seconds from its first trial's start to its last one's end, and the final accuracy per
+    trial number."""
     with httpx.Client(base_url=url, timeout=60) as http:
-        study_id = http.post("/api/v1/studies", json=service_spec(args, fuse)).json()["id"]
+        spec = service_spec(args, f"fuse-{fuse}-{index}")
+        study_id = http.post("/api/v1/studies", json=spec).json()["id"]
         started = time.monotonic()
-        names = [f"fuse{fuse}-{i}" for i in range(args.workers)]
+        names = [f"fuse{fuse}-{index}-{i}" for i in range(args.workers)]
         for name in names:
             processes.worker(name, url, "--fuse", fuse, "--devices", args.device)
         while http.get(f"/api/v1/studies/{study_id}").json()["state"] == "running":
@@ -142,27 +149,35 @@ def run_study(processes: Processes, url: str, args: argparse.Namespace, fuse: st
         for name in names:
             processes.process(name).wait(60)
         trials = http.get(f"/api/v1/studies/{study_id}/trials", params={"limit": 1000}).json()
-    values = {t["number"]: t["value"] for t in trials["items"] if t["state"] == "completed"}
-    return {"seconds": seconds, "values": values}
+    done = [t for t in trials["items"] if t["state"] == "completed"]
+    values = {t["number"]: t["value"] for t in done}
+    # The workers' own time: from the first trial's start to the last one's end, without the
+    # workers' start-up (process, PyTorch, warm-up), which a long-lived worker pays once.
+    first = min((datetime.fromisoformat(t["started_at"]) for t in done), default=None)
+    last = max((datetime.fromisoformat(t["finished_at"]) for t in done), default=None)
+    training = (last - first).total_seconds() if first and last else float("nan")
+    return {"seconds": seconds, "training": training, "values": values}
 
 
 def service(args: argparse.Namespace) -> None:
     fuses = args.fuse.split(",")
     with tempfile.TemporaryDirectory() as tmp, Processes(Path(tmp)) as processes:
         url = processes.server()
-        runs = {fuse: run_study(processes, url, args, fuse) for fuse in fuses}
+        # A value given twice (--fuse 8,1,8,1) runs twice: the machine's load drifts.
+        runs = [(f, run_study(processes, url, args, f, i)) for i, f in enumerate(fuses)]
     print(machine("torch").line())
     print(
         f"\n{args.configs} configurations x {args.epochs} epochs, {args.model} on {args.dataset}, "
         f"norm {args.norm}, batch {args.batch_size}, {args.workers} workers on {args.device}\n"
     )
     print(
-        "| --fuse | completed | wall (s) | configurations/hour | accuracy min / q1 / median / q3 "
-        "/ max | median abs. diff. to first |"
+        "| --fuse | completed | wall (s) | configurations/hour | first start to last end (s) "
+        "| configurations/hour without start-up | accuracy min / q1 / median / q3 / max "
+        "| median abs. diff. to first |"
     )
-    print("| --- | ---: | ---: | ---: | --- | ---: |")
-    first = runs[fuses[0]]["values"]
-    for fuse, run in runs.items():
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+    first = runs[0][1]["values"]
+    for fuse, run in runs:
         values = run["values"]
         spread = " / ".join(
             f"{quantile(list(values.values()), q):.3f}" for q in (0, 0.25, 0.5, 0.75, 1)
@@ -170,7 +185,8 @@ def service(args: argparse.Namespace) -> None:
         diffs = [abs(values[n] - first[n]) for n in values if n in first]
         print(
             f"| {fuse} | {len(values)} | {run['seconds']:.1f} | "
-            f"{3600 * len(values) / run['seconds']:,.0f} | {spread} | "
+            f"{3600 * len(values) / run['seconds']:,.0f} | {run['training']:.1f} | "
+            f"{3600 * len(values) / run['training']:,.0f} | {spread} | "
             f"{statistics.median(diffs) if diffs else float('nan'):.4f} |",
             flush=True,
         )
