@@ -3,10 +3,11 @@ command line reads it without importing PyTorch).
 
 `auto` is 1 on a CPU and 32 on CUDA, where each group is further trimmed to a memory estimate
 (trainer.fused.serving). On a CPU fusion is asked for (`--fuse 8`: past 8 the gain flattens,
-bench/fused_throughput.py): a worker leases as many trials as it fuses, so with several CPU
-workers (the usual CPU set-up: several boxes or Slurm tasks) one of them would take a study's
-`parallel_trials` and train what does not fuse one after another while the others idle, and
-on a small CPU box the gain is 1.6x for an MLP and none for a CNN.
+bench/fused_throughput.py). It became 1 there when a fusing worker took every trial of a study
+from the other workers; leases are fair now (a fair share per study, the trials that do not fit
+the group given back at once) and `--fuse 8` measured 1.9x for an MLP and 1.6x for a CNN on a
+2-core box, but switching every CPU worker's default waits for more than those few runs on a
+loaded machine (docs/BENCHMARKS.md, "Fused training").
 """
 
 from __future__ import annotations
