@@ -1,15 +1,20 @@
 """How much of a worker's time goes into training epochs, with short trials.
 
-Starts a real `hpo server` and two `hpo worker` processes (one torch thread each), runs a study
-of short trials (two epochs of about half a second), and reports
+Starts a real `hpo server` and the workers of a case, runs a study of short trials (two epochs
+of about half a second), and reports
 
     efficiency = sum of the reported epoch_seconds / (workers x wall time)
 
-where the wall time runs from the first trial's start to the last trial's end. Everything else a
-worker does (leasing, checkpointing, reporting, building the model, waiting) is overhead.
-Target (issue 3): at least 0.90.
+where the wall time runs from the first trial's start to the last trial's end and the workers
+are those the server lists (each slot of a command is one). Everything else a worker does
+(leasing, checkpointing, reporting, building the model, waiting) is overhead. The cases:
 
-    python bench/worker_efficiency.py --trials 24
+- two-workers: two `hpo worker --devices cpu --threads 1` commands (the baseline of issue 3,
+  target at least 0.90);
+- one-command: ONE `hpo worker --devices cpu` command with its default slots, one per physical
+  core with one torch thread each (issue 14, target at least 0.95).
+
+    python bench/worker_efficiency.py --trials 24 [--cases two-workers,one-command] [--runs 3]
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import tempfile
 import time
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
@@ -25,6 +31,8 @@ import httpx
 from reporting import code_version, machine, markdown_table  # bench/reporting.py
 
 from tests.support.processes import Processes
+
+CASES = ("two-workers", "one-command")
 
 
 def study_spec(trials: int, n_samples: int) -> dict:
@@ -46,6 +54,14 @@ def study_spec(trials: int, n_samples: int) -> dict:
     }
 
 
+def start_workers(processes: Processes, url: str, case: str) -> None:
+    if case == "two-workers":
+        for i in range(2):
+            processes.worker(f"worker{i}", url)  # --devices cpu --threads 1
+    else:
+        processes.start("slots", "worker", "--server", url, "--devices", "cpu")
+
+
 def measure(url: str, study_id: int) -> dict[str, float]:
     with httpx.Client(base_url=url, timeout=60) as http:
         study = http.get(f"/api/v1/studies/{study_id}").json()
@@ -54,20 +70,53 @@ def measure(url: str, study_id: int) -> dict[str, float]:
         items = http.get(f"/api/v1/studies/{study['id']}/trials", params={"limit": 1000}).json()[
             "items"
         ]
-        epoch_seconds = 0.0
+        trained: dict[int, float] = {}  # trial id: its epochs' seconds
         for trial in items:
             curve = http.get(f"/api/v1/trials/{trial['id']}").json()["curve"]
-            epoch_seconds += sum(p["metrics"]["epoch_seconds"] for p in curve)
-    starts = [datetime.fromisoformat(t["started_at"]) for t in items]
-    ends = [datetime.fromisoformat(t["finished_at"]) for t in items]
-    wall = (max(ends) - min(starts)).total_seconds()
+            trained[trial["id"]] = sum(p["metrics"]["epoch_seconds"] for p in curve)
+        workers = len(http.get("/api/v1/workers").json())
+    epoch_seconds = sum(trained.values())
+    spans = {
+        t["id"]: (datetime.fromisoformat(t["started_at"]), datetime.fromisoformat(t["finished_at"]))
+        for t in items
+    }
+    first = min(start for start, _ in spans.values())
+    last = max(end for _, end in spans.values())
+    wall = (last - first).total_seconds()
+    # Where the rest of the workers' time went: inside trials but outside their epochs (the
+    # model's build, the last report, the completion), between one worker's trials, and idle at
+    # the ends (a worker that starts later than the first or runs out of trials earlier).
+    inside = sum((end - start).total_seconds() - trained[i] for i, (start, end) in spans.items())
+    by_worker: dict[str, list[tuple[datetime, datetime]]] = {}
+    for t in items:
+        by_worker.setdefault(t["worker"], []).append(spans[t["id"]])
+    between = ends = 0.0
+    for own in by_worker.values():
+        own.sort()
+        between += sum((b[0] - a[1]).total_seconds() for a, b in pairwise(own))
+        ends += (own[0][0] - first).total_seconds() + (last - own[-1][1]).total_seconds()
     return {
+        "workers": workers,
         "trials": len(items),
         "wall": wall,
         "epoch_seconds": epoch_seconds,
-        "mean_epoch": epoch_seconds / (2 * len(items)),
-        "efficiency": epoch_seconds / (2 * wall),
+        "mean_epoch": epoch_seconds / (2 * len(items)),  # two epochs a trial
+        "efficiency": epoch_seconds / (workers * wall),
+        "inside_ms": 1000 * inside / len(items),
+        "between_ms": 1000 * between / max(1, len(items) - len(by_worker)),
+        "ends": ends,
     }
+
+
+def run_case(case: str, trials: int, n_samples: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp, Processes(Path(tmp)) as processes:
+        url = processes.server()
+        # The study exists before the workers start, so they lease at once: a worker's idle
+        # polling before any work exists is not overhead of training.
+        spec = study_spec(trials, n_samples)
+        study_id = httpx.post(f"{url}/api/v1/studies", json=spec, timeout=60).json()["id"]
+        start_workers(processes, url, case)
+        return measure(url, study_id)
 
 
 def main() -> None:
@@ -79,26 +128,48 @@ def main() -> None:
         default=40000,
         help="synthetic samples: sets the epoch length (about 0.5 s)",
     )
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, Processes(Path(tmp)) as processes:
-        url = processes.server()
-        # The study exists before the workers start, so both lease at once: a worker's idle
-        # polling before any work exists is not overhead of training.
-        spec = study_spec(args.trials, args.n_samples)
-        study_id = httpx.post(f"{url}/api/v1/studies", json=spec, timeout=60).json()["id"]
-        for i in range(2):
-            processes.worker(f"worker{i}", url)
-        result = measure(url, study_id)
-    print(f"Machine: {machine('torch').line()}; code: {code_version('service', 'trainer')}.\n")
-    header = ("trials", "mean epoch (s)", "wall (s)", "sum of epoch_seconds", "efficiency")
-    row = (
-        f"{result['trials']:.0f}",
-        f"{result['mean_epoch']:.2f}",
-        f"{result['wall']:.1f}",
-        f"{result['epoch_seconds']:.1f}",
-        f"{result['efficiency']:.3f}",
+    parser.add_argument(
+        "--cases",
+        default=",".join(CASES),
+        help=f"comma-separated, run in turn: {', '.join(CASES)}",
     )
-    print(markdown_table(header, [row], text=0))
+    parser.add_argument("--runs", type=int, default=1, help="runs of each case, interleaved")
+    args = parser.parse_args()
+    cases = [case.strip() for case in args.cases.split(",") if case.strip()]
+    if unknown := set(cases) - set(CASES):
+        parser.error(f"--cases: unknown {', '.join(sorted(unknown))}; known: {', '.join(CASES)}")
+    rows = []
+    for _ in range(args.runs):
+        for case in cases:
+            result = run_case(case, args.trials, args.n_samples)
+            rows.append(
+                (
+                    case,
+                    f"{result['workers']:.0f}",
+                    f"{result['trials']:.0f}",
+                    f"{result['mean_epoch']:.2f}",
+                    f"{result['wall']:.1f}",
+                    f"{result['epoch_seconds']:.1f}",
+                    f"{result['efficiency']:.3f}",
+                    f"{result['inside_ms']:.0f}",
+                    f"{result['between_ms']:.0f}",
+                    f"{result['ends']:.2f}",
+                )
+            )
+    print(f"Machine: {machine('torch').line()}; code: {code_version('service', 'trainer')}.\n")
+    header = (
+        "case",
+        "workers",
+        "trials",
+        "mean epoch (s)",
+        "wall (s)",
+        "sum of epoch_seconds",
+        "efficiency",
+        "in a trial, not training (ms/trial)",
+        "between trials (ms)",
+        "idle at the ends (s)",
+    )
+    print(markdown_table(header, rows))
 
 
 if __name__ == "__main__":

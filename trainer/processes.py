@@ -228,21 +228,7 @@ def _slot_main(options: WorkerOptions, slot: Slot, child: bool = False) -> int:
         slots=slot.of,
     )
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        if worker.shutdown.is_set():
-            raise SystemExit(1)  # second signal: leave now
-        log.info("signal %d: finishing the current epoch, then releasing the trial", signum)
-        worker.stop()
-
-    def on_command_gone(_signum: int, _frame: Any) -> None:
-        if not worker.shutdown.is_set():
-            log.info("the hpo worker command is gone: finishing the epoch, releasing the trial")
-            worker.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    if child:
-        signal.signal(COMMAND_GONE, on_command_gone)
+    _handle_signals(worker, child)
     try:
         worker.run()
     except ServerUnreachable as exc:
@@ -262,6 +248,28 @@ def _slot_main(options: WorkerOptions, slot: Slot, child: bool = False) -> int:
         command = options.command("cpu" if slot.device == "cpu" else "cuda:0", slot.threads)
         os.execv(command[0], command)
     return 0
+
+
+def _handle_signals(worker: DeviceWorker, child: bool) -> None:
+    """SIGTERM / Ctrl-C: finish the epoch, hand the trial back, leave; a second one: leave
+    now. A `child` slot also takes COMMAND_GONE (its command died) as the first, however often
+    it comes."""
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if worker.shutdown.is_set():
+            raise SystemExit(1)  # second signal: leave now
+        log.info("signal %d: finishing the current epoch, then releasing the trial", signum)
+        worker.stop()
+
+    def on_command_gone(_signum: int, _frame: Any) -> None:
+        if not worker.shutdown.is_set():
+            log.info("the hpo worker command is gone: finishing the epoch, releasing the trial")
+            worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if child:
+        signal.signal(COMMAND_GONE, on_command_gone)
 
 
 def run(options: WorkerOptions, devices: str = "auto") -> int:
