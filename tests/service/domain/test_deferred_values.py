@@ -144,6 +144,7 @@ def test_a_finished_trials_values_go_out_in_one_insert(services: Services) -> No
     # through Optuna's private table models: an Optuna without them fails here instead of
     # silently writing value by value
     assert search._optuna_models is not None and search._optuna_session is not None
+    assert search._batched_values_supported(services.studies.storage)  # report_values' steps
     services.studies.create(spec_doc(budget={"max_trials": 1, "parallel_trials": 1, "epochs": 4}))
     protocol, storage = services.protocol, services.studies.storage
     worker = protocol.leasing.register("w", "h", 1, "cpu", {}).id
