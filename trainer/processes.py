@@ -341,9 +341,8 @@ class Slots:
                 return []
             return [0]
         if self.stopping and code in (-signal.SIGTERM, -signal.SIGINT):
-            return [
-                0
-            ]  # stopped by the forwarded signal before its handler was set: it held nothing
+            # Stopped by the forwarded signal before its handler was set: it held nothing.
+            return [0]
         if code and not self.stopping:
             log.error(
                 "slot %s exited with code %s; the other slots go on (the command's exit code "
