@@ -47,10 +47,12 @@ def test_the_fresh_process_serves_the_same_device_without_the_token_on_its_comma
     options = WorkerOptions(
         server="http://h:8000", token="secret", threads=1, max_trials_per_process=5
     )
-    command = options.command("cuda:0")
-    assert command[-10:] == [
+    command = options.command("cuda:0", 1)
+    assert command[-12:] == [
         "--devices",
         "0",
+        "--slots",
+        "1",
         "--retry-seconds",
         "60.0",
         "--log-format",
