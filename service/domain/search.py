@@ -90,6 +90,8 @@ def make_sampler(spec: StudySpec, number: int, retry: int = 0) -> optuna.sampler
             constant_liar=True,
             n_startup_trials=startup,
         )
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=nsga2_population(spec))
     if kind == "bohb":
         return bohb.BohbSampler(
             [rung.epochs for bracket in spec.brackets() for rung in bracket.rungs],
@@ -99,8 +101,6 @@ def make_sampler(spec: StudySpec, number: int, retry: int = 0) -> optuna.sampler
             else strategy.random_fraction,
             repeats=strategy.allow_repeats,
         )
-    if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=nsga2_population(spec))
     if kind == "gp":
         return optuna.samplers.GPSampler(
             seed=seed,

@@ -162,7 +162,6 @@ class Strategy(Strict):
         return self
 
 
-
 class Budget(Strict):
     max_trials: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
     parallel_trials: int = Field(default=1, ge=1, le=1024)
