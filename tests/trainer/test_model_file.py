@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +14,12 @@ import torch
 
 import hpo
 from hpo.protocol import Decision
-from tests.conftest import install_example_plugin
 from trainer import model_file, plugins
 from trainer.data import load_dataset
 from trainer.params import Params
 from trainer.train import TrainConfig, TrainResult, evaluate, train
 
 TRIAL = {"study": "s", "trial_id": 7, "number": 2}
-
-
-@pytest.fixture
-def example_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    site = install_example_plugin(tmp_path / "site")
-    monkeypatch.syspath_prepend(str(site))
-    plugins.discover.cache_clear()
-    yield site
-    plugins.discover.cache_clear()
-    sys.modules.pop("hpo_example_plugin", None)
 
 
 def _trained(model: str, dataset: str, params: dict[str, Any], epochs: int = 2) -> TrainResult:

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from hpo.protocol import Decision
-from tests.conftest import install_example_plugin
 from trainer import plugins
 from trainer.data import Dataset, load_dataset
 from trainer.params import Params
 from trainer.train import TrainConfig, TrainingError, train
-
-
-@pytest.fixture
-def example_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    site = install_example_plugin(tmp_path / "site")
-    monkeypatch.syspath_prepend(str(site))
-    plugins.discover.cache_clear()
-    yield site
-    plugins.discover.cache_clear()
-    sys.modules.pop("hpo_example_plugin", None)
 
 
 def _curve(config: TrainConfig) -> list[dict[str, float]]:
