@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from itertools import count
 from typing import Any
 
@@ -35,6 +35,7 @@ from service.app import build_services
 from service.domain.errors import StaleLease
 from service.settings import Settings
 from tests.conftest import spec_doc
+from tests.support.clock import Clock
 
 LEASE = 10  # seconds
 GRID = {
@@ -43,14 +44,6 @@ GRID = {
 }
 EPOCHS = 3
 VALUES = st.one_of(st.floats(0, 1), st.just(math.nan), st.just(math.inf))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass

@@ -3,7 +3,7 @@ a study, not every trial it may have in flight, so the other workers get work to
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
@@ -11,14 +11,7 @@ from service.api.deps import Services
 from service.app import build_services
 from service.settings import Settings
 from tests.conftest import spec_doc
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.support.clock import Clock
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
 import pytest
 
 from hpo.protocol import Decision, TrialState
@@ -12,17 +10,7 @@ from service.app import build_services
 from service.domain.errors import StaleLease
 from service.settings import Settings
 from tests.conftest import spec_doc
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+from tests.support.clock import Clock
 
 
 @pytest.fixture
