@@ -2,9 +2,11 @@
 trials at a time (never the whole study in memory).
 
 CSV: one header row, then one row per trial by number; parameters are `params_<name>` columns
-and the final metrics `metrics_<name>` columns (pandas' `read_csv` reads it as it is); an empty
+and the final metrics `metrics_<name>` columns (pandas' `read_csv` reads it as it is); a
+multi-objective study adds a `values_<metric>` column per objective, in the spec's order; an empty
 cell is a missing value, a NaN metric is `nan`. JSON Lines: one object per trial with `params`
-and `metrics` objects; NaN and infinities are `null`, as everywhere in the API.
+and `metrics` objects (and `values`, by objective metric, for a multi-objective study); NaN and
+infinities are `null`, as everywhere in the API.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ def csv_chunks(exports: Exports, study_id: int) -> Iterator[str]:
     columns = exports.columns(study_id)
     header = [
         *FIELDS,
+        *(f"values_{name}" for name in columns.objectives),
         *(f"params_{name}" for name in columns.params),
         *(f"metrics_{name}" for name in columns.metrics),
     ]
@@ -100,8 +103,10 @@ def csv_chunks(exports: Exports, study_id: int) -> Iterator[str]:
     writer.writerow(header)
     for i, record in enumerate(exports.records(study_id), start=1):
         params, metrics = record.row.params or {}, record.final_metrics
+        values = columns.values_of(record)
         cells = [
             *fields_of(record).values(),
+            *(values.get(name) for name in columns.objectives),
             *(params.get(name) for name in columns.params),
             *(metrics.get(name) for name in columns.metrics),
         ]
@@ -114,6 +119,7 @@ def csv_chunks(exports: Exports, study_id: int) -> Iterator[str]:
 
 
 def jsonl_chunks(exports: Exports, study_id: int) -> Iterator[str]:
+    columns = exports.columns(study_id)
     lines: list[str] = []
     for record in exports.records(study_id):
         item = {
@@ -121,6 +127,8 @@ def jsonl_chunks(exports: Exports, study_id: int) -> Iterator[str]:
             "params": record.row.params or {},
             "metrics": record.final_metrics,
         }
+        if columns.objectives:
+            item["values"] = columns.values_of(record)
         lines.append(json.dumps(finite(item)) + "\n")
         if len(lines) == 200:
             yield "".join(lines)

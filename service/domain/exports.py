@@ -5,7 +5,8 @@ A record is one trial: its fields as `GET /api/v1/studies/{id}/trials` gives the
 from start to finish, the training time (the sum of its reported `epoch_seconds`), and the
 metrics of its last reported epoch (its final metrics), with its held-out test metrics among
 them where the worker sent them: `test_accuracy` and `test_loss`, or `test_unavailable` saying
-why there is no number.
+why there is no number. A multi-objective study's trials also carry their objective values (the
+values Optuna was told and the Pareto set is computed from) by metric name.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ class Columns:
 
     params: list[str]
     metrics: list[str]
+    # A multi-objective study's objective metrics in the spec's order (a trial's `values`).
+    objectives: list[str]
+
+    def values_of(self, record: TrialRecord) -> dict[str, Any]:
+        """A trial's objective values by metric name; empty for a single-objective study."""
+        values = record.row.values or []
+        return {name: v for name, v in zip(self.objectives, values, strict=False)}
 
 
 class Exports:
@@ -64,12 +72,14 @@ class Exports:
         (a pass over the trials, keeping only the names)."""
         with reading(self.db) as stores:
             study = stores.studies.get(study_id)
-            space = set((study.spec.get("space") or {}) if study is not None else {})
+            spec = study.spec if study is not None else {}
+            space = set(spec.get("space") or {})
+            objectives = [o["metric"] for o in spec.get("objectives") or []]
         params, metrics = set(space), set[str]()
         for record in self.records(study_id):
             params.update(record.row.params or {})
             metrics.update(record.final_metrics)
-        return Columns(sorted(params), sorted(metrics))
+        return Columns(sorted(params), sorted(metrics), objectives)
 
     def records(self, study_id: int) -> Iterator[TrialRecord]:
         """The study's trials by number, each page read in its own short transaction."""

@@ -3,6 +3,9 @@ names its field), and `best` as the Pareto set of the trials a worker completed.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import time
 from dataclasses import replace
 from typing import Any
@@ -249,3 +252,40 @@ def test_a_trial_resumed_from_its_checkpoint_has_that_epochs_values(settings: Se
         assert heir.post(again, "complete").json()["state"] == "completed"
         study = client.get("/api/v1/studies/1").json()
         assert [b["values"] for b in study["best"]] == [[0.8, 44.0]]
+
+
+def test_exports_carry_each_trials_objective_values(client: TestClient) -> None:
+    study = client.post("/api/v1/studies", json=multi_doc("mo-export")).json()
+    worker = ApiWorker(client)
+    for accuracy, seconds in RESULTS[:3]:
+        [trial] = worker.lease()
+        metrics = {"val_accuracy": accuracy, "train_seconds": seconds}
+        assert worker.report(trial, 1, **metrics).status_code == 200
+        assert worker.report(trial, 2, **metrics).status_code == 200
+        assert worker.post(trial, "complete").status_code == 200
+    trials = client.get(f"/api/v1/studies/{study['id']}/trials").json()["items"]
+    by_number = {t["number"]: t["values"] for t in trials}
+
+    reply = client.get(f"/api/v1/studies/{study['id']}/trials.csv")
+    rows = list(csv.DictReader(io.StringIO(reply.text)))
+    header = list(rows[0])
+    assert header.index("values_val_accuracy") < header.index("values_train_seconds")
+    for row in rows:
+        values = [float(row["values_val_accuracy"]), float(row["values_train_seconds"])]
+        assert values == by_number[int(row["number"])]
+
+    reply = client.get(f"/api/v1/studies/{study['id']}/trials.jsonl")
+    items = [json.loads(line) for line in reply.text.splitlines()]
+    assert [list(i["values"].values()) for i in items] == [by_number[i["number"]] for i in items]
+    assert all(list(i["values"]) == ["val_accuracy", "train_seconds"] for i in items)
+
+
+def test_a_single_objective_export_has_no_values_columns(client: TestClient) -> None:
+    study = client.post("/api/v1/studies", json=spec_doc("so-export")).json()
+    worker = ApiWorker(client)
+    [trial] = worker.lease()
+    assert worker.run(trial, [0.5, 0.75]).status_code == 200
+    header = client.get(f"/api/v1/studies/{study['id']}/trials.csv").text.splitlines()[0]
+    assert "values_" not in header
+    [item] = client.get(f"/api/v1/studies/{study['id']}/trials.jsonl").text.splitlines()
+    assert "values" not in json.loads(item)
