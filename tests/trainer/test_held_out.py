@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 from hpo.protocol import Decision, HeldOutMetrics
 from service.api.schemas import Strict
 from tests.trainer.fused_support import RELATIVE, SMALL, Recorder, one_thread
-from tests.trainer.test_plugins import example_plugin
 from trainer.client import WorkerClient
 from trainer.data import load_dataset
 from trainer.fused.loop import train_group
@@ -26,7 +25,7 @@ from trainer.params import Params
 from trainer.train import Run, TrainConfig, build_run, train, train_epoch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-__all__ = ["example_plugin", "one_thread"]  # the fixtures, imported for pytest
+__all__ = ["one_thread"]  # the fixture, imported for pytest (example_plugin is in conftest)
 
 DIGITS = {"batch_size": 64, "lr": 3e-3, "width": 32, "depth": 1}
 
