@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from service.api.auth import user_access
 from service.api.deps import IdPath, services_of
 from service.api.serializers import finite
-from service.domain.exports import Exports, TrialRecord
+from service.domain.exports import Exports, TrialRecord, objective_values
 
 router = APIRouter(prefix="/api/v1", tags=["studies"], dependencies=[Depends(user_access)])
 
@@ -103,7 +103,7 @@ def csv_chunks(exports: Exports, study_id: int) -> Iterator[str]:
     writer.writerow(header)
     for i, record in enumerate(exports.records(study_id), start=1):
         params, metrics = record.row.params or {}, record.final_metrics
-        values = columns.values_of(record)
+        values = objective_values(columns.objectives, record)
         cells = [
             *fields_of(record).values(),
             *(values.get(name) for name in columns.objectives),
@@ -119,7 +119,7 @@ def csv_chunks(exports: Exports, study_id: int) -> Iterator[str]:
 
 
 def jsonl_chunks(exports: Exports, study_id: int) -> Iterator[str]:
-    columns = exports.columns(study_id)
+    objectives = exports.objectives(study_id)  # only the spec: no pass over the trials
     lines: list[str] = []
     for record in exports.records(study_id):
         item = {
@@ -127,8 +127,8 @@ def jsonl_chunks(exports: Exports, study_id: int) -> Iterator[str]:
             "params": record.row.params or {},
             "metrics": record.final_metrics,
         }
-        if columns.objectives:
-            item["values"] = columns.values_of(record)
+        if objectives:
+            item["values"] = objective_values(objectives, record)
         lines.append(json.dumps(finite(item)) + "\n")
         if len(lines) == 200:
             yield "".join(lines)

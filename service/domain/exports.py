@@ -48,10 +48,10 @@ class Columns:
     # A multi-objective study's objective metrics in the spec's order (a trial's `values`).
     objectives: list[str]
 
-    def values_of(self, record: TrialRecord) -> dict[str, Any]:
-        """A trial's objective values by metric name; empty for a single-objective study."""
-        values = record.row.values or []
-        return {name: v for name, v in zip(self.objectives, values, strict=False)}
+
+def objective_values(objectives: list[str], record: TrialRecord) -> dict[str, Any]:
+    """A trial's objective values by metric name; empty for a single-objective study."""
+    return dict(zip(objectives, record.row.values or [], strict=False))
 
 
 class Exports:
@@ -67,18 +67,24 @@ class Exports:
                 raise NotFound(f"study {study_id} not found")
             return study.name
 
+    def _spec(self, study_id: int) -> dict[str, Any]:
+        with reading(self.db) as stores:
+            study = stores.studies.get(study_id)
+            return study.spec if study is not None else {}
+
+    def objectives(self, study_id: int) -> list[str]:
+        """A multi-objective study's objective metrics in the spec's order; empty otherwise."""
+        return [o["metric"] for o in self._spec(study_id).get("objectives") or []]
+
     def columns(self, study_id: int) -> Columns:
         """Every parameter name of the study's space and trials, and every final-metric name
         (a pass over the trials, keeping only the names)."""
-        with reading(self.db) as stores:
-            study = stores.studies.get(study_id)
-            spec = study.spec if study is not None else {}
-            space = set(spec.get("space") or {})
-            objectives = [o["metric"] for o in spec.get("objectives") or []]
-        params, metrics = set(space), set[str]()
+        spec = self._spec(study_id)
+        params, metrics = set(spec.get("space") or {}), set[str]()
         for record in self.records(study_id):
             params.update(record.row.params or {})
             metrics.update(record.final_metrics)
+        objectives = [o["metric"] for o in spec.get("objectives") or []]
         return Columns(sorted(params), sorted(metrics), objectives)
 
     def records(self, study_id: int) -> Iterator[TrialRecord]:
