@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import gzip
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.support.processes import ROOT
 from trainer.data import clear_cache, load_dataset
 from trainer.params import Params, TrainingError
 from trainer.sources import DATASETS, FILE_FORMATS
@@ -47,6 +50,31 @@ def test_digits_are_8x8_images_split_70_20_10() -> None:
     assert data.n_classes == 10
     assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (1258, 359, 180)
     assert data.x_train.dtype == torch.float32 and data.y_train.dtype == torch.int64
+
+
+def test_digits_are_scikit_learns_digits_read_without_importing_it() -> None:
+    """The worker reads the file scikit-learn ships instead of importing scikit-learn (1.5 s in
+    a worker's first trial); the arrays must be exactly what scikit-learn's loader gives."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    from trainer.sources import load_digits
+
+    ours, theirs = load_digits(Params({})), sklearn_digits()
+    assert np.array_equal(ours.x_train, theirs.images)
+    assert ours.x_train.dtype == theirs.images.dtype
+    assert np.array_equal(ours.y_train, theirs.target)
+    assert ours.y_train.dtype == theirs.target.dtype
+
+
+def test_digits_load_in_a_fresh_process_without_importing_scikit_learn() -> None:
+    code = (
+        "import sys; from trainer.sources import load_digits; from trainer.params import Params;"
+        "a = load_digits(Params({})); print(len(a.y_train), 'sklearn' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.split() == ["1797", "False"]
 
 
 def test_mnist1d_is_generated_once_then_read_from_the_disk_cache(
