@@ -103,6 +103,14 @@ class Assignment(BaseModel):
         description="upload the trained model file when the trial completes (the study keeps "
         "models: `keep_models` above 0); false from servers that keep none",
     )
+    report_interval: float = Field(
+        0.0,
+        ge=0.0,
+        description="seconds a worker may hold this trial's epoch reports and send them "
+        "together (the answer to a report before the trial's last epoch can only be continue, "
+        "or pause or stop of the whole study: no pruner reads them); 0: every report's answer "
+        "matters, send each at once (servers older than this field send none)",
+    )
 
     @property
     def metric(self) -> str:
@@ -120,6 +128,14 @@ class EpochReport(BaseModel):
     """One epoch's metrics of a leased trial; reporting the same epoch again changes nothing."""
 
     token: str = Field(max_length=128)
+    epoch: int = Field(ge=1, le=1_000_000)
+    metrics: dict[str, float] = Field(max_length=256)
+
+
+class FinalReport(BaseModel):
+    """One of a trial's last epoch reports, sent with its completion (the token is the
+    completion's): recorded exactly as `EpochReport` is, before the trial completes."""
+
     epoch: int = Field(ge=1, le=1_000_000)
     metrics: dict[str, float] = Field(max_length=256)
 
@@ -206,7 +222,11 @@ class ModelSaved(BaseModel):
 
 class Completion(BaseModel):
     """What a worker reads in the answer to completing a trial (the server sends the whole
-    trial): its state, and the next trials when the completion asked to lease them too."""
+    trial): its state, and the next trials when the completion asked to lease them too.
+
+    A completion that carried `reports` (its last epochs) whose answer ended the trial
+    there (a pruner's `prune`, a stopped study's `pause`) leaves the trial as that answer
+    left it: `state` is then `pruned` or `paused`, not `completed`."""
 
     state: TrialState
     assignments: list[Assignment] = Field(default_factory=list)

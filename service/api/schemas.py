@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from hpo.protocol import (
     Assignment,
     EpochReport,
+    FinalReport,
     HeldOutMetrics,
     StudyState,
     TrialReport,
@@ -238,6 +239,11 @@ class HeldOutRequest(Strict, HeldOutMetrics):
     """hpo.protocol.HeldOutMetrics, checked as strictly as every request body."""
 
 
+class FinalReportRequest(Strict, FinalReport):
+    """One of the reports sent with a completion (hpo.protocol.FinalReport), checked as
+    strictly as every request body."""
+
+
 class CompleteRequest(Strict):
     token: str = Field(max_length=128)
     lease: int = Field(
@@ -246,6 +252,14 @@ class CompleteRequest(Strict):
     held: Held = None
     test_metrics: HeldOutRequest | None = Field(
         None, description="the final model on the held-out test split (older workers: none)"
+    )
+    reports: list[FinalReportRequest] = Field(
+        default_factory=list,
+        max_length=1024,
+        description="the trial's last epoch reports, in epoch order, recorded as the report "
+        "route records them before the trial completes (one request instead of two); when "
+        "their answer ends the trial (prune, pause) the trial is not completed and the answer "
+        "says its state (older workers: none)",
     )
 
 

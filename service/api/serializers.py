@@ -9,6 +9,7 @@ from typing import Any
 from service.api import schemas
 from service.api.trial_models import model_url
 from service.domain.leasing import LeasedTrial
+from service.domain.reporting import report_interval
 from service.domain.studies import StudyView, TrialDetailView, TrialPageView
 from service.domain.workers import is_stale
 from service.storage.models import TrialRow, WorkerRow
@@ -151,4 +152,5 @@ def assignment(a: LeasedTrial) -> schemas.Assignment:
         rung=t.rung,
         expires_at=t.lease_expires_at,
         keep_model=a.spec.keep_models > 0,
+        report_interval=report_interval(a.spec),
     )

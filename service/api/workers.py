@@ -147,9 +147,14 @@ def complete(
     protocol: ProtocolDep, worker_id: IdPath, trial_id: IdPath, body: schemas.CompleteRequest
 ) -> Response:
     """The trial trained all its epochs. With `lease` above 0 the answer also carries the
-    worker's next trials (as a lease would), so a busy worker needs one request, not two."""
+    worker's next trials (as a lease would), so a busy worker needs one request, not two.
+    `reports` (its last epochs) are recorded first, as the report route records them; when
+    their answer ends the trial (`prune`, `pause`) it is not completed and the answer's
+    `state` says what it is."""
     test = body.test_metrics.shown() if body.test_metrics is not None else None
-    trial = serializers.trial(protocol.reporting.complete(trial_id, body.token, test), {})
+    reports = [(r.epoch, r.metrics) for r in body.reports]
+    completed = protocol.reporting.complete(trial_id, body.token, test, reports)
+    trial = serializers.trial(completed, {})
     granted = protocol.leasing.lease(worker_id, body.lease, body.held) if body.lease else []
     return answer(
         schemas.CompletedTrial(

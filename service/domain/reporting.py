@@ -45,6 +45,21 @@ class _OptunaReport(NamedTuple):
     spec: StudySpec
 
 
+# How long a worker may hold the reports of a trial whose answers cannot change its course
+# before sending them together: the live page reloads a trial's curve at most once a second
+# (service/web/js/refresh.js, `base`), so it sees no later curve, and a stopped study is
+# heard at most a second later.
+REPORT_INTERVAL_SECONDS = 1.0
+
+
+def report_interval(spec: StudySpec) -> float:
+    """The `report_interval` of a lease of `spec`'s trials: 0 when a pruner reads each
+    reported value (every answer matters at once), else REPORT_INTERVAL_SECONDS: before a
+    lease's last epoch, a report's answer can then only be continue, or pause for a stopped
+    study (the rung's end, successive halving's pause, is the lease's last epoch)."""
+    return 0.0 if search.reads_each_value(spec) else REPORT_INTERVAL_SECONDS
+
+
 def at_rung_end(trial: TrialRow, spec: StudySpec) -> bool:
     """The trial finished a rung of successive halving that is not the last one."""
     target = target_epochs(trial, spec)
@@ -98,6 +113,10 @@ class Reporting:
             now = self.context.clock()
             locked = unit.trials.lock_for_reports({item.trial_id for item in reports})
             stored = self._store_curves(unit, reports, locked, now)
+            # A stopped study pauses a trial at its last epoch in the batch (a worker that
+            # held several epochs' reports sends them together): the epochs before it are
+            # recorded, and its checkpoint, uploaded before the reports, is not past it.
+            last = {item.trial_id: position for position, item in enumerate(reports)}
             for position, item in enumerate(reports):
                 try:
                     study, trial = held_with_study(
@@ -106,7 +125,10 @@ class Reporting:
                 except DomainError as exc:
                     outcomes.append(exc)
                     continue
-                step = self._report_one(unit, study, trial, item, now, stored.get(position))
+                is_last = last[item.trial_id] == position
+                step = self._report_one(
+                    unit, study, trial, item, now, stored.get(position), is_last
+                )
                 if isinstance(step, _OptunaReport):
                     pending.append((len(outcomes), step))
                     outcomes.append(Decision.CONTINUE)
@@ -164,10 +186,12 @@ class Reporting:
         item: TrialReport,
         now: datetime,
         stored: bool | None,
+        last: bool = True,
     ) -> Decision | _OptunaReport:
         """One held trial's report inside the batch's transaction: its decision, or the
         Optuna report (and pruner question) to make after the commit. `stored`: whether its
-        curve point was new, when `_store_curves` stored it already (None: not yet)."""
+        curve point was new, when `_store_curves` stored it already (None: not yet). `last`:
+        the trial has no later item in the batch (only that one pauses for a stopped study)."""
         if trial.state is not TrialState.RUNNING:
             return decision_for_finished(trial)
         if stored is None:
@@ -180,7 +204,7 @@ class Reporting:
             self._record_before_pause(unit, trial, item.epoch)
             self._pause_for_promotion(unit, study, trial)
             return Decision.PAUSE
-        if study.state is StudyState.STOPPED:
+        if study.state is StudyState.STOPPED and last:
             self._record_before_pause(unit, trial, item.epoch)
             self.context.transitions.release(unit, trial, TrialState.PAUSED)
             return Decision.PAUSE
@@ -254,11 +278,25 @@ class Reporting:
     # -- the trial's end --------------------------------------------------------------------
 
     def complete(
-        self, trial_id: int, token: str, test_metrics: dict[str, Any] | None = None
+        self,
+        trial_id: int,
+        token: str,
+        test_metrics: dict[str, Any] | None = None,
+        reports: Sequence[tuple[int, dict[str, float]]] = (),
     ) -> TrialRow:
         """The trial trained all its epochs; its value is the objective at its last report.
         `test_metrics` (its final model on the held-out test split) is stored on a trial that
-        completes, as it is: nothing here or later selects, prunes or orders by it."""
+        completes, as it is: nothing here or later selects, prunes or orders by it.
+
+        `reports`: its last (epoch, metrics), recorded first exactly as `report_many` records
+        them (idempotent per epoch). When their answer ends the trial (a pruner's `prune`, a
+        stopped study's or a rung's `pause`) that answer wins: the trial is returned as it
+        left it (pruned, paused), not completed, and `test_metrics` is not stored. Raises
+        NotFound or StaleLease as a report or the completion alone would."""
+        if reports:
+            ended = self._final_reports(trial_id, token, reports)
+            if ended is not None:
+                return ended
         transitions = self.context.transitions
         with unit_of_work(self.context.db) as unit:
             study, trial = self._locked(unit, trial_id, token)
@@ -280,6 +318,28 @@ class Reporting:
             else:
                 trial.test_metrics = test_metrics
                 transitions.finish(unit, trial, TrialState.COMPLETED, None)
+        return trial
+
+    def _final_reports(
+        self, trial_id: int, token: str, reports: Sequence[tuple[int, dict[str, float]]]
+    ) -> TrialRow | None:
+        """Record a completion's reports; the trial when their answer ended it, else None.
+        `stop` (the trial ended before: a repeated completion) is left to the completion,
+        which answers a completed trial again and refuses any other (StaleLease)."""
+        items = [
+            TrialReport.model_construct(trial_id=trial_id, token=token, epoch=e, metrics=m)
+            for e, m in reports
+        ]
+        outcomes = self.report_many(items)
+        for outcome in outcomes:
+            if isinstance(outcome, DomainError):
+                raise outcome
+        if not any(o in (Decision.PRUNE, Decision.PAUSE) for o in outcomes):
+            return None
+        with reading(self.context.db) as stores:
+            trial = stores.trials.get(trial_id)
+        if trial is None:  # deleted since the report
+            raise NotFound(f"trial {trial_id} not found (its study may have been deleted)")
         return trial
 
     def fail(self, trial_id: int, token: str, reason: str) -> TrialRow:
