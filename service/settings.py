@@ -22,6 +22,11 @@ class Settings:
     lease_seconds: float = 30.0
     # A trial whose lease expired this many times ends `failed`.
     max_attempts: int = 3
+    # A worker may hold the reports of a trial that no pruner reads this long and send them
+    # together (the lease's `report_interval`; 0: every report at once). The live page reloads
+    # a trial's curve at most once a second (service/web/js/refresh.js), so it sees no later
+    # curve, and a stopped study is heard at most this much later.
+    report_interval_seconds: float = 1.0
     # A worker unseen for this long is shown as stale.
     stale_worker_seconds: float = 60.0
     # How long start-up waits for a database that does not accept connections yet.
@@ -58,6 +63,7 @@ class Settings:
 _NUMBERS: dict[str, tuple[str, type[int] | type[float], float]] = {
     "lease_seconds": ("HPO_LEASE_SECONDS", float, 0.1),
     "max_attempts": ("HPO_MAX_ATTEMPTS", int, 1),
+    "report_interval_seconds": ("HPO_REPORT_INTERVAL_SECONDS", float, 0),
     "database_wait_seconds": ("HPO_DATABASE_WAIT_SECONDS", float, 0),
     "max_checkpoint_bytes": ("HPO_MAX_CHECKPOINT_BYTES", int, 1),
 }

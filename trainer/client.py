@@ -7,6 +7,7 @@ answers come back as the typed shapes of `hpo.protocol`, which the server sends.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from hpo.client import ApiError, Connection
@@ -23,6 +24,7 @@ from hpo.protocol import (
     ReportOutcome,
     ReportResponse,
     TrialReport,
+    TrialState,
     WorkerRegistered,
 )
 
@@ -102,27 +104,54 @@ class WorkerClient(Connection):
         lease: int = 0,
         held: list[int] | None = None,
         test_metrics: dict[str, Any] | None = None,
+        reports: Sequence[TrialReport] = (),
     ) -> Completion:
         """The completed trial's state; with `lease` above 0 its `assignments` are the
         worker's next trials, leased in the same request (`held` as for `lease`).
         `test_metrics`: its final model on the held-out test split (hpo.protocol's
-        HeldOutMetrics; checked here, so a bad one fails on this side). A server older than
-        that field refuses it (422 naming it): the trial then completes without it."""
+        HeldOutMetrics; checked here, so a bad one fails on this side). `reports`: its last
+        epochs' reports (this trial's, in epoch order), recorded before it completes; when
+        their answer ends it (prune, pause) the answer's state says so. A server older than
+        either field refuses it (422 naming it): the reports then go through the report
+        route first (an answer that ends the trial is then the completion's state, a `stop`
+        a 409), and the trial completes without the test metrics."""
         body: dict[str, Any] = {"token": token, "lease": lease}
         if held is not None:
             body["held"] = held
         if test_metrics is not None:
             body["test_metrics"] = HeldOutMetrics.model_validate(test_metrics).shown()
+        if reports:
+            body["reports"] = [{"epoch": r.epoch, "metrics": r.metrics} for r in reports]
         try:
             reply = self._trial_call(worker_id, trial_id, "complete", body)
         except ApiError as exc:
             fields = [field or "" for field, _ in exc.errors]
-            if exc.status != 422 or not any(f.startswith("test_metrics") for f in fields):
+            refused = [f for f in ("test_metrics", "reports") if _names(fields, f)]
+            if exc.status != 422 or not refused:
                 raise
-            log.warning("the server does not take held-out test metrics: completing without")
-            del body["test_metrics"]
+            log.warning("the server does not take %s with a completion", " or ".join(refused))
+            for name in refused:
+                del body[name]
+            if "reports" in refused:
+                ended = self._report_each(worker_id, trial_id, reports)
+                if ended is not None:
+                    return ended
             reply = self._trial_call(worker_id, trial_id, "complete", body)
         return Completion.model_validate(reply)
+
+    def _report_each(
+        self, worker_id: int, trial_id: int, reports: Sequence[TrialReport]
+    ) -> Completion | None:
+        """A completion's reports, one report request each (a server that takes none with
+        the completion): the trial's end when an answer ended it, else None."""
+        for r in reports:
+            decision = self.report(worker_id, trial_id, r.token, r.epoch, r.metrics)
+            if decision is Decision.STOP:
+                raise ApiError(409, f"trial {trial_id} is no longer this worker's")
+            if decision.ends_training():
+                state = TrialState.PRUNED if decision is Decision.PRUNE else TrialState.PAUSED
+                return Completion(state=state)
+        return None
 
     def fail(self, worker_id: int, trial_id: int, token: str, reason: str) -> None:
         self._trial_call(worker_id, trial_id, "fail", {"token": token, "reason": reason})
@@ -157,3 +186,11 @@ class WorkerClient(Connection):
 
     def release(self, worker_id: int, trial_id: int, token: str) -> None:
         self._trial_call(worker_id, trial_id, "release", {"token": token})
+
+
+def _names(fields: list[str], name: str) -> bool:
+    """Whether a 422's fields name the body's field `name` itself (a server that does not
+    know it), not one of its items (a bad value: `reports.1.epoch`) for `reports`."""
+    if name == "reports":
+        return name in fields
+    return any(f.startswith(name) for f in fields)

@@ -27,7 +27,7 @@ from hpo.protocol import Assignment, Decision
 from trainer import plugins
 from trainer.client import WorkerClient
 from trainer.hygiene import MemoryWatch
-from trainer.reporting import ReportBatcher
+from trainer.reporting import ReportBatcher, TrialReports
 
 log = logging.getLogger("hpo.worker")
 LEAVING_RETRY_SECONDS = 3.0
@@ -41,6 +41,15 @@ class Lease:
     trial_id: int
     token: str
     lost: threading.Event = field(default_factory=threading.Event)
+    # Its reports on their way (held while their answers cannot change its course).
+    outbox: TrialReports | None = None
+    # The lease's last epoch: its report is never held. When it ends the trial's budget (a
+    # completion follows), it travels with the completion: `with_completion`.
+    last_epoch: int = 0
+    with_completion: bool = False
+    # The epoch whose checkpoint was uploaded last: its report is sent at once, so that a
+    # checkpoint is never ahead of the recorded curve (a crash resumes from it).
+    checkpointed: int = 0
 
 
 class DeviceWorker:
@@ -237,13 +246,25 @@ class DeviceWorker:
 
     # -- one trial --------------------------------------------------------------------------
 
+    def lease_for(self, assignment: Assignment) -> Lease:
+        """The lease of an assignment about to train, with its reports' outbox. The last epoch
+        of a trial's full budget is reported with its completion, unless its model file is
+        uploaded first (the server keeps it by the value of the trial's last report)."""
+        full = assignment.target_epochs == assignment.epochs
+        lease = Lease(assignment.trial_id, assignment.token, last_epoch=assignment.target_epochs)
+        lease.with_completion = full and not assignment.keep_model
+        lease.outbox = self.reports.trial(
+            assignment.trial_id, assignment.token, assignment.report_interval
+        )
+        return lease
+
     def run_trial(self, assignment: Assignment, lease_next: bool = False) -> list[Assignment]:
         """Train one assignment to its end; returns the next trials when `lease_next` and the
         server handed them out with the completion."""
         from trainer.train import TrainConfig, TrainingError, train
 
         trial_id, token = assignment.trial_id, assignment.token
-        lease = Lease(trial_id, token)
+        lease = self.lease_for(assignment)
         with self._lock:
             self._current = lease
         label = f"trial #{assignment.number} of '{assignment.study_name}'"
@@ -269,10 +290,12 @@ class DeviceWorker:
             return self.finish(assignment, lease, label, result, started, lease_next)
         except TrainingError as exc:
             reason = str(exc)
+            self.send_held(lease)
             self.final_call(lambda: self.client.fail(self.worker_id, trial_id, token, reason))
             log.info("%s failed: %s", label, reason)
         except Exception as exc:  # a bug in a model or plugin fails the trial, not the worker
             reason = f"{type(exc).__name__}: {exc}"
+            self.send_held(lease)
             self.final_call(lambda: self.client.fail(self.worker_id, trial_id, token, reason))
             log.exception("%s failed: %s", label, reason)
         finally:
@@ -291,6 +314,7 @@ class DeviceWorker:
         """Upload the checkpoint taken after `epoch` (before that epoch's report)."""
         if lease.lost.is_set():
             return
+        lease.checkpointed = epoch
         try:
             self.client.save_checkpoint(self.worker_id, lease.trial_id, lease.token, epoch, blob)
         except ApiError as exc:
@@ -301,16 +325,28 @@ class DeviceWorker:
             raise
 
     def report_epoch(self, lease: Lease, epoch: int, metrics: dict[str, float]) -> Decision:
+        """The answer to `epoch`'s report: the server's, or `continue` for a report held
+        (trainer.reporting.TrialReports) or kept for the completion (the full budget's last
+        epoch). A worker shutting down holds nothing: the answer says `stop` at once."""
         if lease.lost.is_set():
             return Decision.STOP
+        # Read before the report leaves, after the loop decided this epoch's checkpoint with
+        # it (config.leaving): a shutdown after that is heard at the next epoch, checkpointed.
+        leaving = self.shutdown.is_set()
+        outbox = lease.outbox or self.reports.trial(lease.trial_id, lease.token, 0.0)
+        lease.outbox = outbox
+        if epoch == lease.last_epoch and lease.with_completion and not leaving:
+            outbox.keep(epoch, metrics)  # `finish` sends it with the completion
+            return Decision.CONTINUE
+        hold = not leaving and epoch not in (lease.last_epoch, lease.checkpointed)
         try:
-            decision = self.reports.report(lease.trial_id, lease.token, epoch, metrics)
+            decision = outbox.report(epoch, metrics, hold=hold)
         except ApiError as exc:
             if exc.status in (404, 409):  # re-leased to another worker, or deleted
                 lease.lost.set()
                 return Decision.STOP
             raise
-        if decision is Decision.CONTINUE and self.shutdown.is_set():
+        if decision is Decision.CONTINUE and leaving:
             return Decision.STOP  # we are shutting down: release after this epoch
         return decision
 
@@ -331,6 +367,7 @@ class DeviceWorker:
         decision: Decision | None = result.decision
         if decision is None:
             self._save_model(assignment, lease, result)
+            reports = lease.outbox.take() if lease.outbox is not None else []
             completion = self.final_call(
                 lambda: self.client.complete(
                     self.worker_id,
@@ -339,6 +376,7 @@ class DeviceWorker:
                     lease=int(lease_next),
                     held=[] if lease_next else None,
                     test_metrics=result.test_metrics,
+                    reports=reports,
                 )
             )
             state = completion.state.value if completion else "lost"
@@ -372,6 +410,16 @@ class DeviceWorker:
                 assignment.start_epoch + result.epochs_trained,
             )
         return []
+
+    def send_held(self, lease: Lease) -> None:
+        """Send a trial's held reports before it fails: its curve keeps every epoch it
+        trained. Their answer no longer matters; an error is logged."""
+        if lease.outbox is None or not lease.outbox.held or lease.lost.is_set():
+            return
+        try:
+            lease.outbox.flush()
+        except (ApiError, ServerUnreachable) as exc:
+            log.warning("the last reports of trial %d were not stored: %s", lease.trial_id, exc)
 
     def _save_model(self, assignment: Assignment, lease: Lease, result: Any) -> None:
         """Upload the model file of a trial that trained its full budget, before completing

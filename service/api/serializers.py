@@ -132,7 +132,8 @@ def worker(
     )
 
 
-def assignment(a: LeasedTrial) -> schemas.Assignment:
+def assignment(a: LeasedTrial, report_seconds: float) -> schemas.Assignment:
+    """The wire shape of a leased trial; `report_seconds`: the server's report interval."""
     t = a.trial
     assert t.lease_token is not None and t.lease_expires_at is not None
     return schemas.Assignment(
@@ -152,5 +153,5 @@ def assignment(a: LeasedTrial) -> schemas.Assignment:
         rung=t.rung,
         expires_at=t.lease_expires_at,
         keep_model=a.spec.keep_models > 0,
-        report_interval=report_interval(a.spec),
+        report_interval=report_interval(a.spec, report_seconds),
     )

@@ -85,10 +85,13 @@ def deregister(protocol: ProtocolDep, worker_id: IdPath) -> Response:
 
 
 @protocol_router.post("/{worker_id}/lease", response_model=LeaseGrant)
-def lease(protocol: ProtocolDep, worker_id: IdPath, body: schemas.LeaseRequest) -> Response:
+def lease(
+    protocol: ProtocolDep, settings: SettingsDep, worker_id: IdPath, body: schemas.LeaseRequest
+) -> Response:
     """Up to `count` trials to train; an empty list when there is no work right now."""
     granted = protocol.leasing.lease(worker_id, body.count, body.held)
-    return answer(LeaseGrant(assignments=[serializers.assignment(a) for a in granted]))
+    seconds = settings.report_interval_seconds
+    return answer(LeaseGrant(assignments=[serializers.assignment(a, seconds) for a in granted]))
 
 
 @protocol_router.post(
@@ -144,7 +147,11 @@ def reports(protocol: ProtocolDep, worker_id: IdPath, body: schemas.ReportBatchR
     responses=STALE,
 )
 def complete(
-    protocol: ProtocolDep, worker_id: IdPath, trial_id: IdPath, body: schemas.CompleteRequest
+    protocol: ProtocolDep,
+    settings: SettingsDep,
+    worker_id: IdPath,
+    trial_id: IdPath,
+    body: schemas.CompleteRequest,
 ) -> Response:
     """The trial trained all its epochs. With `lease` above 0 the answer also carries the
     worker's next trials (as a lease would), so a busy worker needs one request, not two.
@@ -156,9 +163,11 @@ def complete(
     completed = protocol.reporting.complete(trial_id, body.token, test, reports)
     trial = serializers.trial(completed, {})
     granted = protocol.leasing.lease(worker_id, body.lease, body.held) if body.lease else []
+    seconds = settings.report_interval_seconds
     return answer(
         schemas.CompletedTrial(
-            **trial.model_dump(), assignments=[serializers.assignment(a) for a in granted]
+            **trial.model_dump(),
+            assignments=[serializers.assignment(a, seconds) for a in granted],
         )
     )
 

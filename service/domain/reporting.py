@@ -45,19 +45,12 @@ class _OptunaReport(NamedTuple):
     spec: StudySpec
 
 
-# How long a worker may hold the reports of a trial whose answers cannot change its course
-# before sending them together: the live page reloads a trial's curve at most once a second
-# (service/web/js/refresh.js, `base`), so it sees no later curve, and a stopped study is
-# heard at most a second later.
-REPORT_INTERVAL_SECONDS = 1.0
-
-
-def report_interval(spec: StudySpec) -> float:
+def report_interval(spec: StudySpec, seconds: float) -> float:
     """The `report_interval` of a lease of `spec`'s trials: 0 when a pruner reads each
-    reported value (every answer matters at once), else REPORT_INTERVAL_SECONDS: before a
-    lease's last epoch, a report's answer can then only be continue, or pause for a stopped
-    study (the rung's end, successive halving's pause, is the lease's last epoch)."""
-    return 0.0 if search.reads_each_value(spec) else REPORT_INTERVAL_SECONDS
+    reported value (every answer matters at once), else `seconds` (the server's setting):
+    before a lease's last epoch, a report's answer can then only be continue, or pause for a
+    stopped study (the rung's end, successive halving's pause, is the lease's last epoch)."""
+    return 0.0 if search.reads_each_value(spec) else seconds
 
 
 def at_rung_end(trial: TrialRow, spec: StudySpec) -> bool:

@@ -17,6 +17,7 @@ from trainer.fused.options import CPU_GROUP, CUDA_GROUP, group_size, parse_fuse
 from trainer.fused.serving import memory_fit, trial_bytes
 from trainer.processes import WorkerOptions
 from trainer.train import TrainConfig, TrainResult
+from trainer.worker import Lease
 
 
 def test_fuse_takes_auto_or_a_group_size_and_names_itself_otherwise() -> None:
@@ -63,6 +64,12 @@ class FakeWorker:
 
     def release_held(self, leases: list[Any]) -> None:
         self.held -= {lease.trial_id for lease in leases}
+
+    def lease_for(self, assignment: Assignment) -> Lease:
+        return Lease(assignment.trial_id, assignment.token, last_epoch=assignment.target_epochs)
+
+    def send_held(self, lease: Lease) -> None:
+        pass
 
     def run_trial(self, assignment: Assignment) -> list[Assignment]:
         assert assignment.trial_id not in self.held  # its own lease is the loop's now

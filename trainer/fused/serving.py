@@ -75,8 +75,6 @@ class GroupRunner:
         the device's memory holds). Every other trial goes back to the queue at once, before
         training starts, so that an idle worker can take it rather than it waiting leased
         here for a group's training; a trial whose config is unusable fails with the reason."""
-        from trainer.worker import Lease
-
         if self.worker.shutdown.is_set():
             self.worker.give_back(list(assignments))
             return
@@ -93,7 +91,7 @@ class GroupRunner:
             self.worker.trials_run += 1
             return
         members = [assignments[i] for i in chosen]
-        leases = [Lease(a.trial_id, a.token) for a in members]
+        leases = [self.worker.lease_for(a) for a in members]
         self.worker.hold(leases)
         try:
             configs = [self._config(a) for a in members]
@@ -169,7 +167,9 @@ class GroupRunner:
         for assignment, lease, result in zip(assignments, leases, results, strict=True):
             if isinstance(result, TrainResult):
                 self.worker.finish(assignment, lease, _label(assignment), result, started, False)
-            elif isinstance(result, TrainingError):
+                continue
+            self.worker.send_held(lease)  # its curve keeps every epoch it trained
+            if isinstance(result, TrainingError):
                 self._fail(assignment, str(result))
             else:
                 self._fail(assignment, f"{type(result).__name__}: {result}")

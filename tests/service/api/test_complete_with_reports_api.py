@@ -6,11 +6,14 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from service.app import create_app
+from service.settings import Settings
 from tests.conftest import ApiWorker, spec_doc
 
 MEDIAN = {"kind": "random", "seed": 0, "early_stopping": "median"}
@@ -155,3 +158,14 @@ def test_a_rung_end_reports_with_its_lease_interval(client: TestClient) -> None:
     assert first["report_interval"] == 1.0 and first["target_epochs"] == 1
     reply = worker.post(first, "complete", reports=_reports((1, 0.5)))
     assert reply.json()["state"] == "paused"  # a rung's end, not the trial's
+
+
+def test_the_report_interval_is_the_servers_setting(settings: Settings) -> None:
+    quick = dataclasses.replace(settings, report_interval_seconds=0.25)
+    with TestClient(create_app(quick, reaper=False)) as client:
+        _study(client)
+        _study(client, name="pruned", strategy=MEDIAN)
+        worker = ApiWorker(client)
+        intervals = sorted(a["report_interval"] for a in worker.lease(count=2))
+        assert intervals == [0.0, 0.25]
+    assert Settings.from_env({"HPO_REPORT_INTERVAL_SECONDS": "0"}).report_interval_seconds == 0
