@@ -196,6 +196,14 @@ TUNABLES: tuple[Tunable, ...] = (
         nullable=True,
     ),
     _t("checkpoint_every", "int", 1, "save a checkpoint every k epochs", low=1),
+    _t(
+        "checkpoint_seconds",
+        "float",
+        10.0,
+        "of the epochs `checkpoint_every` selects, checkpoint only those ending at least this "
+        "many seconds of training after the last checkpoint (0: every one); a rung's end always",
+        low=0.0,
+    ),
     # the models
     _t("norm", "choice", "none", "normalization of every hidden layer", choices=NORMS),
     _t(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import pickle
+import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,6 +23,40 @@ if TYPE_CHECKING:
     from trainer.train import Run
 
 FORMAT = 1
+
+
+@dataclass
+class Cadence:
+    """Which epochs of a trial end with a checkpoint (the `checkpoint_every` and
+    `checkpoint_seconds` params). A checkpoint costs a snapshot, its serialization, an upload
+    and the server's write: for epochs of a fraction of a second, more than the training.
+
+    `unsaved` counts the training seconds (epoch_seconds) since the last checkpoint, or since
+    the run started or resumed: a resumed trial counts from its checkpoint. The unfused loop and
+    every member of a fused group keep their own, so a trial decides alike alone or fused.
+    `leaving` is the worker's shutdown (SIGTERM): once set, every epoch that ends takes one, as
+    the worker hands the trial back after it (trainer.worker samples it before reporting)."""
+
+    every: int = 1
+    seconds: float = 0.0
+    leaving: threading.Event | None = None
+    unsaved: float = 0.0
+
+    def due(self, epoch: int, stop: int, epochs: int, seconds: float) -> bool:
+        """Whether the state after `epoch`, which trained for `seconds`, is checkpointed, in a
+        run that trains up to `stop` of the schedule's `epochs`. Never after the last epoch:
+        nothing is left to resume. Always at `stop` before the last (a rung's end: the pause
+        resumes from exactly there) and once the worker is leaving. Otherwise every
+        `every`-th epoch once `self.seconds` of training have passed (0: every one)."""
+        self.unsaved += seconds
+        if epoch >= epochs:
+            return False
+        selected = epoch % self.every == 0 and self.unsaved >= self.seconds
+        leaving = self.leaving is not None and self.leaving.is_set()
+        if not (selected or epoch == stop or leaving):
+            return False
+        self.unsaved = 0.0
+        return True
 
 
 def snapshot(run: Run, epoch: int) -> bytes:

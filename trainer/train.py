@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ from torch import nn
 
 from hpo.protocol import Decision
 from trainer import plugins
-from trainer.checkpoint import restore, snapshot
+from trainer.checkpoint import Cadence, restore, snapshot
 from trainer.data import Dataset, load_dataset
 from trainer.models import build_model
 from trainer.norms import Norm
@@ -56,6 +57,9 @@ class TrainConfig:
     stop_epoch: int | None = None
     # A checkpoint from `train`'s checkpoint callback: go on after its epoch.
     resume: bytes | None = None
+    # Set when the worker is shutting down: every epoch that ends from then on is checkpointed,
+    # whatever `checkpoint_seconds` says, since the trial is handed back after it.
+    leaving: threading.Event | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_assignment(
@@ -109,7 +113,7 @@ class Run:
     bounds: list[tuple[int, int]]
     grad_clip: float | None
     seed: int
-    checkpoint_every: int = 1
+    cadence: Cadence = field(default_factory=Cadence)  # which epochs take a checkpoint
     schedule_epochs: int = 0  # the full fidelity (config.epochs) the schedule spans
     train_seconds: float = 0.0  # epoch_seconds summed over the trial's epochs (a checkpoint's too)
 
@@ -121,13 +125,14 @@ def train(config: TrainConfig, report: Report, checkpoint: Checkpoint | None = N
     metrics: train_loss, val_loss, val_accuracy, lr (of the epoch's last step), epoch_seconds,
     samples_per_second (training samples per second of training time), and the trial's costs:
     train_seconds (epoch_seconds summed over its epochs so far, across resumes) and n_params
-    (the model's parameter count). Before the report of
-    every `checkpoint_every`-th epoch (param, default 1) and of `stop_epoch`, calls
-    checkpoint(epoch, bytes) with the state to resume from. Both callbacks run in order on a
-    helper thread while the next epoch trains; a decision that ends training (prune, pause,
-    stop) ends the trial after its epoch, the epoch in progress thrown away. Raises
-    TrainingError for a bad param, model or dataset, a NaN or infinite loss, an unusable
-    checkpoint, or CUDA out of memory; an exception of a callback is raised as is.
+    (the model's parameter count). Before the report of every `checkpoint_every`-th epoch
+    (param, default 1) that ends at least `checkpoint_seconds` (param, default 10) of training
+    after the last checkpoint, and of `stop_epoch`, calls checkpoint(epoch, bytes) with the
+    state to resume from (trainer.checkpoint.Cadence). Both callbacks run in order on a helper
+    thread while the next epoch trains; a decision that ends training (prune, pause, stop) ends
+    the trial after its epoch, the epoch in progress thrown away. Raises TrainingError for a bad
+    param, model or dataset, a NaN or infinite loss, an unusable checkpoint, or CUDA out of
+    memory; an exception of a callback is raised as is.
     """
     plugin = plugins.discover().trainers.get(config.model)
     if plugin is not None:  # a whole training function of the user's: it keeps our contract
@@ -172,13 +177,14 @@ def build_run(config: TrainConfig) -> Run:
     _seed_everything(config.seed)
     model = build_model(config.model, data.sample_shape, data.n_classes, params).to(device)
     bounds = batch_bounds(len(data.y_train), loop.batch_size, Norm.from_params(params).kind)
-    every = params.tunable("checkpoint_every")
+    every, seconds = params.tunable("checkpoint_every"), params.tunable("checkpoint_seconds")
+    saves = Cadence(every, seconds, config.leaving)
     if params.unused():
         log.warning("params not used by the trainer: %s", ", ".join(params.unused()))
     schedule = build_schedule(loop, config.epochs, len(bounds))
     optimizer = build_optimizer(model, loop)
     return Run(
-        model, optimizer, schedule, data, bounds, loop.grad_clip, config.seed, every, config.epochs
+        model, optimizer, schedule, data, bounds, loop.grad_clip, config.seed, saves, config.epochs
     )
 
 
@@ -246,9 +252,8 @@ def _epochs(run: Run, start: int, stop: int, reporter: Reporter) -> TrainResult:
             "train_seconds": run.train_seconds,
             "n_params": n_params,
         }
-        due = epoch % run.checkpoint_every == 0 or epoch == stop
-        # After the trial's last epoch there is nothing left to resume.
-        wanted = reporter.takes_checkpoints and due and epoch < run.schedule_epochs
+        wanted = run.cadence.due(epoch, stop, run.schedule_epochs, seconds)
+        wanted = wanted and reporter.takes_checkpoints
         blob = snapshot(run, epoch) if wanted else None
         reporter.send(epoch, metrics, blob)
     decision = reporter.decision()

@@ -282,6 +282,7 @@ class DeviceWorker:
                 stop_epoch=assignment.target_epochs,
                 resume=self.resume_state(assignment) if start else None,
             )
+            config.leaving = self.shutdown  # a checkpoint before the trial is handed back
             result = train(
                 config,
                 lambda epoch, metrics: self.report_epoch(lease, epoch, metrics),

@@ -91,8 +91,10 @@ def test_tpe_study_on_digits_with_two_workers(processes: Processes) -> None:
 
 def test_worker_killed_at_epoch_5_of_8_resumes_on_the_other_worker(processes: Processes) -> None:
     url = processes.server(HPO_LEASE_SECONDS="3")
+    # A checkpoint after every epoch (checkpoint_seconds 0), so a kill loses at most one.
+    workload = {**SLOW, "checkpoint_seconds": 0}
     doc = spec_doc(
-        "kill", budget={"max_trials": 1, "parallel_trials": 1, "epochs": 8}, workload=SLOW
+        "kill", budget={"max_trials": 1, "parallel_trials": 1, "epochs": 8}, workload=workload
     )
     study_id = _create(url, doc)["id"]
     doomed = processes.worker("doomed", url)

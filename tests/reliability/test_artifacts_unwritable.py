@@ -73,8 +73,11 @@ def test_a_real_worker_fails_the_trial_and_goes_on_when_checkpoints_cannot_be_st
     url = processes.server(HPO_ARTIFACTS_DIR=str(_unwritable(tmp_path)))
     processes.worker("w", url)
     budget = {"max_trials": 2, "parallel_trials": 1, "epochs": 2}
+    # A checkpoint after epoch 1 (checkpoint_seconds 0), which the folder refuses.
+    workload = {"model": "mlp", "dataset": "synthetic", "checkpoint_seconds": 0}
+    doc = spec_doc("disk", budget=budget, workload=workload)
     with httpx.Client(base_url=url, timeout=30) as http:
-        study_id = http.post("/api/v1/studies", json=spec_doc("disk", budget=budget)).json()["id"]
+        study_id = http.post("/api/v1/studies", json=doc).json()["id"]
         study = finished(http, study_id, timeout=120)
         assert study["state"] == "failed" and study["reason"] == "every trial failed"
         for trial in trials(http, study_id):

@@ -20,6 +20,7 @@ PARAMS: dict[str, Any] = {
     "momentum": 0.9,
     "weight_decay": 1e-4,
     "n_samples": 600,
+    "checkpoint_seconds": 0,  # after every epoch, as these tests resume from any of them
 }
 
 

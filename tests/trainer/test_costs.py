@@ -12,7 +12,14 @@ from tests.trainer.fused_support import Recorder
 from trainer.fused.loop import train_group
 from trainer.train import TrainConfig, build_run, train
 
-PARAMS: dict[str, Any] = {"n_samples": 160, "batch_size": 32, "lr": 1e-2, "width": 32}
+# A checkpoint after every epoch (checkpoint_seconds 0): the tests resume from any of them.
+PARAMS: dict[str, Any] = {
+    "n_samples": 160,
+    "batch_size": 32,
+    "lr": 1e-2,
+    "width": 32,
+    "checkpoint_seconds": 0,
+}
 
 
 def _train(epochs: int, **overrides: Any) -> tuple[list[dict[str, float]], dict[int, bytes]]:

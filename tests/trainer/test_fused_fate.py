@@ -132,7 +132,7 @@ def test_a_group_resumed_from_its_checkpoints_equals_the_uninterrupted_group(
 
 
 def test_the_last_epoch_takes_no_checkpoint_and_others_take_one_each() -> None:
-    configs = trials(2, epochs=3)
+    configs = trials(2, epochs=3, checkpoint_seconds=0)
     configs[1].params["checkpoint_every"] = 2
     recorders = [Recorder() for _ in configs]
     fused(configs, recorders)

@@ -87,7 +87,7 @@ def test_an_answer_ending_training_throws_the_epoch_in_progress_away(
 def test_the_checkpoint_lands_before_its_report_and_none_follows_the_last_epoch() -> None:
     calls: list[str] = []
     train(
-        TrainConfig("mlp", "synthetic", 3, dict(SMALL)),
+        TrainConfig("mlp", "synthetic", 3, {**SMALL, "checkpoint_seconds": 0}),
         lambda epoch, metrics: calls.append(f"report {epoch}") or Decision.CONTINUE,
         checkpoint=lambda epoch, blob: calls.append(f"checkpoint {epoch}"),
     )

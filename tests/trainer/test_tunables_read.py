@@ -18,6 +18,7 @@ def test_every_declared_tunable_is_read_with_its_default(model: str) -> None:
     loop = LoopParams.from_params(params)
     build_model(model, (1, 8, 8), 3, params)
     params.tunable("checkpoint_every")
+    params.tunable("checkpoint_seconds")
     adamw = Params({})  # beta1 and beta2 are read for adamw
     assert LoopParams.from_params(adamw).betas == (0.9, 0.999)
     assert params.used | adamw.used >= {t.name for t in tunables.for_model(model)}

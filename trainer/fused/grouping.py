@@ -3,7 +3,7 @@
 Trials share a group when their fused models have the same shapes and their data the same
 batches: same model, dataset and device, and equal values of every param except those a fused
 group keeps per trial (`PER_TRIAL`: learning rate and schedule, weight decay, momentum, AdamW's
-betas, dropout rate, gradient clipping, checkpoint interval) and the seed. Whether dropout is on
+betas, dropout rate, gradient clipping, checkpoint cadence) and the seed. Whether dropout is on
 at all is part of the key, since a model without dropout has no dropout layers. A plugin model
 or training function is never fused.
 """
@@ -30,6 +30,7 @@ PER_TRIAL = frozenset(
         "lr_schedule",
         "grad_clip",
         "checkpoint_every",
+        "checkpoint_seconds",
     }
 )
 

@@ -304,8 +304,10 @@ def _end_epoch(group: Group, losses: list[float], lrs: list[float], seconds: flo
             "n_params": parameter_count(member.run.model),
         }
         member.done = epoch
-        due = epoch % member.run.checkpoint_every == 0 or epoch == member.stop
-        wanted = member.reporter.takes_checkpoints and due and epoch < member.run.schedule_epochs
+        # Each member decides alone, on its own training seconds, as trainer.train's loop does.
+        run = member.run
+        wanted = run.cadence.due(epoch, member.stop, run.schedule_epochs, epoch_seconds)
+        wanted = wanted and member.reporter.takes_checkpoints
         state = None
         if wanted:
             fused_state = group.model.net.state_dict() if fused_state is None else fused_state

@@ -124,7 +124,7 @@ class GroupRunner:
         grouping needs none); None (the trial failed with the reason) when it has none."""
         try:
             start = assignment.start_epoch if resume else 0
-            return TrainConfig.from_assignment(
+            config = TrainConfig.from_assignment(
                 assignment.workload,
                 assignment.params,
                 assignment.epochs,
@@ -132,6 +132,8 @@ class GroupRunner:
                 stop_epoch=assignment.target_epochs,
                 resume=self.worker.resume_state(assignment) if start else None,
             )
+            config.leaving = self.worker.shutdown  # a checkpoint before it is handed back
+            return config
         except TrainingError as exc:
             self._fail(assignment, str(exc))
             return None
