@@ -248,11 +248,11 @@ class DeviceWorker:
 
     def lease_for(self, assignment: Assignment) -> Lease:
         """The lease of an assignment about to train, with its reports' outbox. The last epoch
-        of a trial's full budget is reported with its completion, unless its model file is
-        uploaded first (the server keeps it by the value of the trial's last report)."""
+        of a trial's full budget is reported with its completion (after its model file's
+        upload: the server judges the upload at the completion, by that last value)."""
         full = assignment.target_epochs == assignment.epochs
         lease = Lease(assignment.trial_id, assignment.token, last_epoch=assignment.target_epochs)
-        lease.with_completion = full and not assignment.keep_model
+        lease.with_completion = full
         lease.outbox = self.reports.trial(
             assignment.trial_id, assignment.token, assignment.report_interval
         )

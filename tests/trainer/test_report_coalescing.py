@@ -225,12 +225,20 @@ def test_a_checkpointed_epoch_and_a_rungs_end_are_sent_at_once(clock: Clock) -> 
     assert client.sent.requests[-1] == [(7, 3)]
 
 
-def test_a_study_that_keeps_models_answers_the_last_report_first(clock: Clock) -> None:
+def test_a_study_that_keeps_models_uploads_then_completes_with_the_last_report(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     worker, client = _worker(clock)
-    lease = worker.lease_for(_assignment(epochs=2, report_interval=60.0, keep_model=True))
+    uploads: list[int] = []
+    monkeypatch.setattr(worker, "_save_model", lambda *_: uploads.append(len(client.completions)))
+    assignment = _assignment(epochs=2, report_interval=60.0, keep_model=True)
+    lease = worker.lease_for(assignment)
     _epoch(worker, lease, 1)
     _epoch(worker, lease, 2)
-    assert client.sent.requests == [[(7, 1), (7, 2)]]
+    assert client.sent.requests == []
+    worker.finish(assignment, lease, "trial", TrainResult(2, {}, None), 0.0, False)
+    assert uploads == [0]  # before the completion
+    assert [r.epoch for r in client.completions[0]["reports"]] == [1, 2]
 
 
 def test_a_worker_shutting_down_holds_nothing(clock: Clock) -> None:

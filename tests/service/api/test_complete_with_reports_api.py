@@ -169,3 +169,41 @@ def test_the_report_interval_is_the_servers_setting(settings: Settings) -> None:
         intervals = sorted(a["report_interval"] for a in worker.lease(count=2))
         assert intervals == [0.0, 0.25]
     assert Settings.from_env({"HPO_REPORT_INTERVAL_SECONDS": "0"}).report_interval_seconds == 0
+
+
+def _upload(client: TestClient, worker: ApiWorker, trial: dict[str, Any]) -> dict[str, Any]:
+    reply = client.put(
+        f"/api/v1/workers/{worker.id}/trials/{trial['trial_id']}/model",
+        content=f"model of {trial['trial_id']}".encode(),
+        headers={"X-Lease-Token": trial["token"], "Content-Type": "application/octet-stream"},
+    )
+    assert reply.status_code == 200, reply.text
+    saved: dict[str, Any] = reply.json()
+    return saved
+
+
+def test_a_model_uploaded_before_its_last_report_is_judged_at_the_completion(
+    client: TestClient,
+) -> None:
+    doc = spec_doc("models", budget={"max_trials": 3, "parallel_trials": 3, "epochs": 2})
+    doc["keep_models"] = 1
+    study = client.post("/api/v1/studies", json=doc).json()
+    worker = ApiWorker(client)
+    a, b, c = worker.lease(count=3)
+    assert worker.report(a, 1, val_accuracy=0.5).status_code == 200
+    assert _upload(client, worker, a)["kept"] is True
+    assert worker.post(a, "complete", reports=_reports((2, 0.6))).json()["state"] == "completed"
+    # b's epoch 1 is worse than a, but its last epoch is on its way with the completion: the
+    # upload is stored, and the completion (epoch 2: better than a) keeps it, a's goes.
+    assert worker.report(b, 1, val_accuracy=0.1).status_code == 200
+    assert _upload(client, worker, b)["kept"] is True
+    done = worker.post(b, "complete", reports=_reports((2, 0.9)))
+    assert done.json()["state"] == "completed"
+    items = client.get(f"/api/v1/studies/{study['id']}/trials").json()["items"]
+    assert {t["id"] for t in items if t["model_url"]} == {b["trial_id"]}
+    # c uploads too, but its last epoch is worse than b's: the completion drops the file.
+    assert worker.report(c, 1, val_accuracy=0.95).status_code == 200
+    assert _upload(client, worker, c)["kept"] is True
+    assert worker.post(c, "complete", reports=_reports((2, 0.2))).json()["state"] == "completed"
+    items = client.get(f"/api/v1/studies/{study['id']}/trials").json()["items"]
+    assert {t["id"] for t in items if t["model_url"]} == {b["trial_id"]}
