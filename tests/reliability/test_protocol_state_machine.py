@@ -201,14 +201,26 @@ class ProtocolMachine(RuleBasedStateMachine):
             assert _snapshot(self.services, trial_id) == before
 
     @precondition(lambda self: self._heard())
-    @rule(data=st.data(), how=st.sampled_from(["complete", "fail", "release"]))
-    def end(self, data: st.DataObject, how: str) -> None:
+    @rule(
+        data=st.data(),
+        how=st.sampled_from(["complete", "complete_with_reports", "fail", "release"]),
+        value=VALUES,
+    )
+    def end(self, data: st.DataObject, how: str, value: float) -> None:
         trial_id = data.draw(st.sampled_from(self._heard()))
         held = self.held.pop(trial_id)
-        if how == "complete":
-            row = self.protocol.reporting.complete(trial_id, held.token)
+        if how.startswith("complete"):
+            # With reports: its remaining epochs travel with the completion (as hpo worker
+            # sends a trial's last ones), recorded before it completes.
+            epochs = self.services.studies.trial(trial_id).row.epochs
+            reports = [(e, {"val_accuracy": value}) for e in range(epochs + 1, EPOCHS + 1)]
+            sent = reports if how == "complete_with_reports" else []
+            row = self.protocol.reporting.complete(trial_id, held.token, reports=sent)
             finite = row.value is not None and math.isfinite(row.value)
             assert row.state == ("completed" if row.epochs and finite else "failed")
+            if sent:
+                curve = self.services.studies.trial(trial_id).curve
+                assert [point.epoch for point in curve] == list(range(1, EPOCHS + 1))
         elif how == "fail":
             assert self.protocol.reporting.fail(trial_id, held.token, "broken").state == "failed"
         else:
@@ -219,7 +231,10 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.stale.append((held.worker, trial_id, held.token))
 
     @precondition(lambda self: self.stale)
-    @rule(data=st.data(), how=st.sampled_from(["report", "complete", "fail", "release"]))
+    @rule(
+        data=st.data(),
+        how=st.sampled_from(["report", "complete", "complete_with_reports", "fail", "release"]),
+    )
     def zombie_writes(self, data: st.DataObject, how: str) -> None:
         """A worker writes with a token it no longer holds: 409 unless the trial has finished
         (then the write may be answered as a repeat), and never any change."""
@@ -230,6 +245,9 @@ class ProtocolMachine(RuleBasedStateMachine):
                 trial_id, token, 1, {"val_accuracy": 1}
             ),
             "complete": lambda: self.protocol.reporting.complete(trial_id, token),
+            "complete_with_reports": lambda: self.protocol.reporting.complete(
+                trial_id, token, reports=[(1, {"val_accuracy": 1.0})]
+            ),
             "fail": lambda: self.protocol.reporting.fail(trial_id, token, "zombie"),
             "release": lambda: self.protocol.reporting.release(trial_id, token),
         }
