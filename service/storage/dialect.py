@@ -1,7 +1,9 @@
 """Where SQLite and PostgreSQL differ, in one module.
 
 - The engines: SQLite connections run in WAL mode with a busy timeout and start writes with
-  `BEGIN IMMEDIATE` (read-only sessions with a deferred `BEGIN`); PostgreSQL's pool pings.
+  `BEGIN IMMEDIATE` (read-only sessions with a deferred `BEGIN`), each writer of this process
+  after taking its turn in the file's write queue (`service.storage.write_queue`); PostgreSQL's
+  pool pings.
 - Row locks: SQLite's `BEGIN IMMEDIATE` already holds the whole database for the writer, so a
   lookup made only to lock rows can be skipped there.
 - Idempotent inserts: `INSERT ... ON CONFLICT DO NOTHING`, in each dialect's spelling.
@@ -20,6 +22,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from service.storage.write_queue import QueuedConnection, attach
+
 # The execution option that marks a read-only session (a deferred BEGIN on SQLite).
 READ_ONLY = "hpo_read_only"
 
@@ -32,16 +36,27 @@ def engine_kwargs(url: str, busy_timeout_s: float = 30.0) -> dict[str, Any]:
     """Keyword arguments for `create_engine` (ours and Optuna's RDBStorage) for this URL."""
     if is_sqlite(url):
         # check_same_thread: FastAPI runs sync routes in a thread pool; the pool hands a
-        # connection to one thread at a time.
-        return {"connect_args": {"timeout": busy_timeout_s, "check_same_thread": False}}
+        # connection to one thread at a time. factory: connections that give the file's write
+        # queue back when their transaction ends.
+        return {
+            "connect_args": {
+                "timeout": busy_timeout_s,
+                "check_same_thread": False,
+                "factory": QueuedConnection,
+            }
+        }
     return {"pool_pre_ping": True}
 
 
 def configure_sqlite(engine: Engine, busy_timeout_s: float = 30.0) -> None:
-    """WAL, busy timeout and `BEGIN IMMEDIATE` for writers on every connection of `engine`."""
+    """WAL, busy timeout and `BEGIN IMMEDIATE` for writers on every connection of `engine`;
+    a writer first waits for its turn in the file's write queue (first come, first served,
+    instead of SQLite's busy handler sleeping and retrying), for up to `busy_timeout_s`."""
+    database = engine.url.database or ""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        attach(dbapi_conn, database)
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -57,8 +72,17 @@ def configure_sqlite(engine: Engine, busy_timeout_s: float = 30.0) -> None:
     def _on_begin(conn: Any) -> None:
         if conn.get_execution_options().get(READ_ONLY):
             conn.exec_driver_sql("BEGIN")
-        else:
+            return
+        raw = conn.connection.dbapi_connection
+        queued = isinstance(raw, QueuedConnection)
+        if queued:
+            raw.hold(busy_timeout_s)
+        try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            if queued:
+                raw.let_go()
+            raise
 
 
 def has_advisory_locks(engine: Engine) -> bool:
