@@ -13,10 +13,12 @@ from tests.trainer.fused_support import SMALL, Recorder, alone, assert_same_curv
 from trainer.fused.grouping import fuse_key, group_indices
 from trainer.fused.layers import NotFusable, Streams, fuse, member_state
 from trainer.fused.loop import train_group
+from trainer.fused.optim import FusedOptimizer
 from trainer.models import build_model
 from trainer.norms import NORMS
+from trainer.optim import LoopParams, decayed_weights
 from trainer.params import Params
-from trainer.train import TrainConfig, TrainResult
+from trainer.train import TrainConfig, TrainResult, build_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 __all__ = ["one_thread"]  # the fixture, imported for pytest
@@ -110,6 +112,45 @@ def test_fusing_keeps_each_trials_state_dict_and_outputs(
             assert torch.equal(state[key], value), key
         single.eval()
         torch.testing.assert_close(out[index], single(x[index]), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_a_fused_step_is_each_trials_unfused_step_to_the_bit(optimizer: str) -> None:
+    """In float32, as the worker trains: given the same gradients, the fused optimizer moves
+    each trial's weights exactly as the trial's own `fused=True` optimizer does (AdamW's
+    decoupled weight decay applied before the kernel, a linear weight stored transposed), and
+    the state dicts it gives back are ordinary contiguous tensors."""
+    trials = configs("mlp", None, "batch", optimizer)
+    runs = [build_run(config) for config in trials]
+    fused = fuse([run.model for run in runs], Streams([torch.Generator() for _ in runs]))
+    names = {id(p): name for name, p in runs[0].model.named_parameters()}
+    decayed = {names[id(p)] for p in decayed_weights(runs[0].model)}
+    loops = [LoopParams.from_params(Params(config.params)) for config in trials]
+    optimizer_ = FusedOptimizer(fused.net, loops, decayed)
+    noise = torch.Generator().manual_seed(0)
+    for step in range(3):
+        lrs = [0.05 / (step + 1 + index) for index in range(len(runs))]
+        for name, param in fused.net.named_parameters():
+            grad = torch.randn(param.shape, generator=noise)
+            param.grad = grad
+            for index, run in enumerate(runs):
+                run.model.get_parameter(name).grad = grad[index].clone()
+        optimizer_.step(lrs)
+        for run, lr in zip(runs, lrs, strict=True):
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            run.optimizer.step()
+    for index, run in enumerate(runs):
+        state = member_state(fused, index)
+        for key, value in run.model.state_dict().items():
+            assert torch.equal(state[key], value), key
+            assert state[key].is_contiguous(), key
+        own = run.optimizer.state_dict()["state"]
+        mine = optimizer_.trial_state(index, run.model)["state"]
+        for number, values in own.items():
+            for key, value in values.items():
+                assert torch.equal(mine[number][key], value), (number, key)
+                assert mine[number][key].is_contiguous(), (number, key)
 
 
 def test_models_of_different_shapes_are_not_fused() -> None:

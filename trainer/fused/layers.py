@@ -70,14 +70,24 @@ def _to_trial(x: torch.Tensor, k: int) -> torch.Tensor:
     return x.view(x.shape[0], k, -1).transpose(0, 1)
 
 
+def _weight(k: int, shape: torch.Size, linear: bool) -> nn.Parameter:
+    """K weights of `shape`. A linear layer's (K, out, in) is stored as (K, in, out) transposed:
+    the batched product reads it as it lies, and the weight's gradient, which the product
+    computes in that layout, then has the weight's strides, so autograd hands it over without
+    a transposing copy (trainer.fused.optim keeps its moments in the same layout)."""
+    if linear:
+        return nn.Parameter(torch.empty(k, shape[1], shape[0]).transpose(1, 2))
+    return nn.Parameter(torch.empty(k, *shape))
+
+
 class _WeightNorm(nn.Module):
     """Holds the magnitude g (original0) and direction v (original1) under the same state-dict
     keys as torch.nn.utils.parametrizations.weight_norm: `parametrizations.weight.original0`."""
 
-    def __init__(self, k: int, shape: torch.Size) -> None:
+    def __init__(self, k: int, shape: torch.Size, linear: bool) -> None:
         super().__init__()
         self.original0 = nn.Parameter(torch.empty(k, shape[0], *[1] * (len(shape) - 1)))
-        self.original1 = nn.Parameter(torch.empty(k, *shape))
+        self.original1 = _weight(k, shape, linear)
 
     def weight(self) -> torch.Tensor:
         # torch._weight_norm(v, g, dim=0) per trial: each output row scaled to norm g.
@@ -92,12 +102,13 @@ class _Weighted(nn.Module):
     def __init__(self, k: int, template: nn.Linear | nn.Conv1d | nn.Conv2d) -> None:
         super().__init__()
         self.k = k
+        linear = isinstance(template, nn.Linear)
         if parametrize.is_parametrized(template, "weight"):
             shape = template.get_parameter("parametrizations.weight.original1").shape
-            self.parametrizations = nn.ModuleDict({"weight": _WeightNorm(k, shape)})
+            self.parametrizations = nn.ModuleDict({"weight": _WeightNorm(k, shape, linear)})
             self.weight_norm = True
         else:
-            self.weight = nn.Parameter(torch.empty(k, *template.weight.shape))
+            self.weight = _weight(k, template.weight.shape, linear)
             self.weight_norm = False
         bias = template.bias
         self.bias = None if bias is None else nn.Parameter(torch.empty(k, *bias.shape))
@@ -234,68 +245,101 @@ class FusedDropout(nn.Module):
         super().__init__()
         self.rates, self.alpha, self.layout = list(rates), alpha, layout
         self.streams: Streams | None = None
+        self._columns: dict[tuple, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not any(self.rates):
             return x
-        if self.streams is None:
-            raise RuntimeError("a fused dropout layer needs the group's Streams")
-        k = len(self.rates)
-        # Trial k's unfused input shape: (N, F) in the trial layout, (N, C, *spatial) packed.
-        shape = x.shape[1:] if self.layout == TRIAL else (x.shape[0], x.shape[1] // k, *x.shape[2:])
-        noise = self._keep_masks((k, *shape), x)
+        kept = self._kept(x)
         if self.alpha:
-            noise, shift = self._alpha(noise)
-            return self._masked(x, noise) + self._layout(shift)
-        keep = [1 - rate for rate in self.rates]
-        noise = noise.div_(self._per_trial(keep, noise))
-        return self._masked(x, noise)
+            # torch's alpha dropout: x * (noise * a) + (noise - 1) * alpha * a + alpha * a * p.
+            noise = kept.to(x.dtype)
+            shift = noise.add(-1).mul_(self._column("alpha_step", x))
+            shift = shift.add_(self._column("alpha_offset", x))
+            return x * noise.mul_(self._column("alpha_scale", x)) + shift
+        # torch's dropout: x * (noise / (1 - p)), the kept elements' factor made once.
+        return x * (kept * self._column("scale", x))
 
-    def _keep_masks(self, shape: tuple[int, ...], x: torch.Tensor) -> torch.Tensor:
-        """Per trial a 0/1 mask of `shape[1:]`, 1 with probability 1 - rate, drawn from the
-        trial's generator as the unfused layer draws it (`bernoulli_(1 - rate)`; nothing for a
-        rate of 0), in x's dtype.
+    def _kept(self, x: torch.Tensor) -> torch.Tensor:
+        """Which elements are kept, in x's layout: per trial 1 with probability 1 - rate,
+        drawn from the trial's generator as its unfused layer draws its mask (bernoulli_(1 -
+        rate) over a tensor of its own shape; nothing for a rate of 0).
 
         On the CPU, `bernoulli_(p)` takes one double `u` per element from the generator, in
-        order, and keeps the element when `u < p`; `torch.rand` in float64 draws the same
-        doubles the same way, about twice as fast, so K such draws and one comparison give the
-        same masks and leave each generator in the same state. Elsewhere: `bernoulli_`."""
-        generators = self.streams.generators  # type: ignore[union-attr]
+        order, and keeps the element when `u < p`; `uniform_` in float64 draws the same doubles
+        the same way, about twice as fast, also into a trial's channels of the packed layout
+        (a strided view, filled in its own element order), so K such draws and one comparison
+        give the same masks and leave each generator in the same state, with no copy into the
+        layout. Elsewhere: `bernoulli_` per trial, then packed."""
+        if self.streams is None:
+            raise RuntimeError("a fused dropout layer needs the group's Streams")
+        generators = self.streams.generators
+        k = len(self.rates)
         if x.device.type != "cpu":
-            noise = torch.empty(shape, dtype=x.dtype, device=x.device)
+            # Trial k's unfused input shape: (N, F) in the trial layout, (N, C, *spatial) packed.
+            if self.layout == TRIAL:
+                shape = x.shape[1:]
+            else:
+                shape = (x.shape[0], x.shape[1] // k, *x.shape[2:])
+            noise = torch.empty((k, *shape), dtype=x.dtype, device=x.device)
             for index, (rate, generator) in enumerate(zip(self.rates, generators, strict=True)):
                 if rate:
                     noise[index].bernoulli_(1 - rate, generator=generator)
                 else:
                     noise[index].fill_(1)
-            return noise
-        uniform = torch.empty(shape, dtype=torch.float64)
+            return noise if self.layout == TRIAL else pack(noise)
+        uniform = torch.empty(x.shape, dtype=torch.float64)
+        channels = x.shape[1] // k
         for index, (rate, generator) in enumerate(zip(self.rates, generators, strict=True)):
-            if rate:
-                torch.rand(shape[1:], dtype=torch.float64, generator=generator, out=uniform[index])
+            if self.layout == TRIAL:
+                part = uniform[index]
             else:
-                uniform[index].fill_(0.0)  # kept: 0 < 1
-        keep = torch.tensor([1 - rate for rate in self.rates], dtype=torch.float64)
-        return torch.lt(uniform, keep.view(-1, *[1] * (len(shape) - 1))).to(x.dtype)
+                part = uniform[:, index * channels : (index + 1) * channels]
+            if rate:
+                part.uniform_(generator=generator)
+            else:
+                part.fill_(0.0)  # kept: 0 < 1
+        return torch.lt(uniform, self._column("keep", uniform))
 
-    def _alpha(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """torch's alpha dropout with a per-trial rate: noise * a, and the shift b."""
-        scale = [1 / math.sqrt((_ALPHA * _ALPHA * p + 1) * (1 - p)) for p in self.rates]
-        step = self._per_trial([_ALPHA * a for a in scale], noise)
-        offsets = [_ALPHA * a * p for a, p in zip(scale, self.rates, strict=True)]
-        offset = self._per_trial(offsets, noise)
-        shift = noise.add(-1).mul_(step).add_(offset)
-        return noise.mul_(self._per_trial(scale, noise)), shift
+    def _column(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """A per-trial constant shaped to broadcast over `like`'s layout ((K, 1, ...) in the
+        trial layout, each trial's value over its channels when packed), made once per layout
+        and type."""
+        key = (
+            name,
+            like.dtype,
+            like.device,
+            like.shape[1:] if self.layout == PACKED else like.dim(),
+        )
+        column = self._columns.get(key)
+        if column is None:
+            values = self._values(name, like.dtype)
+            if self.layout == TRIAL:
+                column = values.view(-1, *[1] * (like.dim() - 1))
+            else:
+                per_channel = values.repeat_interleave(like.shape[1] // len(self.rates))
+                column = per_channel.view(1, -1, *[1] * (like.dim() - 2))
+            column = column.to(like.device)
+            self._columns[key] = column
+        return column
 
-    def _per_trial(self, values: list[float], like: torch.Tensor) -> torch.Tensor:
-        column = torch.tensor(values, dtype=like.dtype)
-        return column.view(-1, *[1] * (like.dim() - 1)).to(like.device, non_blocking=True)
-
-    def _layout(self, noise: torch.Tensor) -> torch.Tensor:
-        return noise if self.layout == TRIAL else pack(noise)
-
-    def _masked(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return x * self._layout(noise)
+    def _values(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """The constant `name` per trial, rounded to `dtype` as torch's dropout rounds its
+        scalars."""
+        rates = self.rates
+        if name == "keep":
+            return torch.tensor([1 - p for p in rates], dtype=dtype)
+        if name == "scale":
+            # The kept elements' 1 / (1 - p), divided as torch divides its noise.
+            return torch.stack([torch.ones((), dtype=dtype).div_(1 - p) for p in rates])
+        scale = [1 / math.sqrt((_ALPHA * _ALPHA * p + 1) * (1 - p)) for p in rates]
+        if name == "alpha_scale":
+            return torch.tensor(scale, dtype=dtype)
+        if name == "alpha_step":
+            return torch.tensor([_ALPHA * a for a in scale], dtype=dtype)
+        return torch.tensor(
+            [_ALPHA * a * p for a, p in zip(scale, rates, strict=True)], dtype=dtype
+        )
 
 
 class FusedFlatten(nn.Module):
@@ -356,7 +400,10 @@ def member_state(
     """Trial `index`'s ordinary (unfused) state dict, as copies; `state`: the fused model's
     state dict when the caller has it already (one for all members)."""
     state = fused.net.state_dict() if state is None else state
-    return {key: value[index].clone() for key, value in state.items()}
+    return {
+        key: value[index].clone(memory_format=torch.contiguous_format)
+        for key, value in state.items()
+    }
 
 
 @torch.no_grad()

@@ -1,12 +1,21 @@
 """SGD and AdamW for a fused group, each trial with its own hyperparameters and state.
 
-Every parameter (K, *shape) of the fused model is re-homed as a view into one flat tensor, and
-its gradient into a flat gradient laid out the same way, which one call zeroes. A step calls
-PyTorch's fused optimizer kernel (the one the unfused loop's `fused=True` optimizers run) once per
-trial and unfused param group (weight-decayed weights, the rest), on slice k of every tensor,
-with that trial's lr, weight decay, momentum and nesterov flag (SGD) or betas (AdamW): the
-update is the one the trial gets alone. Gradient clipping scales each trial's slices by that
-trial's own norm.
+A step calls PyTorch's fused optimizer kernel (the one the unfused loop's `fused=True`
+optimizers run) once per trial, on slice k of every parameter tensor of the fused model, with
+that trial's lr, weight decay, momentum and nesterov flag (SGD) or betas (AdamW): the update is
+the one the trial gets alone, bit for bit. The kernel walks a tensor's memory in order, so every
+slice it is given (parameter, gradient, moments) has its parameter's strides: the moments are
+made like the parameters, and autograd gives each gradient its parameter's strides.
+
+Gradients are not accumulated into standing buffers: `zero_grad` drops them, so autograd hands
+each parameter the gradient it computed without another pass over it, and a step splits them
+into per-trial slices (one `unbind` per tensor). AdamW's decoupled weight decay of the weights
+is one multiplication of each weight tensor by every trial's (1 - lr * weight_decay) before the
+kernel runs without it: the kernel multiplies by the same factor, rounded to the same type, so
+the result is the same while the kernel runs once per trial instead of once per trial and
+param group. SGD's weight decay is coupled (added to the gradient inside the kernel), so SGD
+keeps two calls per trial with weight decay (the decayed weights, the rest). Gradient clipping
+scales each trial's slices by that trial's own norm.
 
 `trial_state` and `load_trial_state` convert a trial's optimizer state from and to the unfused
 optimizer's state dict (trainer.optim.build_optimizer), for checkpoints in the unfused format.
@@ -37,71 +46,52 @@ class FusedOptimizer:
     """One optimizer over a fused model's K trials."""
 
     def __init__(self, model: nn.Module, loops: Sequence[LoopParams], decayed: set[str]) -> None:
-        """`decayed`: names of the weight-decayed parameters (keys of the unfused state dict).
-
-        Re-homes `model`'s parameters into the flat tensor (values kept)."""
+        """`decayed`: names of the weight-decayed parameters (keys of the unfused state dict)."""
         kinds = {loop.optimizer for loop in loops}
         if len(kinds) != 1:
             raise ValueError(f"one optimizer per group, got {sorted(kinds)}")
         self.kind = kinds.pop()
         self.trials = [TrialHyper(loop) for loop in loops]
         named = list(model.named_parameters())
-        first = named[0][1]
-        self.k = first.shape[0]
-        total = sum(p.numel() for _, p in named)
-        self.flat = torch.empty(total, dtype=first.dtype, device=first.device)
-        self.grad = torch.zeros_like(self.flat)
-        # AdamW: first and second moments; SGD: momentum buffers; laid out like the parameters.
-        self.moment = torch.zeros_like(self.flat)
-        self.moment2 = torch.zeros_like(self.flat) if self.kind == "adamw" else None
-        self.params: dict[str, nn.Parameter] = {}
-        self.views: dict[str, list[torch.Tensor | None]] = {}
-        offset = 0
-        for name, param in named:
-            size = param.numel()
-            views = [
-                None if buffer is None else buffer[offset : offset + size].view(param.shape)
-                for buffer in (self.flat, self.grad, self.moment, self.moment2)
-            ]
-            assert views[0] is not None and views[1] is not None
-            views[0].copy_(param.detach())
-            owner, attr = _owner(model, name)
-            new = nn.Parameter(views[0])
-            new.grad = views[1]
-            owner._parameters[attr] = new
-            self.params[name] = new
-            self.views[name] = views
-            offset += size
         self.names = [name for name, _ in named]
-        # Per trial, per unfused param group (decayed weights, the rest): the tensors' slices
-        # in the order the unfused optimizer holds them.
-        groups = (
-            [n for n in self.names if n in decayed],
-            [n for n in self.names if n not in decayed],
-        )
-        self.parts = [
-            (decays, names) for decays, names in zip((True, False), groups, strict=True) if names
-        ]
-        self.step_counts = [
-            torch.zeros((), dtype=torch.float32, device=first.device) for _ in loops
-        ]
-        # Trial k's slices of every buffer per part, made once (a slice per step costs more
-        # than the update itself for small models).
-        self.slices = [
-            [self._slices(index, names) for _, names in self.parts] for index in range(self.k)
-        ]
-
-    def _slices(self, index: int, names: list[str]) -> list[list[torch.Tensor]]:
-        """Trial `index`'s slices of the tensors `names` in each buffer (param, grad, moment,
-        and the second moment for AdamW)."""
-        buffers = []
-        for which in range(4):
-            views = [self.views[name][which] for name in names]
-            buffers.append([v[index] for v in views if v is not None])
-        return buffers
+        self.tensors = [param for _, param in named]
+        self.k = self.tensors[0].shape[0]
+        device = self.tensors[0].device
+        # AdamW: first and second moments; SGD: momentum buffers. zeros_like keeps each
+        # parameter's strides (a fused linear weight is stored transposed, trainer.fused.layers).
+        self.moment = [torch.zeros_like(p) for p in self.tensors]
+        self.moment2 = [torch.zeros_like(p) for p in self.tensors] if self.kind == "adamw" else []
+        self.decayed = [i for i, name in enumerate(self.names) if name in decayed]
+        self.rest = [i for i, name in enumerate(self.names) if name not in decayed]
+        self.step_counts = [torch.zeros((), dtype=torch.float32, device=device) for _ in loops]
+        # The kernel copies a non-contiguous tensor to update it (and back). Its update is
+        # elementwise, so it is given each tensor with its axes in memory order, which for a
+        # transposed weight is a contiguous view of the same elements.
+        self.orders = [_memory_order(p) for p in self.tensors]
+        # Trial k's slices of the parameters and moments, made once: slicing every step costs
+        # more than the update itself for small models.
+        self.param_rows = self._rows(self.tensors)
+        self.moment_rows = self._rows(self.moment)
+        self.moment2_rows = self._rows(self.moment2) if self.moment2 else []
 
     def zero_grad(self) -> None:
-        self.grad.zero_()
+        """Drops the gradients: backward then hands each parameter its own, uncopied."""
+        for param in self.tensors:
+            param.grad = None
+
+    def _grads(self) -> list[torch.Tensor]:
+        """The parameters' gradients, each with its parameter's strides (autograd gives them
+        so; one set by hand is copied); a parameter the loss did not reach gets zeros, as the
+        unfused optimizer over a zeroed gradient sees it."""
+        grads = []
+        for param in self.tensors:
+            grad = param.grad
+            if grad is None:
+                grad = torch.zeros_like(param)
+            elif grad.stride() != param.stride():
+                grad = torch.empty_like(param).copy_(grad)
+            grads.append(grad)
+        return grads
 
     def clip_(self) -> None:
         """Scales each trial's gradient to at most its grad_clip norm (torch's clip_grad_norm_
@@ -109,45 +99,66 @@ class FusedOptimizer:
         limits = [t.loop.grad_clip for t in self.trials]
         if all(limit is None for limit in limits):
             return
-        grads = [self.params[name].grad for name in self.names]
-        per_tensor = [torch.linalg.vector_norm(g.view(self.k, -1), dim=1) for g in grads]  # type: ignore[union-attr]
+        grads = self._grads()
+        per_tensor = [
+            torch.linalg.vector_norm(g, dim=tuple(range(1, g.dim()))) if g.dim() > 1 else g.abs()
+            for g in grads
+        ]
         norms = torch.linalg.vector_norm(torch.stack(per_tensor), dim=0)
         max_norm = [float("inf") if limit is None else limit for limit in limits]
         coef = torch.tensor(max_norm, device=norms.device, dtype=norms.dtype) / (norms + 1e-6)
         coef = torch.clamp(coef, max=1.0)
-        for grad in grads:
-            assert grad is not None
-            grad.mul_(coef.view(-1, *[1] * (grad.dim() - 1)))
+        for param, grad in zip(self.tensors, grads, strict=True):
+            param.grad = grad.mul_(coef.view(-1, *[1] * (grad.dim() - 1)))
 
     @torch.no_grad()
     def step(self, lrs: Sequence[float]) -> None:
         """One update of every trial, trial k at learning rate lrs[k]."""
+        grads = self._rows(self._grads())
         if self.kind == "adamw":
-            torch._foreach_add_(self.step_counts, 1)
-        for index, (trial, lr) in enumerate(zip(self.trials, lrs, strict=True)):
-            for (decays, _), buffers in zip(self.parts, self.slices[index], strict=True):
-                wd = trial.loop.weight_decay if decays else 0.0
-                self._update(index, buffers, lr, wd, trial)
+            self._adamw(lrs, grads)
+        else:
+            self._sgd(lrs, grads)
+        for trial in self.trials:
             trial.steps += 1
 
-    def _update(
-        self, index: int, buffers: list[list[torch.Tensor]], lr: float, wd: float, trial: TrialHyper
-    ) -> None:
-        params, grads, moments, moments2 = buffers
-        if self.kind == "adamw":
+    def _adamw(self, lrs: Sequence[float], grads: list[list[torch.Tensor]]) -> None:
+        torch._foreach_add_(self.step_counts, 1)
+        factors = [1 - lr * t.loop.weight_decay for t, lr in zip(self.trials, lrs, strict=True)]
+        if self.decayed and any(factor != 1 for factor in factors):
+            first = self.tensors[self.decayed[0]]
+            # Rounded to the parameters' type, as the kernel rounds its factor.
+            factor = torch.tensor(factors, dtype=first.dtype, device=first.device)
+            for index in self.decayed:
+                param = self.tensors[index]
+                param.mul_(factor.view(-1, *[1] * (param.dim() - 1)))
+        for k, (trial, lr) in enumerate(zip(self.trials, lrs, strict=True)):
             beta1, beta2 = trial.loop.betas
             torch._fused_adamw_(
-                params, grads, moments, moments2, [],
-                [self.step_counts[index]] * len(params), lr=lr, beta1=beta1, beta2=beta2,
-                weight_decay=wd, eps=EPS, amsgrad=False, maximize=False,
+                self.param_rows[k], grads[k], self.moment_rows[k], self.moment2_rows[k], [],
+                [self.step_counts[k]] * len(grads[k]), lr=lr, beta1=beta1, beta2=beta2,
+                weight_decay=0.0, eps=EPS, amsgrad=False, maximize=False,
             )  # fmt: skip
-            return
-        momentum = trial.loop.momentum
-        torch._fused_sgd_(
-            params, grads, [] if momentum == 0 else moments,
-            weight_decay=wd, momentum=momentum, lr=lr, dampening=0.0,
-            nesterov=trial.loop.nesterov, maximize=False, is_first_step=trial.steps == 0,
-        )  # fmt: skip
+
+    def _sgd(self, lrs: Sequence[float], grads: list[list[torch.Tensor]]) -> None:
+        for k, (trial, lr) in enumerate(zip(self.trials, lrs, strict=True)):
+            wd = trial.loop.weight_decay
+            parts = [(self.decayed, wd), (self.rest, 0.0)] if wd else [(None, 0.0)]
+            for indices, decay in parts:
+                if indices == []:
+                    continue
+                params, moments = self.param_rows[k], self.moment_rows[k]
+                row = grads[k]
+                if indices is not None:
+                    params = [params[i] for i in indices]
+                    moments = [moments[i] for i in indices]
+                    row = [row[i] for i in indices]
+                momentum = trial.loop.momentum
+                torch._fused_sgd_(
+                    params, row, [] if momentum == 0 else moments,
+                    weight_decay=decay, momentum=momentum, lr=lr, dampening=0.0,
+                    nesterov=trial.loop.nesterov, maximize=False, is_first_step=trial.steps == 0,
+                )  # fmt: skip
 
     # ------------------------------------------------------------ unfused optimizer state dicts
 
@@ -157,16 +168,15 @@ class FusedOptimizer:
         optimizer = build_optimizer(model, self.trials[index].loop)
         named = dict(model.named_parameters())
         if self.trials[index].steps:
-            for name in self.names:
-                views = self.views[name]
+            for i, name in enumerate(self.names):
                 if self.kind == "adamw":
                     optimizer.state[named[name]] = {
                         "step": self.step_counts[index].clone(),
-                        "exp_avg": views[2][index].clone(),  # type: ignore[index]
-                        "exp_avg_sq": views[3][index].clone(),  # type: ignore[index]
+                        "exp_avg": _copy(self.moment[i][index]),
+                        "exp_avg_sq": _copy(self.moment2[i][index]),
                     }
                 elif self.trials[index].loop.momentum != 0:
-                    buffer = views[2][index].clone()  # type: ignore[index]
+                    buffer = _copy(self.moment[i][index])
                     optimizer.state[named[name]] = {"momentum_buffer": buffer}
         return optimizer.state_dict()
 
@@ -179,18 +189,34 @@ class FusedOptimizer:
         optimizer.load_state_dict(state)
         named = dict(model.named_parameters())
         self.trials[index].steps = steps
-        for name in self.names:
-            views = self.views[name]
+        for i, name in enumerate(self.names):
             saved = optimizer.state.get(named[name], {})
             if self.kind == "adamw":
                 if saved:
-                    views[2][index].copy_(saved["exp_avg"])  # type: ignore[index]
-                    views[3][index].copy_(saved["exp_avg_sq"])  # type: ignore[index]
+                    self.moment[i][index].copy_(saved["exp_avg"])
+                    self.moment2[i][index].copy_(saved["exp_avg_sq"])
                     self.step_counts[index].fill_(float(saved["step"]))
             elif saved.get("momentum_buffer") is not None:
-                views[2][index].copy_(saved["momentum_buffer"])  # type: ignore[index]
+                self.moment[i][index].copy_(saved["momentum_buffer"])
+
+    def _rows(self, tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Per trial k, its slices of `tensors` (laid out like the parameters), each with its
+        axes in memory order (one unbind per tensor)."""
+        ordered = [
+            t if o is None else t.permute(o) for t, o in zip(tensors, self.orders, strict=True)
+        ]
+        return [list(row) for row in zip(*(t.unbind(0) for t in ordered), strict=True)]
 
 
-def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    path, _, attr = name.rpartition(".")
-    return (model.get_submodule(path) if path else model), attr
+def _memory_order(param: torch.Tensor) -> tuple[int, ...] | None:
+    """The permutation that puts a parameter's axes after the first in memory order (largest
+    stride first), so that each trial's slice is contiguous; None when they already are."""
+    order = (0, *sorted(range(1, param.dim()), key=lambda axis: -param.stride(axis)))
+    if order == tuple(range(param.dim())):
+        return None
+    return order
+
+
+def _copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy, as an unfused optimizer's state holds it."""
+    return tensor.clone(memory_format=torch.contiguous_format)
