@@ -1,13 +1,14 @@
-"""What bench/service_overhead.py measures: the no-op trainer's loop of lease, 10 reports and
-complete, driven over HTTP against a real `hpo server` or in process against `Protocol`, and
-Optuna's own ask / report / tell for comparison; each timed call by kind, with SQL counted."""
+"""What bench/service_overhead.py measures: the no-op trainer's loop of lease, 10 epoch reports
+and complete, driven over HTTP against a real `hpo server` by `hpo worker`'s own classes
+(trainer.worker.DeviceWorker: reports held and sent together when no pruner reads them, the last
+epoch with the completion) or in process against `Protocol` the same way, and Optuna's own ask /
+report / tell for comparison; each timed call by kind, with SQL counted."""
 
 from __future__ import annotations
 
 import cProfile
 import os
 import pstats
-import random
 import socket
 import threading
 import time
@@ -17,14 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import optuna
 from sqlalchemy import Engine, event
 
 from hpo.client import ApiError, Client
+from hpo.protocol import Decision
 from service.app import build_services
 from service.settings import Settings
 from service.storage.db import open_optuna_storage
 from trainer.client import WorkerClient
+from trainer.train import TrainResult
+from trainer.worker import DeviceWorker
 
 EPOCHS = 10
 METRIC = "val_accuracy"
@@ -38,20 +43,23 @@ class BenchError(Exception):
     """The benchmark did not do what it measures (a refused call, a missing trial)."""
 
 
-def study_spec(name: str, trials: int, parallel: int) -> dict[str, Any]:
+def study_spec(name: str, trials: int, parallel: int, pruner: str = "none") -> dict[str, Any]:
+    """The benchmark's study: `pruner` is its `early_stopping` (none, median)."""
     return {
         "name": name,
         "objective": {"metric": METRIC, "direction": "maximize"},
-        "strategy": {"kind": "random", "seed": 0},
+        "strategy": {"kind": "random", "seed": 0, "early_stopping": pruner},
         "budget": {"max_trials": trials, "parallel_trials": parallel, "epochs": EPOCHS},
         "space": SPACE,
         "workload": {"model": "mlp", "dataset": "synthetic"},
     }
 
 
-def fake_metrics(rng: random.Random, epoch: int) -> dict[str, float]:
-    """What the trainer reports after an epoch, made up: the trainer here is a no-op."""
-    accuracy = min(0.99, 0.5 + 0.04 * epoch + 0.05 * rng.random())
+def fake_metrics(epoch: int, trial: int) -> dict[str, float]:
+    """What the trainer reports after an epoch, made up: the trainer here is a no-op. Each
+    trial is a little better than the one before (`trial`: its index), so that a median
+    pruner, asked at every report, prunes none: every study runs the same trials."""
+    accuracy = min(0.99, 0.5 + 0.04 * epoch + 1e-5 * trial)
     return {
         "val_accuracy": accuracy,
         "val_loss": 1.0 - accuracy,
@@ -102,6 +110,7 @@ class Run:
     counter: SqlCounter | None = None
     cpu: float = 0.0
     server_cpu: float = 0.0
+    requests: int = 0  # HTTP requests the server answered during the loop
 
     def cpu_ms_per_trial(self) -> float:
         return 1000 * (self.cpu + self.server_cpu) / len(self.ends)
@@ -134,7 +143,9 @@ class Run:
 # -- Optuna on its own ----------------------------------------------------------------------
 
 
-def run_optuna(url: str, trials: int) -> tuple[Run, SqlCounter]:
+def run_optuna(url: str, trials: int, pruner: str = "none") -> tuple[Run, SqlCounter]:
+    """Optuna's own loop; `pruner` none (NopPruner) or median (the service's MedianPruner
+    settings: 3 start-up trials, 1 warm-up step)."""
     storage = open_optuna_storage(url)
     counter = SqlCounter(storage.engine)
     study = optuna.create_study(
@@ -142,21 +153,22 @@ def run_optuna(url: str, trials: int) -> tuple[Run, SqlCounter]:
         study_name="bench",
         direction="maximize",
         sampler=optuna.samplers.RandomSampler(seed=0),
-        pruner=optuna.pruners.NopPruner(),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        if pruner == "median"
+        else optuna.pruners.NopPruner(),
     )
-    rng = random.Random(0)
     run = Run()
     cpu = process_cpu()
-    for _ in range(trials):
+    for number in range(trials):
         trial = study.ask()
         trial.suggest_float("lr", 1e-4, 0.1, log=True)
         trial.suggest_float("dropout", 0.0, 0.5)
         value = 0.0
         for epoch in range(1, EPOCHS + 1):
-            value = fake_metrics(rng, epoch)[METRIC]
+            value = fake_metrics(epoch, number)[METRIC]
             trial.report(value, epoch)
             if trial.should_prune():
-                raise BenchError("NopPruner pruned a trial")
+                raise BenchError(f"the {pruner} pruner pruned a trial")
         study.tell(trial, value)
         run.ends.append(time.perf_counter())
     run.cpu = process_cpu() - cpu
@@ -171,28 +183,48 @@ def run_optuna(url: str, trials: int) -> tuple[Run, SqlCounter]:
 
 
 class HttpWorker:
-    """One registered worker talking to the server through the project's client."""
+    """One registered worker over HTTP, driven by `hpo worker`'s own classes: a
+    trainer.worker.DeviceWorker's lease, report (held while the lease's `report_interval` has
+    not passed) and finish (the completion carries the held reports and leases the next
+    trial), with a no-op trainer."""
 
     def __init__(self, server: str, name: str) -> None:
         self.client = WorkerClient(server, retry_seconds=5.0)
+        self.device = DeviceWorker(self.client, "cpu", name=name)
         registered = self.client.register(name, socket.gethostname(), os.getpid(), "cpu", {})
+        self.device.worker_id = registered.worker_id
         self.worker_id = registered.worker_id
 
-    def lease(self) -> list[tuple[int, str]]:
-        return [(a.trial_id, a.token) for a in self.client.lease(self.worker_id)]
+    def lease(self) -> list[Any]:
+        return self.client.lease(self.worker_id, held=[])
 
-    def report(self, trial_id: int, token: str, epoch: int, metrics: dict[str, float]) -> str:
-        return self.client.report(self.worker_id, trial_id, token, epoch, metrics)
-
-    def complete(self, trial_id: int, token: str) -> list[tuple[int, str]]:
-        """Complete the trial and lease the next one in the same request, as `hpo worker`
-        does (`run_trial(lease_next=True)`)."""
-        done = self.client.complete(self.worker_id, trial_id, token, lease=1, held=[])
-        return [(a.trial_id, a.token) for a in done.assignments]
+    def train(self, run: Run, assignment: Any, number: int) -> list[Any]:
+        """Report its epochs (made up) and complete it; the next trial leased with it."""
+        lease = self.device.lease_for(assignment)
+        metrics: dict[str, float] = {}
+        for epoch in range(1, EPOCHS + 1):
+            metrics = fake_metrics(epoch, number)
+            decision = run.timed("report", self.device.report_epoch, lease, epoch, metrics)
+            if decision is not Decision.CONTINUE:
+                raise BenchError(f"trial {lease.trial_id} epoch {epoch}: {decision.value}")
+        result = TrainResult(EPOCHS, metrics, None)
+        label = f"trial #{assignment.number}"
+        finish = self.device.finish
+        nxt: list[Any] = run.timed(
+            "complete + lease", finish, assignment, lease, label, result, 0.0, True
+        )
+        if not nxt and self.client.call("GET", f"/api/v1/trials/{lease.trial_id}")["state"] != (
+            "completed"
+        ):
+            raise BenchError(f"trial {lease.trial_id} did not complete")
+        return nxt
 
 
 class DomainWorker:
-    """The same worker calling the server's `Protocol` in this process (no HTTP)."""
+    """The same worker calling the server's `Protocol` in this process (no HTTP), as
+    HttpWorker's DeviceWorker calls it for a no-op trainer: a study without a pruner has
+    every report held (all its epochs take well under the report interval) and sent with the
+    completion; with one, each report but the last is sent on its own."""
 
     def __init__(self, protocol: Any, name: str) -> None:
         self.protocol = protocol
@@ -200,49 +232,58 @@ class DomainWorker:
             name, socket.gethostname(), os.getpid(), "cpu", {}
         ).id
 
-    def lease(self) -> list[tuple[int, str]]:
-        return [
-            (a.trial.id, a.trial.lease_token) for a in self.protocol.leasing.lease(self.worker_id)
-        ]
+    def lease(self) -> list[Any]:
+        return list(self.protocol.leasing.lease(self.worker_id, 1, []))
 
-    def report(self, trial_id: int, token: str, epoch: int, metrics: dict[str, float]) -> str:
-        return str(self.protocol.reporting.report(trial_id, token, epoch, metrics).value)
+    def train(self, run: Run, leased: Any, number: int) -> list[Any]:
+        trial_id, token = leased.trial.id, leased.trial.lease_token
+        held = leased.spec.strategy.early_stopping == "none"
+        reports = [(epoch, fake_metrics(epoch, number)) for epoch in range(1, EPOCHS + 1)]
+        final = reports if held else reports[-1:]
+        for epoch, metrics in [] if held else reports[:-1]:
+            decision = run.timed(
+                "report", self.protocol.reporting.report, trial_id, token, epoch, metrics
+            )
+            if decision is not Decision.CONTINUE:
+                raise BenchError(f"trial {trial_id} epoch {epoch}: {decision.value}")
+        return list(run.timed("complete + lease", self._complete, trial_id, token, final))
 
-    def complete(self, trial_id: int, token: str) -> list[tuple[int, str]]:
+    def _complete(self, trial_id: int, token: str, reports: list[Any]) -> list[Any]:
         """As the completion route does with `lease: 1`: complete, then lease."""
-        self.protocol.reporting.complete(trial_id, token)
-        return [
-            (a.trial.id, a.trial.lease_token)
-            for a in self.protocol.leasing.lease(self.worker_id, 1, [])
-        ]
+        row = self.protocol.reporting.complete(trial_id, token, None, reports)
+        if row.state.value != "completed":
+            raise BenchError(f"trial {trial_id} ended {row.state.value}")
+        return list(self.protocol.leasing.lease(self.worker_id, 1, []))
 
 
 def drive(
     worker: HttpWorker | DomainWorker,
     run: Run,
-    seed: int,
     trials: int | None = None,
-    leased: list[tuple[int, str]] | None = None,
-) -> list[tuple[int, str]]:
-    """The no-op trainer as `hpo worker` drives a trial: lease one, report every epoch, then
+    leased: list[Any] | None = None,
+) -> list[Any]:
+    """The no-op trainer as `hpo worker` drives a trial: lease one, report its epochs, then
     complete it with the next trial leased in the same call; until no work is left (or
     `trials` are done). Returns the trial leased with the last completion (`leased` of the
     next call)."""
-    rng = random.Random(seed)
     leased = leased or []
+    number = 0
     while trials is None or len(run.ends) < trials:
         leased = leased or run.timed("lease", worker.lease)
         if not leased:
             return []
-        trial_id, token = leased[0]
-        for epoch in range(1, EPOCHS + 1):
-            metrics = fake_metrics(rng, epoch)
-            decision = run.timed("report", worker.report, trial_id, token, epoch, metrics)
-            if decision != "continue":
-                raise BenchError(f"trial {trial_id} epoch {epoch}: the server said {decision}")
-        leased = run.timed("complete + lease", worker.complete, trial_id, token)
+        leased = worker.train(run, leased[0], number)
+        number += 1
         run.ends.append(time.perf_counter())
     return leased
+
+
+def server_requests(url: str) -> int:
+    """The worker-protocol requests (POST /api/v1/workers/...) the server has answered so
+    far, from its /metrics."""
+    prefix = 'hpo_http_requests_total{method="POST",route="/api/v1/workers/'
+    lines = httpx.get(url + "/metrics", timeout=30).text.splitlines()
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix)))
 
 
 def check_study(client: Client, study_id: int, trials: int) -> None:
@@ -251,16 +292,19 @@ def check_study(client: Client, study_id: int, trials: int) -> None:
         raise BenchError(f"study ended {study['state']} with counts {study['counts']}")
 
 
-def run_service(url: str, trials: int, server_pid: int | None = None) -> Run:
-    """One worker's loop over HTTP; with `server_pid`, the server's CPU time is counted too."""
+def run_service(url: str, trials: int, server_pid: int | None = None, pruner: str = "none") -> Run:
+    """One worker's loop over HTTP on a study with `pruner` (its early_stopping); with
+    `server_pid`, the server's CPU time is counted too."""
     client = Client(url)
-    study = client.create_study(study_spec("bench", trials, parallel=1))
-    worker = HttpWorker(url, "bench-worker")
+    study = client.create_study(study_spec(f"bench-{pruner}", trials, parallel=1, pruner=pruner))
+    worker = HttpWorker(url, f"bench-worker-{pruner}")
     run = Run()
     cpu, server_cpu = process_cpu(), process_cpu(server_pid) if server_pid else 0.0
-    drive(worker, run, seed=0)
+    requests = server_requests(url)
+    drive(worker, run)
     run.cpu = process_cpu() - cpu
     run.server_cpu = process_cpu(server_pid) - server_cpu if server_pid else 0.0
+    run.requests = server_requests(url) - requests
     check_study(client, study["id"], trials)
     return run
 
@@ -268,7 +312,7 @@ def run_service(url: str, trials: int, server_pid: int | None = None) -> Run:
 def refused_report(worker: HttpWorker) -> None:
     """A report that request validation refuses (epoch 0): no route code, no database."""
     try:
-        worker.report(1, "token", 0, {METRIC: 0.5})
+        worker.client.report(worker.worker_id, 1, "token", 0, {METRIC: 0.5})
     except ApiError as exc:
         if exc.status == 422:
             return
@@ -293,7 +337,7 @@ def run_service_threads(url: str, trials: int, workers: int) -> Run:
     study = client.create_study(study_spec(f"bench-{workers}-workers", trials, workers))
     runs = [Run() for _ in range(workers)]
     threads = [
-        threading.Thread(target=drive, args=(HttpWorker(url, f"bench-{i}"), runs[i], i))
+        threading.Thread(target=drive, args=(HttpWorker(url, f"bench-{i}"), runs[i]))
         for i in range(workers)
     ]
     start = time.perf_counter()
@@ -320,9 +364,9 @@ def run_in_process(folder: Path, trials: int, profiled: int) -> tuple[Run, pstat
     worker = DomainWorker(protocol, "in-process")
     run = Run(counter=counter)
     cpu = process_cpu()
-    leased = drive(worker, run, seed=0, trials=trials)
+    leased = drive(worker, run, trials=trials)
     run.cpu = process_cpu() - cpu
     profiler = cProfile.Profile()
-    profiler.runcall(drive, worker, Run(), 1, None, leased)
+    profiler.runcall(drive, worker, Run(), None, leased)
     services.db.dispose()
     return run, pstats.Stats(profiler)

@@ -7,14 +7,19 @@ Each part runs on a fresh SQLite file in one temporary folder:
 
 1. Optuna, before the service and again at the end: `study.ask()`, two `suggest_float`,
    10x (`report` + `should_prune`), `study.tell`, on `open_optuna_storage` (the service's WAL,
-   busy timeout, synchronous=NORMAL, BEGIN IMMEDIATE). The pruner is `NopPruner`: the service
-   study (`early_stopping: none`) consults none either.
-2. Service over HTTP: a real `hpo server` subprocess; one registered worker leases a trial,
-   reports 10 epochs and completes it with the next trial leased in the same request (as
-   `hpo worker` does), N times, through `trainer.client.WorkerClient`; the CPU time of the
-   server process and of this one is counted besides the wall time. Baselines:
-   `GET /healthz` (HTTP, no database) and a report with epoch 0 (refused 422 by request
-   validation: HTTP plus body parsing, no database).
+   busy timeout, synchronous=NORMAL, BEGIN IMMEDIATE); once with `NopPruner` (the service
+   study with `early_stopping: none` consults none either) and once with the MedianPruner the
+   service builds for `early_stopping: median`.
+2. Service over HTTP: a real `hpo server` subprocess; one registered worker, driven by
+   `hpo worker`'s own trainer.worker.DeviceWorker with a no-op trainer, leases a trial, reports
+   10 epochs and completes it with the next trial leased in the same request, N times: on a
+   study without a pruner its reports are held (the lease's `report_interval`) and all ten
+   travel with the completion, one request a trial; on a study with `early_stopping: median`
+   each of the first nine is sent and its answer waited for, the tenth with the completion.
+   The CPU time of the server process and of this one is counted besides the wall time, and
+   the worker-protocol requests the server answered (its /metrics). Baselines: `GET /healthz`
+   (HTTP, no database) and a report with epoch 0 (refused 422 by request validation: HTTP
+   plus body parsing, no database).
 3. With `--workers K`: K threads, each its own client and worker, on a study with
    `parallel_trials: K`.
 4. Service in process: the same loop calling the server's `Protocol` directly (no HTTP) on the
@@ -60,6 +65,8 @@ class Results:
     optuna: list[Run]  # before and after the service runs: the machine's load may change
     optuna_sql: SqlCounter
     service: Run
+    optuna_median: list[Run]  # the same with the MedianPruner, before and after
+    service_median: Run
     baseline: Run
     threads: dict[int, Run]
     domain: Run
@@ -89,6 +96,11 @@ def rates_table(r: Results) -> str:
         for when, run in zip(("before", "after"), r.optuna, strict=True)
     ]
     runs.append(("service over HTTP, 1 worker", r.service))
+    runs += [
+        (f"Optuna with MedianPruner, {when} the service", run)
+        for when, run in zip(("before", "after"), r.optuna_median, strict=True)
+    ]
+    runs.append(("service over HTTP, 1 worker, `early_stopping: median`", r.service_median))
     runs += [(f"service over HTTP, {k} worker threads", run) for k, run in r.threads.items()]
     runs.append(("service in process (`Protocol`, no HTTP)", r.domain))
     rows = []
@@ -108,25 +120,33 @@ def cpu_table(r: Results) -> str:
     """CPU time per trial, which the machine's load changes far less than the rates: on an
     idle machine a sequential loop's wall time is about its CPU time plus the wake-ups."""
     base = min(run.cpu_ms_per_trial() for run in r.optuna)
-    per_trial = 1000 / len(r.service.ends)
+    median_base = min(run.cpu_ms_per_trial() for run in r.optuna_median)
+
+    def http(name: str, run: Run, against: float) -> tuple[object, ...]:
+        per_trial = 1000 / len(run.ends)
+        return (
+            name,
+            f"{run.requests / len(run.ends):.1f}",
+            f"{run.cpu_ms_per_trial():.1f}",
+            f"{per_trial * run.server_cpu:.1f}",
+            f"{per_trial * run.cpu:.1f}",
+            f"{against / run.cpu_ms_per_trial():.2f}",
+        )
+
     rows = [
-        ("Optuna ask / report / tell (the cheaper run)", f"{base:.1f}", "-", "-", "1.00"),
-        (
-            "service over HTTP, 1 worker: server + client",
-            f"{r.service.cpu_ms_per_trial():.1f}",
-            f"{per_trial * r.service.server_cpu:.1f}",
-            f"{per_trial * r.service.cpu:.1f}",
-            f"{base / r.service.cpu_ms_per_trial():.2f}",
-        ),
-        (
-            "service in process (`Protocol`, no HTTP)",
-            f"{r.domain.cpu_ms_per_trial():.1f}",
-            "-",
-            "-",
-            f"{base / r.domain.cpu_ms_per_trial():.2f}",
-        ),
-    ]
-    header = ("run", "CPU ms per trial", "of which server", "of which client", "rate / Optuna")
+        ("Optuna ask / report / tell, NopPruner (the cheaper run)", "-", f"{base:.1f}", "-",
+         "-", "1.00"),
+        http("service over HTTP, no pruner: server + client", r.service, base),
+        ("service in process (`Protocol`, no HTTP), no pruner", "-",
+         f"{r.domain.cpu_ms_per_trial():.1f}", "-", "-",
+         f"{base / r.domain.cpu_ms_per_trial():.2f}"),
+        ("Optuna with MedianPruner (the cheaper run)", "-", f"{median_base:.1f}", "-", "-",
+         "1.00"),
+        http("service over HTTP, `early_stopping: median`: server + client", r.service_median,
+             median_base),
+    ]  # fmt: skip
+    header = ("run", "requests per trial", "CPU ms per trial", "of which server",
+              "of which client", "rate / Optuna's (same pruner)")  # fmt: skip
     return markdown_table(header, rows)
 
 
@@ -171,9 +191,11 @@ def per_trial_lines(r: Results) -> list[str]:
         f"{service_ms:.1f} ms over HTTP (average over {r.trials} trials), "
         f"{domain_ms:.1f} ms in process over its first {len(r.domain.ends)} trials "
         f"({statements:.0f} statements, {commits:.0f} commits).",
-        f"- Transport: {EPOCHS + 1} requests per trial (the next lease rides on the completion) "
-        f"at the `GET /healthz` median of {ms(healthz)} ms is "
-        f"{(EPOCHS + 1) * healthz * 1000:.1f} ms per trial.",
+        f"- Transport: {r.service.requests / r.trials:.1f} worker-protocol requests per trial "
+        f"without a pruner, {r.service_median.requests / r.trials:.1f} with the median pruner "
+        f"(the next lease rides on the completion); at the `GET /healthz` median of "
+        f"{ms(healthz)} ms that is {r.service.requests / r.trials * healthz * 1000:.1f} and "
+        f"{r.service_median.requests / r.trials * healthz * 1000:.1f} ms per trial.",
     ]
 
 
@@ -190,7 +212,8 @@ def report(r: Results) -> str:
         "",
         f"**service / Optuna = {r.service.rate() / r.fastest_optuna.rate():.2f}** (1 worker over "
         f"HTTP, against the faster Optuna run; {r.service.rate() / r.slowest_optuna.rate():.2f} "
-        "against the slower).",
+        "against the slower); with the median pruner "
+        f"{r.service_median.rate() / max(run.rate() for run in r.optuna_median):.2f}.",
         "",
         cpu_table(r),
         "",
@@ -224,18 +247,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="hpo-bench-") as tmp:
         folder = Path(tmp)
         before, optuna_sql = run_optuna(f"sqlite:///{folder}/optuna.db", args.trials)
+        median_before, _ = run_optuna(f"sqlite:///{folder}/median.db", args.trials, "median")
         with Processes(folder) as processes:
             url = processes.server()
+            pid = processes.process("server").pid
             baseline = baselines(url, args.baseline_calls)
-            service = run_service(url, args.trials, processes.process("server").pid)
+            service = run_service(url, args.trials, pid)
+            service_median = run_service(url, args.trials, pid, pruner="median")
             threads = {k: run_service_threads(url, args.trials, k) for k in args.workers}
         in_process = min(args.trials, args.in_process_trials)
         domain, profile = run_in_process(folder, in_process, args.profile_trials)
         after, _ = run_optuna(f"sqlite:///{folder}/optuna_after.db", args.trials)
+        median_after, _ = run_optuna(f"sqlite:///{folder}/median_after.db", args.trials, "median")
     load.append(os.getloadavg())
     results = Results(
-        args.trials, [before, after], optuna_sql, service, baseline, threads, domain, profile,
-        args.profile_trials, load,
+        args.trials, [before, after], optuna_sql, service, [median_before, median_after],
+        service_median, baseline, threads, domain, profile, args.profile_trials, load,
     )  # fmt: skip
     print(report(results))
     print()
