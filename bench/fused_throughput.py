@@ -21,7 +21,8 @@ busy fraction (torch.cuda.utilization, when the driver tells it). Prints a markd
 
 `--service` measures what users see instead: a real `hpo server` and `--workers` real `hpo worker`
 processes (one torch thread each) run a random search of `--configs` configurations x `--epochs`
-epochs over lr, dropout and weight decay (norm and batch size fixed), once per `--fuse` value
+epochs over lr, dropout and weight decay (norm and batch size fixed; `--batch-sizes 32,64,128,256`
+draws the batch size too, so that few leased trials can share a group), once per `--fuse` value
 (`--device` is then the workers' `--devices`: cpu, or a CUDA index),
 one after the other in one run. It prints configurations finished per hour, from the study's
 creation to its end (the workers' start-up included: they start with the study) and from the
@@ -114,6 +115,15 @@ def measure(args: argparse.Namespace, case: str, k: int) -> dict[str, float | No
     }
 
 
+def batch_space(args: argparse.Namespace) -> dict:
+    """`--batch-sizes 32,64,...`: the batch size drawn among them (it wins over the workload's),
+    so that leased trials seldom share a fused group; none given: fixed."""
+    if not args.batch_sizes:
+        return {}
+    sizes = [int(size) for size in args.batch_sizes.split(",")]
+    return {"batch_size": {"type": "categorical", "choices": sizes}}
+
+
 def service_spec(args: argparse.Namespace, name: str) -> dict:
     return {
         "name": name,
@@ -127,6 +137,7 @@ def service_spec(args: argparse.Namespace, name: str) -> dict:
             "lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
             "dropout": {"type": "float", "low": 0.0, "high": 0.5},
             "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+            **batch_space(args),
         },
         "workload": {
             "model": args.model,
@@ -213,6 +224,7 @@ def main() -> None:
     parser.add_argument("--model", default="mlp")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--norm", default="batch")
+    parser.add_argument("--batch-sizes", default="", help="--service: batch sizes to draw from")
     parser.add_argument("--configs", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--fuse", default="8,1")
