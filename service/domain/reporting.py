@@ -155,21 +155,28 @@ class Reporting:
         now: datetime,
     ) -> dict[int, bool]:
         """Store, in one statement and before any record changes (so that the trials' and
-        events' writes then go out together at the commit), the curve point of the first
-        item of each held running trial; whether each was new, by the item's position. Later
-        items of the same trial are stored one by one in turn, once the earlier ones'
+        events' writes then go out together at the commit), the curve points of the items of
+        each held running trial up to the end of its lease's rung (several epochs of one trial
+        when a worker sent held reports together; nothing inside the transaction ends a trial
+        before that epoch: a stopped study pauses it at its last item, which is stored too);
+        whether each was new, by the item's position. An item past its rung's end, or one not
+        after the trial's earlier items' epochs, is stored in turn once the earlier ones'
         decisions are known (a pause at a rung's end stores nothing after it)."""
-        first: dict[int, int] = {}
+        chosen: dict[tuple[int, int], int] = {}
+        last: dict[int, int] = {}  # each trial's last epoch chosen (rising epochs only)
         for position, item in enumerate(reports):
             found = locked.get(item.trial_id)
-            if item.trial_id in first or found is None:
+            if found is None or item.epoch <= last.get(item.trial_id, 0):
                 continue
-            trial = found[1]
-            if trial.state is TrialState.RUNNING and holds(trial, item.token):
-                first[item.trial_id] = position
-        chosen = [reports[position] for position in first.values()]
-        new = unit.curves.add_new([(r.trial_id, r.epoch, r.metrics) for r in chosen], now)
-        return {p: (reports[p].trial_id, reports[p].epoch) in new for p in first.values()}
+            study, trial = found
+            limit = trial.target_epochs or study.spec["budget"]["epochs"]
+            held_running = trial.state is TrialState.RUNNING and holds(trial, item.token)
+            if held_running and item.epoch <= limit:
+                chosen[(item.trial_id, item.epoch)] = position
+                last[item.trial_id] = item.epoch
+        items = [reports[position] for position in chosen.values()]
+        new = unit.curves.add_new([(r.trial_id, r.epoch, r.metrics) for r in items], now)
+        return {position: key in new for key, position in chosen.items()}
 
     def _report_one(
         self,
