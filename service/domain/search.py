@@ -235,11 +235,38 @@ def ask(
     with lock, locks.sampling(cache.storage, study_id):
         if spec.distinct_configurations() is None:
             study.sampler = make_sampler(spec, number)
-            trial = study.ask()
+            trial = _ask(study)
             params = suggest_params(spec.space, trial)
             _note_choice(cache.storage, study.sampler, trial._trial_id)
             return trial._trial_id, params
         return _ask_untried(cache.storage, study, study_id, spec, number)
+
+
+def _ask(study: optuna.Study) -> optuna.Trial:
+    """`study.ask()` without its look for enqueued (WAITING) trials when the study has none.
+
+    That look goes through Optuna's trial cache, which reads every unfinished trial of the
+    study from the database (params, attributes, values) on each call: with T trials running,
+    a lease of n new trials read n x T trials (a lease of 32 into a study with 224 running
+    took 85 ms a trial on SQLite). One indexed query says whether any trial waits; a study
+    whose `initial` configurations still wait asks as Optuna does. Otherwise this is what
+    `Study.ask` does after its look: a new trial, the samplers' trial cache reset, the
+    sampler's `before_trial` (in `Trial`'s constructor)."""
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in a cache
+    if _optuna_models is None or _optuna_session is None or not isinstance(backend, RDBStorage):
+        return study.ask()
+    model = _optuna_models.TrialModel
+    with _optuna_session(backend.scoped_session) as session:
+        waiting = (
+            session.query(model.trial_id)
+            .filter(model.study_id == study._study_id, model.state == OptunaState.WAITING)
+            .first()
+        )
+    if waiting is not None:
+        return study.ask()
+    study._thread_local.cached_all_trials = None
+    return optuna.Trial(study, storage.create_new_trial(study._study_id))
 
 
 def _note_choice(storage: RDBStorage, sampler: optuna.samplers.BaseSampler, trial_id: int) -> None:
