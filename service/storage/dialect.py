@@ -123,8 +123,11 @@ def insert_new_rows(
     if name(session) != "postgresql" and sqlite3.sqlite_version_info < (3, 35):
         return {tuple(r[c] for c in key) for r in rows if insert_new(session, table, r)}
     insert = postgresql.insert if name(session) == "postgresql" else sqlite.insert
-    statement = insert(table).values(rows).on_conflict_do_nothing()
-    returned = session.execute(statement.returning(*(table.c[c] for c in key)))
+    statement = insert(table).on_conflict_do_nothing().returning(*(table.c[c] for c in key))
+    # The rows as parameters, not in the statement: one compiled statement, cached, that
+    # SQLAlchemy sends as multi-row INSERTs ("insertmanyvalues"); `.values(rows)` made a new
+    # statement of 128 rows to compile for every batch (8 to 23 ms of a batch's 20 to 100).
+    returned = session.execute(statement, rows)
     return {tuple(row) for row in returned}
 
 

@@ -39,6 +39,7 @@ class Stores:
     def flush(self) -> None:
         """Write the changes made to records so far, so that the next query sees them."""
         self._session.flush()
+        self.events.write_pending()
 
 
 class Unit(Stores):
@@ -62,6 +63,7 @@ def unit_of_work(db: Database) -> Iterator[Unit]:
     with db.write() as session:
         unit = Unit(session)
         yield unit
+        unit.flush()  # the records, then the events, before the commit
     for fn in unit._after:
         fn()
 
