@@ -3,8 +3,8 @@ trials in flight to one real `hpo server`, on SQLite and on PostgreSQL, the latt
 2 and 4 server processes.
 
     python bench/server_capacity.py [--databases sqlite postgres] [--in-flight 64 256 1024]
-        [--processes 1 2 4] [--modes single batched] [--workers 8] [--seconds 5]
-        [--postgres-url URL]
+        [--processes 1 2 4] [--modes single batched paced] [--workers 8] [--seconds 5]
+        [--epoch-seconds 1.0] [--postgres-url URL]
 
 For each database (a fresh SQLite file; a fresh PostgreSQL database made through the admin URL
 `--postgres-url`, default HPO_TEST_POSTGRES_URL), each number of server processes P
@@ -19,13 +19,21 @@ For each database (a fresh SQLite file; a fresh PostgreSQL database made through
    request) at a time, as a worker did before batched reports.
 3. `batched`: for `--seconds`, each worker sends all its trials' next epochs in one
    `POST /api/v1/workers/{id}/reports`, again and again.
-4. Before 2 and 3, Optuna's own `trial.report` on an RDBStorage of the same database (the
+4. `paced` (only when asked for): a realistic offered load instead of a closed loop at
+   saturation: each trial finishes an epoch every `--epoch-seconds` (their phases spread
+   evenly), and each worker sends the reports that are due in one batched request as soon as
+   any is due and its previous request has been answered (as `hpo worker`'s batcher sends what
+   is ready). Its latency is a request's, as in the other modes, and its rate the offered
+   T / `--epoch-seconds` when the server keeps up.
+5. Before 2 to 4, Optuna's own `trial.report` on an RDBStorage of the same database (the
    service's engine set-up, a study of its own), one thread, for `--seconds`: the rate a script
    calling Optuna directly gets, measured seconds before the runs it is compared with.
 
 Reported: trial-epochs recorded per second, and p50 / p99 latency of a request (a report, or a
-batch of T/W), per database, P and T. Every answer must be `continue`; anything else stops the
-run. The simulated workers share the 2-core machine with the server, as a worker would.
+batch of T/W), per database, P and T; and what the set-up's leases took over HTTP, in ms a
+leased trial (the first and the last lease request of each worker, LEASE_CHUNK trials each).
+Every answer must be `continue`; anything else stops the run. The simulated workers share the
+2-core machine with the server, as a worker would.
 """
 
 from __future__ import annotations
@@ -54,6 +62,10 @@ from trainer.client import WorkerClient
 # Trials asked for per lease request (64 at most): each is sampled in the request, and on a loaded
 # 2-core machine a lease of 64 in a study of 1024 trials took 6 to 15 s, near the client's timeout.
 LEASE_CHUNK = 32
+
+
+# What the set-up's leases took, a row per server run (see main's second table).
+LEASES: list[list[object]] = []
 
 
 class BenchError(Exception):
@@ -93,12 +105,16 @@ class SimulatedWorker:
         self.client = WorkerClient(url, timeout=600)
         self.id = self.client.register(name, "bench", os.getpid(), "cpu", {}).worker_id
         self.leases: list[Assignment] = []
+        self.lease_ms: list[float] = []  # of each lease request, per leased trial
         while len(self.leases) < trials:
+            started = time.perf_counter()
             got = self.client.lease(self.id, min(LEASE_CHUNK, trials - len(self.leases)))
             if not got:
                 raise BenchError(f"{name} leased {len(self.leases)} of {trials} trials")
+            self.lease_ms.append(1000 * (time.perf_counter() - started) / len(got))
             self.leases.extend(got)
         self.epoch = 0
+        self.epochs: dict[int, int] = {}  # trial id: its last reported epoch (paced)
 
     def _items(self) -> list[TrialReport]:
         self.epoch += 1
@@ -108,6 +124,41 @@ class SimulatedWorker:
             TrialReport(trial_id=a.trial_id, token=a.token, epoch=self.epoch, metrics=metrics)
             for a in self.leases
         ]
+
+    def run_paced(
+        self, epoch_seconds: float, until: float, point: Point, lock: threading.Lock
+    ) -> None:
+        """Each trial's next epoch is due every `epoch_seconds` (phases spread over the
+        workers' trials); send what is due, in one request, whenever anything is."""
+        start = time.monotonic()
+        n = len(self.leases)
+        due = [start + epoch_seconds * (i + 0.5) / n for i in range(n)]
+        while True:
+            now = time.monotonic()
+            ready = [i for i in range(n) if due[i] <= now]
+            if not ready:
+                wake = min(due)
+                if wake >= until:
+                    return
+                time.sleep(wake - now)
+                continue
+            items = []
+            for i in ready:
+                lease = self.leases[i]
+                epoch = self.epochs[lease.trial_id] = self.epochs.get(lease.trial_id, 0) + 1
+                value = 1 - 1 / (epoch + 1)
+                metrics = {"val_accuracy": value, "val_loss": 1 - value, "epoch_seconds": 0.01}
+                items.append(TrialReport(trial_id=lease.trial_id, token=lease.token,
+                                         epoch=epoch, metrics=metrics))  # fmt: skip
+                due[i] += epoch_seconds
+            started = time.perf_counter()
+            results = self.client.report_many(self.id, items)
+            took = time.perf_counter() - started
+            if any(r.decision is not Decision.CONTINUE for r in results):
+                raise BenchError(f"a report was answered {set(r.decision for r in results)}")
+            with lock:
+                point.epochs += len(items)
+                point.latencies.append(took)
 
     def run(self, batched: bool, until: float, point: Point, lock: threading.Lock) -> None:
         while time.monotonic() < until:
@@ -134,13 +185,18 @@ class SimulatedWorker:
                 point.latencies.extend(took)
 
 
-def measure(workers: list[SimulatedWorker], batched: bool, seconds: float) -> Point:
+def measure(
+    workers: list[SimulatedWorker], mode: str, seconds: float, epoch_seconds: float = 1.0
+) -> Point:
     point, lock, errors = Point(), threading.Lock(), []
     until = time.monotonic() + seconds
 
     def body(worker: SimulatedWorker) -> None:
         try:
-            worker.run(batched, until, point, lock)
+            if mode == "paced":
+                worker.run_paced(epoch_seconds, until, point, lock)
+            else:
+                worker.run(mode == "batched", until, point, lock)
         except Exception as exc:
             errors.append(exc)
 
@@ -225,9 +281,14 @@ def run_server(
                      f"{raw.rate:.0f}", "1.00", ms(median(raw.latencies)),
                      ms(quantile(raw.latencies, 0.99))])  # fmt: skip
         print(" | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
+        leases = [ms for w in workers for ms in (w.lease_ms[0], w.lease_ms[-1])]
+        LEASES.append([kind, procs, in_flight, f"{min(leases):.1f}", f"{median(leases):.1f}",
+                       f"{max(leases):.1f}"])  # fmt: skip
         for mode in args.modes:
-            point = measure(workers, mode == "batched", args.seconds)
+            point = measure(workers, mode, args.seconds, args.epoch_seconds)
             per = "1 report" if mode == "single" else f"{in_flight // n} reports"
+            if mode == "paced":
+                per = f"an epoch every {args.epoch_seconds:g} s a trial, what is due"
             rows.append([kind, procs, in_flight, f"{mode} ({n} workers, {per} a request)",
                          point.epochs, f"{point.rate:.0f}", f"{point.rate / raw.rate:.2f}",
                          ms(median(point.latencies)),
@@ -244,7 +305,13 @@ def main(argv: list[str] | None = None) -> int:
         "--processes", type=int, nargs="+", default=[1, 2, 4], help="server processes (PostgreSQL)"
     )
     parser.add_argument(
-        "--modes", nargs="+", default=["single", "batched"], choices=["single", "batched"]
+        "--modes",
+        nargs="+",
+        default=["single", "batched"],
+        choices=["single", "batched", "paced"],
+    )
+    parser.add_argument(
+        "--epoch-seconds", type=float, default=1.0, help="paced: a trial's epoch takes this long"
     )
     parser.add_argument("--workers", type=int, default=8, help="simulated workers")
     parser.add_argument("--seconds", type=float, default=5.0, help="of each measured run")
@@ -267,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     header = ["database", "server processes", "trials in flight", "run", "trial-epochs",
               "trial-epochs/s", "/ Optuna", "p50 ms a request", "p99 ms a request"]  # fmt: skip
     print(markdown_table(header, rows, text=4))
+    print("\nThe set-up's lease requests over HTTP (each worker's first and last, "
+          f"{LEASE_CHUNK} trials each), ms a leased trial:\n")  # fmt: skip
+    header = ["database", "server processes", "trials in flight", "min", "median", "max"]
+    print(markdown_table(header, LEASES, text=3))
     return 0
 
 

@@ -1,0 +1,131 @@
+"""What a lease and a batched report cost the server, in process (no HTTP): the `Protocol`'s
+own calls on a fresh SQLite file or PostgreSQL database, with the SQL statements they send.
+
+    python bench/server_costs.py [--databases sqlite postgres] [--trials 256] [--lease 32]
+        [--batch 128] [--reports 10] [--postgres-url URL]
+
+A random-search study of 3 params (lr, dropout, weight decay) with `parallel_trials` =
+`--trials`; one worker leases them `--lease` at a time (each lease finds the trials leased
+before it still running, as a worker fleet keeps them), then sends `--reports` batched reports
+of the first `--batch` trials' next epoch. Reported: per leased trial, the median ms and the
+statements (the service's and Optuna's engines) of the first and of the last lease; per batch,
+the median ms and statements, and ms an item. Every answer must be `continue`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
+from overhead_loops import SqlCounter
+from reporting import code_version, machine, markdown_table, median
+
+from hpo.protocol import Decision, TrialReport
+from service.app import build_services
+from service.settings import Settings
+from tests.support.databases import scratch_postgres
+
+
+def spec(trials: int) -> dict[str, object]:
+    return {
+        "name": "costs",
+        "objective": {"metric": "val_accuracy", "direction": "maximize"},
+        "strategy": {"kind": "random", "seed": 0},
+        "budget": {"max_trials": trials, "parallel_trials": trials, "epochs": 100_000},
+        "space": {
+            "lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+            "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+            "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+        },
+        "workload": {"model": "mlp", "dataset": "synthetic"},
+    }
+
+
+@contextmanager
+def database(kind: str, folder: Path, admin_url: str | None) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'costs.db'}"
+        return
+    if not admin_url:
+        raise SystemExit("postgres needs --postgres-url or HPO_TEST_POSTGRES_URL")
+    with scratch_postgres(admin_url, "hpo_bench_costs") as url:
+        yield url
+
+
+def measure(kind: str, url: str, folder: Path, args: argparse.Namespace) -> list[list[object]]:
+    services = build_services(Settings(database_url=url, artifacts_dir=folder / "artifacts"))
+    services.studies.create(spec(args.trials))
+    protocol = services.protocol
+    counter = SqlCounter(services.db.engine, protocol.context.storage.engine)
+    worker = protocol.leasing.register("bench", "host", os.getpid(), "cpu", {}).id
+    leases: list[tuple[float, int, int]] = []  # (seconds, statements, trials)
+    held = []
+    while len(held) < args.trials:
+        before, started = counter.statements, time.perf_counter()
+        got = protocol.leasing.lease(worker, min(args.lease, args.trials - len(held)))
+        leases.append((time.perf_counter() - started, counter.statements - before, len(got)))
+        held.extend(got)
+    rows: list[list[object]] = []
+    for label, (seconds, statements, n), running in (
+        ("first", leases[0], 0),
+        ("last", leases[-1], len(held) - leases[-1][2]),
+    ):
+        rows.append([kind, f"lease of {n} ({label}: {running} trials running)",
+                     f"{1000 * seconds / n:.2f}", f"{statements / n:.1f}"])  # fmt: skip
+    batch = held[: args.batch]
+    took, statements = [], 0
+    for epoch in range(1, args.reports + 1):
+        metrics = {"val_accuracy": 1 - 1 / (epoch + 1), "val_loss": 1 / (epoch + 1)}
+        items = [
+            TrialReport(trial_id=a.trial.id, token=a.trial.lease_token or "", epoch=epoch,
+                        metrics=metrics)
+            for a in batch
+        ]  # fmt: skip
+        before, started = counter.statements, time.perf_counter()
+        outcomes = protocol.reporting.report_many(items)
+        took.append(time.perf_counter() - started)
+        statements = counter.statements - before
+        if any(o is not Decision.CONTINUE for o in outcomes):
+            raise SystemExit(f"a report was answered {set(map(str, outcomes))}")
+    rows.append([kind, f"batched report of {len(batch)} (median of {args.reports})",
+                 f"{1000 * median(took):.2f} ({1000 * median(took) / len(batch):.3f} an item)",
+                 str(statements)])  # fmt: skip
+    services.db.dispose()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--databases", nargs="+", default=["sqlite", "postgres"])
+    parser.add_argument("--trials", type=int, default=256)
+    parser.add_argument("--lease", type=int, default=32, help="trials per lease")
+    parser.add_argument("--batch", type=int, default=128, help="reports per batch")
+    parser.add_argument("--reports", type=int, default=10, help="batches measured")
+    parser.add_argument("--postgres-url", default=os.environ.get("HPO_TEST_POSTGRES_URL"))
+    args = parser.parse_args(argv)
+    load = [os.getloadavg()[0]]
+    rows: list[list[object]] = []
+    for kind in args.databases:
+        with (
+            tempfile.TemporaryDirectory(prefix="hpo-costs-") as tmp,
+            database(kind, Path(tmp), args.postgres_url) as url,
+        ):
+            rows.extend(measure(kind, url, Path(tmp), args))
+    load.append(os.getloadavg()[0])
+    print(f"Machine: {machine('optuna', 'sqlalchemy').line()}; 1-minute load average at "
+          f"start / end: {load[0]:.1f} / {load[1]:.1f}.\n")  # fmt: skip
+    print(f"Code: {code_version('service', 'hpo')}.\n")
+    header = ["database", "call", "ms (a leased trial / a batch)", "statements (a trial / a batch)"]
+    print(markdown_table(header, rows, text=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
