@@ -30,6 +30,9 @@ first trial's start to the last one's end (what long-lived workers give), and th
 of the final validation accuracies, and how far each
 configuration's accuracy lies from the same configuration's under the first `--fuse` value (the
 random search draws the same configurations in the same order in each study).
+`--checkpoint-seconds 0,default` runs each `--fuse` value once per value in turn, the workload's
+`checkpoint_seconds` set to it (0: a checkpoint after every epoch but the last, as before the
+time cadence) or left at the tunable's default (`default`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
 import httpx
@@ -124,8 +128,8 @@ def batch_space(args: argparse.Namespace) -> dict:
     return {"batch_size": {"type": "categorical", "choices": sizes}}
 
 
-def service_spec(args: argparse.Namespace, name: str) -> dict:
-    return {
+def service_spec(args: argparse.Namespace, name: str, cadence: float | None = None) -> dict:
+    spec: dict[str, Any] = {
         "name": name,
         "strategy": {"kind": "random", "seed": 0},
         "budget": {
@@ -146,16 +150,24 @@ def service_spec(args: argparse.Namespace, name: str) -> dict:
             "batch_size": args.batch_size,
         },
     }
+    if cadence is not None:
+        spec["workload"]["checkpoint_seconds"] = cadence
+    return spec
 
 
 def run_study(
-    processes: Processes, url: str, args: argparse.Namespace, fuse: str, index: int
+    processes: Processes,
+    url: str,
+    args: argparse.Namespace,
+    fuse: str,
+    index: int,
+    cadence: float | None = None,
 ) -> dict:
     """The `index`th study, under workers started with `--fuse fuse`: its wall seconds, the
     seconds from its first trial's start to its last one's end, and the final accuracy per
     trial number."""
     with httpx.Client(base_url=url, timeout=60) as http:
-        spec = service_spec(args, f"fuse-{fuse}-{index}")
+        spec = service_spec(args, f"fuse-{fuse}-{index}", cadence)
         study_id = http.post("/api/v1/studies", json=spec).json()["id"]
         started = time.monotonic()
         names = [f"fuse{fuse}-{index}-{i}" for i in range(args.workers)]
@@ -180,31 +192,40 @@ def run_study(
 
 
 def service(args: argparse.Namespace) -> None:
-    fuses = args.fuse.split(",")
+    cadences = [
+        None if value.strip() == "default" else float(value)
+        for value in args.checkpoint_seconds.split(",")
+    ]
+    # A value given twice (--fuse 8,1,8,1) runs twice: the machine's load drifts.
+    plan = [(fuse, cadence) for fuse in args.fuse.split(",") for cadence in cadences]
     with tempfile.TemporaryDirectory() as tmp, Processes(Path(tmp)) as processes:
         url = processes.server()
-        # A value given twice (--fuse 8,1,8,1) runs twice: the machine's load drifts.
-        runs = [(f, run_study(processes, url, args, f, i)) for i, f in enumerate(fuses)]
+        runs = [
+            (fuse, cadence, run_study(processes, url, args, fuse, i, cadence))
+            for i, (fuse, cadence) in enumerate(plan)
+        ]
     print(machine("torch").line())
     print(
         f"\n{args.configs} configurations x {args.epochs} epochs, {args.model} on {args.dataset}, "
         f"norm {args.norm}, batch {args.batch_size}, {args.workers} workers on {args.device}\n"
     )
     print(
-        "| --fuse | completed | wall (s) | configurations/hour | first start to last end (s) "
+        "| --fuse | checkpoint_seconds | completed | wall (s) | configurations/hour "
+        "| first start to last end (s) "
         "| configurations/hour without start-up | accuracy min / q1 / median / q3 / max "
         "| median abs. diff. to first |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
-    first = runs[0][1]["values"]
-    for fuse, run in runs:
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+    first = runs[0][2]["values"]
+    for fuse, cadence, run in runs:
         values = run["values"]
         spread = " / ".join(
             f"{quantile(list(values.values()), q):.3f}" for q in (0, 0.25, 0.5, 0.75, 1)
         )
         diffs = [abs(values[n] - first[n]) for n in values if n in first]
         print(
-            f"| {fuse} | {len(values)} | {run['seconds']:.1f} | "
+            f"| {fuse} | {'default' if cadence is None else f'{cadence:g}'} | {len(values)} | "
+            f"{run['seconds']:.1f} | "
             f"{3600 * len(values) / run['seconds']:,.0f} | {run['training']:.1f} | "
             f"{3600 * len(values) / run['training']:,.0f} | {spread} | "
             f"{statistics.median(diffs) if diffs else float('nan'):.4f} |",
@@ -228,6 +249,12 @@ def main() -> None:
     parser.add_argument("--configs", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--fuse", default="8,1")
+    parser.add_argument(
+        "--checkpoint-seconds",
+        default="default",
+        help="--service: comma-separated workload values, each --fuse run with each in turn; "
+        "`default`: not set (the tunable's default)",
+    )
     args = parser.parse_args()
     if args.service:
         service(args)

@@ -15,6 +15,10 @@ are those the server lists (each slot of a command is one). Everything else a wo
   core with one torch thread each (issue 14, target at least 0.95).
 
     python bench/worker_efficiency.py --trials 24 [--cases two-workers,one-command] [--runs 3]
+
+`--checkpoint-seconds 0,default` runs each case once per value, in turn: 0 checkpoints every
+epoch but the last (the cadence before the time cadence), `default` leaves the workload at the
+tunable's default (10 s: these trials take none).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
 import httpx
@@ -35,8 +40,8 @@ from tests.support.processes import Processes
 CASES = ("two-workers", "one-command")
 
 
-def study_spec(trials: int, n_samples: int) -> dict:
-    return {
+def study_spec(trials: int, n_samples: int, checkpoint_seconds: float | None = None) -> dict:
+    spec: dict[str, Any] = {
         "name": "efficiency",
         "strategy": {"kind": "random", "seed": 0},
         "budget": {"max_trials": trials, "parallel_trials": 2, "epochs": 2},
@@ -52,6 +57,9 @@ def study_spec(trials: int, n_samples: int) -> dict:
             "norm": "batch",
         },
     }
+    if checkpoint_seconds is not None:
+        spec["workload"]["checkpoint_seconds"] = checkpoint_seconds
+    return spec
 
 
 def start_workers(processes: Processes, url: str, case: str) -> None:
@@ -108,12 +116,14 @@ def measure(url: str, study_id: int) -> dict[str, float]:
     }
 
 
-def run_case(case: str, trials: int, n_samples: int) -> dict[str, float]:
+def run_case(
+    case: str, trials: int, n_samples: int, checkpoint_seconds: float | None = None
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, Processes(Path(tmp)) as processes:
         url = processes.server()
         # The study exists before the workers start, so they lease at once: a worker's idle
         # polling before any work exists is not overhead of training.
-        spec = study_spec(trials, n_samples)
+        spec = study_spec(trials, n_samples, checkpoint_seconds)
         study_id = httpx.post(f"{url}/api/v1/studies", json=spec, timeout=60).json()["id"]
         start_workers(processes, url, case)
         return measure(url, study_id)
@@ -134,31 +144,30 @@ def main() -> None:
         help=f"comma-separated, run in turn: {', '.join(CASES)}",
     )
     parser.add_argument("--runs", type=int, default=1, help="runs of each case, interleaved")
+    parser.add_argument(
+        "--checkpoint-seconds",
+        default="default",
+        help="comma-separated workload values, each case run with each in turn; "
+        "`default`: not set (the tunable's default)",
+    )
     args = parser.parse_args()
+    cadences = [
+        None if value.strip() == "default" else float(value)
+        for value in args.checkpoint_seconds.split(",")
+    ]
     cases = [case.strip() for case in args.cases.split(",") if case.strip()]
     if unknown := set(cases) - set(CASES):
         parser.error(f"--cases: unknown {', '.join(sorted(unknown))}; known: {', '.join(CASES)}")
     rows = []
     for _ in range(args.runs):
         for case in cases:
-            result = run_case(case, args.trials, args.n_samples)
-            rows.append(
-                (
-                    case,
-                    f"{result['workers']:.0f}",
-                    f"{result['trials']:.0f}",
-                    f"{result['mean_epoch']:.2f}",
-                    f"{result['wall']:.1f}",
-                    f"{result['epoch_seconds']:.1f}",
-                    f"{result['efficiency']:.3f}",
-                    f"{result['inside_ms']:.0f}",
-                    f"{result['between_ms']:.0f}",
-                    f"{result['ends']:.2f}",
-                )
-            )
+            for cadence in cadences:
+                result = run_case(case, args.trials, args.n_samples, cadence)
+                rows.append(_row(case, cadence, result))
     print(f"Machine: {machine('torch').line()}; code: {code_version('service', 'trainer')}.\n")
     header = (
         "case",
+        "checkpoint_seconds",
         "workers",
         "trials",
         "mean epoch (s)",
@@ -170,6 +179,22 @@ def main() -> None:
         "idle at the ends (s)",
     )
     print(markdown_table(header, rows))
+
+
+def _row(case: str, cadence: float | None, result: dict[str, float]) -> tuple[str, ...]:
+    return (
+        case,
+        "default" if cadence is None else f"{cadence:g}",
+        f"{result['workers']:.0f}",
+        f"{result['trials']:.0f}",
+        f"{result['mean_epoch']:.2f}",
+        f"{result['wall']:.1f}",
+        f"{result['epoch_seconds']:.1f}",
+        f"{result['efficiency']:.3f}",
+        f"{result['inside_ms']:.0f}",
+        f"{result['between_ms']:.0f}",
+        f"{result['ends']:.2f}",
+    )
 
 
 if __name__ == "__main__":
