@@ -127,12 +127,14 @@ def reports(protocol: ProtocolDep, worker_id: IdPath, body: schemas.ReportBatchR
     decision (`continue`, `prune`, `pause`, `stop`), or the status and detail the single
     report would have answered (409 stale token, 404 no such trial), that item unchanged."""
     outcomes = protocol.reporting.report_many(body.reports)
+    # Built from checked values (the request's ids, the domain's decisions), so not validated
+    # again item by item: model_construct, as the answer of a batch of 1024 may be.
     return answer(
-        ReportBatchResponse(
+        ReportBatchResponse.model_construct(
             results=[
-                ReportOutcome(trial_id=item.trial_id, decision=outcome)
+                ReportOutcome.model_construct(trial_id=item.trial_id, decision=outcome)
                 if isinstance(outcome, Decision)
-                else ReportOutcome(
+                else ReportOutcome.model_construct(
                     trial_id=item.trial_id, status=errors.status_of(outcome), detail=str(outcome)
                 )
                 for item, outcome in zip(body.reports, outcomes, strict=True)

@@ -110,6 +110,7 @@ class Reporting:
             # held several epochs' reports sends them together): the epochs before it are
             # recorded, and its checkpoint, uploaded before the reports, is not past it.
             last = {item.trial_id: position for position, item in enumerate(reports)}
+            specs: dict[int, StudySpec] = {}  # each study's spec, parsed once for the batch
             for position, item in enumerate(reports):
                 try:
                     study, trial = held_with_study(
@@ -118,9 +119,12 @@ class Reporting:
                 except DomainError as exc:
                     outcomes.append(exc)
                     continue
+                spec = specs.get(study.id)
+                if spec is None:
+                    spec = specs[study.id] = search.stored_spec(study.spec)
                 is_last = last[item.trial_id] == position
                 step = self._report_one(
-                    unit, study, trial, item, now, stored.get(position), is_last
+                    unit, study, spec, trial, item, now, stored.get(position), is_last
                 )
                 if isinstance(step, _OptunaReport):
                     pending.append((len(outcomes), step))
@@ -182,6 +186,7 @@ class Reporting:
         self,
         unit: Unit,
         study: StudyRow,
+        spec: StudySpec,
         trial: TrialRow,
         item: TrialReport,
         now: datetime,
@@ -199,7 +204,6 @@ class Reporting:
         if stored:
             self._recorded(unit, study, trial, item.epoch, item.metrics)
         trial.lease_expires_at = self.context.lease_until(now)
-        spec = search.stored_spec(study.spec)
         if at_rung_end(trial, spec):
             self._record_before_pause(unit, trial, item.epoch)
             self._pause_for_promotion(unit, study, trial)
