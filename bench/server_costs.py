@@ -60,7 +60,9 @@ def database(kind: str, folder: Path, admin_url: str | None) -> Iterator[str]:
 
 
 def measure(kind: str, url: str, folder: Path, args: argparse.Namespace) -> list[list[object]]:
-    services = build_services(Settings(database_url=url, artifacts_dir=folder / "artifacts"))
+    # Leases of an hour: a slow lease must not let the earlier ones expire and be reaped.
+    settings = Settings(database_url=url, artifacts_dir=folder / "artifacts", lease_seconds=3600)
+    services = build_services(settings)
     services.studies.create(spec(args.trials))
     protocol = services.protocol
     counter = SqlCounter(services.db.engine, protocol.context.storage.engine)
