@@ -20,11 +20,10 @@ For each database (a fresh SQLite file; a fresh PostgreSQL database made through
 3. `batched`: for `--seconds`, each worker sends all its trials' next epochs in one
    `POST /api/v1/workers/{id}/reports`, again and again.
 4. `paced` (only when asked for): a realistic offered load instead of a closed loop at
-   saturation: each trial finishes an epoch every `--epoch-seconds` (their phases spread
-   evenly), and each worker sends the reports that are due in one batched request as soon as
-   any is due and its previous request has been answered (as `hpo worker`'s batcher sends what
-   is ready). Its latency is a request's, as in the other modes, and its rate the offered
-   T / `--epoch-seconds` when the server keeps up.
+   saturation: each worker's T/W trials finish an epoch together every `--epoch-seconds`, as
+   a fused group's do, and their reports go in one batched request; the workers' phases are
+   spread evenly over the epoch. Its latency is a request's, as in the other modes, and its
+   rate the offered T / `--epoch-seconds` when the server keeps up.
 5. Before 2 to 4, Optuna's own `trial.report` on an RDBStorage of the same database (the
    service's engine set-up, a study of its own), one thread, for `--seconds`: the rate a script
    calling Optuna directly gets, measured seconds before the runs it is compared with.
@@ -114,7 +113,6 @@ class SimulatedWorker:
             self.lease_ms.append(1000 * (time.perf_counter() - started) / len(got))
             self.leases.extend(got)
         self.epoch = 0
-        self.epochs: dict[int, int] = {}  # trial id: its last reported epoch (paced)
 
     def _items(self) -> list[TrialReport]:
         self.epoch += 1
@@ -126,31 +124,15 @@ class SimulatedWorker:
         ]
 
     def run_paced(
-        self, epoch_seconds: float, until: float, point: Point, lock: threading.Lock
+        self, epoch_seconds: float, phase: float, until: float, point: Point, lock: threading.Lock
     ) -> None:
-        """Each trial's next epoch is due every `epoch_seconds` (phases spread over the
-        workers' trials); send what is due, in one request, whenever anything is."""
-        start = time.monotonic()
-        n = len(self.leases)
-        due = [start + epoch_seconds * (i + 0.5) / n for i in range(n)]
-        while True:
-            now = time.monotonic()
-            ready = [i for i in range(n) if due[i] <= now]
-            if not ready:
-                wake = min(due)
-                if wake >= until:
-                    return
-                time.sleep(wake - now)
-                continue
-            items = []
-            for i in ready:
-                lease = self.leases[i]
-                epoch = self.epochs[lease.trial_id] = self.epochs.get(lease.trial_id, 0) + 1
-                value = 1 - 1 / (epoch + 1)
-                metrics = {"val_accuracy": value, "val_loss": 1 - value, "epoch_seconds": 0.01}
-                items.append(TrialReport(trial_id=lease.trial_id, token=lease.token,
-                                         epoch=epoch, metrics=metrics))  # fmt: skip
-                due[i] += epoch_seconds
+        """All the worker's trials finish an epoch together every `epoch_seconds` (as a fused
+        group does), the first at `phase` seconds; each time, their reports go in one
+        request. A request answered late delays the next epoch's (as a worker waits)."""
+        due = time.monotonic() + phase
+        while due < until:
+            time.sleep(max(0.0, due - time.monotonic()))
+            items = self._items()
             started = time.perf_counter()
             results = self.client.report_many(self.id, items)
             took = time.perf_counter() - started
@@ -159,6 +141,7 @@ class SimulatedWorker:
             with lock:
                 point.epochs += len(items)
                 point.latencies.append(took)
+            due += epoch_seconds
 
     def run(self, batched: bool, until: float, point: Point, lock: threading.Lock) -> None:
         while time.monotonic() < until:
@@ -194,7 +177,8 @@ def measure(
     def body(worker: SimulatedWorker) -> None:
         try:
             if mode == "paced":
-                worker.run_paced(epoch_seconds, until, point, lock)
+                phase = epoch_seconds * workers.index(worker) / len(workers)
+                worker.run_paced(epoch_seconds, phase, until, point, lock)
             else:
                 worker.run(mode == "batched", until, point, lock)
         except Exception as exc:
@@ -288,8 +272,10 @@ def run_server(
             point = measure(workers, mode, args.seconds, args.epoch_seconds)
             per = "1 report" if mode == "single" else f"{in_flight // n} reports"
             if mode == "paced":
-                per = f"an epoch every {args.epoch_seconds:g} s a trial, what is due"
-            rows.append([kind, procs, in_flight, f"{mode} ({n} workers, {per} a request)",
+                per = f"{in_flight // n} reports a request every {args.epoch_seconds:g} s"
+            else:
+                per += " a request"
+            rows.append([kind, procs, in_flight, f"{mode} ({n} workers, {per})",
                          point.epochs, f"{point.rate:.0f}", f"{point.rate / raw.rate:.2f}",
                          ms(median(point.latencies)),
                          ms(quantile(point.latencies, 0.99))])  # fmt: skip
