@@ -4,8 +4,11 @@ SQLite is the embedded default. Many workers write at once, so every SQLite conn
 WAL mode with a busy timeout, and write transactions start with `BEGIN IMMEDIATE`: a deferred
 transaction that reads and then writes cannot wait for the lock (SQLite answers "database is
 locked" at once to avoid a deadlock), an immediate one takes the write lock up front and waits.
-Read-only sessions start deferred so that readers never queue behind writers. That set-up is
-SQLite's alone, so it lives with the other dialect differences in `service.storage.dialect`.
+Read-only sessions start deferred so that readers never queue behind writers. Before its
+`BEGIN IMMEDIATE` a writer of this process takes its turn in the file's write queue
+(`service.storage.write_queue`: first come, first served) rather than waiting in SQLite's busy
+handler. That set-up is SQLite's alone, so it lives with the other dialect differences in
+`service.storage.dialect`.
 """
 
 from __future__ import annotations
