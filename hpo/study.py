@@ -67,6 +67,8 @@ class Trial(BaseModel):
     finished_at: datetime | None = None
     bracket: int = 0
     rung: int = 0
+    # Its latest checkpoint's epoch (0: none), where it resumes when paused or handed out
+    # again; it may trail `epochs` (the `checkpoint_seconds` tunable, docs/trainer.md).
     checkpoint_epoch: int = 0
     # Where its kept model file is downloaded (None: no model is kept for it).
     model_url: str | None = None

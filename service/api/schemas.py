@@ -149,7 +149,11 @@ class TrialPublic(BaseModel):
     finished_at: datetime | None
     bracket: int = Field(0, description="successive halving / hyperband: the trial's bracket")
     rung: int = Field(0, description="successive halving / hyperband: the trial's rung")
-    checkpoint_epoch: int = Field(0, description="epoch of the latest checkpoint (0: none)")
+    checkpoint_epoch: int = Field(
+        0,
+        description="epoch of the latest checkpoint (0: none), where a paused or re-leased trial "
+        "resumes; it may trail `epochs` (checkpoints follow `checkpoint_seconds`)",
+    )
     model_url: ModelUrl = None
 
 
