@@ -167,3 +167,15 @@ def test_a_leaving_worker_checkpoints_every_epoch_that_ends_whatever_the_cadence
 def test_the_trainer_refuses_a_bad_checkpoint_seconds(value: Any, words: str) -> None:
     with pytest.raises(TrainingError, match=f"param 'checkpoint_seconds' {words}"):
         train(config(checkpoint_seconds=value), Recorder())
+
+
+def test_trials_differing_in_their_cadence_share_a_fused_group() -> None:
+    from trainer.fused.grouping import fuse_key
+
+    keys = {
+        fuse_key(config(seed=seed, **params))
+        for seed, params in enumerate(
+            [{}, {"checkpoint_seconds": 0}, {"checkpoint_seconds": 30, "checkpoint_every": 3}]
+        )
+    }
+    assert len(keys) == 1 and None not in keys
