@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="K",
         help="train up to K leased trials at once as one fused model when they share a model "
-        "shape (auto: 1 on a CPU, 32 on CUDA within its free memory; 1: one at a time)",
+        "shape (auto: 8 on a CPU, 32 on CUDA within its free memory; 1: one at a time)",
     )
     _add_log_format(p)
     p.set_defaults(func=cmd_worker)

@@ -29,9 +29,10 @@ def test_fuse_takes_auto_or_a_group_size_and_names_itself_otherwise() -> None:
 
 
 def test_the_automatic_size_depends_on_the_device_and_a_given_one_wins() -> None:
-    assert group_size("cpu", None) == CPU_GROUP == 1
+    assert group_size("cpu", None) == CPU_GROUP == 8
     assert group_size("cuda:0", None) == CUDA_GROUP == 32
     assert group_size("cuda:0", 1) == 1 and group_size("cpu", 16) == 16
+    assert group_size("cpu", 1) == 1  # --fuse 1 turns fusion off on a CPU too
 
 
 def test_the_memory_estimate_grows_with_the_model_and_data_and_trims_the_group() -> None:

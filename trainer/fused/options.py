@@ -1,18 +1,20 @@
 """`hpo worker --fuse`: how many leased trials a worker trains at once (torch-free, so the
 command line reads it without importing PyTorch).
 
-`auto` is 1 on a CPU and 32 on CUDA, where each group is further trimmed to a memory estimate
-(trainer.fused.serving). On a CPU fusion is asked for (`--fuse 8`: past 8 the gain flattens,
-bench/fused_throughput.py). It became 1 there when a fusing worker took every trial of a study
-from the other workers; leases are fair now (a fair share per study, the trials that do not fit
-the group given back at once) and `--fuse 8` measured 1.9x for an MLP and 1.6x for a CNN on a
-2-core box, but switching every CPU worker's default waits for more than those few runs on a
-loaded machine (docs/BENCHMARKS.md, "Fused training").
+`auto` is 8 on a CPU and 32 on CUDA, where each group is further trimmed to a memory estimate
+(trainer.fused.serving). On a 2-core CPU `--fuse 8` gave the MLP 1.5x to 2.5x the
+configurations per hour of `--fuse 1` and `--fuse 16` about as much (docs/BENCHMARKS.md,
+"Fused training", third round); 8 rather than more because a larger group holds more of a
+study's trials at once and its epochs take longer, so that its members' decisions and a
+stopping worker's hand-back wait on more work. Leases are fair (a fair share of each study per
+worker) and leased trials that cannot share the group go back to the queue at once, so a search
+whose trials seldom share a model shape (batch size or norm in its space) measured as fast
+under 8 as under 1: what cannot be fused trains alone.
 """
 
 from __future__ import annotations
 
-CPU_GROUP = 1
+CPU_GROUP = 8
 CUDA_GROUP = 32
 MAX_GROUP = 64  # the most trials one lease request may ask for
 
