@@ -161,8 +161,7 @@ class ModelKeeping:
     @staticmethod
     def _refusal(stores: Stores, trial: TrialRow) -> str | None:
         """Why the running trial's model would not be kept, judged by its last value against
-        the completed trials' kept models; None when it would (or cannot be told yet: a
-        worker sends the last epoch's report with the completion, after the upload)."""
+        the completed trials' kept models; None when it would (or cannot be told yet)."""
         study = stores.studies.get(trial.study_id)
         assert study is not None  # the foreign key
         keep = keep_count(study.spec)
@@ -170,8 +169,6 @@ class ModelKeeping:
             return f"study '{study.name}' keeps no models (keep_models: 0)"
         if _objectives(study.spec) is not None or trial.value is None:
             return None  # a multi-objective trial's values arrive with its completion
-        if trial.epochs < study.spec["budget"]["epochs"]:
-            return None  # its last epochs' reports arrive with its completion (the judge)
         holders = [
             t for t in stores.trials.with_models(study.id) if t.state is TrialState.COMPLETED
         ]

@@ -89,6 +89,7 @@ def test_held_reports_give_the_same_complete_curves_as_every_report_sent(
         strategy={"kind": "random", "seed": 3},
         budget={"max_trials": 3, "parallel_trials": 1, "epochs": EPOCHS},
         workload=WORKLOAD,
+        keep_models=0,  # else each last report is answered before the model's upload
     )
     study_every, trials_every = _run(every, doc)
     study_held, trials_held = _run(held, doc)
@@ -119,6 +120,7 @@ def test_a_study_with_a_pruner_still_prunes_with_each_report_answered(
         budget={"max_trials": 8, "parallel_trials": 1, "epochs": EPOCHS},
         space={"lr": {"type": "float", "low": 1e-5, "high": 0.5, "log": True}},
         workload=WORKLOAD,
+        keep_models=0,
     )
     study, trials = _run(url, doc)
     assert study["state"] == "completed"
