@@ -278,7 +278,7 @@ class FusedDropout(nn.Module):
         if x.device.type != "cpu":
             # Trial k's unfused input shape: (N, F) in the trial layout, (N, C, *spatial) packed.
             if self.layout == TRIAL:
-                shape = x.shape[1:]
+                shape = tuple(x.shape[1:])
             else:
                 shape = (x.shape[0], x.shape[1] // k, *x.shape[2:])
             noise = torch.empty((k, *shape), dtype=x.dtype, device=x.device)

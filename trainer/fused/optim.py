@@ -199,7 +199,7 @@ class FusedOptimizer:
             elif saved.get("momentum_buffer") is not None:
                 self.moment[i][index].copy_(saved["momentum_buffer"])
 
-    def _rows(self, tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    def _rows(self, tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
         """Per trial k, its slices of `tensors` (laid out like the parameters), each with its
         axes in memory order (one unbind per tensor)."""
         ordered = [
@@ -211,7 +211,8 @@ class FusedOptimizer:
 def _memory_order(param: torch.Tensor) -> tuple[int, ...] | None:
     """The permutation that puts a parameter's axes after the first in memory order (largest
     stride first), so that each trial's slice is contiguous; None when they already are."""
-    order = (0, *sorted(range(1, param.dim()), key=lambda axis: -param.stride(axis)))
+    strides = param.stride()
+    order = (0, *sorted(range(1, param.dim()), key=lambda axis: -strides[axis]))
     if order == tuple(range(param.dim())):
         return None
     return order
