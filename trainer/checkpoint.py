@@ -29,7 +29,8 @@ FORMAT = 1
 class Cadence:
     """Which epochs of a trial end with a checkpoint (the `checkpoint_every` and
     `checkpoint_seconds` params). A checkpoint costs a snapshot, its serialization, an upload
-    and the server's write: for epochs of a fraction of a second, more than the training.
+    and the server's write: with epochs of a fraction of a second, one per epoch was a third
+    of a fused run (docs/BENCHMARKS.md, "Checkpoints on a time cadence").
 
     `unsaved` counts the training seconds (epoch_seconds) since the last checkpoint, or since
     the run started or resumed: a resumed trial counts from its checkpoint. The unfused loop and

@@ -127,12 +127,13 @@ def train(config: TrainConfig, report: Report, checkpoint: Checkpoint | None = N
     train_seconds (epoch_seconds summed over its epochs so far, across resumes) and n_params
     (the model's parameter count). Before the report of every `checkpoint_every`-th epoch
     (param, default 1) that ends at least `checkpoint_seconds` (param, default 10) of training
-    after the last checkpoint, and of `stop_epoch`, calls checkpoint(epoch, bytes) with the
-    state to resume from (trainer.checkpoint.Cadence). Both callbacks run in order on a helper
-    thread while the next epoch trains; a decision that ends training (prune, pause, stop) ends
-    the trial after its epoch, the epoch in progress thrown away. Raises TrainingError for a bad
-    param, model or dataset, a NaN or infinite loss, an unusable checkpoint, or CUDA out of
-    memory; an exception of a callback is raised as is.
+    after the last checkpoint, of `stop_epoch`, and of every epoch once `config.leaving` is set,
+    calls checkpoint(epoch, bytes) with the state to resume from (trainer.checkpoint.Cadence).
+    Both callbacks run in order on a helper thread while the next epoch trains; a decision that
+    ends training (prune, pause, stop) ends the trial after its epoch, the epoch in progress
+    thrown away. Raises TrainingError for a bad param, model or dataset, a NaN or infinite
+    loss, an unusable checkpoint, or CUDA out of memory; an exception of a callback is raised
+    as is.
     """
     plugin = plugins.discover().trainers.get(config.model)
     if plugin is not None:  # a whole training function of the user's: it keeps our contract
