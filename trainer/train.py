@@ -257,12 +257,12 @@ def _epochs(run: Run, start: int, stop: int, reporter: Reporter) -> TrainResult:
         wanted = wanted and reporter.takes_checkpoints
         blob = snapshot(run, epoch) if wanted else None
         reporter.send(epoch, metrics, blob)
+    # The held-out score is computed while the last report's answer is on its way, and thrown
+    # away when that answer ends training: a trial paused at a rung or pruned has none.
+    test = held_out(run.model, run.data) if stop == run.schedule_epochs else None
     decision = reporter.decision()
     ended = decision is not None and decision.ends_training()
-    # Only now, with the last answer in: a trial paused at a rung or pruned has no test score.
-    completed = not ended and stop == run.schedule_epochs
-    test = held_out(run.model, run.data) if completed else None
-    return TrainResult(stop - start, metrics, decision if ended else None, test)
+    return TrainResult(stop - start, metrics, decision if ended else None, None if ended else test)
 
 
 def parameter_count(model: nn.Module) -> float:

@@ -248,10 +248,12 @@ class DeviceWorker:
 
     def lease_for(self, assignment: Assignment) -> Lease:
         """The lease of an assignment about to train, with its reports' outbox. The last epoch
-        of a trial's full budget is kept for its completion (`finish`)."""
+        of a trial's full budget is kept for its completion (`finish`), unless its study keeps
+        models: the server judges the model's upload by that report, which is then sent at
+        once and answered while the trainer scores the model on the test split."""
         full = assignment.target_epochs == assignment.epochs
         lease = Lease(assignment.trial_id, assignment.token, last_epoch=assignment.target_epochs)
-        lease.with_completion = full
+        lease.with_completion = full and not assignment.keep_model
         lease.outbox = self.reports.trial(
             assignment.trial_id, assignment.token, assignment.report_interval
         )

@@ -228,49 +228,29 @@ def test_a_checkpointed_epoch_and_a_rungs_end_are_sent_at_once(clock: Clock) -> 
 def test_a_trial_whose_model_is_uploaded_has_its_last_report_answered_first(
     clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The server keeps a model file by the trial's last value: the kept reports go (and are
-    answered) before the upload, and the completion carries none."""
+    """The server keeps a model file by the trial's last value: in a study that keeps models
+    the last report leaves at once, with the held ones (answered while the trainer scores the
+    model on the test split), the upload follows, and the completion carries none."""
     worker, client = _worker(clock)
     uploads: list[int] = []
     monkeypatch.setattr(worker, "_save_model", lambda *_: uploads.append(len(client.sent.requests)))
     assignment = _assignment(epochs=2, report_interval=60.0, keep_model=True)
     lease = worker.lease_for(assignment)
     _epoch(worker, lease, 1)
-    _epoch(worker, lease, 2)
     assert client.sent.requests == []
+    _epoch(worker, lease, 2)
+    assert client.sent.requests == [[(7, 1), (7, 2)]]
     trained = TrainResult(2, {}, None, run=object())  # type: ignore[arg-type]
     worker.finish(assignment, lease, "trial", trained, 0.0, False)
-    assert client.sent.requests == [[(7, 1), (7, 2)]] and uploads == [1]  # before the upload
-    assert client.completions[0]["reports"] == []
+    assert uploads == [1] and client.completions[0]["reports"] == []
 
 
-def test_a_prune_of_the_last_report_before_an_upload_ends_the_trial_there(
-    clock: Clock, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_prune_of_the_last_report_before_an_upload_is_the_trials_answer(clock: Clock) -> None:
     worker, client = _worker(clock)
     client.sent.answers[2] = ReportOutcome(trial_id=7, decision="prune")
-    uploads: list[int] = []
-    monkeypatch.setattr(worker, "_save_model", lambda *_: uploads.append(1))
-    assignment = _assignment(epochs=2, report_interval=60.0, keep_model=True)
-    lease = worker.lease_for(assignment)
+    lease = worker.lease_for(_assignment(epochs=2, report_interval=60.0, keep_model=True))
     _epoch(worker, lease, 1)
-    _epoch(worker, lease, 2)
-    trained = TrainResult(2, {}, None, run=object())  # type: ignore[arg-type]
-    assert worker.finish(assignment, lease, "trial", trained, 0.0, True) == []
-    assert uploads == [] and client.completions == []
-
-
-def test_a_plugins_trial_without_a_model_sends_its_last_report_with_the_completion(
-    clock: Clock,
-) -> None:
-    worker, client = _worker(clock)
-    assignment = _assignment(epochs=2, report_interval=60.0, keep_model=True)
-    lease = worker.lease_for(assignment)
-    _epoch(worker, lease, 1)
-    _epoch(worker, lease, 2)
-    worker.finish(assignment, lease, "trial", TrainResult(2, {}, None), 0.0, False)
-    assert client.sent.requests == []
-    assert [r.epoch for r in client.completions[0]["reports"]] == [1, 2]
+    assert _epoch(worker, lease, 2) is Decision.PRUNE  # the trainer ends the trial there
 
 
 def test_a_worker_shutting_down_holds_nothing(clock: Clock) -> None:
