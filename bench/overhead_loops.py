@@ -52,6 +52,9 @@ def study_spec(name: str, trials: int, parallel: int, pruner: str = "none") -> d
         "budget": {"max_trials": trials, "parallel_trials": parallel, "epochs": EPOCHS},
         "space": SPACE,
         "workload": {"model": "mlp", "dataset": "synthetic"},
+        # The no-op trainer has no model file to keep. A study that keeps models (the default)
+        # has each trial's last report sent at once, before the model's upload: one more.
+        "keep_models": 0,
     }
 
 
