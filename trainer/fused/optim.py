@@ -106,7 +106,8 @@ class FusedOptimizer:
         ]
         norms = torch.linalg.vector_norm(torch.stack(per_tensor), dim=0)
         max_norm = [float("inf") if limit is None else limit for limit in limits]
-        coef = torch.tensor(max_norm, device=norms.device, dtype=norms.dtype) / (norms + 1e-6)
+        limit = torch.tensor(max_norm, dtype=norms.dtype).to(norms.device, non_blocking=True)
+        coef = limit / (norms + 1e-6)
         coef = torch.clamp(coef, max=1.0)
         for param, grad in zip(self.tensors, grads, strict=True):
             param.grad = grad.mul_(coef.view(-1, *[1] * (grad.dim() - 1)))
@@ -127,8 +128,9 @@ class FusedOptimizer:
         factors = [1 - lr * t.loop.weight_decay for t, lr in zip(self.trials, lrs, strict=True)]
         if self.decayed and any(factor != 1 for factor in factors):
             first = self.tensors[self.decayed[0]]
-            # Rounded to the parameters' type, as the kernel rounds its factor.
-            factor = torch.tensor(factors, dtype=first.dtype, device=first.device)
+            # Rounded to the parameters' type, as the kernel rounds its factor; made on the host
+            # and sent without waiting (a blocking copy to a GPU would wait for its queue).
+            factor = torch.tensor(factors, dtype=first.dtype).to(first.device, non_blocking=True)
             for index in self.decayed:
                 param = self.tensors[index]
                 param.mul_(factor.view(-1, *[1] * (param.dim() - 1)))
