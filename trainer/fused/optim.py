@@ -3,7 +3,8 @@
 A step calls PyTorch's fused optimizer kernel (the one the unfused loop's `fused=True`
 optimizers run) once per trial, on slice k of every parameter tensor of the fused model, with
 that trial's lr, weight decay, momentum and nesterov flag (SGD) or betas (AdamW): the update is
-the one the trial gets alone, bit for bit. The kernel walks a tensor's memory in order, so every
+the one the trial gets alone, bit for bit on the CPU (tests/trainer/test_fused.py checks it in
+float32; CUDA's kernels are not checked here). The kernel walks a tensor's memory in order, so every
 slice it is given (parameter, gradient, moments) has its parameter's strides: the moments are
 made like the parameters, and autograd gives each gradient its parameter's strides.
 
@@ -11,7 +12,7 @@ Gradients are not accumulated into standing buffers: `zero_grad` drops them, so 
 each parameter the gradient it computed without another pass over it, and a step splits them
 into per-trial slices (one `unbind` per tensor). AdamW's decoupled weight decay of the weights
 is one multiplication of each weight tensor by every trial's (1 - lr * weight_decay) before the
-kernel runs without it: the kernel multiplies by the same factor, rounded to the same type, so
+kernel runs without it: the CPU kernel multiplies by the same factor, rounded to the same type, so
 the result is the same while the kernel runs once per trial instead of once per trial and
 param group. SGD's weight decay is coupled (added to the gradient inside the kernel), so SGD
 keeps two calls per trial with weight decay (the decayed weights, the rest). Gradient clipping
