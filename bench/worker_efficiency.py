@@ -63,11 +63,14 @@ def study_spec(trials: int, n_samples: int, checkpoint_seconds: float | None = N
 
 
 def start_workers(processes: Processes, url: str, case: str) -> None:
+    # `--fuse 1`: each slot trains one trial at a time, so the epochs' seconds add up to the
+    # slots' busy time (a fused group's members each report the group's epoch time; `--fuse
+    # auto` is 8 on a CPU since 5b0e561). Fused training is measured by fused_throughput.py.
     if case == "two-workers":
         for i in range(2):
-            processes.worker(f"worker{i}", url)  # --devices cpu --threads 1
+            processes.worker(f"worker{i}", url, "--fuse", "1")  # --devices cpu --threads 1
     else:
-        processes.start("slots", "worker", "--server", url, "--devices", "cpu")
+        processes.start("slots", "worker", "--server", url, "--devices", "cpu", "--fuse", "1")
 
 
 def measure(url: str, study_id: int) -> dict[str, float]:
