@@ -386,13 +386,14 @@ class DeviceWorker:
             )
             state = completion.state.value if completion else "lost"
             log.info(
-                "%s %s in %.1f s: %s=%s at epoch %d",
+                "%s %s in %.1f s: %s=%s at epoch %d%s",
                 label,
                 state,
                 seconds,
                 metric,
                 value,
                 assignment.target_epochs,
+                _held_out(result.test_metrics) if state == "completed" else "",
             )
             return completion.assignments if completion else []
         if decision is Decision.STOP and not lease.lost.is_set():
@@ -474,6 +475,14 @@ class DeviceWorker:
                 log.warning("the server no longer expects this trial: %s", exc)
                 return None
             raise
+
+
+def _held_out(test_metrics: dict[str, Any] | None) -> str:
+    """The completion line's held-out score, labelled as the page labels it."""
+    accuracy = (test_metrics or {}).get("test_accuracy")
+    if accuracy is None:
+        return ""
+    return f"; held-out test_accuracy={short(accuracy)} (never used for selection)"
 
 
 def short(value: Any) -> str:

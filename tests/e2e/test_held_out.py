@@ -5,6 +5,7 @@ ends with it. A fused worker sends each member's own score."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,14 @@ def test_the_best_trial_carries_a_recomputable_held_out_score(
         assert row["metrics_test_loss"] == held_out["test_loss"]
     finally:
         client.close()
+
+    # The worker's line for the trial says its score too, labelled as everywhere else.
+    line = (
+        rf"trial #{best['number']} of 'held-out' completed in [0-9.]+ s: "
+        rf"val_accuracy=\S+ at epoch {EPOCHS}; held-out "
+        rf"test_accuracy={held_out['test_accuracy']:.4g} \(never used for selection\)"
+    )
+    assert re.search(line, processes.log("w")), processes.log("w")
 
     last_line = submitted.stdout.strip().splitlines()[-1]
     assert last_line == (
