@@ -367,9 +367,6 @@ class DeviceWorker:
         metric = assignment.metric
         value = short(result.metrics.get(metric))
         decision: Decision | None = result.decision
-        if decision is None and self._uploads_model(assignment, lease, result):
-            # The server keeps a model by the trial's last value: that report goes first.
-            decision = self._send_kept(lease)
         if decision is None:
             self._save_model(assignment, lease, result)
             reports = lease.outbox.take() if lease.outbox is not None else []
@@ -427,33 +424,12 @@ class DeviceWorker:
         except (ApiError, ServerUnreachable) as exc:
             log.warning("the last reports of trial %d were not stored: %s", lease.trial_id, exc)
 
-    def _send_kept(self, lease: Lease) -> Decision | None:
-        """Send the reports kept for the completion now and wait for their answer: None to
-        go on and complete, or the answer that ended the trial (`stop` when it is no longer
-        ours)."""
-        if lease.outbox is None:
-            return None
-        try:
-            decision = lease.outbox.flush()
-        except ApiError as exc:
-            if exc.status not in (404, 409):
-                raise
-            lease.lost.set()
-            return Decision.STOP
-        return decision if decision.ends_training() else None
-
-    @staticmethod
-    def _uploads_model(assignment: Assignment, lease: Lease, result: Any) -> bool:
-        """Whether the trial's model file is uploaded before its completion: it trained its
-        full budget, its study keeps models, and the trainer gave a model (not a plugin's)."""
-        full = assignment.target_epochs == assignment.epochs
-        return assignment.keep_model and full and result.run is not None and not lease.lost.is_set()
-
     def _save_model(self, assignment: Assignment, lease: Lease, result: Any) -> None:
         """Upload the model file of a trial that trained its full budget, before completing
         it, when its study keeps models; the server keeps it if it is among the study's best.
         A refused upload is logged and the trial completes all the same."""
-        if not self._uploads_model(assignment, lease, result):
+        full = assignment.target_epochs == assignment.epochs
+        if not (assignment.keep_model and full) or result.run is None or lease.lost.is_set():
             return
         from trainer import model_file
 
