@@ -5,10 +5,13 @@ server restart. Screenshots go to test-output/web/."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import signal
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +34,25 @@ def _spec(name: str, **overrides: Any) -> str:
         **overrides,
     }
     return yaml.safe_dump(spec_doc(name, **sections), sort_keys=False)
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it, parents first (Linux's /proc)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:  # it ended meanwhile
+            continue
+        for child in children:
+            found += _process_tree(int(child))
+    return found
+
+
+def _signal_tree(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            os.kill(pid, signum)
 
 
 def _count(web: Page, state: str) -> int:
@@ -182,7 +204,19 @@ def test_page_catches_up_after_a_server_restart(processes: Processes, web: Page)
     page.goto(f"{url}/#/studies/{study['id']}")
     expect(page.locator("#live")).to_have_attribute("data-status", "live")
     expect(page.locator("#panel-rungs")).to_be_visible()
-    processes.worker("w1", url)
+    worker = processes.worker("w1", url)
+    # The worker is frozen as soon as it holds its first trial, so that the server dies at the
+    # same point of the study every time: whatever the page had seen by then, nearly all of the
+    # study's events come after the restart (a worker sends its reports in bursts, and a page
+    # that first hears of the study a burst late would otherwise see most of it before).
+    deadline = time.monotonic() + LIVE / 1000
+    trials = f"{url}/api/v1/studies/{study['id']}/trials"
+    while not httpx.get(trials).json()["items"]:
+        assert time.monotonic() < deadline, "the worker took no trial:\n" + processes.log("w1")
+        assert worker.poll() is None, processes.log("w1")
+        time.sleep(0.01)
+    frozen = _process_tree(worker.pid)
+    _signal_tree(frozen, signal.SIGSTOP)
     page.wait_for_function("() => window.hpoEvents.ids.length >= 1", timeout=LIVE)
     assert httpx.get(f"{url}/api/v1/studies/{study['id']}").json()["state"] == "running"
     before = max(page.evaluate("window.hpoEvents.ids"))
@@ -192,6 +226,7 @@ def test_page_catches_up_after_a_server_restart(processes: Processes, web: Page)
     server.send_signal(signal.SIGKILL)
     server.wait(20)
     expect(page.locator("#live")).to_have_attribute("data-status", "reconnecting")
+    _signal_tree(frozen, signal.SIGCONT)
     time.sleep(1)  # the worker's reports wait for the server meanwhile
     processes.server("server2", port=port)
     expect(page.locator("#live")).to_have_attribute("data-status", "live", timeout=LIVE)
