@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 from hpo import tunables
+from trainer.dropout import AlphaDropout, Dropout
 from trainer.params import Params, TrainingError
 
 NORMS = tunables.choices("norm")
@@ -78,10 +79,11 @@ class Norm:
         return nn.SELU() if self.kind == "selu" else nn.ReLU()
 
     def dropout(self, rate: float) -> nn.Module:
-        """Dropout at `rate`; alpha dropout for SELU nets, which keeps their mean and variance."""
+        """Dropout at `rate`; alpha dropout for SELU nets, which keeps their mean and variance.
+        Their masks are trainer.dropout's, which a fused group draws alike for all its trials."""
         if rate == 0.0:
             return nn.Identity()
-        return nn.AlphaDropout(rate) if self.kind == "selu" else nn.Dropout(rate)
+        return AlphaDropout(rate) if self.kind == "selu" else Dropout(rate)
 
     def linear(self, n_in: int, n_out: int, *, head: bool = False) -> nn.Module:
         """A linear layer; `head` for the classifier, which is followed by no normalization."""

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from trainer.dropout import AlphaDropout, Dropout
 from trainer.models import build_model
 from trainer.norms import Norm
 from trainer.params import Params, TrainingError
@@ -72,8 +73,8 @@ def test_selu_uses_selu_alpha_dropout_and_lecun_normal_init() -> None:
     torch.manual_seed(0)
     model = build_model("mlp", (400,), 3, Params({"norm": "selu", "dropout": 0.1, "width": 300}))
     kinds = {type(m) for m in model.modules()}
-    assert nn.SELU in kinds and nn.AlphaDropout in kinds
-    assert nn.ReLU not in kinds and nn.Dropout not in kinds
+    assert nn.SELU in kinds and AlphaDropout in kinds
+    assert nn.ReLU not in kinds and Dropout not in kinds
     first = model[1]
     assert isinstance(first, nn.Linear)
     assert first.weight.std().item() == pytest.approx(1 / 400**0.5, rel=0.05)

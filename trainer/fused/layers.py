@@ -12,13 +12,13 @@ Activations travel in one of two layouts:
   the packed channels keep per-trial (and per-channel) statistics, since they never mix channels
   of different groups.
 Nothing of one trial reaches another: no layer mixes the K axis or the channels of two trials, and
-each trial's dropout masks come from its own generator (`Streams`).
+each trial's dropout masks come from its own generator (`Streams`), drawn as trainer.dropout
+draws them alone.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -28,13 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from trainer import dropout
 from trainer.models import AddChannel
 
 TRIAL = "trial"  # (K, N, F)
 PACKED = "packed"  # (N, K*C, *spatial)
-
-# torch.nn.AlphaDropout's constant (the SELU fixed point's -scale * alpha).
-_ALPHA = 1.7580993408473766
 
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 _ELEMENTWISE = (nn.ReLU, nn.SELU, nn.Identity)
@@ -237,9 +235,9 @@ class FusedLayerNorm(_Affine):
 
 
 class FusedDropout(nn.Module):
-    """Dropout (or alpha dropout) at a rate per trial, trial k's mask drawn from its own
-    generator with the same call and shape as torch's CPU dropout makes for the unfused layer,
-    so the masks are those the trial gets alone."""
+    """Dropout (or alpha dropout) at a rate per trial (trainer.dropout's layers), trial k's
+    mask drawn from its own generator with the call and count its unfused layer makes, so the
+    masks are those the trial gets alone."""
 
     def __init__(self, rates: Sequence[float], alpha: bool, layout: str) -> None:
         super().__init__()
@@ -252,59 +250,48 @@ class FusedDropout(nn.Module):
             return x
         kept = self._kept(x)
         if self.alpha:
-            # torch's alpha dropout: x * (noise * a) + (noise - 1) * alpha * a + alpha * a * p.
-            noise = kept.to(x.dtype)
-            shift = noise.add(-1).mul_(self._column("alpha_step", x))
-            shift = shift.add_(self._column("alpha_offset", x))
-            return x * noise.mul_(self._column("alpha_scale", x)) + shift
-        # torch's dropout: x * (noise / (1 - p)), the kept elements' factor made once.
-        return x * (kept * self._column("scale", x))
+            names = ("alpha_scale", "alpha_step", "alpha_offset")
+            return dropout.alpha_dropped(x, kept, *(self._column(name, x) for name in names))
+        return dropout.dropped(x, kept, self._column("scale", x))
 
     def _kept(self, x: torch.Tensor) -> torch.Tensor:
-        """Which elements are kept, in x's layout: per trial 1 with probability 1 - rate,
-        drawn from the trial's generator as its unfused layer draws its mask (bernoulli_(1 -
-        rate) over a tensor of its own shape; nothing for a rate of 0).
-
-        On the CPU, `bernoulli_(p)` takes one double `u` per element from the generator, in
-        order, and keeps the element when `u < p`; `uniform_` in float64 draws the same doubles
-        the same way, about twice as fast, also into a trial's channels of the packed layout
-        (a strided view, filled in its own element order), so K such draws and one comparison
-        give the same masks and leave each generator in the same state, with no copy into the
-        layout. Elsewhere: `bernoulli_` per trial, then packed."""
+        """Which elements are kept, in x's layout. Trial k draws `dropout.words(n)` words for
+        its n elements from its own generator into row k of one buffer (nothing for a rate of
+        0: its integers are set to keep everything); one comparison of all K rows with each
+        trial's threshold gives every mask, in each trial's own row-major order, which the
+        packed layout then interleaves into the trials' channels."""
         if self.streams is None:
             raise RuntimeError("a fused dropout layer needs the group's Streams")
-        generators = self.streams.generators
         k = len(self.rates)
-        if x.device.type != "cpu":
-            # Trial k's unfused input shape: (N, F) in the trial layout, (N, C, *spatial) packed.
-            if self.layout == TRIAL:
-                shape = tuple(x.shape[1:])
-            else:
-                shape = (x.shape[0], x.shape[1] // k, *x.shape[2:])
-            noise = torch.empty((k, *shape), dtype=x.dtype, device=x.device)
-            for index, (rate, generator) in enumerate(zip(self.rates, generators, strict=True)):
-                if rate:
-                    noise[index].bernoulli_(1 - rate, generator=generator)
-                else:
-                    noise[index].fill_(1)
-            return noise if self.layout == TRIAL else pack(noise)
-        uniform = torch.empty(x.shape, dtype=torch.float64)
-        channels = x.shape[1] // k
-        for index, (rate, generator) in enumerate(zip(self.rates, generators, strict=True)):
-            if self.layout == TRIAL:
-                part = uniform[index]
-            else:
-                part = uniform[:, index * channels : (index + 1) * channels]
+        count = x.numel() // k
+        drawn = torch.empty((k, dropout.words(count)), dtype=torch.int64, device=x.device)
+        for index, (rate, generator) in enumerate(
+            zip(self.rates, self.streams.generators, strict=True)
+        ):
             if rate:
-                part.uniform_(generator=generator)
+                dropout.draw_words(drawn[index], generator)
             else:
-                part.fill_(0.0)  # kept: 0 < 1
-        return torch.lt(uniform, self._column("keep", uniform))
+                dropout.fill_kept(drawn[index])
+        kept = torch.lt(drawn.view(torch.int16)[:, :count], self._thresholds(x.device))
+        if self.layout == TRIAL:
+            return kept.reshape(x.shape)
+        # Trial k's unfused input shape is (N, C, *spatial).
+        return pack(kept.reshape(k, x.shape[0], x.shape[1] // k, *x.shape[2:]))
+
+    def _thresholds(self, device: torch.device) -> torch.Tensor:
+        """Each trial's threshold as a (K, 1) int16 column, made once per device."""
+        key = ("threshold", device)
+        column = self._columns.get(key)
+        if column is None:
+            values = [dropout.threshold(rate) for rate in self.rates]
+            column = torch.tensor(values, dtype=torch.int16).view(-1, 1).to(device)
+            self._columns[key] = column
+        return column
 
     def _column(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        """A per-trial constant shaped to broadcast over `like`'s layout ((K, 1, ...) in the
-        trial layout, each trial's value over its channels when packed), made once per layout
-        and type."""
+        """A per-trial constant (trainer.dropout.constant) shaped to broadcast over `like`'s
+        layout ((K, 1, ...) in the trial layout, each trial's value over its channels when
+        packed), made once per layout and type."""
         key = (
             name,
             like.dtype,
@@ -313,7 +300,7 @@ class FusedDropout(nn.Module):
         )
         column = self._columns.get(key)
         if column is None:
-            values = self._values(name, like.dtype)
+            values = torch.stack([dropout.constant(name, p, like.dtype) for p in self.rates])
             if self.layout == TRIAL:
                 column = values.view(-1, *[1] * (like.dim() - 1))
             else:
@@ -322,24 +309,6 @@ class FusedDropout(nn.Module):
             column = column.to(like.device)
             self._columns[key] = column
         return column
-
-    def _values(self, name: str, dtype: torch.dtype) -> torch.Tensor:
-        """The constant `name` per trial, rounded to `dtype` as torch's dropout rounds its
-        scalars."""
-        rates = self.rates
-        if name == "keep":
-            return torch.tensor([1 - p for p in rates], dtype=dtype)
-        if name == "scale":
-            # The kept elements' 1 / (1 - p), divided as torch divides its noise.
-            return torch.stack([torch.ones((), dtype=dtype).div_(1 - p) for p in rates])
-        scale = [1 / math.sqrt((_ALPHA * _ALPHA * p + 1) * (1 - p)) for p in rates]
-        if name == "alpha_scale":
-            return torch.tensor(scale, dtype=dtype)
-        if name == "alpha_step":
-            return torch.tensor([_ALPHA * a for a in scale], dtype=dtype)
-        return torch.tensor(
-            [_ALPHA * a * p for a, p in zip(scale, rates, strict=True)], dtype=dtype
-        )
 
 
 class FusedFlatten(nn.Module):
@@ -481,6 +450,8 @@ def _convert_leaf(modules: list[nn.Module], layout: str) -> nn.Module | None:
     if isinstance(template, nn.LayerNorm):
         return FusedLayerNorm(k, template, layout)
     if isinstance(template, nn.Dropout | nn.AlphaDropout):
+        if not isinstance(template, dropout.Dropout | dropout.AlphaDropout):
+            raise NotFusable("torch's own dropout: a fused layer draws trainer.dropout's masks")
         rates = [float(m.p) for m in modules]  # type: ignore[arg-type]
         return FusedDropout(rates, isinstance(template, nn.AlphaDropout), layout)
     if isinstance(template, nn.Flatten):
