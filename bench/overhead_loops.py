@@ -188,8 +188,9 @@ def run_optuna(url: str, trials: int, pruner: str = "none") -> tuple[Run, SqlCou
 class HttpWorker:
     """One registered worker over HTTP, driven by `hpo worker`'s own classes: a
     trainer.worker.DeviceWorker's lease, report (held while the lease's `report_interval` has
-    not passed) and finish (the completion carries the held reports and leases the next
-    trial), with a no-op trainer."""
+    not passed; the report of the epoch before the last leases the next trial ahead) and
+    finish (the completion carries the held reports, and leases the next trial when the
+    lease ahead brought none), with a no-op trainer."""
 
     def __init__(self, server: str, name: str) -> None:
         self.client = WorkerClient(server, retry_seconds=5.0)
@@ -212,15 +213,21 @@ class HttpWorker:
                 raise BenchError(f"trial {lease.trial_id} epoch {epoch}: {decision.value}")
         result = TrainResult(EPOCHS, metrics, None)
         label = f"trial #{assignment.number}"
-        finish = self.device.finish
-        nxt: list[Any] = run.timed(
-            "complete + lease", finish, assignment, lease, label, result, 0.0, True
-        )
+        finish = self._finish
+        nxt: list[Any] = run.timed("complete + lease", finish, assignment, lease, label, result)
         if not nxt and self.client.call("GET", f"/api/v1/trials/{lease.trial_id}")["state"] != (
             "completed"
         ):
             raise BenchError(f"trial {lease.trial_id} did not complete")
         return nxt
+
+    def _finish(self, assignment: Any, lease: Any, label: str, result: TrainResult) -> list[Any]:
+        """As DeviceWorker.run_trial ends a trial: the trials leased ahead (while its last
+        epoch reported), else those its completion leases; the completion answered."""
+        ahead = self.device.take_ahead()
+        done = self.device.finish(assignment, lease, label, result, 0.0, not ahead)
+        nxt = self.device.answer(done)
+        return ahead or nxt
 
 
 class DomainWorker:

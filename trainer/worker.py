@@ -6,6 +6,13 @@ fails it. A heartbeat thread renews the lease while an epoch runs, so epochs lon
 lease never lose a healthy trial. SIGTERM (or Ctrl-C) ends the current epoch, gives the trial
 back to the server (it is queued again, not lost) and exits; a second signal exits at once.
 
+The device waits for the server as little as it can: while a trial's last epoch trains, the
+next trial (or group of `--fuse` trials) is leased ahead in the background, and a trained
+trial's model upload and completion go to a background sender (trainer.finishing) while the
+next one starts. When the lease ahead brings nothing (a study's `parallel_trials` counts the
+trial still training), the completion asks for the next trials instead, and the worker waits
+for its answer, as it did before.
+
 The process stays up between trials, so interpreter, PyTorch and dataset start-up are paid once.
 trainer.processes starts such processes (slots) per device and handles their signals.
 """
@@ -19,13 +26,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from hpo.client import ApiError, ServerUnreachable
-from hpo.protocol import Assignment, Decision
+from hpo.protocol import Assignment, Decision, TrialReport
 from trainer import plugins
 from trainer.client import WorkerClient
+from trainer.finishing import Sender
 from trainer.hygiene import MemoryWatch
 from trainer.reporting import ReportBatcher, TrialReports
 
@@ -50,6 +59,11 @@ class Lease:
     # The epoch whose checkpoint was uploaded last: its report is sent at once, so that a
     # checkpoint is never ahead of the recorded curve (a crash resumes from it).
     checkpointed: int = 0
+    # How many trials train with it (a fused group's size): the next lease ahead counts them
+    # against the process's max_trials.
+    group: int = 1
+    # Set once its completion is with the sender, which lets go of the lease when answered.
+    sending: bool = False
 
 
 class DeviceWorker:
@@ -82,12 +96,19 @@ class DeviceWorker:
         self.shutdown = threading.Event()
         self.worker_id = 0
         self.heartbeat_seconds = 10.0
-        self._current: Lease | None = None
-        # Up to `fuse` leased trials train at once as one fused model (trainer.fused); the
-        # leases of a group and of groups waiting their turn, renewed by the heartbeat too.
+        # Up to `fuse` leased trials train at once as one fused model (trainer.fused).
         self.fuse = fuse
+        # Every lease the heartbeat renews: the trials training, and those whose completion is
+        # on its way (the sender's), until it is answered.
         self._held: dict[int, Lease] = {}
         self._lock = threading.Lock()
+        # The trials' ends, sent in the background in order (trainer.finishing).
+        self.finishing = Sender()
+        # The next trials, leased while the current trial's (or group's) last epoch trains:
+        # the request on its way, and the leases it brought, renewed until they start.
+        self._ahead: Future[list[Assignment]] | None = None
+        self._ahead_leases: list[Lease] = []
+        self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="hpo-lease-ahead")
         # Every trial's epoch reports (a fused group's members report at once) go through
         # one batcher: what is ready together leaves in one request.
         self.reports = ReportBatcher(
@@ -123,11 +144,17 @@ class DeviceWorker:
         beat = threading.Thread(target=self._heartbeat_loop, name="hpo-heartbeat", daemon=True)
         beat.start()
         idle = self.poll_seconds
-        # Trials leased with the last completion (one request instead of two), not yet started.
+        # Trials leased ahead or with the last completion, not yet started.
         upcoming: list[Assignment] = []
         try:
             while not self.shutdown.is_set():
+                self.finishing.check()  # a server that went away while a trial ended
                 assignments, upcoming = upcoming or self._lease(), []
+                if not assignments and self.finishing.busy:
+                    # The trials still completing may be what the study's parallel_trials
+                    # counts: ask again once they are answered, without waiting idle.
+                    self.finishing.drain()
+                    continue
                 if not assignments:
                     self.shutdown.wait(idle)
                     idle = min(idle * 1.5, 5 * self.poll_seconds)
@@ -136,11 +163,9 @@ class DeviceWorker:
                 if len(assignments) > 1:
                     from trainer.fused.serving import GroupRunner
 
-                    GroupRunner(self, self.fuse).run(assignments)
-                    assignments = []
-                for i, assignment in enumerate(assignments):
-                    last = i == len(assignments) - 1
-                    upcoming = self.run_trial(assignment, lease_next=last and self._takes_more())
+                    upcoming = GroupRunner(self, self.fuse).run(assignments)
+                else:
+                    upcoming = self.run_trial(assignments[0], lease_next=self.takes_more())
                     self.trials_run += 1
                 if self._wants_fresh_process():
                     self.recycle = True
@@ -151,7 +176,10 @@ class DeviceWorker:
         finally:
             self.shutdown.set()
             self._leaving()
-            self.give_back(upcoming)
+            # The trials' ends still on their way go first (each call bounded by the leaving
+            # retry window), then what was leased and not started is given back.
+            self.finishing.drain()
+            self.give_back(upcoming + (self.take_ahead() or []))
             with contextlib.suppress(ApiError, ServerUnreachable):
                 self.client.deregister(self.worker_id)
             log.info("worker %s stopped", self.name)
@@ -182,15 +210,15 @@ class DeviceWorker:
         expires and the trial is handed out again all the same."""
         self.client.leaving(LEAVING_RETRY_SECONDS)
 
-    def _takes_more(self) -> bool:
-        """Whether this process will train another trial after the current one."""
+    def takes_more(self, training: int = 1) -> bool:
+        """Whether this process will train another trial after the `training` current ones."""
         if self.shutdown.is_set():
             return False
-        return self.max_trials is None or self.trials_run + 1 < self.max_trials
+        return self.max_trials is None or self.trials_run + training < self.max_trials
 
     def give_back(self, assignments: list[Assignment]) -> None:
-        """Release trials leased with a completion that this process will not train after all
-        (it is shutting down, or starting afresh): they are queued again at once."""
+        """Release trials leased ahead or with a completion that this process will not train
+        after all (it is shutting down, or starting afresh): they are queued again at once."""
         for a in assignments:
             with contextlib.suppress(ApiError, ServerUnreachable):
                 self.client.release(self.worker_id, a.trial_id, a.token)
@@ -210,8 +238,9 @@ class DeviceWorker:
 
     def _lease(self) -> list[Assignment]:
         try:
-            # An idle worker holds no trial: one leased to it anyway came in a lost answer.
-            return self.client.lease(self.worker_id, count=self.fuse, held=[])
+            # Between trials a worker holds only those still completing: any other trial
+            # leased to it came in a lost answer.
+            return self.client.lease(self.worker_id, count=self.fuse, held=self.held_ids())
         except ApiError as exc:
             if exc.status == 404:  # the server forgot us (database reset): register again
                 self.register()
@@ -221,9 +250,8 @@ class DeviceWorker:
     def _heartbeat_loop(self) -> None:
         while not self.shutdown.wait(self.heartbeat_seconds):
             with self._lock:
-                held = dict(self._held)
-                if self._current is not None:
-                    held[self._current.trial_id] = self._current
+                held = {lease.trial_id: lease for lease in self._ahead_leases}
+                held.update(self._held)
             try:
                 leases = [(lease.trial_id, lease.token) for lease in held.values()]
                 decisions = self.client.heartbeat(self.worker_id, leases)
@@ -242,7 +270,60 @@ class DeviceWorker:
     def release_held(self, leases: list[Lease]) -> None:
         with self._lock:
             for lease in leases:
-                self._held.pop(lease.trial_id, None)
+                if self._held.get(lease.trial_id) is lease:
+                    del self._held[lease.trial_id]
+
+    def held_ids(self) -> list[int]:
+        """The trials this worker holds: training, or completing in the background."""
+        with self._lock:
+            return sorted(self._held)
+
+    # -- the next trials, leased ahead ------------------------------------------------------
+
+    def lease_ahead(self, lease: Lease) -> None:
+        """Lease the next trials (up to `fuse`) in the background while `lease`'s last epoch
+        trains, so that they are there when training ends; at most one such request until
+        `take_ahead`. Nothing when the worker is leaving or takes no more trials."""
+        with self._lock:
+            if self._ahead is not None or self.shutdown.is_set():
+                return
+            if not self.takes_more(lease.group):
+                return
+            held = sorted(self._held)
+            self._ahead = self._ahead_pool.submit(self._lease_ahead, held)
+
+    def _lease_ahead(self, held: list[int]) -> list[Assignment]:
+        try:
+            got = self.client.lease(self.worker_id, count=self.fuse, held=held)
+        except (ApiError, ServerUnreachable) as exc:  # the lease after training says it again
+            log.warning("leasing ahead failed: %s", exc)
+            return []
+        with self._lock:
+            self._ahead_leases = [Lease(a.trial_id, a.token) for a in got]
+        return got
+
+    def take_ahead(self) -> list[Assignment] | None:
+        """The trials leased ahead, waiting for the request still on its way; [] when it
+        brought none (a study's parallel_trials or max_trials refused them), None when none
+        was asked. From now on they are the caller's to train or give back."""
+        with self._lock:
+            future, self._ahead = self._ahead, None
+        if future is None:
+            return None
+        got = future.result()
+        with self._lock:
+            self._ahead_leases = []
+        return got
+
+    def answer(self, completion: Future[list[Assignment]] | None) -> list[Assignment]:
+        """The trials a completion leased (waiting for its answer); [] when it brought none or
+        failed (the sender said why)."""
+        if completion is None:
+            return []
+        try:
+            return completion.result()
+        except Exception:  # ServerUnreachable: the main loop hears it from the sender
+            return []
 
     # -- one trial --------------------------------------------------------------------------
 
@@ -260,20 +341,22 @@ class DeviceWorker:
         return lease
 
     def run_trial(self, assignment: Assignment, lease_next: bool = False) -> list[Assignment]:
-        """Train one assignment to its end; returns the next trials when `lease_next` and the
-        server handed them out with the completion."""
+        """Train one assignment to its end (its completion goes to the background sender);
+        returns the next trials when `lease_next`: those leased ahead while its last epoch
+        trained, else those the completion leased (waiting for its answer)."""
         from trainer.train import TrainConfig, TrainingError, train
 
         trial_id, token = assignment.trial_id, assignment.token
         lease = self.lease_for(assignment)
-        with self._lock:
-            self._current = lease
+        self.hold([lease])
         label = f"trial #{assignment.number} of '{assignment.study_name}'"
         params = " ".join(f"{k}={short(v)}" for k, v in assignment.params.items())
         start = assignment.start_epoch
         resuming = f" (resuming after epoch {start})" if start else ""
         log.info("%s started on %s%s: %s", label, self.where, resuming, params)
         started = time.monotonic()
+        if assignment.target_epochs - start <= 1:
+            self.lease_ahead(lease)  # its only epoch is its last
         try:
             config = TrainConfig.from_assignment(
                 assignment.workload,
@@ -289,7 +372,9 @@ class DeviceWorker:
                 lambda epoch, metrics: self.report_epoch(lease, epoch, metrics),
                 checkpoint=lambda epoch, blob: self.upload_checkpoint(lease, epoch, blob),
             )
-            return self.finish(assignment, lease, label, result, started, lease_next)
+            ahead = self.take_ahead() if lease_next else None
+            done = self.finish(assignment, lease, label, result, started, lease_next and not ahead)
+            return ahead or (self.answer(done) if lease_next else [])
         except TrainingError as exc:
             reason = str(exc)
             self.send_held(lease)
@@ -301,9 +386,9 @@ class DeviceWorker:
             self.final_call(lambda: self.client.fail(self.worker_id, trial_id, token, reason))
             log.exception("%s failed: %s", label, reason)
         finally:
-            with self._lock:
-                self._current = None
-        return []
+            if not lease.sending:  # else the sender lets go of it once answered
+                self.release_held([lease])
+        return (self.take_ahead() or []) if lease_next else []
 
     def resume_state(self, assignment: Assignment) -> bytes:
         if assignment.checkpoint_id is None:
@@ -335,6 +420,8 @@ class DeviceWorker:
         # Read before the report leaves, after the loop decided this epoch's checkpoint with
         # it (config.leaving): a shutdown after that is heard at the next epoch, checkpointed.
         leaving = self.shutdown.is_set()
+        if epoch == lease.last_epoch - 1 and not leaving:
+            self.lease_ahead(lease)  # the last epoch trains now (this runs beside it)
         outbox = lease.outbox or self.reports.trial(lease.trial_id, lease.token, 0.0)
         lease.outbox = outbox
         if epoch == lease.last_epoch and lease.with_completion and not leaving:
@@ -360,39 +447,25 @@ class DeviceWorker:
         result: Any,
         started: float,
         lease_next: bool,
-    ) -> list[Assignment]:
-        """Close the trial with the server and log its one line; returns the next trials
-        leased with the completion."""
+    ) -> Future[list[Assignment]] | None:
+        """Close the trial with the server and log its one line. A trial that trained its
+        budget is completed in the background (its model file's upload first): the future of
+        the next trials leased with the completion when `lease_next` (else of []); its lease
+        stays renewed until the answer. Any other end is said here: None."""
         seconds = time.monotonic() - started
         metric = assignment.metric
         value = short(result.metrics.get(metric))
         decision: Decision | None = result.decision
         if decision is None:
-            self._save_model(assignment, lease, result)
+            blob = self._model_file(assignment, lease, result)  # off the trained model, now
             reports = lease.outbox.take() if lease.outbox is not None else []
-            completion = self.final_call(
-                lambda: self.client.complete(
-                    self.worker_id,
-                    lease.trial_id,
-                    lease.token,
-                    lease=int(lease_next),
-                    held=[] if lease_next else None,
-                    test_metrics=result.test_metrics,
-                    reports=reports,
+            lease.sending = True
+            self.hold([lease])
+            return self.finishing.submit(
+                lambda: self._complete(
+                    assignment, lease, label, result, seconds, blob, reports, lease_next
                 )
             )
-            state = completion.state.value if completion else "lost"
-            log.info(
-                "%s %s in %.1f s: %s=%s at epoch %d%s",
-                label,
-                state,
-                seconds,
-                metric,
-                value,
-                assignment.target_epochs,
-                _held_out(result.test_metrics) if state == "completed" else "",
-            )
-            return completion.assignments if completion else []
         if decision is Decision.STOP and not lease.lost.is_set():
             self._leaving()
             self.final_call(
@@ -412,7 +485,55 @@ class DeviceWorker:
                 value,
                 assignment.start_epoch + result.epochs_trained,
             )
-        return []
+        return None
+
+    def _complete(
+        self,
+        assignment: Assignment,
+        lease: Lease,
+        label: str,
+        result: Any,
+        seconds: float,
+        blob: bytes | None,
+        reports: list[TrialReport],
+        lease_next: bool,
+    ) -> list[Assignment]:
+        """On the sender's thread: the model file's upload, then the completion (leasing
+        the next `fuse` trials when `lease_next`); its log line when the answer is in."""
+        try:
+            if blob is not None and not lease.lost.is_set():
+                self._upload_model(lease, blob)
+            # The worker's other trials are training or still completing: not lost answers.
+            held = [t for t in self.held_ids() if t != lease.trial_id] if lease_next else None
+            completion = self.final_call(
+                lambda: self.client.complete(
+                    self.worker_id,
+                    lease.trial_id,
+                    lease.token,
+                    lease=self.fuse if lease_next else 0,
+                    held=held,
+                    test_metrics=result.test_metrics,
+                    reports=reports,
+                )
+            )
+        except ApiError as exc:  # refused for good: its lease expires, it is trained again
+            log.warning("%s was not completed: %s", label, exc)
+            completion = None
+        finally:
+            self.release_held([lease])
+        metric = assignment.metric
+        state = completion.state.value if completion else "lost"
+        log.info(
+            "%s %s in %.1f s: %s=%s at epoch %d%s",
+            label,
+            state,
+            seconds,
+            metric,
+            short(result.metrics.get(metric)),
+            assignment.target_epochs,
+            _held_out(result.test_metrics) if state == "completed" else "",
+        )
+        return completion.assignments if completion else []
 
     def send_held(self, lease: Lease) -> None:
         """Send a trial's held reports before it fails: its curve keeps every epoch it
@@ -424,16 +545,20 @@ class DeviceWorker:
         except (ApiError, ServerUnreachable) as exc:
             log.warning("the last reports of trial %d were not stored: %s", lease.trial_id, exc)
 
-    def _save_model(self, assignment: Assignment, lease: Lease, result: Any) -> None:
-        """Upload the model file of a trial that trained its full budget, before completing
-        it, when its study keeps models; the server keeps it if it is among the study's best.
-        A refused upload is logged and the trial completes all the same."""
+    def _model_file(self, assignment: Assignment, lease: Lease, result: Any) -> bytes | None:
+        """The model file of a trial that trained its full budget, when its study keeps
+        models (uploaded before its completion: `_upload_model`); None else. Written here, on
+        the training thread, so that nothing of the trained run outlives the trial."""
         full = assignment.target_epochs == assignment.epochs
         if not (assignment.keep_model and full) or result.run is None or lease.lost.is_set():
-            return
+            return None
         from trainer import model_file
 
-        blob = model_file.for_assignment(assignment, result.run, result.metrics)
+        return model_file.for_assignment(assignment, result.run, result.metrics)
+
+    def _upload_model(self, lease: Lease, blob: bytes) -> None:
+        """Upload a completed trial's model file; the server keeps it if it is among the
+        study's best. A refused upload is logged and the trial completes all the same."""
         try:
             saved = self.client.save_model(self.worker_id, lease.trial_id, lease.token, blob)
         except ApiError as exc:

@@ -59,6 +59,9 @@ class FakeWorker:
         self.alone: list[int] = []
         self.finished: list[int] = []
         self.given_back: list[int] = []
+        # What the lease ahead brings (None: nothing was asked), and who asked for it.
+        self.ahead: list[Assignment] | None = None
+        self.ahead_asked: list[int] = []
 
     def hold(self, leases: list[Any]) -> None:
         self.held |= {lease.trial_id for lease in leases}
@@ -72,10 +75,19 @@ class FakeWorker:
     def send_held(self, lease: Lease) -> None:
         pass
 
-    def run_trial(self, assignment: Assignment) -> list[Assignment]:
+    def run_trial(self, assignment: Assignment, lease_next: bool = False) -> list[Assignment]:
         assert assignment.trial_id not in self.held  # its own lease is the loop's now
         self.alone.append(assignment.trial_id)
         return []
+
+    def takes_more(self, training: int = 1) -> bool:
+        return True
+
+    def lease_ahead(self, lease: Lease) -> None:
+        self.ahead_asked.append(lease.trial_id)
+
+    def take_ahead(self) -> list[Assignment] | None:
+        return self.ahead
 
     def finish(self, assignment: Assignment, *_: Any) -> list[Assignment]:
         self.finished.append(assignment.trial_id)
@@ -198,3 +210,21 @@ def test_hpo_worker_refuses_a_bad_fuse_naming_the_flag(capsys: pytest.CaptureFix
 def test_a_fresh_worker_process_keeps_its_fuse() -> None:
     assert WorkerOptions(server="http://h:8000").command("cpu")[-2:] != ["--fuse", "auto"]
     assert WorkerOptions(server="http://h:8000", fuse=4).command("cpu")[-2:] == ["--fuse", "4"]
+
+
+def test_a_group_returns_the_trials_leased_ahead_while_its_last_epoch_trained(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The next group is leased while this one's last epoch trains (a member's report of the
+    epoch before it, or the start of a one-epoch group); run() hands it to the worker's loop,
+    which trains it at once while the members' completions are still on their way."""
+    monkeypatch.setattr(
+        serving, "train_group", lambda configs, *_: [TrainResult(1, {}, None) for _ in configs]
+    )
+    worker = FakeWorker()
+    worker.ahead = [assignment(9), assignment(10)]
+    one_epoch = [assignment(i).model_copy(update={"epochs": 1, "target_epochs": 1}) for i in (1, 2)]
+    upcoming = serving.GroupRunner(worker, 8).run(one_epoch)  # type: ignore[arg-type]
+    assert [a.trial_id for a in upcoming] == [9, 10]
+    assert worker.ahead_asked == [1]  # once for the group, before it trained
+    assert worker.finished == [1, 2] and worker.held == set()

@@ -198,7 +198,7 @@ def test_the_worker_sends_the_last_epoch_with_the_completion(clock: Clock) -> No
     # completion's.
     assert client.sent.requests == [[(7, 1), (7, 2), (7, 3), (7, 4)]]
     result = TrainResult(5, {"val_accuracy": 0.5}, None)
-    worker.finish(assignment, lease, "trial", result, 0.0, False)
+    worker.answer(worker.finish(assignment, lease, "trial", result, 0.0, False))
     [completion] = client.completions
     assert [(r.epoch, r.metrics) for r in completion["reports"]] == [(5, {"val_accuracy": 0.5})]
 
@@ -210,7 +210,7 @@ def test_with_interval_0_only_the_last_epoch_rides_with_the_completion(clock: Cl
     for epoch in (1, 2, 3):
         _epoch(worker, lease, epoch)
     assert client.sent.requests == [[(7, 1)], [(7, 2)]]
-    worker.finish(assignment, lease, "trial", TrainResult(3, {}, None), 0.0, False)
+    worker.answer(worker.finish(assignment, lease, "trial", TrainResult(3, {}, None), 0.0, False))
     assert [r.epoch for r in client.completions[0]["reports"]] == [3]
 
 
@@ -233,7 +233,10 @@ def test_a_trial_whose_model_is_uploaded_has_its_last_report_answered_first(
     model on the test split), the upload follows, and the completion carries none."""
     worker, client = _worker(clock)
     uploads: list[int] = []
-    monkeypatch.setattr(worker, "_save_model", lambda *_: uploads.append(len(client.sent.requests)))
+    monkeypatch.setattr(worker, "_model_file", lambda *_: b"model")
+    monkeypatch.setattr(
+        worker, "_upload_model", lambda *_: uploads.append(len(client.sent.requests))
+    )
     assignment = _assignment(epochs=2, report_interval=60.0, keep_model=True)
     lease = worker.lease_for(assignment)
     _epoch(worker, lease, 1)
@@ -241,7 +244,7 @@ def test_a_trial_whose_model_is_uploaded_has_its_last_report_answered_first(
     _epoch(worker, lease, 2)
     assert client.sent.requests == [[(7, 1), (7, 2)]]
     trained = TrainResult(2, {}, None, run=object())  # type: ignore[arg-type]
-    worker.finish(assignment, lease, "trial", trained, 0.0, False)
+    worker.answer(worker.finish(assignment, lease, "trial", trained, 0.0, False))
     assert uploads == [1] and client.completions[0]["reports"] == []
 
 
@@ -271,7 +274,8 @@ def test_a_pause_heard_with_the_completion_is_logged_not_completed(
     lease = worker.lease_for(assignment)
     _epoch(worker, lease, 1)
     with caplog.at_level("INFO", logger="hpo.worker"):
-        worker.finish(assignment, lease, "trial #0", TrainResult(1, {}, None), 0.0, False)
+        done = worker.finish(assignment, lease, "trial #0", TrainResult(1, {}, None), 0.0, False)
+        worker.answer(done)  # the line is written when the completion's answer is in
     assert "trial #0 paused in" in caplog.text
 
 

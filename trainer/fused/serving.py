@@ -69,29 +69,35 @@ class GroupRunner:
     def __init__(self, worker: DeviceWorker, size: int) -> None:
         self.worker, self.size = worker, size
 
-    def run(self, assignments: Sequence[Assignment]) -> None:
+    def run(self, assignments: Sequence[Assignment]) -> list[Assignment]:
         """Trains one group of `assignments` to its end (completed, failed, pruned, paused or
         released): the largest set of trials that can share a model (trimmed, on CUDA, to what
         the device's memory holds). Every other trial goes back to the queue at once, before
         training starts, so that an idle worker can take it rather than it waiting leased
-        here for a group's training; a trial whose config is unusable fails with the reason."""
+        here for a group's training; a trial whose config is unusable fails with the reason.
+        Returns the next trials, leased while the group's last epoch trained (the members'
+        completions are still on their way, trainer.finishing); [] when none came."""
         if self.worker.shutdown.is_set():
             self.worker.give_back(list(assignments))
-            return
+            return []
         shapes = [self._config(a, resume=False) for a in assignments]
         ready = [i for i, c in enumerate(shapes) if c is not None]
         if not ready:
-            return
+            return []
         groups = group_indices([shapes[i] for i in ready], self.size)  # type: ignore[misc]
         largest = max(groups, key=len)  # the first of the largest, in lease order
         chosen = self._fitting([ready[i] for i in largest], shapes)[0]
         self.worker.give_back([assignments[i] for i in ready if i not in chosen])
         if len(chosen) == 1:
-            self.worker.run_trial(assignments[chosen[0]])
+            upcoming = self.worker.run_trial(
+                assignments[chosen[0]], lease_next=self.worker.takes_more()
+            )
             self.worker.trials_run += 1
-            return
+            return upcoming
         members = [assignments[i] for i in chosen]
         leases = [self.worker.lease_for(a) for a in members]
+        for lease in leases:
+            lease.group = len(leases)
         self.worker.hold(leases)
         try:
             configs = [self._config(a) for a in members]
@@ -104,7 +110,8 @@ class GroupRunner:
                 )
             self.worker.trials_run += len(chosen)
         finally:
-            self.worker.release_held(leases)
+            self.worker.release_held([lease for lease in leases if not lease.sending])
+        return self.worker.take_ahead() or []
 
     def _fitting(self, members: list[int], configs: list[TrainConfig | None]) -> list[list[int]]:
         """`members` in chunks that the device's free memory holds (CUDA; one chunk else)."""
@@ -156,6 +163,8 @@ class GroupRunner:
                 params,
             )
         started = time.monotonic()
+        if any(a.target_epochs - a.start_epoch <= 1 for a in assignments):
+            self.worker.lease_ahead(leases[0])  # its only epoch is its last
         try:
             results = train_group(
                 configs,
@@ -165,9 +174,9 @@ class GroupRunner:
         except GroupOutOfMemory as exc:
             self._halve(assignments, configs, leases, exc)
             return
-        self.worker.release_held(leases)
         for assignment, lease, result in zip(assignments, leases, results, strict=True):
             if isinstance(result, TrainResult):
+                # Completions go to the background sender, in the members' order.
                 self.worker.finish(assignment, lease, _label(assignment), result, started, False)
                 continue
             self.worker.send_held(lease)  # its curve keeps every epoch it trained
@@ -197,7 +206,7 @@ class GroupRunner:
         for part in (slice(0, half), slice(half, None)):
             if len(assignments[part]) == 1:
                 self.worker.release_held(leases[part])
-                self.worker.run_trial(assignments[part][0])
+                self.worker.run_trial(assignments[part][0])  # the next trials: after the halves
             else:
                 self._group(assignments[part], configs[part], leases[part])
 
