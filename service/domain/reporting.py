@@ -70,6 +70,14 @@ def _unfinished_objective(trial: TrialRow, spec: dict[str, Any]) -> str | None:
     return None
 
 
+def _decides_rungs(spec: dict[str, Any]) -> bool:
+    """Whether a report of the study's trials may end a rung (successive halving, Hyperband)
+    and then decide it over the study's other trials: such a report holds the study row
+    exclusively; the reports of other studies' trials share it, and so go on side by side
+    (PostgreSQL; a stop or a lease of the study still waits for them)."""
+    return search.stored_spec(spec).strategy.is_multi_fidelity
+
+
 class Reporting:
     def __init__(self, context: ProtocolContext) -> None:
         self.context = context
@@ -104,7 +112,8 @@ class Reporting:
         pending: list[tuple[int, _OptunaReport]] = []
         with unit_of_work(self.context.db) as unit:
             now = self.context.clock()
-            locked = unit.trials.lock_for_reports({item.trial_id for item in reports})
+            ids = {item.trial_id for item in reports}
+            locked = unit.trials.lock_for_reports(ids, exclusive=_decides_rungs)
             stored = self._store_curves(unit, reports, locked, now)
             # A stopped study pauses a trial at its last epoch in the batch (a worker that
             # held several epochs' reports sends them together): the epochs before it are

@@ -13,12 +13,12 @@ holds no row lock of ours and cannot close a cycle with them).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import ColumnElement, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from service.storage import dialect
 from service.storage.models import StudyRow, TrialRow
@@ -49,27 +49,46 @@ def trial_with_study(session: Session, trial_id: int) -> None:
 
 
 def named_trials_with_studies(
-    session: Session, trial_ids: Collection[int]
+    session: Session,
+    trial_ids: Collection[int],
+    exclusive: Callable[[dict[str, Any]], bool] = lambda _spec: True,
 ) -> list[tuple[StudyRow, TrialRow]]:
     """The trials `trial_ids` that exist, each with its study, row-locked studies first, then
-    trials, each kind in id order, waiting for other holders. On SQLite, where the writer
-    holds everything already, one joined SELECT reads them."""
+    trials, each kind in id order, waiting for other holders. A study whose spec `exclusive`
+    refuses is locked for share (`FOR SHARE`): several such transactions hold it at once
+    (batched reports of one study's trials do not queue behind each other), while a writer of
+    the study row (stop, a lease, a rung's decision) waits for them and they for it; a
+    transaction that may change the study or decide over its other trials must ask for an
+    exclusive lock here, since a share lock cannot be raised later without risking a
+    deadlock. Each study is locked in its own statement, so the order stays by id whatever
+    the modes. On SQLite, where the writer holds everything already, the trials are read in
+    one SELECT and their studies in another.
+
+    The trials' params, reason and test metrics (JSON and text a report does not read) are
+    loaded only if touched: a batch of 128 parsed each trial's params for nothing."""
+    lean = defer(TrialRow.params), defer(TrialRow.test_metrics), defer(TrialRow.reason)
+    trials = select(TrialRow).where(TrialRow.id.in_(trial_ids)).options(*lean)
     if not dialect.locks_rows(session):
-        query = (
-            select(StudyRow, TrialRow)
-            .join(StudyRow, StudyRow.id == TrialRow.study_id)
-            .where(TrialRow.id.in_(trial_ids))
-        )
-        return [(study, trial) for study, trial in session.execute(query)]
-    found = session.execute(select(TrialRow.study_id).where(TrialRow.id.in_(trial_ids)))
-    study_ids = {study_id for (study_id,) in found}
-    if not study_ids:
+        rows = list(session.scalars(trials))
+        ids = {trial.study_id for trial in rows}
+        found = session.scalars(select(StudyRow).where(StudyRow.id.in_(ids))) if ids else []
+        by_id = {study.id: study for study in found}
+        return [(by_id[trial.study_id], trial) for trial in rows]
+    specs = session.execute(
+        select(StudyRow.id, StudyRow.spec)
+        .where(StudyRow.id.in_(select(TrialRow.study_id).where(TrialRow.id.in_(trial_ids))))
+        .order_by(StudyRow.id)
+    ).all()
+    if not specs:
         return []
-    studies = {row.id: row for row in _studies_by_id(session, study_ids, whole=True)}
-    locked = (
-        select(TrialRow).where(TrialRow.id.in_(trial_ids)).order_by(TrialRow.id).with_for_update()
-    )
-    return [(studies[trial.study_id], trial) for trial in session.scalars(locked)]
+    studies: dict[int, StudyRow] = {}
+    for study_id, spec in specs:
+        query = select(StudyRow).where(StudyRow.id == study_id)
+        locked = session.scalars(query.with_for_update(read=not exclusive(spec))).first()
+        if locked is not None:  # deleted meanwhile: its trials went with it
+            studies[study_id] = locked
+    rows = session.scalars(trials.order_by(TrialRow.id).with_for_update())
+    return [(studies[trial.study_id], trial) for trial in rows if trial.study_id in studies]
 
 
 def trials_with_studies(session: Session, where: ColumnElement[bool]) -> list[TrialRow]:
@@ -130,8 +149,7 @@ def sampling(optuna_storage: Any, optuna_study_id: int) -> Iterator[None]:
         yield
 
 
-def _studies_by_id(session: Session, study_ids: Collection[int], whole: bool = False) -> list[Any]:
-    """Lock the studies in id order; their rows with `whole`, else their ids."""
-    columns: Any = StudyRow if whole else StudyRow.id
-    query = select(columns).where(StudyRow.id.in_(study_ids)).order_by(StudyRow.id)
-    return list(session.scalars(query.with_for_update()))
+def _studies_by_id(session: Session, study_ids: Collection[int]) -> None:
+    """Lock the studies in id order."""
+    query = select(StudyRow.id).where(StudyRow.id.in_(study_ids)).order_by(StudyRow.id)
+    session.scalars(query.with_for_update()).all()

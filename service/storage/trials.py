@@ -3,7 +3,7 @@ worker protocol, study steering and the page make."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -78,11 +78,17 @@ class TrialStore:
         assert study is not None  # the foreign key
         return study, trial
 
-    def lock_for_reports(self, trial_ids: Collection[int]) -> dict[int, tuple[StudyRow, TrialRow]]:
+    def lock_for_reports(
+        self,
+        trial_ids: Collection[int],
+        exclusive: Callable[[dict[str, Any]], bool] = lambda _spec: True,
+    ) -> dict[int, tuple[StudyRow, TrialRow]]:
         """`lock_for_report` for several trials at once (a batched report): each existing
         trial with its study, by trial id, all locked in the lock order; missing trials are
-        left out."""
-        pairs = locks.named_trials_with_studies(self.session, set(trial_ids))
+        left out. A study whose spec (as stored) `exclusive` refuses is locked for share
+        only, so that other such reports of its trials go on at once: for a caller that
+        neither changes the study row nor decides over its other trials."""
+        pairs = locks.named_trials_with_studies(self.session, set(trial_ids), exclusive)
         return {trial.id: (study, trial) for study, trial in pairs}
 
     def take_queued(self, study_id: int) -> TrialRow | None:

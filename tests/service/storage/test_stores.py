@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from hpo.protocol import StudyState, TrialState, WorkerState
 from service.storage.db import Database
 from service.storage.studies import NameTaken
-from service.storage.unit import Unit, reading, unit_of_work
+from service.storage.unit import Stores, Unit, reading, unit_of_work
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 SPEC: dict[str, Any] = {"objective": {"metric": "val_accuracy", "direction": "maximize"}}
@@ -248,6 +249,44 @@ def test_lock_for_reports_answers_each_trial_with_its_study_and_leaves_out_missi
         }
         assert found[a2][1].state is TrialState.PAUSED
         assert unit.trials.lock_for_reports([b1 + 1000]) == {}
+
+
+def test_reports_share_their_study_and_an_exclusive_lock_waits_for_them(db: Database) -> None:
+    """PostgreSQL: two batched reports of one study's trials hold the study row at once
+    (`exclusive` refuses its spec: FOR SHARE), so neither waits for the other; a report that
+    asks for it exclusively (a rung may end) waits for the first, as a stop or a lease does."""
+    if db.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite's writer holds the whole file: one write transaction at a time")
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    first_trial, second_trial = _trials(db, study_id, [TrialState.RUNNING] * 2)
+    locked, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with unit_of_work(db) as unit:
+            unit.trials.lock_for_reports([first_trial], exclusive=lambda _spec: False)
+            locked.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert locked.wait(10)
+
+        def second(exclusive: bool) -> dict[int, Any]:
+            with db.write() as session:
+                session.execute(text("SET LOCAL lock_timeout = '500ms'"))
+                return Stores(session).trials.lock_for_reports(
+                    [second_trial], exclusive=lambda _spec: exclusive
+                )
+
+        assert list(second(exclusive=False)) == [second_trial]
+        with pytest.raises(OperationalError, match="lock timeout"):
+            second(exclusive=True)
+    finally:
+        release.set()
+        thread.join(10)
+    assert list(second(exclusive=True)) == [second_trial]
 
 
 def test_a_curve_point_is_stored_once_and_a_repeat_keeps_the_first(db: Database) -> None:
