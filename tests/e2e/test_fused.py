@@ -74,8 +74,10 @@ def test_a_fused_worker_completes_every_trial_with_the_values_of_an_unfused_one(
     log = processes.log("fuse4")
     assert log.count("in a group of 4") == 8
     assert log.count("completed in") == 8
-    # The workers list showed the fused worker training four trials at once, and says so.
-    assert max(len(w["trials"]) for w in seen) == 4
+    # The workers list showed the fused worker training four trials at once, and says so;
+    # during a group's last epoch it also holds the next group, leased ahead (trainer.worker).
+    sizes = {len(w["trials"]) for w in seen}
+    assert 4 in sizes and max(sizes) <= 8, sizes
     assert {w["fuse"] for w in seen} == {4}
 
 
@@ -112,7 +114,12 @@ def test_two_fusing_workers_share_a_study_and_hold_only_the_group_they_train(
     assert len({t["worker"] for t in items}) == 2
     # A worker holds only the group it trains: a trial of another shape leased with it goes back
     # to the queue at once (within the few requests that give it back), not after the group's
-    # training (about 5 s here), so no worker holds two shapes together for a second or more.
+    # training (about 5 s here), so no worker holds two shapes together for longer than a
+    # group's last epoch (while it trains, the next group is leased ahead) and a second.
+    last_epoch = max(
+        http.get(f"/api/v1/trials/{t['id']}").json()["curve"][-1]["metrics"]["epoch_seconds"]
+        for t in items
+    )
     since: dict[tuple[str, int, int], float] = {}
     longest = 0.0
     for when, leases in polls:
@@ -122,4 +129,4 @@ def test_two_fusing_workers_share_a_study_and_hold_only_the_group_they_train(
                 del since[key]
             for key in mixed:
                 longest = max(longest, when - since.setdefault(key, when))
-    assert longest < 1.0
+    assert longest < last_epoch + 1.0, (longest, last_epoch)
