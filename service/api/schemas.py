@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from hpo.protocol import (
     Assignment,
@@ -297,6 +304,58 @@ class ReportBatchRequest(Strict):
     """hpo.protocol.ReportBatch, checked as strictly as every request body."""
 
     reports: list[ReportItem] = Field(min_length=1, max_length=1024)
+
+
+class _PlainReportItem(TrialReport):
+    """`ReportItem` without `Strict`'s Python check of each raw value (for a batch of 128,
+    512 calls that took 2 of its 2.4 ms of validation): refuses all it refuses and more."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    trial_id: int = Field(ge=0, le=MAX_ID)
+
+
+class _PlainReportBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reports: list[_PlainReportItem] = Field(min_length=1, max_length=1024)
+
+
+def report_batch(body: bytes) -> list[TrialReport]:
+    """The items of a batched report's JSON body, as `ReportBatchRequest` takes them; raises
+    its ValidationError (a 422 naming the field) for a body it refuses.
+
+    A body without NUL characters (JSON can only carry one escaped: `\\u0000`) holds nothing
+    `Strict`'s raw-value check refuses, so the bytes are validated once, in pydantic's core,
+    by a model with the same fields and limits; a body that model refuses (an epoch sent as
+    `3.0`, which `Strict` takes as 3, or a real error) is validated by `ReportBatchRequest`
+    itself, which then decides, as it did for every body."""
+    if b"\\u0000" not in body and b"\x00" not in body:
+        try:
+            return list(_PlainReportBatch.model_validate_json(body).reports)
+        except ValidationError:
+            pass
+    return list(ReportBatchRequest.model_validate_json(body).reports)
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of `model` with its nested models written in place (no `$defs`), for
+    a route that reads its body itself and documents it with `openapi_extra`."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
 
 
 class CheckpointSaved(BaseModel):

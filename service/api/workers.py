@@ -3,6 +3,7 @@ complete, fail, release) and the workers list."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -15,7 +16,6 @@ from hpo.protocol import (
     HeartbeatResponse,
     LeaseGrant,
     ReportBatchResponse,
-    ReportOutcome,
     ReportResponse,
     TrialDecision,
     WorkerRegistered,
@@ -40,6 +40,10 @@ TRIAL = "/{worker_id}/trials/{trial_id}"
 STALE: dict[int | str, dict[str, Any]] = {
     409: {"description": "the lease token is stale: the trial is no longer this worker's"}
 }
+
+
+# The batched report's body as documented: the route reads it itself (see `reports`).
+BATCH_SCHEMA = schemas.inline_schema(schemas.ReportBatchRequest)
 
 
 def answer(model: BaseModel) -> Response:
@@ -121,26 +125,42 @@ def report(
     return answer(ReportResponse(decision=decision))
 
 
-@protocol_router.post("/{worker_id}/reports", response_model=ReportBatchResponse)
-def reports(protocol: ProtocolDep, worker_id: IdPath, body: schemas.ReportBatchRequest) -> Response:
+@protocol_router.post(
+    "/{worker_id}/reports",
+    response_model=ReportBatchResponse,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": BATCH_SCHEMA}},
+        }
+    },
+)
+async def reports(request: Request, protocol: ProtocolDep, worker_id: IdPath) -> Response:
     """Several trials' epoch reports in one request, answered item by item in order: each a
     decision (`continue`, `prune`, `pause`, `stop`), or the status and detail the single
-    report would have answered (409 stale token, 404 no such trial), that item unchanged."""
-    outcomes = protocol.reporting.report_many(body.reports)
-    # Built from checked values (the request's ids, the domain's decisions), so not validated
-    # again item by item: model_construct, as the answer of a batch of 1024 may be.
-    return answer(
-        ReportBatchResponse.model_construct(
-            results=[
-                ReportOutcome.model_construct(trial_id=item.trial_id, decision=outcome)
-                if isinstance(outcome, Decision)
-                else ReportOutcome.model_construct(
-                    trial_id=item.trial_id, status=errors.status_of(outcome), detail=str(outcome)
-                )
-                for item, outcome in zip(body.reports, outcomes, strict=True)
-            ]
-        )
-    )
+    report would have answered (409 stale token, 404 no such trial), that item unchanged.
+
+    The body is read and checked here (`schemas.report_batch`: the bytes validated once)
+    rather than by FastAPI (Python's JSON parser, then a check of each raw value), and the
+    answer is written from the domain's outcomes directly: of the server's time on a batch of
+    128 these took about 3 ms. The storage work runs in the thread pool, as a sync route's."""
+    items = schemas.report_batch(await request.body())
+    outcomes = await run_in_threadpool(protocol.reporting.report_many, items)
+    results = [
+        {"trial_id": item.trial_id, "status": 200, "decision": outcome.value, "detail": None}
+        if isinstance(outcome, Decision)
+        else {
+            "trial_id": item.trial_id,
+            "status": errors.status_of(outcome),
+            "decision": None,
+            "detail": str(outcome),
+        }
+        for item, outcome in zip(items, outcomes, strict=True)
+    ]
+    # The fields of ReportOutcome, in its order (tests/service/api/test_report_batch_api.py
+    # parses the answer into ReportBatchResponse).
+    body = json.dumps({"results": results}, separators=(",", ":"), allow_nan=False)
+    return Response(body, media_type="application/json")
 
 
 @protocol_router.post(

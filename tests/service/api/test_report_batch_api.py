@@ -10,6 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
+from hpo.protocol import Decision, ReportBatchResponse
 from service.storage.unit import reading
 from tests.conftest import ApiWorker, spec_doc
 
@@ -222,3 +223,83 @@ def test_an_epoch_after_a_rungs_end_in_the_same_batch_is_not_stored(client: Test
     assert [r["decision"] for r in results] == ["pause", "pause", "pause"]
     assert _curve(client, first) == [{"epoch": 1, "metrics": {"val_accuracy": 0.5}}]
     assert client.get(f"/api/v1/trials/{first['trial_id']}").json()["epochs"] == 1
+
+
+def test_a_batch_of_several_studies_with_stale_and_repeated_items_is_answered_item_by_item(
+    client: TestClient,
+) -> None:
+    """Trials of three studies in one batch (two share a study row lock on PostgreSQL, one a
+    successive-halving study's, locked exclusively), mixed with a repeat and a stale item:
+    each item is answered as it would be alone, and only the new, held ones are stored."""
+    budget = {"max_trials": 4, "parallel_trials": 2, "epochs": 3}
+    _study(client, name="r1", budget=budget)
+    _study(client, name="r2", budget=budget)
+    _study(
+        client,
+        name="sh",
+        strategy={"kind": "successive_halving", "seed": 0, "min_epochs": 1, "n_configs": 2},
+        budget={"max_trials": 3, "parallel_trials": 2, "epochs": 2},
+    )
+    worker, other = ApiWorker(client, "w"), ApiWorker(client, "other")
+    trials = worker.lease(count=6)
+    assert len({t["study_id"] for t in trials}) == 3
+    first, second = trials[0], trials[1]
+    assert _results(worker, _item(first, 1, 0.4))[0]["decision"] == "continue"
+    assert worker.post(second, "release").json()["state"] == "queued"
+    [taken] = other.lease()  # the released trial is the other worker's now
+    assert taken["trial_id"] == second["trial_id"]
+    items = [
+        _item(first, 1, 0.99),  # a repeat: keeps the first report
+        _item(second, 1, 0.9),  # stale: the other worker holds it
+        *(_item(t, 1, 0.5) for t in trials[2:]),
+        _item(first, 2, 0.6),
+    ]
+    results = _results(worker, *items)
+    rungs = {t["trial_id"] for t in trials if t["study_id"] == trials[-1]["study_id"]}
+    expected = [(first["trial_id"], 200, "continue"), (second["trial_id"], 409, None)]
+    expected += [
+        (t["trial_id"], 200, "pause" if t["trial_id"] in rungs else "continue") for t in trials[2:]
+    ]
+    expected += [(first["trial_id"], 200, "continue")]
+    assert [(r["trial_id"], r["status"], r["decision"]) for r in results] == expected
+    assert _curve(client, first) == [
+        {"epoch": 1, "metrics": {"val_accuracy": 0.4}},
+        {"epoch": 2, "metrics": {"val_accuracy": 0.6}},
+    ]
+    assert _curve(client, second) == []
+    for trial in trials[2:]:
+        assert _curve(client, trial) == [{"epoch": 1, "metrics": {"val_accuracy": 0.5}}]
+    again = _results(worker, *items)  # the whole batch again: the same answers
+    assert [(r["trial_id"], r["status"], r["decision"]) for r in again] == expected
+
+
+def test_the_body_is_checked_as_strictly_as_before_and_the_answer_is_the_protocols(
+    client: TestClient,
+) -> None:
+    _study(client)
+    worker = ApiWorker(client)
+    [trial] = worker.lease()
+    # 2.0 is an integer to JSON Schema (and to every other request body of the API).
+    reply = _batch(worker, _item(trial, 2.0, 0.5))  # type: ignore[arg-type]
+    assert reply.status_code == 200, reply.text
+    assert ReportBatchResponse.model_validate_json(reply.content).results[0].decision == (
+        Decision.CONTINUE
+    )
+    assert [p["epoch"] for p in _curve(client, trial)] == [2]
+    for bad, loc in (
+        ({**_item(trial, 3, 0.5), "token": "a\u0000b"}, ["body", "reports"]),
+        (_item(trial, 3, 0.5, extra=1), ["body", "reports", 0, "extra"]),
+        ({**_item(trial, 3, 0.5), "epoch": True}, ["body", "reports", 0, "epoch"]),
+        ({**_item(trial, 3, 0.5), "metrics": {"val_accuracy": "0.5"}}, None),
+    ):
+        reply = _batch(worker, bad)
+        assert reply.status_code == 422, reply.text
+        if loc is not None:
+            assert reply.json()["detail"][0]["loc"] == loc
+    assert [p["epoch"] for p in _curve(client, trial)] == [2]
+    broken = worker.http.post(
+        f"/api/v1/workers/{worker.id}/reports",
+        content=b'{"reports": [',
+        headers={"content-type": "application/json"},
+    )
+    assert broken.status_code == 422 and broken.json()["detail"][0]["loc"][0] == "body"
