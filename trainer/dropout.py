@@ -67,13 +67,21 @@ def fill_kept(out: torch.Tensor) -> None:
     out.view(torch.int16).fill_(-(LEVELS // 2))
 
 
-def kept(shape: torch.Size, rate: float, device: torch.device) -> torch.Tensor:
-    """A mask of `shape` (True: kept) at `rate`, drawn from the global generator of `device`:
-    the first prod(shape) integers of `words(prod(shape))` words, in row-major order."""
+def integers(shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """The 16-bit integers of a mask of `shape`, drawn from the global generator of `device`:
+    the first prod(shape) of `words(prod(shape))` words, in row-major order."""
     count = math.prod(shape)
     drawn = torch.empty(words(count), dtype=torch.int64, device=device)
     draw_words(drawn)
-    return torch.lt(drawn.view(torch.int16)[:count], threshold(rate)).view(shape)
+    return drawn.view(torch.int16)[:count].view(shape)
+
+
+def noise(drawn: torch.Tensor, threshold: torch.Tensor | int, dtype: torch.dtype) -> torch.Tensor:
+    """1 where the integers `drawn` are below `threshold` (kept), else 0, in `dtype`: the
+    comparison writes the floating type at once (a third of the time of a boolean mask and a
+    cast on the CPU)."""
+    out = torch.empty(drawn.shape, dtype=dtype, device=drawn.device)
+    return torch.lt(drawn, threshold, out=out)
 
 
 def constant(name: str, rate: float, dtype: torch.dtype) -> torch.Tensor:
@@ -89,22 +97,22 @@ def constant(name: str, rate: float, dtype: torch.dtype) -> torch.Tensor:
     return torch.tensor(values[name], dtype=dtype)
 
 
-def dropped(x: torch.Tensor, kept: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Inverted dropout: kept elements times `scale`, the others 0."""
-    return x * (kept * scale)
+def dropped(x: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Inverted dropout: kept elements times `scale`, the others 0 (`noise`, from `noise`, is
+    scaled in place)."""
+    return x * noise.mul_(scale)
 
 
 def alpha_dropped(
     x: torch.Tensor,
-    kept: torch.Tensor,
+    noise: torch.Tensor,
     alpha_scale: torch.Tensor,
     alpha_step: torch.Tensor,
     alpha_offset: torch.Tensor,
 ) -> torch.Tensor:
     """Alpha dropout (torch's formula): x * (noise * a) + (noise - 1) * alpha * a + alpha * a * p,
-    noise 1 where kept, else 0; dropped elements take SELU's saturation value, then mean and
-    variance are restored."""
-    noise = kept.to(x.dtype)
+    `noise` 1 where kept, else 0 (scaled in place); dropped elements take SELU's saturation
+    value, then mean and variance are restored."""
     shift = noise.add(-1).mul_(alpha_step).add_(alpha_offset)
     return x * noise.mul_(alpha_scale) + shift
 
@@ -116,7 +124,7 @@ class Dropout(nn.Dropout):
         if not self.training or not self.p:
             return x
         (scale,) = _constants(self, ("scale",), x)
-        return dropped(x, kept(x.shape, self.p, x.device), scale)
+        return dropped(x, _noise(self.p, x), scale)
 
 
 class AlphaDropout(nn.AlphaDropout):
@@ -126,7 +134,11 @@ class AlphaDropout(nn.AlphaDropout):
         if not self.training or not self.p:
             return x
         values = _constants(self, ("alpha_scale", "alpha_step", "alpha_offset"), x)
-        return alpha_dropped(x, kept(x.shape, self.p, x.device), *values)
+        return alpha_dropped(x, _noise(self.p, x), *values)
+
+
+def _noise(rate: float, x: torch.Tensor) -> torch.Tensor:
+    return noise(integers(x.shape, x.device), threshold(rate), x.dtype)
 
 
 def _constants(

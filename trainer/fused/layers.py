@@ -248,48 +248,38 @@ class FusedDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not any(self.rates):
             return x
-        kept = self._kept(x)
+        noise = dropout.noise(self._integers(x), self._column("threshold", x), x.dtype)
         if self.alpha:
             names = ("alpha_scale", "alpha_step", "alpha_offset")
-            return dropout.alpha_dropped(x, kept, *(self._column(name, x) for name in names))
-        return dropout.dropped(x, kept, self._column("scale", x))
+            return dropout.alpha_dropped(x, noise, *(self._column(name, x) for name in names))
+        return dropout.dropped(x, noise, self._column("scale", x))
 
-    def _kept(self, x: torch.Tensor) -> torch.Tensor:
-        """Which elements are kept, in x's layout. Trial k draws `dropout.words(n)` words for
-        its n elements from its own generator into row k of one buffer (nothing for a rate of
-        0: its integers are set to keep everything); one comparison of all K rows with each
-        trial's threshold gives every mask, in each trial's own row-major order, which the
-        packed layout then interleaves into the trials' channels."""
+    def _integers(self, x: torch.Tensor) -> torch.Tensor:
+        """The masks' 16-bit integers in x's layout. Trial k draws `dropout.words(n)` words
+        for its n elements from its own generator into row k of one buffer (nothing for a rate
+        of 0: its integers are set to keep everything), in its own row-major order, which the
+        packed layout then interleaves into the trials' channels; one comparison with each
+        trial's threshold then gives all K masks."""
         if self.streams is None:
             raise RuntimeError("a fused dropout layer needs the group's Streams")
         k = len(self.rates)
         count = x.numel() // k
         drawn = torch.empty((k, dropout.words(count)), dtype=torch.int64, device=x.device)
-        for index, (rate, generator) in enumerate(
-            zip(self.rates, self.streams.generators, strict=True)
-        ):
+        rows = zip(drawn.unbind(0), self.rates, self.streams.generators, strict=True)
+        for row, rate, generator in rows:
             if rate:
-                dropout.draw_words(drawn[index], generator)
+                dropout.draw_words(row, generator)
             else:
-                dropout.fill_kept(drawn[index])
-        kept = torch.lt(drawn.view(torch.int16)[:, :count], self._thresholds(x.device))
+                dropout.fill_kept(row)
+        integers = drawn.view(torch.int16)[:, :count]
         if self.layout == TRIAL:
-            return kept.reshape(x.shape)
+            return integers.reshape(x.shape)
         # Trial k's unfused input shape is (N, C, *spatial).
-        return pack(kept.reshape(k, x.shape[0], x.shape[1] // k, *x.shape[2:]))
-
-    def _thresholds(self, device: torch.device) -> torch.Tensor:
-        """Each trial's threshold as a (K, 1) int16 column, made once per device."""
-        key = ("threshold", device)
-        column = self._columns.get(key)
-        if column is None:
-            values = [dropout.threshold(rate) for rate in self.rates]
-            column = torch.tensor(values, dtype=torch.int16).view(-1, 1).to(device)
-            self._columns[key] = column
-        return column
+        return pack(integers.reshape(k, x.shape[0], x.shape[1] // k, *x.shape[2:]))
 
     def _column(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        """A per-trial constant (trainer.dropout.constant) shaped to broadcast over `like`'s
+        """A per-trial constant (trainer.dropout.constant, or the int16 threshold) shaped to
+        broadcast over `like`'s
         layout ((K, 1, ...) in the trial layout, each trial's value over its channels when
         packed), made once per layout and type."""
         key = (
@@ -300,7 +290,10 @@ class FusedDropout(nn.Module):
         )
         column = self._columns.get(key)
         if column is None:
-            values = torch.stack([dropout.constant(name, p, like.dtype) for p in self.rates])
+            if name == "threshold":
+                values = torch.tensor([dropout.threshold(p) for p in self.rates], dtype=torch.int16)
+            else:
+                values = torch.stack([dropout.constant(name, p, like.dtype) for p in self.rates])
             if self.layout == TRIAL:
                 column = values.view(-1, *[1] * (like.dim() - 1))
             else:
