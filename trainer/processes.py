@@ -326,7 +326,15 @@ class Slots:
             args=(self.options, slot, os.getpid()),
             name=f"hpo-worker-{slot.label}",
         )
-        proc.start()
+        # The slot starts with Ctrl-C ignored (the one disposition a fresh interpreter
+        # inherits): until it leaves the terminal's process group and sets its own handlers,
+        # a Ctrl-C that reaches it with its command would stop it mid-import with a traceback.
+        # The command forwards every signal as SIGTERM, which a slot still starting dies of.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            proc.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         self.running[place] = proc
         if self.stopping:  # a signal came while it started: it missed the forwarded one
             self._signal(proc, signal.SIGTERM)
@@ -353,9 +361,14 @@ class Slots:
         return [code]
 
     def _forward(self, signum: int, _frame: Any) -> None:
+        """SIGTERM or Ctrl-C: each slot gets SIGTERM, which means the same to a slot whose
+        handlers are set (a second one: leave now) and ends one still starting, whose Ctrl-C
+        is ignored until then."""
+        if not self.stopping:
+            log.info("signal %d: stopping the slots", signum)
         self.stopping = True
         for proc in self.running.values():
-            self._signal(proc, signum)
+            self._signal(proc, signal.SIGTERM)
 
     @staticmethod
     def _signal(proc: BaseProcess, signum: int) -> None:

@@ -4,16 +4,20 @@ SIGTERM to the command releases both trials; so does a command killed without a 
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import subprocess
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import Processes, spec_doc, wait_for
+from tests.support.processes import hpo_command
 
 pytestmark = pytest.mark.e2e
 
@@ -133,3 +137,33 @@ def test_slots_of_a_killed_worker_command_release_their_trials(processes: Proces
     log = processes.log("slots")
     assert log.count("the hpo worker command is gone") == 2, log
     assert log.count("released unfinished (worker shutting down)") == 2, log
+
+
+def test_ctrl_c_while_the_slots_start_stops_them_without_a_traceback(
+    processes: Processes,
+) -> None:
+    """Ctrl-C in a terminal signals the command's whole process group, slots still importing
+    PyTorch included: they leave quietly (the command tells them), and so does the command."""
+    url = processes.server()
+    log_path = processes.folder / "terminal.log"
+    with open(log_path, "wb") as log:
+        command = subprocess.Popen(
+            hpo_command("worker", "--server", url, "--devices", "cpu", "--slots", "2"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=processes.env,
+            process_group=0,  # its own group, as a terminal's foreground job has
+        )
+    processes.procs.append(command)
+    children = Path(f"/proc/{command.pid}/task/{command.pid}/children")
+    # the resource tracker and the two slots, then half a second into the slots' imports
+    # (PyTorch's alone takes seconds)
+    wait_for(lambda: len(children.read_text().split()) >= 3, 60, "the slots started", 0.02)
+    time.sleep(0.5)
+    os.killpg(command.pid, signal.SIGINT)  # the terminal's Ctrl-C
+
+    assert command.wait(60) == 0
+    output = log_path.read_text()
+    assert "signal 2: stopping the slots" in output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert all(w["state"] == "gone" for w in _slots(url))  # any slot that registered left
