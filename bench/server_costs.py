@@ -9,7 +9,8 @@ A random-search study of 3 params (lr, dropout, weight decay) with `parallel_tri
 before it still running, as a worker fleet keeps them), then sends `--reports` batched reports
 of the first `--batch` trials' next epoch. Reported: per leased trial, the median ms and the
 statements (the service's and Optuna's engines) of the first and of the last lease; per batch,
-the median ms and statements, and ms an item. Every answer must be `continue`.
+the median ms and statements, and ms an item. Every answer must be `continue`. The commits
+column counts the transactions committed (each of Optuna's own is one).
 """
 
 from __future__ import annotations
@@ -67,20 +68,22 @@ def measure(kind: str, url: str, folder: Path, args: argparse.Namespace) -> list
     protocol = services.protocol
     counter = SqlCounter(services.db.engine, protocol.context.storage.engine)
     worker = protocol.leasing.register("bench", "host", os.getpid(), "cpu", {}).id
-    leases: list[tuple[float, int, int]] = []  # (seconds, statements, trials)
+    leases: list[tuple[float, int, int, int]] = []  # (seconds, statements, commits, trials)
     held = []
     while len(held) < args.trials:
-        before, started = counter.statements, time.perf_counter()
+        before, commits, started = counter.statements, counter.commits, time.perf_counter()
         got = protocol.leasing.lease(worker, min(args.lease, args.trials - len(held)))
-        leases.append((time.perf_counter() - started, counter.statements - before, len(got)))
+        took = time.perf_counter() - started
+        leases.append((took, counter.statements - before, counter.commits - commits, len(got)))
         held.extend(got)
     rows: list[list[object]] = []
-    for label, (seconds, statements, n), running in (
+    for label, (seconds, statements, commits, n), running in (
         ("first", leases[0], 0),
-        ("last", leases[-1], len(held) - leases[-1][2]),
+        ("last", leases[-1], len(held) - leases[-1][3]),
     ):
         rows.append([kind, f"lease of {n} ({label}: {running} trials running)",
-                     f"{1000 * seconds / n:.2f}", f"{statements / n:.1f}"])  # fmt: skip
+                     f"{1000 * seconds / n:.2f}", f"{statements / n:.1f}",
+                     f"{commits / n:.2f}"])  # fmt: skip
     batch = held[: args.batch]
     took, statements = [], 0
     for epoch in range(1, args.reports + 1):
@@ -90,15 +93,15 @@ def measure(kind: str, url: str, folder: Path, args: argparse.Namespace) -> list
                         metrics=metrics)
             for a in batch
         ]  # fmt: skip
-        before, started = counter.statements, time.perf_counter()
+        before, commits, started = counter.statements, counter.commits, time.perf_counter()
         outcomes = protocol.reporting.report_many(items)
         took.append(time.perf_counter() - started)
-        statements = counter.statements - before
+        statements, commits = counter.statements - before, counter.commits - commits
         if any(o is not Decision.CONTINUE for o in outcomes):
             raise SystemExit(f"a report was answered {set(map(str, outcomes))}")
     rows.append([kind, f"batched report of {len(batch)} (median of {args.reports})",
                  f"{1000 * median(took):.2f} ({1000 * median(took) / len(batch):.3f} an item)",
-                 str(statements)])  # fmt: skip
+                 str(statements), str(commits)])  # fmt: skip
     services.db.dispose()
     return rows
 
@@ -124,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Machine: {machine('optuna', 'sqlalchemy').line()}; 1-minute load average at "
           f"start / end: {load[0]:.1f} / {load[1]:.1f}.\n")  # fmt: skip
     print(f"Code: {code_version('service', 'hpo')}.\n")
-    header = ["database", "call", "ms (a leased trial / a batch)", "statements (a trial / a batch)"]
+    header = [
+        "database",
+        "call",
+        "ms (a leased trial / a batch)",
+        "statements (a trial / a batch)",
+        "commits (a trial / a batch)",
+    ]
     print(markdown_table(header, rows, text=2))
     return 0
 

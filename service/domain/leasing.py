@@ -146,8 +146,7 @@ class Leasing:
                 taken.append(got[0])
                 if got[1] is not None:
                     reserved.append(got[1])
-        sampled = [(item, self._ask(item)) for item in reserved]
-        return self._assignments([t.id for t in taken], sampled)
+        return self._assignments([t.id for t in taken], self._ask(reserved))
 
     def _take_one(
         self, unit: Unit, worker: WorkerRow, now: datetime, shares: _Shares | None = None
@@ -218,20 +217,24 @@ class Leasing:
             attempt=trial.attempt,
         )
 
-    def _ask(self, item: _Reserved) -> tuple[int, dict[str, Any]] | Exception:
-        """Choose the params of a reserved trial through Optuna (outside our transaction):
-        (Optuna trial id, params), or the sampler's failure, which fails this trial, not the
-        lease request."""
+    def _ask(
+        self, items: list[_Reserved]
+    ) -> list[tuple[_Reserved, tuple[int, dict[str, Any]] | Exception]]:
+        """Choose the params of the reserved trials through Optuna (outside our transaction),
+        each study's stored in one Optuna transaction: per trial, (Optuna trial id, params), or
+        the sampler's failure, which fails that trial, not the lease request."""
+        if not items:
+            return []
+        requests = [
+            search.AskRequest(item.study_name, item.optuna_study_id, item.spec, item.number)
+            for item in items
+        ]
+        outcomes: list[tuple[int, dict[str, Any]] | Exception]
         try:
-            return search.ask(
-                self.context.transitions.optuna,
-                item.study_name,
-                item.optuna_study_id,
-                item.spec,
-                item.number,
-            )
-        except Exception as exc:
-            return exc
+            outcomes = search.ask_many(self.context.transitions.optuna, requests)
+        except Exception as exc:  # e.g. the database, before any trial was sampled
+            outcomes = [exc] * len(items)
+        return list(zip(items, outcomes, strict=True))
 
     def _assignments(
         self,

@@ -15,12 +15,13 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState as OptunaState
 
 from hpo.protocol import TrialState
@@ -33,7 +34,7 @@ from service.domain.spec.space import (
     sampled_points,
     suggest_params,
 )
-from service.storage import locks
+from service.storage import locks, optuna_trials
 
 try:  # Optuna's own transaction helper, for several intermediate values in one commit
     from optuna.storages._rdb.storage import _create_scoped_session as _optuna_session
@@ -196,7 +197,10 @@ class StudyCache:
     distributed studies: its trial cache then reads only new and unfinished trials from the
     database, where a fresh `Study` per request would read every trial (a lease, or a median
     pruner's report, cost O(trials)). The database stays the only source of truth; this caches
-    what Optuna reads from it, and lives and dies with the services that made it."""
+    what Optuna reads from it, and lives and dies with the services that made it.
+
+    Each `Study` reads and writes through a `SamplingStorage` (`service.storage.optuna_trials`),
+    which keeps the params of the trials being asked until `ask_many` writes them together."""
 
     def __init__(self, storage: RDBStorage, size: int = 64) -> None:
         self.storage = storage
@@ -208,7 +212,8 @@ class StudyCache:
         with self._lock:
             entry = self._studies.get(study_id)
             if entry is None:
-                study = optuna.Study(study_name=name, storage=self.storage)
+                storage = optuna_trials.sampling_storage(self.storage)
+                study = optuna.Study(study_name=name, storage=storage)
                 entry = (study, threading.Lock())
                 self._studies[study_id] = entry
                 while len(self._studies) > self.size:
@@ -222,54 +227,123 @@ class StudyCache:
             self._studies.pop(study_id, None)
 
 
+@dataclass(frozen=True)
+class AskRequest:
+    """A trial to sample: our trial `number` of the study `name`, Optuna study `study_id`."""
+
+    name: str
+    study_id: int
+    spec: StudySpec
+    number: int
+
+
+Asked = tuple[int, dict[str, Any]]
+"""A sampled trial: (Optuna trial id, params)."""
+
+
 def ask(
     cache: StudyCache, name: str, study_id: int, spec: StudySpec, number: int
 ) -> tuple[int, dict[str, Any]]:
     """Create the Optuna trial for our trial `number` in Optuna study `study_id` and choose its
-    params. Returns (optuna_trial_id, params)."""
-    if spec.strategy.kind == "grid":
-        return _fixed_trial(cache.storage, study_id, spec, grid_point(spec, number))
-    study, lock = cache.get(name, study_id)
+    params. Returns (optuna_trial_id, params); raises what the sampler raised."""
+    [outcome] = ask_many(cache, [AskRequest(name, study_id, spec, number)])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def ask_many(cache: StudyCache, requests: Sequence[AskRequest]) -> list[Asked | Exception]:
+    """Sample each requested trial, in order per study, as Optuna's `study.ask` and our
+    `suggest_params` would one after the other (the same history, the same params), and store
+    the params of a study's trials in one Optuna transaction instead of one per param.
+
+    Returns, in `requests`' order, each trial's (Optuna trial id, params) or the exception its
+    sampling raised: a failed trial's Optuna trial ends FAIL with no params, and the others
+    go on."""
+    outcomes: dict[int, Asked | Exception] = {}
+    by_study: dict[int, list[tuple[int, AskRequest]]] = {}
+    for index, request in enumerate(requests):
+        by_study.setdefault(request.study_id, []).append((index, request))
+    for group in by_study.values():
+        outcomes.update(_ask_study(cache, group))
+    return [outcomes[index] for index in range(len(requests))]
+
+
+def _ask_study(
+    cache: StudyCache, group: list[tuple[int, AskRequest]]
+) -> dict[int, Asked | Exception]:
+    """`ask_many` for the requests of one study, under its sampling lock, with one write of the
+    sampled params at the end."""
+    first = group[0][1]
+    if first.spec.strategy.kind == "grid":
+        return {
+            index: _attempt(
+                _fixed_trial, cache.storage, r.study_id, r.spec, grid_point(r.spec, r.number)
+            )
+            for index, r in group
+        }
+    study, lock = cache.get(first.name, first.study_id)
+    sampling = study._storage
+    assert isinstance(sampling, optuna_trials.SamplingStorage)
+    outcomes: dict[int, Asked | Exception] = {}
     # The sampler is the trial's own (seeded by its number): one ask at a time per study, in
     # this process (the cached Study's sampler) and across server processes (its trials).
-    with lock, locks.sampling(cache.storage, study_id):
-        if spec.distinct_configurations() is None:
-            study.sampler = make_sampler(spec, number)
-            trial = _ask(study)
-            params = suggest_params(spec.space, trial)
-            _note_choice(cache.storage, study.sampler, trial._trial_id)
-            return trial._trial_id, params
-        return _ask_untried(cache.storage, study, study_id, spec, number)
+    with lock, locks.sampling(cache.storage, first.study_id):
+        waiting = optuna_trials.has_waiting_trial(cache.storage, first.study_id)
+        for index, request in group:
+            before = set(sampling.pending())
+            outcomes[index] = _attempt(_ask_one, cache.storage, study, request, waiting)
+            if isinstance(outcomes[index], Exception):  # nothing of it is written
+                for trial_id in set(sampling.pending()) - before:
+                    sampling.abandon(trial_id)
+        pending = set(sampling.pending())
+        try:
+            sampling.flush()
+        except Exception as exc:  # none of the pending trials' params was written
+            for index, outcome in outcomes.items():
+                if not isinstance(outcome, Exception) and outcome[0] in pending:
+                    outcomes[index] = exc
+                    tell(cache.storage, outcome[0], TrialState.FAILED, None)
+    return outcomes
 
 
-def _ask(study: optuna.Study) -> optuna.Trial:
-    """`study.ask()` without its look for enqueued (WAITING) trials when the study has none.
+def _attempt(function: Any, *args: Any) -> Any:
+    """`function(*args)`, or the exception it raised."""
+    try:
+        return function(*args)
+    except Exception as exc:
+        return exc
+
+
+def _ask_one(storage: RDBStorage, study: optuna.Study, request: AskRequest, waiting: bool) -> Asked:
+    spec = request.spec
+    if spec.distinct_configurations() is not None:
+        return _ask_untried(storage, study, request.study_id, spec, request.number, waiting)
+    study.sampler = make_sampler(spec, request.number)
+    trial = _new_trial(study, waiting)
+    params = suggest_params(spec.space, trial)
+    _note_choice(study._storage, study.sampler, trial._trial_id)
+    return trial._trial_id, params
+
+
+def _new_trial(study: optuna.Study, waiting: bool) -> optuna.Trial:
+    """`study.ask()`, without its look for enqueued (WAITING) trials when none waits.
 
     That look goes through Optuna's trial cache, which reads every unfinished trial of the
     study from the database (params, attributes, values) on each call: with T trials running,
     a lease of n new trials read n x T trials (a lease of 32 into a study with 224 running
-    took 85 ms a trial on SQLite). One indexed query says whether any trial waits; a study
-    whose `initial` configurations still wait asks as Optuna does. Otherwise this is what
-    `Study.ask` does after its look: a new trial, the samplers' trial cache reset, the
-    sampler's `before_trial` (in `Trial`'s constructor)."""
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in a cache
-    if _optuna_models is None or _optuna_session is None or not isinstance(backend, RDBStorage):
-        return study.ask()
-    model = _optuna_models.TrialModel
-    with _optuna_session(backend.scoped_session) as session:
-        waiting = (
-            session.query(model.trial_id)
-            .filter(model.study_id == study._study_id, model.state == OptunaState.WAITING)
-            .first()
-        )
-    if waiting is not None:
+    took 85 ms a trial on SQLite). `has_waiting_trial`, one indexed query per lease and study,
+    says whether any trial waits; a study whose `initial` configurations still wait asks as
+    Optuna does. Otherwise this is what `Study.ask` does after its look: the samplers' trial
+    cache reset, a new trial, the sampler's `before_trial` (in `Trial`'s constructor, which
+    reads the new trial from the study's `SamplingStorage`, in memory)."""
+    if waiting:
         return study.ask()
     study._thread_local.cached_all_trials = None
-    return optuna.Trial(study, storage.create_new_trial(study._study_id))
+    return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
 
 
-def _note_choice(storage: RDBStorage, sampler: optuna.samplers.BaseSampler, trial_id: int) -> None:
+def _note_choice(storage: BaseStorage, sampler: optuna.samplers.BaseSampler, trial_id: int) -> None:
     """Keep how BOHB made a proposal (the budget whose model it came from, or why it was random)
     in the Optuna trial's system attributes, where Optuna's dashboard shows it too."""
     if isinstance(sampler, bohb.BohbSampler) and sampler.choice is not None:
@@ -291,8 +365,13 @@ def _fixed_trial(
 
 
 def _ask_untried(
-    storage: RDBStorage, study: optuna.Study, study_id: int, spec: StudySpec, number: int
-) -> tuple[int, dict[str, Any]]:
+    storage: RDBStorage,
+    study: optuna.Study,
+    study_id: int,
+    spec: StudySpec,
+    number: int,
+    waiting: bool,
+) -> Asked:
     """A configuration of a finite space that no trial of the study has had: the sampler's
     proposal when it is new; else (after reseeded tries) one of the untried ones at random.
 
@@ -301,23 +380,24 @@ def _ask_untried(
     (`StudySpec.effective_max_trials`), so an untried configuration always exists.
     """
     tried = {configuration_key(t.params) for t in study.get_trials(deepcopy=False)}
+    sampling = study._storage  # keeps the params; a state change writes them first
     for retry in range(_REPEAT_RETRIES + 1):
         study.sampler = make_sampler(spec, number, retry)
-        trial = study.ask()
+        trial = _new_trial(study, waiting)
         params = suggest_params(spec.space, trial)
         if configuration_key(params) not in tried:
             return trial._trial_id, params
-        storage.set_trial_system_attr(trial._trial_id, "hpo:repeat", True)
-        storage.set_trial_state_values(trial._trial_id, OptunaState.FAIL)
+        sampling.set_trial_system_attr(trial._trial_id, "hpo:repeat", True)
+        sampling.set_trial_state_values(trial._trial_id, OptunaState.FAIL)
     size = spec.distinct_configurations() or 0
     if size > MAX_GRID_POINTS:  # too many to list, and nearly all untried: draw at random
         for retry in range(64):
             study.sampler = optuna.samplers.RandomSampler(seed=_reseeded(spec, number, -retry))
-            trial = study.ask()
+            trial = _new_trial(study, waiting)
             params = suggest_params(spec.space, trial)
             if configuration_key(params) not in tried:
                 return trial._trial_id, params
-            storage.set_trial_state_values(trial._trial_id, OptunaState.FAIL)
+            sampling.set_trial_state_values(trial._trial_id, OptunaState.FAIL)
         raise ValueError("no untried configuration found in 64 random draws")
     untried = [p for p in sampled_points(spec.space) if configuration_key(p) not in tried]
     if not untried:

@@ -1,0 +1,271 @@
+"""Optuna's trial tables, written as Optuna's `RDBStorage` writes them, in fewer transactions.
+
+Optuna's ask writes a new trial in one transaction, reads it back in a second (`Trial`'s
+constructor: the trial and its five related tables) and each suggested param in a transaction
+of its own. `SamplingStorage` stands between a study's sampler and Optuna's storage while the
+service asks: it creates each trial as Optuna does, keeps the params and system attributes the
+sampler and `Trial` write for it in memory (and shows them to every read that goes through it,
+so the sampler sees what it would have read from the database), and `flush` writes those of
+every trial asked meanwhile in one transaction. A trial's params therefore reach the database
+all together or not at all.
+
+This is the one module that reaches into Optuna's private `_rdb` modules for trials (its table
+models, `_create_new_trial`, its transaction helper), so that an Optuna that renames them fails
+the tests of this module (`tests/service/storage/test_optuna_trials.py`) rather than a lease.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Container, Iterator, Sequence
+from typing import Any
+
+import optuna
+from optuna import distributions as optuna_distributions
+from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState as OptunaState
+from sqlalchemy import insert, select
+
+
+def has_waiting_trial(storage: RDBStorage, study_id: int) -> bool:
+    """Whether a trial of the study waits (enqueued, `WAITING`): one indexed query, where
+    `Study.ask` reads every unfinished trial through its trial cache to find out."""
+    model = models.TrialModel
+    with _create_scoped_session(storage.scoped_session) as session:
+        query = select(model.trial_id).where(
+            model.study_id == study_id, model.state == OptunaState.WAITING
+        )
+        return session.execute(query.limit(1)).first() is not None
+
+
+def _create_running_trial(storage: RDBStorage, study_id: int) -> FrozenTrial:
+    """A new running trial, created as `RDBStorage.create_new_trial` creates it (its number
+    counted under the study's row lock), returned as the `FrozenTrial` Optuna builds from the
+    row it inserted: what reading it back would give."""
+    return storage._create_new_trial(study_id)
+
+
+def write_sampled(
+    storage: RDBStorage, trials: Sequence[FrozenTrial], known: dict[str, BaseDistribution]
+) -> None:
+    """Write the params and system attributes of running trials that have none stored yet, in
+    one transaction, as Optuna's `set_trial_param` and `set_trial_system_attr` store them (the
+    internal representation of the value and `distribution_to_json`; attributes as JSON).
+
+    Each param's distribution is checked against the study's first one of that name, as Optuna
+    checks it; `known` holds those already checked (filled here). Raises Optuna's
+    `UpdateFinishedTrialError` for a finished trial and `ValueError` for an incompatible
+    distribution, and then writes nothing."""
+    if not trials:
+        return
+    ids = [trial._trial_id for trial in trials]
+    with _create_scoped_session(storage.scoped_session) as session:
+        rows = session.execute(
+            select(models.TrialModel.trial_id, models.TrialModel.study_id, models.TrialModel.state)
+            .where(models.TrialModel.trial_id.in_(ids))
+        ).all()  # fmt: skip
+        found = {row.trial_id: row for row in rows}
+        params: list[dict[str, Any]] = []
+        attrs: list[dict[str, Any]] = []
+        for trial in trials:
+            row = found.get(trial._trial_id)
+            if row is None:
+                raise KeyError(f"No trial with trial_id {trial._trial_id} exists.")
+            storage.check_trial_is_updatable(trial._trial_id, row.state)
+            for name, distribution in trial.distributions.items():
+                previous = known.get(name) or _first_distribution(session, row.study_id, name)
+                if previous is not None:
+                    optuna_distributions.check_distribution_compatibility(previous, distribution)
+                known.setdefault(name, previous or distribution)
+                params.append(
+                    {
+                        "trial_id": trial._trial_id,
+                        "param_name": name,
+                        "param_value": distribution.to_internal_repr(trial.params[name]),
+                        "distribution_json": optuna_distributions.distribution_to_json(
+                            distribution
+                        ),
+                    }
+                )
+            attrs.extend(
+                {"trial_id": trial._trial_id, "key": key, "value_json": json.dumps(value)}
+                for key, value in trial.system_attrs.items()
+            )
+        if params:
+            session.execute(insert(models.TrialParamModel), params)
+        if attrs:
+            session.execute(insert(models.TrialSystemAttributeModel), attrs)
+
+
+def _first_distribution(session: Any, study_id: int, name: str) -> BaseDistribution | None:
+    """The distribution of the study's first stored param called `name` (Optuna's query)."""
+    record = session.execute(
+        select(models.TrialParamModel.distribution_json)
+        .join(models.TrialModel)
+        .where(models.TrialModel.study_id == study_id, models.TrialParamModel.param_name == name)
+        .limit(1)
+    ).first()
+    return None if record is None else optuna_distributions.json_to_distribution(record[0])
+
+
+class SamplingStorage(BaseStorage):
+    """A study's Optuna storage as its sampler sees it while the service asks: `inner` (the
+    study's cached storage) for everything, except that the trials it creates are pending
+    until `flush`. A pending trial's params and system attributes are kept here and shown by
+    every read through this storage (`get_trial` answers it from memory: no read-back); any
+    other write to a pending trial (its state, a user attribute, a value) first flushes.
+
+    Used by one thread at a time (the study's sampling lock); between asks nothing is pending
+    and it only passes calls on."""
+
+    def __init__(self, inner: BaseStorage, backend: RDBStorage) -> None:
+        self.inner = inner
+        self.backend = backend
+        self._pending: dict[int, FrozenTrial] = {}
+        self._known: dict[str, BaseDistribution] = {}
+
+    # -- the pending trials -------------------------------------------------------------------
+
+    def pending(self) -> list[int]:
+        """The ids of the trials created since the last `flush`, in creation order."""
+        return list(self._pending)
+
+    def flush(self) -> None:
+        """Write the pending trials' params and system attributes in one transaction; they are
+        no longer pending, even when the write fails (Optuna's error is raised; nothing of
+        theirs was written)."""
+        trials, self._pending = list(self._pending.values()), {}
+        write_sampled(self.backend, trials, self._known)
+
+    def abandon(self, trial_id: int) -> None:
+        """Forget what was kept for a pending trial whose sampling failed, and end it `FAIL`
+        with no params, which samplers ignore."""
+        if self._pending.pop(trial_id, None) is not None:
+            self.backend.set_trial_state_values(trial_id, OptunaState.FAIL)
+
+    def _flush_if_pending(self, trial_id: int) -> None:
+        if trial_id in self._pending:
+            self.flush()
+
+    # -- what it changes ----------------------------------------------------------------------
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        if template_trial is not None:
+            return self.inner.create_new_trial(study_id, template_trial)
+        trial = _create_running_trial(self.backend, study_id)
+        self._pending[trial._trial_id] = trial
+        return trial._trial_id
+
+    def set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: BaseDistribution,
+    ) -> None:
+        trial = self._pending.get(trial_id)
+        if trial is None:
+            self.inner.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+            return
+        if param_name in trial.distributions:  # the database's unique (trial, name) key
+            raise ValueError(f"param {param_name!r} of trial {trial_id} is already set")
+        # What reading the stored value back gives, as a read through Optuna's storage would.
+        trial.params[param_name] = distribution.to_external_repr(param_value_internal)
+        trial.distributions[param_name] = distribution
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        trial = self._pending.get(trial_id)
+        if trial is None:
+            self.inner.set_trial_system_attr(trial_id, key, value)
+            return
+        trial.system_attrs[key] = json.loads(json.dumps(value))  # as stored and read back
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        trial = self._pending.get(trial_id)
+        return copy.deepcopy(trial) if trial is not None else self.inner.get_trial(trial_id)
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[OptunaState] | None = None,
+    ) -> list[FrozenTrial]:
+        trials = self.inner.get_all_trials(study_id, deepcopy=deepcopy, states=states)
+        if not self._pending:
+            return trials
+        return list(self._with_pending(trials, deepcopy))
+
+    def _with_pending(self, trials: list[FrozenTrial], deepcopy: bool) -> Iterator[FrozenTrial]:
+        for trial in trials:
+            kept = self._pending.get(trial._trial_id)
+            if kept is None:
+                yield trial
+            else:
+                yield copy.deepcopy(kept) if deepcopy else kept
+
+    def set_trial_state_values(
+        self, trial_id: int, state: OptunaState, values: Sequence[float] | None = None
+    ) -> bool:
+        self._flush_if_pending(trial_id)
+        return self.inner.set_trial_state_values(trial_id, state, values)
+
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        self._flush_if_pending(trial_id)
+        self.inner.set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._flush_if_pending(trial_id)
+        self.inner.set_trial_user_attr(trial_id, key, value)
+
+    # -- passed on ------------------------------------------------------------------------------
+
+    def create_new_study(
+        self, directions: Sequence[StudyDirection], study_name: str | None = None
+    ) -> int:
+        return self.inner.create_new_study(directions, study_name)
+
+    def delete_study(self, study_id: int) -> None:
+        self.inner.delete_study(study_id)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self.inner.set_study_user_attr(study_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self.inner.set_study_system_attr(study_id, key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self.inner.get_study_id_from_name(study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self.inner.get_study_name_from_id(study_id)
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return self.inner.get_study_directions(study_id)
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self.inner.get_study_user_attrs(study_id)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self.inner.get_study_system_attrs(study_id)
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        return self.inner.get_all_studies()
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        return self.inner.get_trial_id_from_study_id_trial_number(study_id, trial_number)
+
+
+def sampling_storage(storage: RDBStorage) -> SamplingStorage:
+    """The storage a cached `optuna.Study` of the service reads and writes through: Optuna's
+    own trial cache over `storage` (what `optuna.Study` makes of an `RDBStorage`), with the
+    service's pending trials on top."""
+    return SamplingStorage(optuna.storages.get_storage(storage), storage)
