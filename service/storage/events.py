@@ -1,18 +1,19 @@
 """The event log: append-only, read by id, what the page's live stream follows.
 
-A transaction's events are kept in order and written together, with one Core `INSERT` of many
-rows, when its stores flush and before it commits (`Stores.flush`, `unit_of_work`): as ORM
-objects each needed its id back, which on SQLite is one statement a row (128 for a batched
-report of 128 items)."""
+A transaction's events are kept in order and written together, in one statement
+(`dialect.insert_rows`), when its stores flush and before it commits (`Stores.flush`,
+`unit_of_work`): as ORM objects each needed its id back, which on SQLite is one statement a
+row (128 for a batched report of 128 items)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.storage.models import EventRow
+from service.storage import dialect
+from service.storage.models import EventRow, utcnow
 
 
 class EventStore:
@@ -23,14 +24,22 @@ class EventStore:
     def add(self, study_id: int, kind: str, trial_id: int | None, payload: dict[str, Any]) -> None:
         """Append an event; it is written at the next `write_pending` (flush or commit)."""
         self._pending.append(
-            {"study_id": study_id, "kind": kind, "trial_id": trial_id, "payload": payload}
+            {
+                "study_id": study_id,
+                "kind": kind,
+                "trial_id": trial_id,
+                "payload": payload,
+                "created_at": utcnow(),
+            }
         )
 
     def write_pending(self) -> None:
-        """Write the events added since the last call, in the order they were added."""
+        """Write the events added since the last call, in the order they were added (ids
+        rise in that order: PostgreSQL's one INSERT ... SELECT FROM unnest(...) takes the
+        arrays' rows in order, as SQLite's executemany does)."""
         if self._pending:
             rows, self._pending = self._pending, []
-            self.session.execute(insert(EventRow), rows)
+            dialect.insert_rows(self.session, EventRow.__table__, rows)
 
     def after(self, study_id: int, after: int, limit: int) -> list[EventRow]:
         """The study's events with an id above `after`, oldest first, at most `limit`."""

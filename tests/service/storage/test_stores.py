@@ -360,6 +360,33 @@ def test_workers_are_listed_named_and_filtered_by_state(db: Database) -> None:
         assert {"models": ["m"]} in stores.workers.capabilities()
 
 
+def test_many_curve_points_go_in_at_once_and_a_repeat_keeps_the_first(db: Database) -> None:
+    """`add_new` (a batched report's curve points; on PostgreSQL one JSON record set):
+    values, names and times come back as given, and only new (trial, epoch) pairs count."""
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    first, second = _trials(db, study_id, [TrialState.RUNNING] * 2)
+    odd = {"val_accuracy": math.nan, "größe \u2713": math.inf, 'quote"back\\slash': -0.0}
+    with unit_of_work(db) as unit:
+        new = unit.curves.add_new(
+            [(first, 1, odd), (second, 1, {"val_accuracy": 0.5}), (first, 2, {"x": 1e308})], NOW
+        )
+    assert new == {(first, 1), (second, 1), (first, 2)}
+    with unit_of_work(db) as unit:
+        later = NOW + timedelta(hours=1)
+        again = unit.curves.add_new([(first, 1, {"x": 0.0}), (second, 2, {"x": 2.0})], later)
+    assert again == {(second, 2)}
+    with reading(db) as stores:
+        points = stores.curves.of_trial(first)
+        kept = stores.curves.of_trials([second])
+    assert [(p.epoch, p.reported_at) for p in points] == [(1, NOW), (2, NOW)]
+    stored = points[0].metrics
+    assert math.isnan(stored["val_accuracy"]) and stored["größe \u2713"] == math.inf
+    assert math.copysign(1.0, stored['quote"back\\slash']) == -1.0
+    assert points[1].metrics == {"x": 1e308}
+    assert kept == [(second, 1, {"val_accuracy": 0.5}), (second, 2, {"x": 2.0})]
+
+
 def test_events_are_read_in_order_after_an_id(db: Database) -> None:
     with unit_of_work(db) as unit:
         study_id = _study(unit)
