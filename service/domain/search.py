@@ -272,8 +272,9 @@ def ask_many(cache: StudyCache, requests: Sequence[AskRequest]) -> list[Asked | 
 def _ask_study(
     cache: StudyCache, group: list[tuple[int, AskRequest]]
 ) -> dict[int, Asked | Exception]:
-    """`ask_many` for the requests of one study, under its sampling lock, with one write of the
-    sampled params at the end."""
+    """`ask_many` for the requests of one study, under its sampling lock: the new trials
+    created together when the sampler will take one each, and one write of the sampled
+    params at the end."""
     first = group[0][1]
     if first.spec.strategy.kind == "grid":
         return {
@@ -290,12 +291,18 @@ def _ask_study(
     # this process (the cached Study's sampler) and across server processes (its trials).
     with lock, locks.sampling(cache.storage, first.study_id):
         waiting = optuna_trials.has_waiting_trial(cache.storage, first.study_id)
+        if len(group) > 1 and not waiting and first.spec.distinct_configurations() is None:
+            # One new trial per request (no enqueued trial to take, no repeat to retry).
+            reserved = _attempt(sampling.reserve, first.study_id, len(group))
+            if isinstance(reserved, Exception):  # then created one by one
+                sampling.release()
         for index, request in group:
             before = set(sampling.pending())
             outcomes[index] = _attempt(_ask_one, cache.storage, study, request, waiting)
             if isinstance(outcomes[index], Exception):  # nothing of it is written
                 for trial_id in set(sampling.pending()) - before:
                     sampling.abandon(trial_id)
+        sampling.release()
         pending = set(sampling.pending())
         try:
             sampling.flush()

@@ -52,6 +52,33 @@ def _create_running_trial(storage: RDBStorage, study_id: int) -> FrozenTrial:
     return storage._create_new_trial(study_id)
 
 
+def _create_running_trials(storage: RDBStorage, study_id: int, count: int) -> list[FrozenTrial]:
+    """`count` new running trials in one transaction, each made by the steps of Optuna's
+    `create_new_trial` (the study's row locked, the trial inserted, its number counted), as
+    the `FrozenTrial`s `_create_running_trial` returns."""
+    with _create_scoped_session(storage.scoped_session) as session:
+        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+        rows = [storage._get_prepared_new_trial(study_id, None, session) for _ in range(count)]
+        session.flush()
+        return [
+            FrozenTrial(
+                number=row.number,
+                state=row.state,
+                value=None,
+                values=None,
+                datetime_start=row.datetime_start,
+                datetime_complete=None,
+                params={},
+                distributions={},
+                user_attrs={},
+                system_attrs={},
+                intermediate_values={},
+                trial_id=row.trial_id,
+            )
+            for row in rows
+        ]
+
+
 def write_sampled(
     storage: RDBStorage, trials: Sequence[FrozenTrial], known: dict[str, BaseDistribution]
 ) -> None:
@@ -129,7 +156,26 @@ class SamplingStorage(BaseStorage):
         self.inner = inner
         self.backend = backend
         self._pending: dict[int, FrozenTrial] = {}
+        self._reserved: dict[int, FrozenTrial] = {}
         self._known: dict[str, BaseDistribution] = {}
+
+    # -- trials created ahead -----------------------------------------------------------------
+
+    def reserve(self, study_id: int, count: int) -> None:
+        """Create the study's next `count` trials now, in one transaction, for the next
+        `create_new_trial` calls to hand out in order. Until handed out they are hidden from
+        every read through this storage, so the sampler of each sees the study exactly as if
+        it had just been created alone (the same trials, the same numbers); their
+        `datetime_start` is this call's time."""
+        for trial in _create_running_trials(self.backend, study_id, count):
+            self._reserved[trial._trial_id] = trial
+
+    def release(self) -> None:
+        """End `FAIL` the reserved trials no `create_new_trial` took (an ask that stopped
+        early): running trials without params that no one would ever finish."""
+        reserved, self._reserved = list(self._reserved), {}
+        for trial_id in reserved:
+            self.backend.set_trial_state_values(trial_id, OptunaState.FAIL)
 
     # -- the pending trials -------------------------------------------------------------------
 
@@ -159,7 +205,11 @@ class SamplingStorage(BaseStorage):
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if template_trial is not None:
             return self.inner.create_new_trial(study_id, template_trial)
-        trial = _create_running_trial(self.backend, study_id)
+        if self._reserved:
+            trial_id = next(iter(self._reserved))
+            trial = self._reserved.pop(trial_id)
+        else:
+            trial = _create_running_trial(self.backend, study_id)
         self._pending[trial._trial_id] = trial
         return trial._trial_id
 
@@ -198,12 +248,15 @@ class SamplingStorage(BaseStorage):
         states: Container[OptunaState] | None = None,
     ) -> list[FrozenTrial]:
         trials = self.inner.get_all_trials(study_id, deepcopy=deepcopy, states=states)
-        if not self._pending:
+        if not self._pending and not self._reserved:
             return trials
-        return list(self._with_pending(trials, deepcopy))
+        return list(self._as_asked(trials, deepcopy))
 
-    def _with_pending(self, trials: list[FrozenTrial], deepcopy: bool) -> Iterator[FrozenTrial]:
+    def _as_asked(self, trials: list[FrozenTrial], deepcopy: bool) -> Iterator[FrozenTrial]:
+        """The trials with the pending ones as kept here, and without the reserved ones."""
         for trial in trials:
+            if trial._trial_id in self._reserved:
+                continue
             kept = self._pending.get(trial._trial_id)
             if kept is None:
                 yield trial

@@ -126,6 +126,30 @@ def test_an_abandoned_trial_ends_fail_with_nothing_stored(storage: RDBStorage) -
     assert (trial.state, trial.params, trial.system_attrs) == (TrialState.FAIL, {}, {})
 
 
+def test_reserved_trials_stay_hidden_until_handed_out_in_order(storage: RDBStorage) -> None:
+    study_id = _study(storage)
+    sampling = optuna_trials.sampling_storage(storage)
+    commits: list[object] = []
+    event.listen(storage.engine, "commit", commits.append)
+    sampling.reserve(study_id, 3)
+    assert len(commits) == 1  # three trials, one transaction
+    assert sampling.get_all_trials(study_id) == []  # as before any was created
+    first = sampling.create_new_trial(study_id)
+    _suggest(sampling, first)
+    assert [(t.number, t.params) for t in sampling.get_all_trials(study_id)] == [(0, VALUES)]
+    second = sampling.create_new_trial(study_id)
+    assert [t.number for t in sampling.get_all_trials(study_id)] == [0, 1]
+    assert sampling.get_trial(second).number == 1
+    sampling.release()  # the third was never handed out
+    sampling.flush()
+    trials = storage.get_all_trials(study_id)
+    assert [(t.number, t.state, t.params) for t in trials] == [
+        (0, TrialState.RUNNING, VALUES),
+        (1, TrialState.RUNNING, {}),
+        (2, TrialState.FAIL, {}),
+    ]
+
+
 def test_has_waiting_trial(storage: RDBStorage) -> None:
     study_id = _study(storage)
     assert not optuna_trials.has_waiting_trial(storage, study_id)
