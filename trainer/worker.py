@@ -40,6 +40,10 @@ from trainer.reporting import ReportBatcher, TrialReports
 
 log = logging.getLogger("hpo.worker")
 LEAVING_RETRY_SECONDS = 3.0
+# How long before the last epoch's expected end the next trials are leased: enough for a lease's
+# round trip on a busy server, short enough that a trial leased ahead seldom waits for long (the
+# last trials of a study are then not held by one worker while another has run out of work).
+LEASE_AHEAD_SECONDS = 0.25
 T = TypeVar("T")
 
 
@@ -107,6 +111,7 @@ class DeviceWorker:
         # The next trials, leased while the current trial's (or group's) last epoch trains:
         # the request on its way, and the leases it brought, renewed until they start.
         self._ahead: Future[list[Assignment]] | None = None
+        self._ahead_cancel = threading.Event()
         self._ahead_leases: list[Lease] = []
         self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="hpo-lease-ahead")
         # Every trial's epoch reports (a fused group's members report at once) go through
@@ -280,21 +285,27 @@ class DeviceWorker:
 
     # -- the next trials, leased ahead ------------------------------------------------------
 
-    def lease_ahead(self, lease: Lease) -> None:
+    def lease_ahead(self, lease: Lease, epoch_seconds: float = 0.0) -> None:
         """Lease the next trials (up to `fuse`) in the background while `lease`'s last epoch
-        trains, so that they are there when training ends; at most one such request until
-        `take_ahead`. Nothing when the worker is leaving or takes no more trials."""
+        trains, `LEASE_AHEAD_SECONDS` before it is expected to end (it takes about
+        `epoch_seconds`, as the one before it did), so that they are there when training
+        ends; at most one such request until `take_ahead`. Nothing when the worker is leaving
+        or takes no more trials."""
         with self._lock:
             if self._ahead is not None or self.shutdown.is_set():
                 return
             if not self.takes_more(lease.group):
                 return
-            held = sorted(self._held)
-            self._ahead = self._ahead_pool.submit(self._lease_ahead, held)
+            self._ahead_cancel = cancel = threading.Event()
+            delay = max(0.0, epoch_seconds - LEASE_AHEAD_SECONDS)
+            self._ahead = self._ahead_pool.submit(self._lease_ahead, delay, cancel)
 
-    def _lease_ahead(self, held: list[int]) -> list[Assignment]:
+    def _lease_ahead(self, delay: float, cancel: threading.Event) -> list[Assignment]:
+        if (delay > 0 and cancel.wait(delay)) or self.shutdown.is_set():
+            return []  # training ended before it was time to ask: the completion leases
         try:
-            got = self.client.lease(self.worker_id, count=self.fuse, held=held)
+            # The trials training and completing, read now: not lost answers.
+            got = self.client.lease(self.worker_id, count=self.fuse, held=self.held_ids())
         except (ApiError, ServerUnreachable) as exc:  # the lease after training says it again
             log.warning("leasing ahead failed: %s", exc)
             return []
@@ -308,6 +319,7 @@ class DeviceWorker:
         was asked. From now on they are the caller's to train or give back."""
         with self._lock:
             future, self._ahead = self._ahead, None
+            self._ahead_cancel.set()  # still waiting to ask: it will not
         if future is None:
             return None
         got = future.result()
@@ -421,7 +433,8 @@ class DeviceWorker:
         # it (config.leaving): a shutdown after that is heard at the next epoch, checkpointed.
         leaving = self.shutdown.is_set()
         if epoch == lease.last_epoch - 1 and not leaving:
-            self.lease_ahead(lease)  # the last epoch trains now (this runs beside it)
+            # The last epoch trains now (this runs beside it), about as long as this one.
+            self.lease_ahead(lease, metrics.get("epoch_seconds", 0.0))
         outbox = lease.outbox or self.reports.trial(lease.trial_id, lease.token, 0.0)
         lease.outbox = outbox
         if epoch == lease.last_epoch and lease.with_completion and not leaving:

@@ -247,6 +247,31 @@ def test_no_lease_ahead_for_the_last_trial_a_process_takes(client: FakeClient) -
     assert client.names("lease") == [] and client.names("complete") == [(1, 0, None)]
 
 
+def test_the_lease_ahead_waits_for_the_last_epochs_expected_end(
+    client: FakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked LEASE_AHEAD_SECONDS before the last epoch should end (as long as the one
+    before): a trial leased ahead waits little; when training ends first, nothing is asked
+    and the completion leases instead."""
+    import trainer.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "LEASE_AHEAD_SECONDS", 0.05)
+    worker = _worker(client)
+    lease = worker.lease_for(assignment(1))
+    worker.hold([lease])
+    worker.lease_ahead(lease, epoch_seconds=0.3)
+    time.sleep(0.1)
+    assert client.names("lease") == []  # not yet: 0.25 s after the epoch's start
+    assert worker.take_ahead() == []  # training ended early: not asked at all
+    time.sleep(0.3)
+    assert client.names("lease") == []
+    client.queue = [[assignment(2)]]
+    worker.lease_ahead(lease, epoch_seconds=0.1)
+    time.sleep(0.2)
+    assert client.names("lease") == [[1]]
+    assert [a.trial_id for a in worker.take_ahead() or []] == [2]
+
+
 def test_a_one_epoch_trial_leases_ahead_as_it_starts(client: FakeClient) -> None:
     client.queue = [[assignment(2, epochs=1)]]
     worker = _worker(client)
@@ -329,6 +354,9 @@ def test_a_worker_leaving_waits_for_its_completions_and_gives_back_what_it_lease
 
     def during(epoch: int) -> None:
         if worker.held_ids() == [1, 2] and epoch == 2:  # 1 completing, 2 in its last epoch
+            deadline = time.monotonic() + 5
+            while len(client.names("lease")) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)  # the lease ahead of trial 3 (after epoch 1's report)
             threading.Timer(0.1, client.complete_gate.set).start()
             worker.stop()
 
