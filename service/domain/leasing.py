@@ -55,6 +55,28 @@ class _Reserved:
 
 
 @dataclass
+class _Pool:
+    """What one lease's transaction takes trials from: the running studies, locked, and the
+    trials running per study, counted once and kept up to date as trials are handed out. A
+    study without a queued trial stays without one until the commit (queuing a trial takes
+    the study's row lock, which this transaction holds)."""
+
+    studies: list[StudyRow]
+    running: dict[int, int]
+    drained: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Handed:
+    """A trial handed out by a lease; `sample`: its params are still to be sampled."""
+
+    trial: TrialRow
+    study: StudyRow
+    spec: StudySpec
+    sample: bool
+
+
+@dataclass
 class _Shares:
     """What one multi-trial lease (a fusing worker's) may take of each study: a fair share of
     the trials the study can have in flight, `min(parallel_trials, running + queued + not yet
@@ -135,49 +157,64 @@ class Leasing:
             now = self.context.clock()
             worker = _worker(unit, worker_id)
             worker.last_seen_at, worker.state = now, WorkerState.ACTIVE
-            taken: list[TrialRow] = []
-            reserved: list[_Reserved] = []
+            # The lock every lease's reservation takes; held until the commit.
+            pool = _Pool(unit.studies.lock_running(), unit.trials.running_per_study())
             stale_after = timedelta(seconds=self.context.settings.stale_worker_seconds)
             shares = _Shares(stale_after, now) if count > 1 else None
+            handed: list[_Handed] = []
             for _ in range(count):
-                got = self._take_one(unit, worker, now, shares)
+                got = self._take_one(unit, worker, now, pool, shares)
                 if got is None:
                     break
-                taken.append(got[0])
-                if got[1] is not None:
-                    reserved.append(got[1])
-        return self._assignments([t.id for t in taken], self._ask(reserved))
+                handed.append(got)
+            unit.flush()  # the new trials in one INSERT, for their ids
+            for item in handed:
+                unit.event(
+                    item.trial.study_id,
+                    "trial_started",
+                    item.trial.id,
+                    number=item.trial.number,
+                    worker=worker.name,
+                    attempt=item.trial.attempt,
+                )
+            reserved = [self._reserved(h.study, h.trial, h.spec) for h in handed if h.sample]
+            taken = [h.trial.id for h in handed]
+        return self._assignments(taken, self._ask(reserved))
 
     def _take_one(
-        self, unit: Unit, worker: WorkerRow, now: datetime, shares: _Shares | None = None
-    ) -> tuple[TrialRow, _Reserved | None] | None:
+        self,
+        unit: Unit,
+        worker: WorkerRow,
+        now: datetime,
+        pool: _Pool,
+        shares: _Shares | None = None,
+    ) -> _Handed | None:
         """One trial for the worker from the neediest study that has one it can run (and, in a
         multi-trial lease, whose fair share it has not taken yet): a queued trial again, else a
         new one; None when no study has work for it."""
-        studies = unit.studies.lock_running()  # the lock every lease's reservation takes
-        running = unit.trials.running_per_study()  # nothing below changes it before returning
-        for study in by_need(studies, running):
+        for study in by_need(pool.studies, pool.running):
             spec = search.stored_spec(study.spec)
             if not can_run(worker.capabilities, spec):
                 continue
-            if running.get(study.id, 0) >= study.parallel_trials:
+            if pool.running.get(study.id, 0) >= study.parallel_trials:
                 continue
             if shares is not None and not shares.allows(unit, study, spec):
                 continue
-            queued = unit.trials.take_queued(study.id)
+            queued = None if study.id in pool.drained else unit.trials.take_queued(study.id)
+            if queued is None:
+                pool.drained.add(study.id)
             if shares is not None and (queued is not None or study.n_trials < study.max_trials):
                 shares.taken[study.id] += 1
             if queued is not None:
                 self.context.transitions.restart(unit, queued, spec.objective.metric)
-                self._hand_out(unit, study, queued, worker, now)
+                self._hand_out(pool, study, queued, worker, now)
                 # No params: the server died between reserving it and sampling its params (the
                 # lease's answer was lost too), so it is sampled now, like a new trial.
-                unsampled = queued.params is None
-                return queued, self._reserved(study, queued, spec) if unsampled else None
+                return _Handed(queued, study, spec, sample=queued.params is None)
             if study.n_trials < study.max_trials:
                 trial = self._reserve(unit, study, spec)
-                self._hand_out(unit, study, trial, worker, now)
-                return trial, self._reserved(study, trial, spec)
+                self._hand_out(pool, study, trial, worker, now)
+                return _Handed(trial, study, spec, sample=True)
         return None
 
     @staticmethod
@@ -199,7 +236,7 @@ class Leasing:
         return unit.trials.create(study.id, number, bracket, rung, target)
 
     def _hand_out(
-        self, unit: Unit, study: StudyRow, trial: TrialRow, worker: WorkerRow, now: datetime
+        self, pool: _Pool, study: StudyRow, trial: TrialRow, worker: WorkerRow, now: datetime
     ) -> None:
         trial.state = TrialState.RUNNING
         trial.worker_id = worker.id
@@ -207,15 +244,7 @@ class Leasing:
         trial.lease_expires_at = self.context.lease_until(now)
         trial.started_at = trial.started_at or now
         study.last_leased_at = now
-        unit.flush()
-        unit.event(
-            trial.study_id,
-            "trial_started",
-            trial.id,
-            number=trial.number,
-            worker=worker.name,
-            attempt=trial.attempt,
-        )
+        pool.running[study.id] = pool.running.get(study.id, 0) + 1
 
     def _ask(
         self, items: list[_Reserved]
