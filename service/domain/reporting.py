@@ -107,39 +107,55 @@ class Reporting:
         in order, whether its trial goes on: its Decision, or the NotFound / StaleLease that
         the item alone would have raised (such an item changes nothing; the others do).
         Every item is idempotent per (trial, epoch), as a single report is."""
-        transitions = self.context.transitions
-        outcomes: list[Decision | DomainError] = []
-        pending: list[tuple[int, _OptunaReport]] = []
         with unit_of_work(self.context.db) as unit:
-            now = self.context.clock()
             ids = {item.trial_id for item in reports}
             locked = unit.trials.lock_for_reports(ids, exclusive=_decides_rungs)
-            stored = self._store_curves(unit, reports, locked, now)
-            # A stopped study pauses a trial at its last epoch in the batch (a worker that
-            # held several epochs' reports sends them together): the epochs before it are
-            # recorded, and its checkpoint, uploaded before the reports, is not past it.
-            last = {item.trial_id: position for position, item in enumerate(reports)}
-            specs: dict[int, StudySpec] = {}  # each study's spec, parsed once for the batch
-            for position, item in enumerate(reports):
-                try:
-                    study, trial = held_with_study(
-                        locked.get(item.trial_id), item.trial_id, item.token
-                    )
-                except DomainError as exc:
-                    outcomes.append(exc)
-                    continue
-                spec = specs.get(study.id)
-                if spec is None:
-                    spec = specs[study.id] = search.stored_spec(study.spec)
-                is_last = last[item.trial_id] == position
-                step = self._report_one(
-                    unit, study, spec, trial, item, now, stored.get(position), is_last
-                )
-                if isinstance(step, _OptunaReport):
-                    pending.append((len(outcomes), step))
-                    outcomes.append(Decision.CONTINUE)
-                else:
-                    outcomes.append(step)
+            outcomes, pending = self._record_reports(unit, reports, locked)
+        return self._ask_pruner(outcomes, pending)
+
+    def _record_reports(
+        self,
+        unit: Unit,
+        reports: Sequence[TrialReport],
+        locked: dict[int, tuple[StudyRow, TrialRow]],
+    ) -> tuple[list[Decision | DomainError], list[tuple[int, _OptunaReport]]]:
+        """`report_many` inside its transaction, on the `locked` trials: each item's outcome,
+        and the Optuna reports (by the item's position) to make after the commit."""
+        outcomes: list[Decision | DomainError] = []
+        pending: list[tuple[int, _OptunaReport]] = []
+        now = self.context.clock()
+        stored = self._store_curves(unit, reports, locked, now)
+        # A stopped study pauses a trial at its last epoch in the batch (a worker that
+        # held several epochs' reports sends them together): the epochs before it are
+        # recorded, and its checkpoint, uploaded before the reports, is not past it.
+        last = {item.trial_id: position for position, item in enumerate(reports)}
+        specs: dict[int, StudySpec] = {}  # each study's spec, parsed once for the batch
+        for position, item in enumerate(reports):
+            try:
+                study, trial = held_with_study(locked.get(item.trial_id), item.trial_id, item.token)
+            except DomainError as exc:
+                outcomes.append(exc)
+                continue
+            spec = specs.get(study.id)
+            if spec is None:
+                spec = specs[study.id] = search.stored_spec(study.spec)
+            is_last = last[item.trial_id] == position
+            step = self._report_one(
+                unit, study, spec, trial, item, now, stored.get(position), is_last
+            )
+            if isinstance(step, _OptunaReport):
+                pending.append((len(outcomes), step))
+                outcomes.append(Decision.CONTINUE)
+            else:
+                outcomes.append(step)
+        return outcomes, pending
+
+    def _ask_pruner(
+        self, outcomes: list[Decision | DomainError], pending: list[tuple[int, _OptunaReport]]
+    ) -> list[Decision | DomainError]:
+        """After the reports' commit: Optuna's intermediate values of a study with a pruner,
+        and its pruner's question; the outcomes with the trials it pruned ended."""
+        transitions = self.context.transitions
         storage = transitions.optuna.storage
         search.report_values(storage, [(s.optuna_trial_id, s.epoch, s.value) for _, s in pending])
         pruned = [
@@ -305,45 +321,65 @@ class Reporting:
         them (idempotent per epoch). When their answer ends the trial (a pruner's `prune`, a
         stopped study's or a rung's `pause`) that answer wins: the trial is returned as it
         left it (pruned, paused), not completed, and `test_metrics` is not stored. Raises
-        NotFound or StaleLease as a report or the completion alone would."""
-        if reports:
-            ended = self._final_reports(trial_id, token, reports)
-            if ended is not None:
-                return ended
-        transitions = self.context.transitions
-        with unit_of_work(self.context.db) as unit:
-            study, trial = self._locked(unit, trial_id, token)
-            if trial.state is TrialState.COMPLETED:
-                return trial
-            require_running(trial)
-            unfinished = _unfinished_objective(trial, study.spec)
-            if at_rung_end(trial, search.stored_spec(study.spec)):
-                self._pause_for_promotion(unit, study, trial)  # a rung's end, not the trial's
-            elif trial.epochs == 0:
-                transitions.finish(unit, trial, TrialState.FAILED, "the trial reported no epoch")
-            elif unfinished is not None:
-                transitions.finish(
-                    unit,
-                    trial,
-                    TrialState.FAILED,
-                    f"objective '{unfinished}' was not a finite number at the last report",
-                )
-            else:
-                trial.test_metrics = test_metrics
-                transitions.finish(unit, trial, TrialState.COMPLETED, None)
-        return trial
+        NotFound or StaleLease as a report or the completion alone would.
 
-    def _final_reports(
-        self, trial_id: int, token: str, reports: Sequence[tuple[int, dict[str, float]]]
-    ) -> TrialRow | None:
-        """Record a completion's reports; the trial when their answer ended it, else None.
-        `stop` (the trial ended before: a repeated completion) is left to the completion,
-        which answers a completed trial again and refuses any other (StaleLease)."""
+        One transaction records the reports and completes the trial, unless its study has a
+        pruner (which is asked about the reports' values after their commit, as for a report):
+        then the completion follows in a transaction of its own."""
         items = [
             TrialReport.model_construct(trial_id=trial_id, token=token, epoch=e, metrics=m)
             for e, m in reports
         ]
-        outcomes = self.report_many(items)
+        with unit_of_work(self.context.db) as unit:
+            found = unit.trials.lock_for_report(trial_id)  # whole rows: the answer shows them
+            locked = {trial_id: found} if found is not None else {}
+            outcomes, pending = self._record_reports(unit, items, locked) if items else ([], [])
+            for outcome in outcomes:
+                if isinstance(outcome, DomainError):
+                    raise outcome  # a stale token or a missing trial: nothing was written
+            if not pending:
+                study, trial = held_with_study(locked.get(trial_id), trial_id, token)
+                if any(o in (Decision.PRUNE, Decision.PAUSE) for o in outcomes):
+                    return trial  # the reports' answer ended it (a stopped study, a rung)
+                return self._complete_locked(unit, study, trial, test_metrics)
+        ended = self._final_reports(trial_id, self._ask_pruner(outcomes, pending))
+        if ended is not None:
+            return ended
+        with unit_of_work(self.context.db) as unit:
+            study, trial = self._locked(unit, trial_id, token)
+            return self._complete_locked(unit, study, trial, test_metrics)
+
+    def _complete_locked(
+        self, unit: Unit, study: StudyRow, trial: TrialRow, test_metrics: dict[str, Any] | None
+    ) -> TrialRow:
+        """The completion of a held trial locked in `unit` (see `complete`)."""
+        transitions = self.context.transitions
+        if trial.state is TrialState.COMPLETED:
+            return trial
+        require_running(trial)
+        unfinished = _unfinished_objective(trial, study.spec)
+        if at_rung_end(trial, search.stored_spec(study.spec)):
+            self._pause_for_promotion(unit, study, trial)  # a rung's end, not the trial's
+        elif trial.epochs == 0:
+            transitions.finish(unit, trial, TrialState.FAILED, "the trial reported no epoch")
+        elif unfinished is not None:
+            transitions.finish(
+                unit,
+                trial,
+                TrialState.FAILED,
+                f"objective '{unfinished}' was not a finite number at the last report",
+            )
+        else:
+            trial.test_metrics = test_metrics
+            transitions.finish(unit, trial, TrialState.COMPLETED, None)
+        return trial
+
+    def _final_reports(
+        self, trial_id: int, outcomes: list[Decision | DomainError]
+    ) -> TrialRow | None:
+        """The trial when the answer to a completion's reports (its pruner's included) ended
+        it, else None. `stop` (the trial ended before: a repeated completion) is left to the
+        completion, which answers a completed trial again and refuses any other (StaleLease)."""
         for outcome in outcomes:
             if isinstance(outcome, DomainError):
                 raise outcome
