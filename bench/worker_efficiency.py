@@ -15,6 +15,7 @@ are those the server lists (each slot of a command is one). Everything else a wo
   core with one torch thread each (issue 14, target at least 0.95).
 
     python bench/worker_efficiency.py --trials 24 [--cases two-workers,one-command] [--runs 3]
+        [--parallel-trials 4,2]
 
 `--checkpoint-seconds 0,default` runs each case once per value, in turn: 0 checkpoints every
 epoch but the last (the cadence before the time cadence), `default` leaves the workload at the
@@ -40,11 +41,13 @@ from tests.support.processes import Processes
 CASES = ("two-workers", "one-command")
 
 
-def study_spec(trials: int, n_samples: int, checkpoint_seconds: float | None = None) -> dict:
+def study_spec(
+    trials: int, n_samples: int, checkpoint_seconds: float | None = None, parallel: int = 4
+) -> dict:
     spec: dict[str, Any] = {
         "name": "efficiency",
         "strategy": {"kind": "random", "seed": 0},
-        "budget": {"max_trials": trials, "parallel_trials": 2, "epochs": 2},
+        "budget": {"max_trials": trials, "parallel_trials": parallel, "epochs": 2},
         "space": {
             "lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True},
             "dropout": {"type": "float", "low": 0.0, "high": 0.3},
@@ -96,16 +99,23 @@ def measure(url: str, study_id: int) -> dict[str, float]:
     wall = (last - first).total_seconds()
     # Where the rest of the workers' time went: inside trials but outside their epochs (the
     # model's build, the last report, the completion), between one worker's trials, and idle at
-    # the ends (a worker that starts later than the first or runs out of trials earlier).
+    # the ends (a worker that starts later than the first or runs out of trials earlier). A
+    # trial leased ahead starts (is leased) while its worker's previous trial trains its last
+    # epoch, and a completion sent in the background ends it after the next one started: then
+    # a worker's trials overlap, "between" is negative and "inside" counts that overlap too.
     inside = sum((end - start).total_seconds() - trained[i] for i, (start, end) in spans.items())
     by_worker: dict[str, list[tuple[datetime, datetime]]] = {}
     for t in items:
         by_worker.setdefault(t["worker"], []).append(spans[t["id"]])
-    between = ends = 0.0
+    between = ends = spans_total = 0.0
     for own in by_worker.values():
         own.sort()
         between += sum((b[0] - a[1]).total_seconds() for a, b in pairwise(own))
         ends += (own[0][0] - first).total_seconds() + (last - own[-1][1]).total_seconds()
+        spans_total += (max(end for _, end in own) - own[0][0]).total_seconds()
+    # Whatever overlaps: each worker's time from its first trial's start to its last one's end
+    # that is not inside an epoch, per trial (inside + between when trials do not overlap).
+    outside = spans_total - epoch_seconds
     return {
         "workers": workers,
         "trials": len(items),
@@ -115,18 +125,23 @@ def measure(url: str, study_id: int) -> dict[str, float]:
         "efficiency": epoch_seconds / (workers * wall),
         "inside_ms": 1000 * inside / len(items),
         "between_ms": 1000 * between / max(1, len(items) - len(by_worker)),
+        "outside_ms": 1000 * outside / len(items),
         "ends": ends,
     }
 
 
 def run_case(
-    case: str, trials: int, n_samples: int, checkpoint_seconds: float | None = None
+    case: str,
+    trials: int,
+    n_samples: int,
+    checkpoint_seconds: float | None = None,
+    parallel: int = 4,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, Processes(Path(tmp)) as processes:
         url = processes.server()
         # The study exists before the workers start, so they lease at once: a worker's idle
         # polling before any work exists is not overhead of training.
-        spec = study_spec(trials, n_samples, checkpoint_seconds)
+        spec = study_spec(trials, n_samples, checkpoint_seconds, parallel)
         study_id = httpx.post(f"{url}/api/v1/studies", json=spec, timeout=60).json()["id"]
         start_workers(processes, url, case)
         return measure(url, study_id)
@@ -148,6 +163,14 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=1, help="runs of each case, interleaved")
     parser.add_argument(
+        "--parallel-trials",
+        default="4",
+        help="comma-separated values of the study's parallel_trials, each case run with each "
+        "in turn. 4 (the default) lets each of two workers hold the trial it trains and the "
+        "one it leases ahead; with 2 the lease ahead is refused (the study's two trials are "
+        "running) and the completion leases the next trial, as before the lease ahead",
+    )
+    parser.add_argument(
         "--checkpoint-seconds",
         default="default",
         help="comma-separated workload values, each case run with each in turn; "
@@ -161,16 +184,19 @@ def main() -> None:
     cases = [case.strip() for case in args.cases.split(",") if case.strip()]
     if unknown := set(cases) - set(CASES):
         parser.error(f"--cases: unknown {', '.join(sorted(unknown))}; known: {', '.join(CASES)}")
+    parallels = [int(value) for value in args.parallel_trials.split(",")]
     rows = []
     for _ in range(args.runs):
         for case in cases:
             for cadence in cadences:
-                result = run_case(case, args.trials, args.n_samples, cadence)
-                rows.append(_row(case, cadence, result))
+                for parallel in parallels:
+                    result = run_case(case, args.trials, args.n_samples, cadence, parallel)
+                    rows.append(_row(case, cadence, parallel, result))
     print(f"Machine: {machine('torch').line()}; code: {code_version('service', 'trainer')}.\n")
     header = (
         "case",
         "checkpoint_seconds",
+        "parallel_trials",
         "workers",
         "trials",
         "mean epoch (s)",
@@ -179,15 +205,19 @@ def main() -> None:
         "efficiency",
         "in a trial, not training (ms/trial)",
         "between trials (ms)",
+        "a worker's span outside epochs (ms/trial)",
         "idle at the ends (s)",
     )
     print(markdown_table(header, rows))
 
 
-def _row(case: str, cadence: float | None, result: dict[str, float]) -> tuple[str, ...]:
+def _row(
+    case: str, cadence: float | None, parallel: int, result: dict[str, float]
+) -> tuple[str, ...]:
     return (
         case,
         "default" if cadence is None else f"{cadence:g}",
+        str(parallel),
         f"{result['workers']:.0f}",
         f"{result['trials']:.0f}",
         f"{result['mean_epoch']:.2f}",
@@ -196,6 +226,7 @@ def _row(case: str, cadence: float | None, result: dict[str, float]) -> tuple[st
         f"{result['efficiency']:.3f}",
         f"{result['inside_ms']:.0f}",
         f"{result['between_ms']:.0f}",
+        f"{result['outside_ms']:.0f}",
         f"{result['ends']:.2f}",
     )
 
