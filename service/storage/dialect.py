@@ -17,12 +17,13 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, case, event, func, insert, text
+from sqlalchemy import ColumnElement, Engine, bindparam, case, event, func, insert, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -130,11 +131,10 @@ def insert_new_rows(
         return {tuple(row) for row in session.execute(statement, {"rows": _recordset(table, rows)})}
     if sqlite3.sqlite_version_info < (3, 35):
         return {tuple(r[c] for c in key) for r in rows if insert_new(session, table, r)}
-    statement = sqlite.insert(table).on_conflict_do_nothing().returning(*(table.c[c] for c in key))
     # The rows as parameters, not in the statement: one compiled statement, cached, that
     # SQLAlchemy sends as multi-row INSERTs ("insertmanyvalues"); `.values(rows)` made a new
     # statement of 128 rows to compile for every batch (8 to 23 ms of a batch's 20 to 100).
-    returned = session.execute(statement, rows)
+    returned = session.execute(_sqlite_insert_new(table, key), rows)
     return {tuple(row) for row in returned}
 
 
@@ -146,7 +146,42 @@ def insert_rows(session: Session, table: Any, rows: list[dict[str, Any]]) -> Non
     if name(session) == "postgresql":
         session.execute(_insert(table, tuple(rows[0])), {"rows": _recordset(table, rows)})
     else:
-        session.execute(insert(table), rows)
+        session.execute(_plain_insert(table), rows)
+
+
+# Statements built once per table (building and keying one costs as much as running it, for
+# the few rows of a small batch).
+@lru_cache(maxsize=16)
+def _sqlite_insert_new(table: Any, key: tuple[str, ...]) -> Any:
+    return sqlite.insert(table).on_conflict_do_nothing().returning(*(table.c[c] for c in key))
+
+
+@lru_cache(maxsize=16)
+def _plain_insert(table: Any) -> Any:
+    return insert(table)
+
+
+def update_rows(session: Session, table: Any, rows: list[dict[str, Any]], key: str) -> None:
+    """Set the columns of each of `rows` (dicts with the same keys) on the row whose `key`
+    column equals the dict's `key` value, in one statement: an executemany UPDATE on
+    SQLite; on PostgreSQL one `UPDATE ... FROM json_to_recordset(:rows)` (not one UPDATE a
+    row, even pipelined)."""
+    if not rows:
+        return
+    if name(session) == "postgresql":
+        session.execute(_update(table, tuple(rows[0]), key), {"rows": _recordset(table, rows)})
+        return
+    params = [{f"_{c}": value for c, value in row.items()} for row in rows]
+    session.execute(_executemany_update(table, tuple(rows[0]), key), params)
+
+
+@lru_cache(maxsize=16)
+def _executemany_update(table: Any, columns: tuple[str, ...], key: str) -> Any:
+    """SQLite: `UPDATE table SET column = :_column, ... WHERE key = :_key`, built once.
+    Parameters named after no column: a column's name among them would be SET too."""
+    values = {c: bindparam(f"_{c}", type_=table.c[c].type) for c in columns if c != key}
+    where = table.c[key] == bindparam(f"_{key}", type_=table.c[key].type)
+    return update(table).where(where).values(values)
 
 
 def _recordset(table: Any, rows: list[dict[str, Any]]) -> str:
@@ -155,10 +190,21 @@ def _recordset(table: Any, rows: list[dict[str, Any]]) -> str:
     columns = tuple(rows[0])
     convert = _converters(table, columns)
     as_json = [
-        {c: value if (f := convert[c]) is None else f(value) for c, value in row.items()}
+        {
+            c: _json_safe(value if (f := convert[c]) is None else f(value))
+            for c, value in row.items()
+        }
         for row in rows
     ]
     return json.dumps(as_json, separators=(",", ":"), allow_nan=False, default=_isoformat)
+
+
+def _json_safe(value: Any) -> Any:
+    """A float that JSON has no number for (NaN, the infinities) as the text PostgreSQL
+    reads such a float from ("NaN", "Infinity", "-Infinity"); anything else as it is."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
 
 
 def _isoformat(value: Any) -> str:
@@ -184,7 +230,7 @@ def _insert(table: Any, columns: tuple[str, ...], key: tuple[str, ...] = ()) -> 
     batched report's time on PostgreSQL), and arrays (`unnest`) went through psycopg's
     per-element array dumper."""
     pg = postgresql.dialect()
-    quote = pg.identifier_preparer.quote
+    quote = pg.identifier_preparer.quote_identifier
     names = ", ".join(quote(c) for c in columns)
     types = ", ".join(f"{quote(c)} {table.c[c].type.compile(dialect=pg)}" for c in columns)
     sql = (
@@ -194,6 +240,21 @@ def _insert(table: Any, columns: tuple[str, ...], key: tuple[str, ...] = ()) -> 
     if key:
         sql += f" ON CONFLICT DO NOTHING RETURNING {', '.join(quote(c) for c in key)}"
     return text(sql)
+
+
+@lru_cache(maxsize=16)
+def _update(table: Any, columns: tuple[str, ...], key: str) -> Any:
+    """PostgreSQL: `UPDATE table SET column = r.column, ... FROM json_to_recordset(:rows)
+    AS r(...) WHERE table.key = r.key`, for `update_rows`."""
+    pg = postgresql.dialect()
+    quote = pg.identifier_preparer.quote_identifier
+    target = quote(table.name)
+    types = ", ".join(f"{quote(c)} {table.c[c].type.compile(dialect=pg)}" for c in columns)
+    sets = ", ".join(f"{quote(c)} = r.{quote(c)}" for c in columns if c != key)
+    return text(
+        f"UPDATE {target} SET {sets} FROM json_to_recordset(CAST(:rows AS json)) AS r({types}) "
+        f"WHERE {target}.{quote(key)} = r.{quote(key)}"
+    )
 
 
 def json_member(

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, text
+from sqlalchemy import ColumnElement, bindparam, select, text
 from sqlalchemy.orm import Session, defer
 
 from service.storage import dialect
@@ -62,33 +62,50 @@ def named_trials_with_studies(
     exclusive lock here, since a share lock cannot be raised later without risking a
     deadlock. Each study is locked in its own statement, so the order stays by id whatever
     the modes. On SQLite, where the writer holds everything already, the trials are read in
-    one SELECT and their studies in another.
-
-    The trials' params, reason and test metrics (JSON and text a report does not read) are
-    loaded only if touched: a batch of 128 parsed each trial's params for nothing."""
-    lean = defer(TrialRow.params), defer(TrialRow.test_metrics), defer(TrialRow.reason)
-    trials = select(TrialRow).where(TrialRow.id.in_(trial_ids)).options(*lean)
+    one SELECT and their studies in another (one joined SELECT parsed the study's spec once
+    per trial)."""
+    ids = {"ids": list(trial_ids)}
     if not dialect.locks_rows(session):
-        rows = list(session.scalars(trials))
-        ids = {trial.study_id for trial in rows}
-        found = session.scalars(select(StudyRow).where(StudyRow.id.in_(ids))) if ids else []
+        rows = list(session.scalars(_NAMED_TRIALS, ids))
+        study_ids = {"ids": list({trial.study_id for trial in rows})}
+        found = session.scalars(_STUDIES, study_ids) if rows else []
         by_id = {study.id: study for study in found}
         return [(by_id[trial.study_id], trial) for trial in rows]
-    specs = session.execute(
-        select(StudyRow.id, StudyRow.spec)
-        .where(StudyRow.id.in_(select(TrialRow.study_id).where(TrialRow.id.in_(trial_ids))))
-        .order_by(StudyRow.id)
-    ).all()
+    specs = session.execute(_SPECS_OF_TRIALS, ids).all()
     if not specs:
         return []
     studies: dict[int, StudyRow] = {}
     for study_id, spec in specs:
-        query = select(StudyRow).where(StudyRow.id == study_id)
-        locked = session.scalars(query.with_for_update(read=not exclusive(spec))).first()
+        lock = _STUDY_EXCLUSIVE if exclusive(spec) else _STUDY_SHARED
+        locked = session.scalars(lock, {"id": study_id}).first()
         if locked is not None:  # deleted meanwhile: its trials went with it
             studies[study_id] = locked
-    rows = session.scalars(trials.order_by(TrialRow.id).with_for_update())
+    rows = session.scalars(_NAMED_TRIALS_LOCKED, ids)
     return [(studies[trial.study_id], trial) for trial in rows if trial.study_id in studies]
+
+
+# The statements of `named_trials_with_studies`, built once (a batched report of 8 spent as
+# long building and keying them as running them); the trials' params, reason and test
+# metrics (JSON and text a report does not read) load only if touched.
+_NAMED_TRIALS = (
+    select(TrialRow)
+    .where(TrialRow.id.in_(bindparam("ids", expanding=True)))
+    .options(defer(TrialRow.params), defer(TrialRow.test_metrics), defer(TrialRow.reason))
+)
+_NAMED_TRIALS_LOCKED = _NAMED_TRIALS.order_by(TrialRow.id).with_for_update()
+_STUDIES = select(StudyRow).where(StudyRow.id.in_(bindparam("ids", expanding=True)))
+_SPECS_OF_TRIALS = (
+    select(StudyRow.id, StudyRow.spec)
+    .where(
+        StudyRow.id.in_(
+            select(TrialRow.study_id).where(TrialRow.id.in_(bindparam("ids", expanding=True)))
+        )
+    )
+    .order_by(StudyRow.id)
+)
+_STUDY = select(StudyRow).where(StudyRow.id == bindparam("id"))
+_STUDY_SHARED = _STUDY.with_for_update(read=True)
+_STUDY_EXCLUSIVE = _STUDY.with_for_update()
 
 
 def trials_with_studies(session: Session, where: ColumnElement[bool]) -> list[TrialRow]:

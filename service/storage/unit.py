@@ -38,6 +38,7 @@ class Stores:
 
     def flush(self) -> None:
         """Write the changes made to records so far, so that the next query sees them."""
+        self.trials.write_progress()  # many reports' trials in one statement
         self._session.flush()
         self.events.write_pending()
 

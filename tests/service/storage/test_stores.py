@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
 from hpo.protocol import StudyState, TrialState, WorkerState
@@ -385,6 +385,45 @@ def test_many_curve_points_go_in_at_once_and_a_repeat_keeps_the_first(db: Databa
     assert math.copysign(1.0, stored['quote"back\\slash']) == -1.0
     assert points[1].metrics == {"x": 1e308}
     assert kept == [(second, 1, {"val_accuracy": 0.5}), (second, 2, {"x": 2.0})]
+
+
+def test_reported_trials_are_written_in_one_update_and_other_changes_as_before(
+    db: Database,
+) -> None:
+    """`write_progress` (at a unit's flush): the trials whose only changes are a report's
+    (epochs, value, values, lease expiry) go out in one UPDATE, values as set (an infinite
+    value included); a trial with another change (its state) is written whole, as before."""
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    ids = _trials(db, study_id, [TrialState.RUNNING] * 4)
+    updates: list[str] = []
+
+    def executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.replace('"', "").startswith("UPDATE hpo_trials "):
+            updates.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", executed)
+    try:
+        with unit_of_work(db) as unit:
+            rows = [unit.trials.get(trial_id) for trial_id in ids]
+            for n, row in enumerate(rows, 1):
+                assert row is not None
+                row.epochs, row.value, row.values = n, 0.1 * n, [0.1 * n, -1.0]
+                row.lease_expires_at = NOW + timedelta(seconds=n)
+            rows[1].value = math.inf  # type: ignore[union-attr]
+            rows[3].state = TrialState.PAUSED  # type: ignore[union-attr]
+    finally:
+        event.remove(db.engine, "before_cursor_execute", executed)
+    # The three reported trials together, then the paused one; none written twice.
+    assert len(updates) == 2
+    with reading(db) as stores:
+        found = [stores.trials.get(trial_id) for trial_id in ids]
+    assert [(t.epochs, t.lease_expires_at) for t in found if t] == [
+        (n, NOW + timedelta(seconds=n)) for n in range(1, 5)
+    ]
+    assert [t.value for t in found if t] == [0.1, math.inf, 0.30000000000000004, 0.4]
+    assert [t.values for t in found if t] == [[0.1 * n, -1.0] for n in range(1, 5)]
+    assert [t.state for t in found if t] == [TrialState.RUNNING] * 3 + [TrialState.PAUSED]
 
 
 def test_events_are_read_in_order_after_an_id(db: Database) -> None:
