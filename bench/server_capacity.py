@@ -28,8 +28,10 @@ For each database (a fresh SQLite file; a fresh PostgreSQL database made through
    service's engine set-up, a study of its own), one thread, for `--seconds`: the rate a script
    calling Optuna directly gets, measured seconds before the runs it is compared with.
 
-Reported: trial-epochs recorded per second, and p50 / p99 latency of a request (a report, or a
-batch of T/W), per database, P and T; and what the set-up's leases took over HTTP, in ms a
+Reported: trial-epochs recorded per second, p50 / p99 latency of a request (a report, or a
+batch of T/W), and the server's CPU time a request (its processes' user + system time over the
+run, from /proc, divided by the requests: what a request costs the server whatever else runs on
+the machine), per database, P and T; and what the set-up's leases took over HTTP, in ms a
 leased trial (the first and the last lease request of each worker, LEASE_CHUNK trials each).
 Every answer must be `continue`; anything else stops the run. The simulated workers share the
 2-core machine with the server, as a worker would.
@@ -78,6 +80,7 @@ class Point:
     seconds: float = 0.0
     epochs: int = 0
     latencies: list[float] = field(default_factory=list)
+    server_cpu: float = 0.0  # seconds of the server's processes during the run
 
     @property
     def rate(self) -> float:
@@ -168,8 +171,28 @@ class SimulatedWorker:
                 point.latencies.extend(took)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` and its descendants (uvicorn's children for
+    `--processes`), from /proc; 0 where there is no /proc."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        pending += [int(child) for child in children]
+    return total
+
+
 def measure(
-    workers: list[SimulatedWorker], mode: str, seconds: float, epoch_seconds: float = 1.0
+    workers: list[SimulatedWorker],
+    mode: str,
+    seconds: float,
+    epoch_seconds: float = 1.0,
+    server_pid: int | None = None,
 ) -> Point:
     point, lock, errors = Point(), threading.Lock(), []
     until = time.monotonic() + seconds
@@ -185,12 +208,14 @@ def measure(
             errors.append(exc)
 
     threads = [threading.Thread(target=body, args=(w,)) for w in workers]
+    cpu = cpu_seconds(server_pid) if server_pid else 0.0
     started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     point.seconds = time.monotonic() - started
+    point.server_cpu = cpu_seconds(server_pid) - cpu if server_pid else 0.0
     if errors:
         raise BenchError(f"a simulated worker failed: {errors[0]!r}") from errors[0]
     return point
@@ -260,16 +285,17 @@ def run_server(
             SimulatedWorker(server, f"sim{i}", in_flight // n + (i < in_flight % n))
             for i in range(n)
         ]
+        pid = processes.named[f"server-{kind}-{procs}-{in_flight}"].pid
         raw = optuna_reports(url, args.seconds, f"optuna-reports-{procs}-{in_flight}")
         rows.append([kind, procs, in_flight, "Optuna `trial.report`, 1 thread", raw.epochs,
                      f"{raw.rate:.0f}", "1.00", ms(median(raw.latencies)),
-                     ms(quantile(raw.latencies, 0.99))])  # fmt: skip
+                     ms(quantile(raw.latencies, 0.99)), "-"])  # fmt: skip
         print(" | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
         leases = [ms for w in workers for ms in (w.lease_ms[0], w.lease_ms[-1])]
         LEASES.append([kind, procs, in_flight, f"{min(leases):.1f}", f"{median(leases):.1f}",
                        f"{max(leases):.1f}"])  # fmt: skip
         for mode in args.modes:
-            point = measure(workers, mode, args.seconds, args.epoch_seconds)
+            point = measure(workers, mode, args.seconds, args.epoch_seconds, pid)
             per = "1 report" if mode == "single" else f"{in_flight // n} reports"
             if mode == "paced":
                 per = f"{in_flight // n} reports a request every {args.epoch_seconds:g} s"
@@ -278,7 +304,8 @@ def run_server(
             rows.append([kind, procs, in_flight, f"{mode} ({n} workers, {per})",
                          point.epochs, f"{point.rate:.0f}", f"{point.rate / raw.rate:.2f}",
                          ms(median(point.latencies)),
-                         ms(quantile(point.latencies, 0.99))])  # fmt: skip
+                         ms(quantile(point.latencies, 0.99)),
+                         ms(point.server_cpu / len(point.latencies))])  # fmt: skip
             print(" | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
     return rows
 
@@ -318,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{load[0]:.1f} / {load[1]:.1f}.\n")  # fmt: skip
     print(f"Code: {code_version('service', 'trainer', 'hpo')}.\n")
     header = ["database", "server processes", "trials in flight", "run", "trial-epochs",
-              "trial-epochs/s", "/ Optuna", "p50 ms a request", "p99 ms a request"]  # fmt: skip
+              "trial-epochs/s", "/ Optuna", "p50 ms a request", "p99 ms a request",
+              "server CPU ms a request"]  # fmt: skip
     print(markdown_table(header, rows, text=4))
     print("\nThe set-up's lease requests over HTTP (each worker's first and last, "
           f"{LEASE_CHUNK} trials each), ms a leased trial:\n")  # fmt: skip
