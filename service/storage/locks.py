@@ -67,9 +67,10 @@ def named_trials_with_studies(
     ids = {"ids": list(trial_ids)}
     if not dialect.locks_rows(session):
         rows = list(session.scalars(_NAMED_TRIALS, ids))
+        if not rows:
+            return []
         study_ids = {"ids": list({trial.study_id for trial in rows})}
-        found = session.scalars(_STUDIES, study_ids) if rows else []
-        by_id = {study.id: study for study in found}
+        by_id = {study.id: study for study in session.scalars(_STUDIES, study_ids)}
         return [(by_id[trial.study_id], trial) for trial in rows]
     specs = session.execute(_SPECS_OF_TRIALS, ids).all()
     if not specs:
@@ -80,8 +81,8 @@ def named_trials_with_studies(
         locked = session.scalars(lock, {"id": study_id}).first()
         if locked is not None:  # deleted meanwhile: its trials went with it
             studies[study_id] = locked
-    rows = session.scalars(_NAMED_TRIALS_LOCKED, ids)
-    return [(studies[trial.study_id], trial) for trial in rows if trial.study_id in studies]
+    locked_rows = session.scalars(_NAMED_TRIALS_LOCKED, ids)
+    return [(studies[t.study_id], t) for t in locked_rows if t.study_id in studies]
 
 
 # The statements of `named_trials_with_studies`, built once (a batched report of 8 spent as
