@@ -276,13 +276,7 @@ def _ask_study(
     created together when the sampler will take one each, and one write of the sampled
     params at the end."""
     first = group[0][1]
-    if first.spec.strategy.kind == "grid":
-        return {
-            index: _attempt(
-                _fixed_trial, cache.storage, r.study_id, r.spec, grid_point(r.spec, r.number)
-            )
-            for index, r in group
-        }
+    grid = first.spec.strategy.kind == "grid"
     study, lock = cache.get(first.name, first.study_id)
     sampling = study._storage
     assert isinstance(sampling, optuna_trials.SamplingStorage)
@@ -290,15 +284,17 @@ def _ask_study(
     # The sampler is the trial's own (seeded by its number): one ask at a time per study, in
     # this process (the cached Study's sampler) and across server processes (its trials).
     with lock, locks.sampling(cache.storage, first.study_id):
-        waiting = optuna_trials.has_waiting_trial(cache.storage, first.study_id)
-        if len(group) > 1 and not waiting and first.spec.distinct_configurations() is None:
+        # Grid search hands out its points by trial number and takes no enqueued trial.
+        waiting = not grid and optuna_trials.has_waiting_trial(cache.storage, first.study_id)
+        one_each = grid or first.spec.distinct_configurations() is None
+        if len(group) > 1 and not waiting and one_each:
             # One new trial per request (no enqueued trial to take, no repeat to retry).
             reserved = _attempt(sampling.reserve, first.study_id, len(group))
             if isinstance(reserved, Exception):  # then created one by one
                 sampling.release()
         for index, request in group:
             before = set(sampling.pending())
-            outcomes[index] = _attempt(_ask_one, cache.storage, study, request, waiting)
+            outcomes[index] = _attempt(_ask_one, study, request, waiting)
             if isinstance(outcomes[index], Exception):  # nothing of it is written
                 for trial_id in set(sampling.pending()) - before:
                     sampling.abandon(trial_id)
@@ -322,10 +318,13 @@ def _attempt(function: Any, *args: Any) -> Any:
         return exc
 
 
-def _ask_one(storage: RDBStorage, study: optuna.Study, request: AskRequest, waiting: bool) -> Asked:
+def _ask_one(study: optuna.Study, request: AskRequest, waiting: bool) -> Asked:
     spec = request.spec
+    if spec.strategy.kind == "grid":
+        point = grid_point(spec, request.number)
+        return _fixed_trial(study._storage, request.study_id, spec, point)
     if spec.distinct_configurations() is not None:
-        return _ask_untried(storage, study, request.study_id, spec, request.number, waiting)
+        return _ask_untried(study, request.study_id, spec, request.number, waiting)
     study.sampler = make_sampler(spec, request.number)
     trial = _new_trial(study, waiting)
     params = suggest_params(spec.space, trial)
@@ -358,21 +357,19 @@ def _note_choice(storage: BaseStorage, sampler: optuna.samplers.BaseSampler, tri
 
 
 def _fixed_trial(
-    storage: RDBStorage, study_id: int, spec: StudySpec, params: dict[str, Any]
+    storage: BaseStorage, study_id: int, spec: StudySpec, params: dict[str, Any]
 ) -> tuple[int, dict[str, Any]]:
     """A running Optuna trial with params chosen here (a grid point, an untried configuration),
-    recorded with the distributions a sampler would have used."""
-    distributions: dict[str, BaseDistribution] = {
-        key: distribution_for(spec.space[key], value) for key, value in params.items()
-    }
-    template = optuna.trial.create_trial(
-        state=OptunaState.RUNNING, params=params, distributions=distributions
-    )
-    return storage.create_new_trial(study_id, template_trial=template), params
+    recorded with the distributions a sampler would have used (through the study's
+    `SamplingStorage`, in the lease's one write of params)."""
+    trial_id = storage.create_new_trial(study_id)
+    for key, value in params.items():
+        distribution: BaseDistribution = distribution_for(spec.space[key], value)
+        storage.set_trial_param(trial_id, key, distribution.to_internal_repr(value), distribution)
+    return trial_id, params
 
 
 def _ask_untried(
-    storage: RDBStorage,
     study: optuna.Study,
     study_id: int,
     spec: StudySpec,
@@ -410,7 +407,7 @@ def _ask_untried(
     if not untried:
         raise ValueError(f"every one of the space's {len(tried)} configurations was tried")
     pick = random.Random(trial_seed(spec.strategy.seed, number)).choice(untried)
-    return _fixed_trial(storage, study_id, spec, pick)
+    return _fixed_trial(sampling, study_id, spec, pick)
 
 
 def record_value(storage: RDBStorage, optuna_trial_id: int, epoch: int, value: float) -> None:

@@ -60,23 +60,25 @@ def _create_running_trials(storage: RDBStorage, study_id: int, count: int) -> li
         models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
         rows = [storage._get_prepared_new_trial(study_id, None, session) for _ in range(count)]
         session.flush()
-        return [
-            FrozenTrial(
-                number=row.number,
-                state=row.state,
-                value=None,
-                values=None,
-                datetime_start=row.datetime_start,
-                datetime_complete=None,
-                params={},
-                distributions={},
-                user_attrs={},
-                system_attrs={},
-                intermediate_values={},
-                trial_id=row.trial_id,
-            )
-            for row in rows
-        ]
+        return [_new_frozen_trial(row) for row in rows]
+
+
+def _new_frozen_trial(row: Any) -> FrozenTrial:
+    """What Optuna's `_create_new_trial` returns for the new trial `row` (a `TrialModel`)."""
+    return FrozenTrial(
+        number=row.number,
+        state=row.state,
+        value=None,
+        values=None,
+        datetime_start=row.datetime_start,
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={},
+        intermediate_values={},
+        trial_id=row.trial_id,
+    )
 
 
 def write_sampled(

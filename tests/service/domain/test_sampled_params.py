@@ -18,7 +18,7 @@ import pytest
 from hpo.protocol import Decision
 from service.app import build_services
 from service.domain import search
-from service.domain.spec.space import suggest_params
+from service.domain.spec.space import distribution_for, suggest_params
 from service.settings import Settings
 from tests.conftest import postgres_database, spec_doc
 from tests.service.domain.test_search import SPACE
@@ -43,6 +43,15 @@ STUDIES: dict[str, dict[str, Any]] = {
             {"lr": 0.05, "batch_size": 32, "depth": 3, "optimizer": "sgd", "momentum": 0.9},
         ],
     },
+    "grid": {
+        "strategy": {"kind": "grid", "seed": 8},
+        "trials": 12,
+        "space": {
+            "lr": {"type": "float", "values": [0.001, 0.01, 0.1]},
+            "depth": {"type": "int", "low": 1, "high": 3},
+            "batch_size": {"type": "categorical", "choices": [32, 64]},
+        },
+    },
     "sh-tpe": {"strategy": {**SH, "seed": 6, "sampler": "tpe"}, "epochs": 9},
     "hyperband-bohb": {"strategy": {**HYPERBAND, "seed": 7, "sampler": "bohb"}, "epochs": 9},
 }
@@ -60,9 +69,20 @@ def _metrics(params: dict[str, Any], epoch: int) -> dict[str, float]:
 def _plain_optuna(
     cache: search.StudyCache, requests: Sequence[search.AskRequest]
 ) -> list[search.Asked | Exception]:
-    """What the service asked before: plain Optuna, one request after the other."""
+    """What the service asked before: plain Optuna, one request after the other (a grid point
+    as Optuna's `create_new_trial` of a trial with its params, in one transaction)."""
     asked: list[search.Asked | Exception] = []
     for request in requests:
+        if request.spec.strategy.kind == "grid":  # a trial made with its params, no sampler
+            params = search.grid_point(request.spec, request.number)
+            distributions = {
+                k: distribution_for(request.spec.space[k], v) for k, v in params.items()
+            }
+            template = optuna.trial.create_trial(
+                state=optuna.trial.TrialState.RUNNING, params=params, distributions=distributions
+            )
+            asked.append((cache.storage.create_new_trial(request.study_id, template), params))
+            continue
         study = optuna.Study(study_name=request.name, storage=cache.storage)
         study.sampler = search.make_sampler(request.spec, request.number)
         trial = study.ask()
@@ -85,7 +105,7 @@ def _run(url: str, tmp: Any, name: str, lease: int) -> tuple[list[Any], list[Any
             "parallel_trials": 4,
             "epochs": case.get("epochs", 1),
         },
-        space=SPACE,
+        space=case.get("space", SPACE),
     )
     if "trials" not in case:
         del doc["budget"]["max_trials"]  # set by the strategy's rungs
