@@ -284,14 +284,13 @@ def _ask_study(
     # The sampler is the trial's own (seeded by its number): one ask at a time per study, in
     # this process (the cached Study's sampler) and across server processes (its trials).
     with lock, locks.sampling(cache.storage, first.study_id):
-        # Grid search hands out its points by trial number and takes no enqueued trial.
-        waiting = not grid and optuna_trials.has_waiting_trial(cache.storage, first.study_id)
-        one_each = grid or first.spec.distinct_configurations() is None
-        if len(group) > 1 and not waiting and one_each:
-            # One new trial per request (no enqueued trial to take, no repeat to retry).
-            reserved = _attempt(sampling.reserve, first.study_id, len(group))
-            if isinstance(reserved, Exception):  # then created one by one
-                sampling.release()
+        if grid or first.spec.distinct_configurations() is None:
+            # One new trial per request (no repeat to retry), unless an enqueued one waits:
+            # created together, in the transaction that looks for a waiting one. Grid search
+            # hands out its points by trial number and takes no enqueued trial.
+            waiting = not sampling.reserve(first.study_id, len(group), unless_waiting=not grid)
+        else:
+            waiting = optuna_trials.has_waiting_trial(cache.storage, first.study_id)
         for index, request in group:
             before = set(sampling.pending())
             outcomes[index] = _attempt(_ask_one, study, request, waiting)

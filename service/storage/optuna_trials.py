@@ -37,12 +37,16 @@ from sqlalchemy import insert, select
 def has_waiting_trial(storage: RDBStorage, study_id: int) -> bool:
     """Whether a trial of the study waits (enqueued, `WAITING`): one indexed query, where
     `Study.ask` reads every unfinished trial through its trial cache to find out."""
-    model = models.TrialModel
     with _create_scoped_session(storage.scoped_session) as session:
-        query = select(model.trial_id).where(
-            model.study_id == study_id, model.state == OptunaState.WAITING
-        )
-        return session.execute(query.limit(1)).first() is not None
+        return _waits(session, study_id)
+
+
+def _waits(session: Any, study_id: int) -> bool:
+    model = models.TrialModel
+    query = select(model.trial_id).where(
+        model.study_id == study_id, model.state == OptunaState.WAITING
+    )
+    return session.execute(query.limit(1)).first() is not None
 
 
 def _create_running_trial(storage: RDBStorage, study_id: int) -> FrozenTrial:
@@ -52,12 +56,17 @@ def _create_running_trial(storage: RDBStorage, study_id: int) -> FrozenTrial:
     return storage._create_new_trial(study_id)
 
 
-def _create_running_trials(storage: RDBStorage, study_id: int, count: int) -> list[FrozenTrial]:
+def _create_running_trials(
+    storage: RDBStorage, study_id: int, count: int, unless_waiting: bool
+) -> list[FrozenTrial] | None:
     """`count` new running trials in one transaction, each made by the steps of Optuna's
     `create_new_trial` (the study's row locked, the trial inserted, its number counted), as
-    the `FrozenTrial`s `_create_running_trial` returns."""
+    the `FrozenTrial`s `_create_running_trial` returns; with `unless_waiting`, None and no
+    trial when one of the study waits (`has_waiting_trial`, in the same transaction)."""
     with _create_scoped_session(storage.scoped_session) as session:
         models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+        if unless_waiting and _waits(session, study_id):
+            return None
         rows = [storage._get_prepared_new_trial(study_id, None, session) for _ in range(count)]
         session.flush()
         return [_new_frozen_trial(row) for row in rows]
@@ -163,14 +172,17 @@ class SamplingStorage(BaseStorage):
 
     # -- trials created ahead -----------------------------------------------------------------
 
-    def reserve(self, study_id: int, count: int) -> None:
+    def reserve(self, study_id: int, count: int, unless_waiting: bool = False) -> bool:
         """Create the study's next `count` trials now, in one transaction, for the next
         `create_new_trial` calls to hand out in order. Until handed out they are hidden from
         every read through this storage, so the sampler of each sees the study exactly as if
         it had just been created alone (the same trials, the same numbers); their
-        `datetime_start` is this call's time."""
-        for trial in _create_running_trials(self.backend, study_id, count):
+        `datetime_start` is this call's time. With `unless_waiting`, creates nothing and
+        returns False when a trial of the study waits (enqueued: Optuna's ask takes it)."""
+        trials = _create_running_trials(self.backend, study_id, count, unless_waiting)
+        for trial in trials or []:
             self._reserved[trial._trial_id] = trial
+        return trials is not None
 
     def release(self) -> None:
         """End `FAIL` the reserved trials no `create_new_trial` took (an ask that stopped

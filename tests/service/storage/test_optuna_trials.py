@@ -150,9 +150,12 @@ def test_reserved_trials_stay_hidden_until_handed_out_in_order(storage: RDBStora
     ]
 
 
-def test_has_waiting_trial(storage: RDBStorage) -> None:
+def test_a_waiting_trial_is_found_and_then_none_is_reserved(storage: RDBStorage) -> None:
     study_id = _study(storage)
     assert not optuna_trials.has_waiting_trial(storage, study_id)
     study = optuna.load_study(study_name="s", storage=storage)
     study.enqueue_trial({"lr": 0.01})
     assert optuna_trials.has_waiting_trial(storage, study_id)
+    sampling = optuna_trials.sampling_storage(storage)
+    assert not sampling.reserve(study_id, 2, unless_waiting=True)  # Optuna's ask takes it
+    assert [t.state for t in storage.get_all_trials(study_id)] == [TrialState.WAITING]
