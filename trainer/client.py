@@ -35,6 +35,9 @@ class WorkerClient(Connection):
     """A worker's calls: register, lease, heartbeat, report, checkpoints, complete, fail and
     release, each answer parsed into its hpo.protocol shape."""
 
+    # Whether the server takes a lease ahead (`lease(..., ahead=True)`): older ones do not.
+    leases_ahead = True
+
     def leaving(self, retry_seconds: float) -> None:
         """From now on give up on an unreachable server after at most `retry_seconds`."""
         self.retry_seconds = min(self.retry_seconds, retry_seconds)
@@ -61,14 +64,28 @@ class WorkerClient(Connection):
         self.call("POST", f"/api/v1/workers/{worker_id}/deregister")
 
     def lease(
-        self, worker_id: int, count: int = 1, held: list[int] | None = None
+        self, worker_id: int, count: int = 1, held: list[int] | None = None, ahead: bool = False
     ) -> list[Assignment]:
         """Up to `count` trials. `held`: the trials this worker trains now (see the server's
-        LeaseRequest); a worker that leases only when idle passes []."""
+        LeaseRequest); a worker that leases only when idle passes []. `ahead`: leased while
+        still training (never a study's last parallel slot); a server older than the field
+        refuses it (422 naming it), and gets no lease ahead from this client again."""
         body: dict[str, Any] = {"count": count}
         if held is not None:
             body["held"] = held
-        reply = self.call("POST", f"/api/v1/workers/{worker_id}/lease", body=body)
+        if ahead:
+            if not self.leases_ahead:
+                return []
+            body["ahead"] = True
+        try:
+            reply = self.call("POST", f"/api/v1/workers/{worker_id}/lease", body=body)
+        except ApiError as exc:
+            fields = [field or "" for field, _ in exc.errors]
+            if not (ahead and exc.status == 422 and _names(fields, "ahead")):
+                raise
+            log.warning("the server takes no lease ahead: the completion leases the next trials")
+            self.leases_ahead = False
+            return []
         return LeaseGrant.model_validate(reply).assignments
 
     def heartbeat(self, worker_id: int, leases: list[tuple[int, str]]) -> dict[int, Decision]:

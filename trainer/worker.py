@@ -305,7 +305,9 @@ class DeviceWorker:
             return []  # training ended before it was time to ask: the completion leases
         try:
             # The trials training and completing, read now: not lost answers.
-            got = self.client.lease(self.worker_id, count=self.fuse, held=self.held_ids())
+            got = self.client.lease(
+                self.worker_id, count=self.fuse, held=self.held_ids(), ahead=True
+            )
         except (ApiError, ServerUnreachable) as exc:  # the lease after training says it again
             log.warning("leasing ahead failed: %s", exc)
             return []

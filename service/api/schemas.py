@@ -244,6 +244,11 @@ Held = Annotated[
 class LeaseRequest(Strict):
     count: int = Field(1, ge=1, le=64)
     held: Held = None
+    ahead: bool = Field(
+        False,
+        description="the worker is still training and leases its next trials ahead: such a "
+        "lease never takes a study's last parallel_trials slot, which stays for an idle worker",
+    )
 
 
 class HeldOutRequest(Strict, HeldOutMetrics):

@@ -93,7 +93,7 @@ def lease(
     protocol: ProtocolDep, settings: SettingsDep, worker_id: IdPath, body: schemas.LeaseRequest
 ) -> Response:
     """Up to `count` trials to train; an empty list when there is no work right now."""
-    granted = protocol.leasing.lease(worker_id, body.count, body.held)
+    granted = protocol.leasing.lease(worker_id, body.count, body.held, ahead=body.ahead)
     seconds = settings.report_interval_seconds
     return answer(LeaseGrant(assignments=[serializers.assignment(a, seconds) for a in granted]))
 

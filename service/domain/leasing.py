@@ -142,7 +142,11 @@ class Leasing:
     # -- leasing ----------------------------------------------------------------------------
 
     def lease(
-        self, worker_id: int, count: int = 1, held: Collection[int] | None = None
+        self,
+        worker_id: int,
+        count: int = 1,
+        held: Collection[int] | None = None,
+        ahead: bool = False,
     ) -> list[LeasedTrial]:
         """Give the worker up to `count` trials: re-leases of queued trials first, then new ones,
         spreading work over running studies (see `by_need`).
@@ -150,7 +154,13 @@ class Leasing:
         `held`, when given, lists the trials the worker is training now: any other trial leased
         to it is one whose answer never reached it, and is queued again first (see
         `Reaping.take_back_unheard`). A request for several trials takes at most a fair share
-        of each study (see `_Shares`)."""
+        of each study (see `_Shares`).
+
+        `ahead`: the worker still trains and leases its next trials before it is done. Such a
+        lease never takes a study's last `parallel_trials` slot: that stays for an idle
+        worker, which would otherwise wait while a busy one holds the slot it cannot use yet
+        (with as many workers as parallel_trials, the first to lease ahead would take them
+        all, one after the other)."""
         # In transactions of their own: reaping locks studies that may not run.
         self.reaping.before_lease(worker_id, held)
         with unit_of_work(self.context.db) as unit:
@@ -163,7 +173,7 @@ class Leasing:
             shares = _Shares(stale_after, now) if count > 1 else None
             handed: list[_Handed] = []
             for _ in range(count):
-                got = self._take_one(unit, worker, now, pool, shares)
+                got = self._take_one(unit, worker, now, pool, shares, int(ahead))
                 if got is None:
                     break
                 handed.append(got)
@@ -188,15 +198,17 @@ class Leasing:
         now: datetime,
         pool: _Pool,
         shares: _Shares | None = None,
+        spare: int = 0,
     ) -> _Handed | None:
         """One trial for the worker from the neediest study that has one it can run (and, in a
         multi-trial lease, whose fair share it has not taken yet): a queued trial again, else a
-        new one; None when no study has work for it."""
+        new one; None when no study has work for it. `spare`: parallel slots of each study
+        that this lease leaves free."""
         for study in by_need(pool.studies, pool.running):
             spec = search.stored_spec(study.spec)
             if not can_run(worker.capabilities, spec):
                 continue
-            if pool.running.get(study.id, 0) >= study.parallel_trials:
+            if pool.running.get(study.id, 0) + spare >= study.parallel_trials:
                 continue
             if shares is not None and not shares.allows(unit, study, spec):
                 continue

@@ -143,7 +143,9 @@ class FakeClient:
     def deregister(self, _w: int) -> None:
         self.record("deregister", None)
 
-    def lease(self, _w: int, count: int = 1, held: list[int] | None = None) -> list[Assignment]:
+    def lease(
+        self, _w: int, count: int = 1, held: list[int] | None = None, ahead: bool = False
+    ) -> list[Assignment]:
         self.record("lease", held)
         return self.queue.pop(0) if self.queue else []
 

@@ -358,3 +358,29 @@ def test_a_bad_report_with_the_completion_is_not_taken_for_an_older_server() -> 
         client.complete(1, 2, "t", reports=[bad])
     assert raised.value.status == 422 and raised.value.field == "reports.0.epoch"
     assert calls == []
+
+
+class OldLeaseRequest(Strict):
+    """The lease body of a server older than the lease ahead."""
+
+    count: int = 1
+    held: list[int] | None = None
+
+
+def test_a_server_older_than_the_lease_ahead_is_asked_once() -> None:
+    """A server that refuses `ahead` (422 naming it) gets no lease ahead again: the worker's
+    completion leases its next trials, as it did before the lease ahead."""
+    old = FastAPI()
+    calls: list[dict[str, Any]] = []
+
+    @old.post("/api/v1/workers/{worker_id}/lease")
+    def lease(worker_id: int, body: OldLeaseRequest) -> dict[str, Any]:
+        calls.append(body.model_dump())
+        return {"assignments": []}
+
+    client = WorkerClient("http://testserver", retry_seconds=0)
+    client._http = TestClient(old)
+    assert client.lease(1, count=2, held=[7], ahead=True) == []
+    assert client.lease(1, count=2, held=[7], ahead=True) == []  # not asked again
+    assert client.lease(1, count=2, held=[]) == []  # an ordinary lease still is
+    assert calls == [{"count": 2, "held": []}]

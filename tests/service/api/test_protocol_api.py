@@ -58,6 +58,29 @@ def test_parallel_trials_caps_running_trials(client: TestClient) -> None:
     assert worker.lease() == []
 
 
+def test_a_lease_ahead_leaves_a_studys_last_parallel_slot_to_an_idle_worker(
+    client: TestClient,
+) -> None:
+    """A worker still training that leases its next trials ahead never takes a study's last
+    parallel slot: with as many workers as parallel_trials, the first to lease ahead would
+    otherwise hold every slot in turn while the others wait."""
+    _study(client, budget={"max_trials": 10, "parallel_trials": 3, "epochs": 1})
+    busy, idle = ApiWorker(client, "busy"), ApiWorker(client, "idle")
+    [training] = busy.lease()
+
+    def lease_ahead(*held: dict) -> list[dict]:
+        body = {"count": 2, "held": [t["trial_id"] for t in held], "ahead": True}
+        reply = client.post(f"/api/v1/workers/{busy.id}/lease", json=body)
+        assert reply.status_code == 200, reply.text
+        return reply.json()["assignments"]
+
+    [next_one] = lease_ahead(training)  # two of three slots taken: the third stays free
+    assert lease_ahead(training, next_one) == []
+    assert len(idle.lease(count=2)) == 1  # the idle worker takes it
+    reply = client.post(f"/api/v1/workers/{busy.id}/lease", json={"count": 1, "ahead": "yes"})
+    assert reply.status_code == 422 and "ahead" in reply.text
+
+
 def test_reports_are_idempotent_per_epoch(client: TestClient) -> None:
     _study(client)
     worker = ApiWorker(client)
