@@ -23,7 +23,17 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, bindparam, case, event, func, insert, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    bindparam,
+    case,
+    event,
+    func,
+    insert,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -169,6 +179,11 @@ def update_rows(session: Session, table: Any, rows: list[dict[str, Any]], key: s
     if not rows:
         return
     if name(session) == "postgresql":
+        # The rows locked in key order first, as the ORM's flush (in primary-key order) took
+        # them: an UPDATE ... FROM locks them in whatever order its join runs, and two writers
+        # of overlapping rows (a heartbeat and a batched report) could then deadlock.
+        keys = sorted(row[key] for row in rows)
+        session.execute(_lock_in_order(table, key), {"keys": keys})
         session.execute(_update(table, tuple(rows[0]), key), {"rows": _recordset(table, rows)})
         return
     params = [{f"_{c}": value for c, value in row.items()} for row in rows]
@@ -240,6 +255,18 @@ def _insert(table: Any, columns: tuple[str, ...], key: tuple[str, ...] = ()) -> 
     if key:
         sql += f" ON CONFLICT DO NOTHING RETURNING {', '.join(quote(c) for c in key)}"
     return text(sql)
+
+
+@lru_cache(maxsize=16)
+def _lock_in_order(table: Any, key: str) -> Any:
+    """PostgreSQL: lock the rows whose `key` is in the array `:keys`, in key order."""
+    pg = postgresql.dialect()
+    quote = pg.identifier_preparer.quote_identifier
+    array = f"{table.c[key].type.compile(dialect=pg)}[]"
+    return text(
+        f"SELECT {quote(key)} FROM {quote(table.name)} WHERE {quote(key)} = ANY(CAST(:keys AS "
+        f"{array})) ORDER BY {quote(key)} FOR UPDATE"
+    )
 
 
 @lru_cache(maxsize=16)

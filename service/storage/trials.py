@@ -109,6 +109,7 @@ class TrialStore:
                     changed.append(row)
         if not changed:
             return
+        changed.sort(key=lambda row: row.id)
         rows = [{c: getattr(row, c) for c in ("id", *_PROGRESS)} for row in changed]
         with self.session.no_autoflush:  # else the ORM writes them first, its own way
             dialect.update_rows(self.session, TrialRow.__table__, rows, "id")

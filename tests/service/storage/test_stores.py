@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -13,7 +14,9 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
 from hpo.protocol import StudyState, TrialState, WorkerState
+from service.storage import dialect
 from service.storage.db import Database
+from service.storage.models import TrialRow
 from service.storage.studies import NameTaken
 from service.storage.unit import Stores, Unit, reading, unit_of_work
 
@@ -424,6 +427,49 @@ def test_reported_trials_are_written_in_one_update_and_other_changes_as_before(
     assert [t.value for t in found if t] == [0.1, math.inf, 0.30000000000000004, 0.4]
     assert [t.values for t in found if t] == [[0.1 * n, -1.0] for n in range(1, 5)]
     assert [t.state for t in found if t] == [TrialState.RUNNING] * 3 + [TrialState.PAUSED]
+
+
+def test_rows_updated_together_are_locked_in_id_order_whatever_their_order(
+    db: Database,
+) -> None:
+    """PostgreSQL: `dialect.update_rows` (a batch's trials, a heartbeat's) locks its rows in
+    key order before its one UPDATE, whose join would take them in any order: a writer that
+    waits for trial 1 holds no lock on trial 2 yet, so two writers of overlapping trials (a
+    heartbeat and a batched report) cannot deadlock."""
+    if db.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite's writer holds the whole file: one write transaction at a time")
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    first, second = _trials(db, study_id, [TrialState.RUNNING] * 2)
+    holding, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with unit_of_work(db) as unit:
+            unit.trials.lock_for_reports([first], exclusive=lambda _spec: False)
+            holding.set()
+            release.wait(10)
+
+    def writer() -> None:
+        rows = [{"id": trial_id, "epochs": 7} for trial_id in (second, first)]
+        with db.write() as session:
+            dialect.update_rows(session, TrialRow.__table__, rows, "id")
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=writer)]
+    threads[0].start()
+    try:
+        assert holding.wait(10)
+        threads[1].start()
+        time.sleep(0.5)  # the writer now waits for the first trial
+        with db.write() as session:
+            session.execute(text("SET LOCAL lock_timeout = '500ms'"))
+            found = Stores(session).trials.lock_for_reports([second], exclusive=lambda _spec: False)
+            assert list(found) == [second]  # not taken by the waiting writer
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(10)
+    with reading(db) as stores:
+        assert [stores.trials.get(t).epochs for t in (first, second)] == [7, 7]  # type: ignore[union-attr]
 
 
 def test_events_are_read_in_order_after_an_id(db: Database) -> None:
