@@ -36,15 +36,6 @@ from service.domain.spec.space import (
 )
 from service.storage import locks, optuna_trials
 
-try:  # Optuna's own transaction helper, for several intermediate values in one commit
-    from optuna.storages._rdb.storage import _create_scoped_session as _optuna_session
-except ImportError:  # pragma: no cover - an Optuna without it writes them one by one
-    _optuna_session = None  # type: ignore[assignment]
-try:  # Optuna's table models, for a finished trial's values in one insert (`record_curve`)
-    from optuna.storages._rdb import models as _optuna_models
-except ImportError:  # pragma: no cover - an Optuna without them writes them as reports do
-    _optuna_models = None  # type: ignore[assignment]
-
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # TPE's `group` (conditional spaces) is marked experimental; it is what define-by-run needs.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -418,21 +409,11 @@ def record_value(storage: RDBStorage, optuna_trial_id: int, epoch: int, value: f
 
 def report_values(storage: RDBStorage, values: Sequence[tuple[int, int, float]]) -> None:
     """Record the objective of each (Optuna trial id, epoch, value): several in one Optuna
-    transaction (a batched report's), through the steps of Optuna's own
-    `set_trial_intermediate_value` without its commit per value. The value of an Optuna trial
-    that finished meanwhile is left out."""
-    if len(values) > 1 and _batched_values_supported(storage):
-        write = storage._set_trial_intermediate_value_without_commit
-        try:
-            with _optuna_session(storage.scoped_session) as session, session.no_autoflush:
-                # No flush before each look-up: the values go out together at the commit (two
-                # of one trial and epoch would clash there, and go one by one below).
-                for optuna_trial_id, epoch, value in values:
-                    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                        write(session, optuna_trial_id, epoch, value)
-            return
-        except Exception:  # rolled back (e.g. a retried report wrote one of them meanwhile)
-            pass  # then one by one, as Optuna itself writes them, each skipping a duplicate
+    transaction (a batched report's, `optuna_trials.write_values`), else one by one as Optuna
+    writes them, each skipping a duplicate. The value of an Optuna trial that finished
+    meanwhile is left out."""
+    if len(values) > 1 and optuna_trials.write_values(storage, values):
+        return
     for optuna_trial_id, epoch, value in values:
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             storage.set_trial_intermediate_value(optuna_trial_id, epoch, value)
@@ -442,46 +423,9 @@ def record_curve(
     storage: RDBStorage, optuna_trial_id: int, values: Sequence[tuple[int, float]]
 ) -> None:
     """Record the objective of each (epoch, value) of one trial at its end, in one Optuna
-    transaction of three statements (the trial, its stored values, one insert of the missing
-    ones; a stored one that differs is updated), where `report_values` looks each value up on
-    its own. A no-op when the Optuna trial has finished meanwhile. Through Optuna's own models
-    (checked by a test like `report_values`' steps); without them, `report_values`."""
-    if _optuna_models is None or _optuna_session is None:
-        report_values(storage, [(optuna_trial_id, epoch, value) for epoch, value in values])
-        return
-    model = _optuna_models.TrialIntermediateValueModel
-    with _optuna_session(storage.scoped_session) as session:
-        trial = _optuna_models.TrialModel.find_or_raise_by_id(optuna_trial_id, session)
-        if trial.state.is_finished():
-            return
-        stored: dict[int, Any] = {
-            int(row.step): row for row in model.where_trial_id(optuna_trial_id, session)
-        }
-        new = []
-        for epoch, value in values:
-            number, kind = model.intermediate_value_to_stored_repr(value)
-            row = stored.get(epoch)
-            if row is None:
-                new.append(
-                    {
-                        "trial_id": optuna_trial_id,
-                        "step": epoch,
-                        "intermediate_value": number,
-                        "intermediate_value_type": kind,
-                    }
-                )
-            elif (row.intermediate_value, row.intermediate_value_type) != (number, kind):
-                row.intermediate_value, row.intermediate_value_type = number, kind
-        if new:
-            session.bulk_insert_mappings(model, new)  # one executemany, no ids read back
-
-
-def _batched_values_supported(storage: RDBStorage) -> bool:
-    """Whether this Optuna has the private steps `report_values` batches with (checked by a
-    test, so an Optuna that renames them fails it instead of silently writing one by one)."""
-    return _optuna_session is not None and hasattr(
-        storage, "_set_trial_intermediate_value_without_commit"
-    )
+    transaction (`optuna_trials.write_curve`); a no-op when the Optuna trial has finished
+    meanwhile."""
+    optuna_trials.write_curve(storage, optuna_trial_id, values)
 
 
 def should_prune(

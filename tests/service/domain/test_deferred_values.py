@@ -16,9 +16,9 @@ from sqlalchemy import Engine, event
 from hpo.protocol import Decision
 from service.api.deps import Services
 from service.app import build_services
-from service.domain import search
 from service.domain.search import make_pruner, stored_spec
 from service.settings import Settings
+from service.storage import optuna_trials
 from service.storage.unit import reading
 from tests.conftest import spec_doc
 
@@ -143,8 +143,7 @@ def test_a_pruned_study_prunes_what_optunas_own_loop_prunes(
 def test_a_finished_trials_values_go_out_in_one_insert(services: Services) -> None:
     # through Optuna's private table models: an Optuna without them fails here instead of
     # silently writing value by value
-    assert search._optuna_models is not None and search._optuna_session is not None
-    assert search._batched_values_supported(services.studies.storage)  # report_values' steps
+    assert optuna_trials.writes_values_together(services.studies.storage)
     services.studies.create(spec_doc(budget={"max_trials": 1, "parallel_trials": 1, "epochs": 4}))
     protocol, storage = services.protocol, services.studies.storage
     worker = protocol.leasing.register("w", "h", 1, "cpu", {}).id
