@@ -271,32 +271,47 @@ def _ask_study(
     study, lock = cache.get(first.name, first.study_id)
     sampling = study._storage
     assert isinstance(sampling, optuna_trials.SamplingStorage)
-    outcomes: dict[int, Asked | Exception] = {}
     # The sampler is the trial's own (seeded by its number): one ask at a time per study, in
     # this process (the cached Study's sampler) and across server processes (its trials).
     with lock, locks.sampling(cache.storage, first.study_id):
-        if grid or first.spec.distinct_configurations() is None:
-            # One new trial per request (no repeat to retry), unless an enqueued one waits:
-            # created together, in the transaction that looks for a waiting one. Grid search
-            # hands out its points by trial number and takes no enqueued trial.
-            waiting = not sampling.reserve(first.study_id, len(group), unless_waiting=not grid)
-        else:
-            waiting = optuna_trials.has_waiting_trial(cache.storage, first.study_id)
-        for index, request in group:
-            before = set(sampling.pending())
-            outcomes[index] = _attempt(_ask_one, study, request, waiting)
-            if isinstance(outcomes[index], Exception):  # nothing of it is written
-                for trial_id in set(sampling.pending()) - before:
-                    sampling.abandon(trial_id)
-        sampling.release()
-        pending = set(sampling.pending())
         try:
-            sampling.flush()
-        except Exception as exc:  # none of the pending trials' params was written
-            for index, outcome in outcomes.items():
-                if not isinstance(outcome, Exception) and outcome[0] in pending:
-                    outcomes[index] = exc
-                    tell(cache.storage, outcome[0], TrialState.FAILED, None)
+            return _ask_in_turn(cache.storage, study, sampling, group, grid)
+        finally:
+            sampling.forget()  # nothing is kept past the lease, whatever went wrong in it
+
+
+def _ask_in_turn(
+    storage: RDBStorage,
+    study: optuna.Study,
+    sampling: optuna_trials.SamplingStorage,
+    group: list[tuple[int, AskRequest]],
+    grid: bool,
+) -> dict[int, Asked | Exception]:
+    """The body of `_ask_study`, its lock held: reserve, ask each, write what was asked."""
+    first = group[0][1]
+    if grid or first.spec.distinct_configurations() is None:
+        # One new trial per request (no repeat to retry), unless an enqueued one waits:
+        # created together, in the transaction that looks for a waiting one. Grid search
+        # hands out its points by trial number and takes no enqueued trial.
+        waiting = not sampling.reserve(first.study_id, len(group), unless_waiting=not grid)
+    else:
+        waiting = optuna_trials.has_waiting_trial(storage, first.study_id)
+    outcomes: dict[int, Asked | Exception] = {}
+    for index, request in group:
+        before = set(sampling.pending())
+        outcomes[index] = _attempt(_ask_one, study, request, waiting)
+        if isinstance(outcomes[index], Exception):  # nothing of it is written
+            for trial_id in set(sampling.pending()) - before:
+                sampling.abandon(trial_id)
+    sampling.release()
+    pending = set(sampling.pending())
+    try:
+        sampling.flush()
+    except Exception as exc:  # none of the pending trials' params was written
+        for index, outcome in outcomes.items():
+            if not isinstance(outcome, Exception) and outcome[0] in pending:
+                outcomes[index] = exc
+                tell(storage, outcome[0], TrialState.FAILED, None)
     return outcomes
 
 

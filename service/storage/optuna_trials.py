@@ -273,6 +273,11 @@ class SamplingStorage(BaseStorage):
         if self._pending.pop(trial_id, None) is not None:
             self.backend.set_trial_state_values(trial_id, OptunaState.FAIL)
 
+    def forget(self) -> None:
+        """Drop whatever is still pending or reserved (an ask that failed on its way out, e.g.
+        on the database): it is not written, and the next ask starts clean."""
+        self._pending, self._reserved = {}, {}
+
     def _flush_if_pending(self, trial_id: int) -> None:
         if trial_id in self._pending:
             self.flush()

@@ -111,3 +111,30 @@ def test_a_failed_write_of_the_params_fails_the_trials_of_the_lease(
     monkeypatch.setattr(optuna_trials, "write_sampled", write)
     [third] = leasing.lease(worker, count=1, held=[])
     assert third.trial.number == 2 and third.trial.params is not None
+
+
+def test_a_lease_that_breaks_on_its_way_out_leaves_nothing_for_the_next(
+    services: Services, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services.studies.create(spec_doc(budget={"max_trials": 4, "parallel_trials": 4, "epochs": 2}))
+    leasing = services.protocol.leasing
+    worker = leasing.register("w", "h", 1, "cpu", {}).id
+    release = optuna_trials.SamplingStorage.release
+
+    def broken(self: optuna_trials.SamplingStorage) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(optuna_trials.SamplingStorage, "release", broken)
+    assert leasing.lease(worker, count=2, held=[]) == []  # both fail, "sampling failed: ..."
+    monkeypatch.setattr(optuna_trials.SamplingStorage, "release", release)
+    got = leasing.lease(worker, count=2, held=[])
+    assert [a.trial.number for a in got] == [2, 3]
+    told = optuna.load_study(study_name="s1", storage=settings.database_url).trials
+    # the first two were sampled but never written: their params went nowhere
+    assert [(t.number, t.params == {}) for t in told] == [
+        (0, True),
+        (1, True),
+        (2, False),
+        (3, False),
+    ]
+    assert [t.params for t in told[2:]] == [a.trial.params for a in got]
