@@ -44,6 +44,10 @@ LEAVING_RETRY_SECONDS = 3.0
 # round trip on a busy server, short enough that a trial leased ahead seldom waits for long (the
 # last trials of a study are then not held by one worker while another has run out of work).
 LEASE_AHEAD_SECONDS = 0.25
+# After a lease ahead that brought nothing, the next this many trials (or groups) are leased
+# with their completion only: a study whose parallel_trials equals its workers refuses every
+# lease ahead, which would otherwise cost a request per trial for nothing.
+AHEAD_BACKOFF = 8
 T = TypeVar("T")
 
 
@@ -110,9 +114,10 @@ class DeviceWorker:
         self.finishing = Sender()
         # The next trials, leased while the current trial's (or group's) last epoch trains:
         # the request on its way, and the leases it brought, renewed until they start.
-        self._ahead: Future[list[Assignment]] | None = None
+        self._ahead: Future[list[Assignment] | None] | None = None
         self._ahead_cancel = threading.Event()
         self._ahead_leases: list[Lease] = []
+        self._ahead_skips = 0  # leases ahead still to skip after a refused one
         self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="hpo-lease-ahead")
         # Every trial's epoch reports (a fused group's members report at once) go through
         # one batcher: what is ready together leaves in one request.
@@ -296,13 +301,17 @@ class DeviceWorker:
                 return
             if not self.takes_more(lease.group):
                 return
+            if self._ahead_skips > 0:
+                self._ahead_skips -= 1
+                return
             self._ahead_cancel = cancel = threading.Event()
             delay = max(0.0, epoch_seconds - LEASE_AHEAD_SECONDS)
             self._ahead = self._ahead_pool.submit(self._lease_ahead, delay, cancel)
 
-    def _lease_ahead(self, delay: float, cancel: threading.Event) -> list[Assignment]:
+    def _lease_ahead(self, delay: float, cancel: threading.Event) -> list[Assignment] | None:
+        """The trials leased ahead; None when it was not asked after all."""
         if (delay > 0 and cancel.wait(delay)) or self.shutdown.is_set():
-            return []  # training ended before it was time to ask: the completion leases
+            return None  # training ended before it was time to ask: the completion leases
         try:
             # The trials training and completing, read now: not lost answers.
             got = self.client.lease(
@@ -327,7 +336,9 @@ class DeviceWorker:
         got = future.result()
         with self._lock:
             self._ahead_leases = []
-        return got
+            if got == []:  # asked and refused (or failed): the next few are not asked
+                self._ahead_skips = AHEAD_BACKOFF
+        return got or []
 
     def answer(self, completion: Future[list[Assignment]] | None) -> list[Assignment]:
         """The trials a completion leased (waiting for its answer); [] when it brought none or
@@ -342,16 +353,20 @@ class DeviceWorker:
     # -- one trial --------------------------------------------------------------------------
 
     def lease_for(self, assignment: Assignment) -> Lease:
-        """The lease of an assignment about to train, with its reports' outbox. The last epoch
-        of a trial's full budget is kept for its completion (`finish`), unless its study keeps
-        models: the server judges the model's upload by that report, which is then sent at
-        once and answered while the trainer scores the model on the test split."""
+        """The lease of an assignment about to train, with its reports' outbox, held (renewed
+        by the heartbeat, and named as held in every lease request, so that no lease ahead
+        takes it for a lost answer) until its end is said (`release_held`, or the sender's
+        once its completion is answered). The last epoch of a trial's full budget is kept for
+        its completion (`finish`), unless its study keeps models: the server judges the
+        model's upload by that report, which is then sent at once and answered while the
+        trainer scores the model on the test split."""
         full = assignment.target_epochs == assignment.epochs
         lease = Lease(assignment.trial_id, assignment.token, last_epoch=assignment.target_epochs)
         lease.with_completion = full and not assignment.keep_model
         lease.outbox = self.reports.trial(
             assignment.trial_id, assignment.token, assignment.report_interval
         )
+        self.hold([lease])
         return lease
 
     def run_trial(self, assignment: Assignment, lease_next: bool = False) -> list[Assignment]:
@@ -362,7 +377,6 @@ class DeviceWorker:
 
         trial_id, token = assignment.trial_id, assignment.token
         lease = self.lease_for(assignment)
-        self.hold([lease])
         label = f"trial #{assignment.number} of '{assignment.study_name}'"
         params = " ".join(f"{k}={short(v)}" for k, v in assignment.params.items())
         start = assignment.start_epoch

@@ -370,3 +370,35 @@ def test_a_worker_leaving_waits_for_its_completions_and_gives_back_what_it_lease
     calls = [name for name, _ in client.calls]
     assert calls.index("complete") < calls.index("deregister")
     assert calls[-1] == "deregister"
+
+
+def test_a_trial_is_held_from_its_lease_for_so_no_lease_ahead_takes_it_for_lost(
+    client: FakeClient,
+) -> None:
+    """A lease ahead names every trial the worker holds: one it named not would be queued
+    again by the server as a lost answer (and handed out again) while it trains."""
+    worker = _worker(client)
+    lease = worker.lease_for(assignment(1))  # as run_trial, or a driver of its own, starts it
+    worker.lease_ahead(lease)
+    assert worker.take_ahead() == []
+    assert client.names("lease") == [[1]]
+    worker.release_held([lease])
+    assert worker.held_ids() == []
+
+
+def test_after_a_refused_lease_ahead_the_next_trials_are_leased_with_their_completion(
+    client: FakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A study whose parallel_trials equals its workers refuses every lease ahead: after one
+    refusal the next AHEAD_BACKOFF trials do not ask (one request a trial, the completion),
+    then the worker asks again."""
+    import trainer.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "AHEAD_BACKOFF", 2)
+    worker = _worker(client)
+    for trial_id in range(1, 5):
+        client.with_completion = [assignment(trial_id + 1)]
+        [upcoming] = worker.run_trial(assignment(trial_id), lease_next=True)
+        assert upcoming.trial_id == trial_id + 1
+    assert client.names("lease") == [[1], [4]]  # trials 2 and 3 did not ask
+    assert [c[1] for c in client.names("complete")] == [1, 1, 1, 1]  # each leased the next
