@@ -15,7 +15,7 @@ are those the server lists (each slot of a command is one). Everything else a wo
   core with one torch thread each (issue 14, target at least 0.95).
 
     python bench/worker_efficiency.py --trials 24 [--cases two-workers,one-command] [--runs 3]
-        [--parallel-trials 4,2]
+        [--parallel-trials 5,2]
 
 `--checkpoint-seconds 0,default` runs each case once per value, in turn: 0 checkpoints every
 epoch but the last (the cadence before the time cadence), `default` leaves the workload at the
@@ -42,7 +42,7 @@ CASES = ("two-workers", "one-command")
 
 
 def study_spec(
-    trials: int, n_samples: int, checkpoint_seconds: float | None = None, parallel: int = 4
+    trials: int, n_samples: int, checkpoint_seconds: float | None = None, parallel: int = 5
 ) -> dict:
     spec: dict[str, Any] = {
         "name": "efficiency",
@@ -135,7 +135,7 @@ def run_case(
     trials: int,
     n_samples: int,
     checkpoint_seconds: float | None = None,
-    parallel: int = 4,
+    parallel: int = 5,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, Processes(Path(tmp)) as processes:
         url = processes.server()
@@ -164,11 +164,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="runs of each case, interleaved")
     parser.add_argument(
         "--parallel-trials",
-        default="4",
+        default="5",
         help="comma-separated values of the study's parallel_trials, each case run with each "
-        "in turn. 4 (the default) lets each of two workers hold the trial it trains and the "
-        "one it leases ahead; with 2 the lease ahead is refused (the study's two trials are "
-        "running) and the completion leases the next trial, as before the lease ahead",
+        "in turn. 5 (the default) lets each of two workers hold the trial it trains and the "
+        "one it leases ahead (a lease ahead never takes a study's last slot); with 2 every "
+        "lease ahead is refused and the completion leases the next trial, as before",
     )
     parser.add_argument(
         "--checkpoint-seconds",
