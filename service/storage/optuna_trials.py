@@ -5,15 +5,16 @@ finished trial's curve (`write_curve`).
 Optuna's ask writes a new trial in one transaction, reads it back in a second (`Trial`'s
 constructor: the trial and its five related tables) and each suggested param in a transaction
 of its own. `SamplingStorage` stands between a study's sampler and Optuna's storage while the
-service asks: it creates each trial as Optuna does, keeps the params and system attributes the
-sampler and `Trial` write for it in memory (and shows them to every read that goes through it,
-so the sampler sees what it would have read from the database), and `flush` writes those of
-every trial asked meanwhile in one transaction. A trial's params therefore reach the database
-all together or not at all.
+service asks: it creates the trials of a lease as Optuna does, all in one transaction
+(`reserve`), keeps the params and system attributes the sampler and `Trial` write for them in
+memory (and shows them to every read that goes through it, so the sampler sees what it would
+have read from the database), and `flush` writes those of every trial asked meanwhile in one
+transaction. A trial's params therefore reach the database all together or not at all.
 
-This is the one module that reaches into Optuna's private `_rdb` modules for trials (its table
-models, `_create_new_trial`, its transaction helper), so that an Optuna that renames them fails
-the tests of this module (`tests/service/storage/test_optuna_trials.py`) rather than a lease.
+This is the one module that reaches into Optuna's private `_rdb` modules (its table models,
+`_create_new_trial`, `_get_prepared_new_trial`, `_set_trial_intermediate_value_without_commit`,
+its transaction helper), so that an Optuna that renames them fails the tests of this module
+(`tests/service/storage/test_optuna_trials.py`, `test_deferred_values.py`), not a lease.
 """
 
 from __future__ import annotations
