@@ -11,7 +11,7 @@ from pathlib import Path
 # Where the profiled loop spends its time (cumulative): (file suffix, function, label).
 HOTSPOTS = [
     ("service/domain/leasing.py", "lease", "`Leasing.lease`"),
-    ("service/domain/search.py", "ask", "of which `search.ask` (Optuna, after the commit)"),
+    ("service/domain/search.py", "ask_many", "of which `search.ask_many` (Optuna)"),
     ("optuna/study/study.py", "_pop_waiting_trial_id", "of which `Study._pop_waiting_trial_id`"),
     ("service/domain/reporting.py", "report", "`Reporting.report`"),
     ("service/domain/search.py", "report_values", "of which `search.report_values` (Optuna)"),
