@@ -345,7 +345,8 @@ def report_batch(body: bytes) -> list[TrialReport]:
 
 def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The JSON schema of `model` with its nested models written in place (no `$defs`), for
-    a route that reads its body itself and documents it with `openapi_extra`."""
+    a route that reads its body itself and documents it with `openapi_extra`: inside an
+    OpenAPI document `#/$defs/...` would point at the document's root, where nothing is."""
     schema = model.model_json_schema()
     defs = schema.pop("$defs", {})
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from service.api import schemas, serializers
 from service.api.auth import user_access
 from service.api.deps import IdPath, get_studies
-from service.api.schemas import MAX_ID
+from service.api.schemas import MAX_ID, inline_schema
 from service.domain.errors import InvalidInput
 from service.domain.spec import SpecDocumentError, StudySpec, load_spec_document
 from service.domain.studies import Studies
@@ -22,25 +22,7 @@ StudiesDep = Annotated[Studies, Depends(get_studies)]
 MAX_SPEC_BYTES = 1_000_000
 
 
-def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
-    """The JSON schema with its `$defs` references replaced by the definitions: inside an
-    OpenAPI document `#/$defs/...` would point at the document's root, where nothing is."""
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
-            return {key: resolve(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolve(value) for value in node]
-        return node
-
-    resolved: dict[str, Any] = resolve(schema)
-    return resolved
-
-
-_SPEC_SCHEMA = _inlined(StudySpec.model_json_schema())
+_SPEC_SCHEMA = inline_schema(StudySpec)
 _SPEC_BODY = {
     "requestBody": {
         "required": True,
