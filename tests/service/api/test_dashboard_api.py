@@ -4,6 +4,7 @@ of a 10,000-trial study within its time budget."""
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import re
 import sys
@@ -349,7 +350,15 @@ def test_ten_thousand_trials_open_within_budget(tmp_path: Path) -> None:
     study_id = bench.seed(settings, trials=10_000, epochs=20, events=False)
     with TestClient(create_app(settings, reaper=False)) as client:
         bench.first_load(client, study_id)  # warm-up: one-time imports, SQLite page cache
-        figures = bench.first_load(client, study_id)
+        # This process holds every object of the suite's tests so far, which a server process
+        # does not: a full garbage collection that walks them all (300 to 500 ms late in a CI
+        # run, landing on any of the six requests) is kept out of the server's figure.
+        gc.collect()
+        gc.freeze()
+        try:
+            figures = bench.first_load(client, study_id)
+        finally:
+            gc.unfreeze()
     assert sum(f.cpu_ms for f in figures) < 1000, figures
     assert all(f.bytes < 200_000 for f in figures), figures
     curves = next(f for f in figures if f.name == "curves")

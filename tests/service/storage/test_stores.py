@@ -254,12 +254,13 @@ def test_lock_for_reports_answers_each_trial_with_its_study_and_leaves_out_missi
         assert unit.trials.lock_for_reports([b1 + 1000]) == {}
 
 
-def test_reports_share_their_study_and_an_exclusive_lock_waits_for_them(db: Database) -> None:
+def test_reports_share_their_study_and_an_exclusive_lock_waits_for_them(
+    postgres_db: Database,
+) -> None:
     """PostgreSQL: two batched reports of one study's trials hold the study row at once
     (`exclusive` refuses its spec: FOR SHARE), so neither waits for the other; a report that
     asks for it exclusively (a rung may end) waits for the first, as a stop or a lease does."""
-    if db.engine.dialect.name == "sqlite":
-        pytest.skip("SQLite's writer holds the whole file: one write transaction at a time")
+    db = postgres_db  # SQLite's writer holds the whole file: one write transaction at a time
     with unit_of_work(db) as unit:
         study_id = _study(unit)
     first_trial, second_trial = _trials(db, study_id, [TrialState.RUNNING] * 2)
@@ -430,14 +431,13 @@ def test_reported_trials_are_written_in_one_update_and_other_changes_as_before(
 
 
 def test_rows_updated_together_are_locked_in_id_order_whatever_their_order(
-    db: Database,
+    postgres_db: Database,
 ) -> None:
     """PostgreSQL: `dialect.update_rows` (a batch's trials, a heartbeat's) locks its rows in
     key order before its one UPDATE, whose join would take them in any order: a writer that
     waits for trial 1 holds no lock on trial 2 yet, so two writers of overlapping trials (a
     heartbeat and a batched report) cannot deadlock."""
-    if db.engine.dialect.name == "sqlite":
-        pytest.skip("SQLite's writer holds the whole file: one write transaction at a time")
+    db = postgres_db  # SQLite's writer holds the whole file: one write transaction at a time
     with unit_of_work(db) as unit:
         study_id = _study(unit)
     first, second = _trials(db, study_id, [TrialState.RUNNING] * 2)
