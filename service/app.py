@@ -40,8 +40,17 @@ WEB = Path(__file__).parent / "web"
 
 
 def _reaper(protocol: Protocol, every: float, stop: threading.Event) -> None:
-    """Take back expired leases even when no worker is asking for work."""
-    while not stop.wait(every):
+    """Take back expired leases even when no worker is asking for work, and end the Optuna
+    trials of leases a server did not finish: once at start-up, then every round."""
+    while True:
+        try:
+            ended = protocol.reaping.end_orphans()
+            if ended:
+                log.warning("ended %d orphaned Optuna trial(s) FAIL (see hpo:orphaned)", ended)
+        except Exception:  # retried next round
+            log.exception("ending orphaned Optuna trials failed")
+        if stop.wait(every):
+            return
         try:
             protocol.reaping.reap()
         except Exception:  # keep reaping; a busy database is retried next round

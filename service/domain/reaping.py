@@ -1,5 +1,6 @@
 """The reaping part of the worker protocol: take trials back from workers that vanished (their
-lease expired) or that never heard of them (the answer carrying the lease was lost)."""
+lease expired) or that never heard of them (the answer carrying the lease was lost), and end
+the Optuna trials of leases that a server did not finish (`end_orphans`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from collections.abc import Collection
 
 from hpo.protocol import TrialState
 from service.domain.context import ProtocolContext
+from service.storage import optuna_trials
 from service.storage.unit import reading, unit_of_work
+
+ORPHAN_REASON = (
+    "orphaned: created by a lease whose server stopped before the service recorded the trial "
+    "(the service sampled that trial again under another Optuna trial)"
+)
 
 
 class Reaping:
@@ -54,3 +61,37 @@ class Reaping:
             for trial in trials:
                 self.context.transitions.release(unit, trial, TrialState.QUEUED)
             return len(trials)
+
+    def end_orphans(self) -> int:
+        """End FAIL every running Optuna trial of the service's studies that no trial of the
+        service names, with `ORPHAN_REASON` in its system attribute `hpo:orphaned`; returns
+        how many. Safe to run from any process, at any time, without a lock.
+
+        A lease creates its Optuna trials (and writes their params) between two transactions of
+        ours: the trials' rows first, their Optuna ids last. A server that stops in between
+        leaves running Optuna trials that nothing would ever end; samplers see them, and so
+        does `optuna.load_study`. The reads go in an order that never takes a live lease's
+        trial for one: Optuna's running trials first; then, for a study with some, whether
+        one of its trials waits for its Optuna trial (a lease between its ask and its last
+        write, or a trial a stopped server left so, sampled again when leased next), and if
+        so the study is left for a later round; else which of them its trials name. A trial
+        read in the first step was created by a lease whose rows were committed before, so at
+        the second step its lease either still waits (the study is skipped) or has stored its
+        Optuna id (the trial is claimed at the third) or will never store one."""
+        db, storage = self.context.db, self.context.storage
+        with reading(db) as stores:
+            studies = stores.studies.optuna_ids()
+        running = optuna_trials.running_trials(storage, studies.values())
+        ended = 0
+        for study_id, optuna_study_id in studies.items():
+            ids = running.get(optuna_study_id)
+            if not ids:
+                continue  # most rounds: one query, and nothing to do
+            with reading(db) as stores:
+                if stores.trials.any_unsampled(study_id):
+                    continue
+                claimed = stores.trials.claimed(study_id, ids)
+            for trial_id in ids:
+                if trial_id not in claimed:
+                    ended += optuna_trials.end_orphan(storage, trial_id, ORPHAN_REASON)
+        return ended

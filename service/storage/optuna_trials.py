@@ -1,6 +1,7 @@
 """Optuna's trial tables, written as Optuna's `RDBStorage` writes them, in fewer transactions:
 a lease's trials and params (below), a batched report's values (`write_values`) and a
-finished trial's curve (`write_curve`).
+finished trial's curve (`write_curve`); the running trials of studies (`running_trials`) and
+ending one that no trial of the service names (`end_orphan`).
 
 Optuna's ask writes a new trial in one transaction, reads it back in a second (`Trial`'s
 constructor: the trial and its five related tables) and each suggested param in a transaction
@@ -22,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Collection, Container, Iterator, Sequence
 from typing import Any
 
 import optuna
@@ -215,6 +216,37 @@ def write_curve(
                 row.intermediate_value, row.intermediate_value_type = number, kind
         if new:
             session.bulk_insert_mappings(model, new)  # one executemany, no ids read back
+
+
+ORPHAN_ATTR = "hpo:orphaned"
+"""The system attribute of an Optuna trial the service ended FAIL as an orphan: why."""
+
+
+def running_trials(storage: RDBStorage, study_ids: Collection[int]) -> dict[int, list[int]]:
+    """The ids of the running trials of the Optuna studies `study_ids`, by study, in one
+    query (Optuna's index on the study id)."""
+    if not study_ids:
+        return {}
+    model = models.TrialModel
+    query = select(model.study_id, model.trial_id).where(
+        model.study_id.in_(list(study_ids)), model.state == OptunaState.RUNNING
+    )
+    found: dict[int, list[int]] = {}
+    with _create_scoped_session(storage.scoped_session) as session:
+        for study_id, trial_id in session.execute(query.order_by(model.trial_id)):
+            found.setdefault(study_id, []).append(trial_id)
+    return found
+
+
+def end_orphan(storage: RDBStorage, trial_id: int, reason: str) -> bool:
+    """End the running trial `trial_id` FAIL, with `reason` in its system attribute
+    `ORPHAN_ATTR`, through Optuna's own writes (the attribute first: a trial left running
+    between the two is ended by the next call). False when it had finished meanwhile."""
+    try:
+        storage.set_trial_system_attr(trial_id, ORPHAN_ATTR, reason)
+        return storage.set_trial_state_values(trial_id, OptunaState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
 
 
 class SamplingStorage(BaseStorage):

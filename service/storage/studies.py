@@ -53,6 +53,13 @@ class StudyStore:
     def get(self, study_id: int) -> StudyRow | None:
         return self.session.get(StudyRow, study_id)
 
+    def optuna_ids(self) -> dict[int, int]:
+        """Every study's Optuna study id, by study id."""
+        query = select(StudyRow.id, StudyRow.optuna_study_id).where(
+            StudyRow.optuna_study_id.is_not(None)
+        )
+        return {i: o for i, o in self.session.execute(query) if o is not None}
+
     def lock(self, study_id: int) -> StudyRow | None:
         """The study, row-locked for a change of its state or budget."""
         return locks.study(self.session, study_id)

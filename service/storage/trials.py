@@ -142,6 +142,28 @@ class TrialStore:
         """Running trials leased to the worker other than `held`, locked."""
         return locks.trials_with_studies(self.session, _unheard(worker_id, held))
 
+    def any_unsampled(self, study_id: int) -> bool:
+        """Whether a running or queued trial of the study has no Optuna trial yet: a lease is
+        sampling it now, or a server stopped before it stored the sample (the next lease samples
+        it again)."""
+        query = select(TrialRow.id).where(
+            TrialRow.study_id == study_id,
+            TrialRow.state.in_([TrialState.RUNNING, TrialState.QUEUED]),
+            TrialRow.optuna_trial_id.is_(None),
+        )
+        return self.session.scalar(query.limit(1)) is not None
+
+    def claimed(self, study_id: int, optuna_trial_ids: Collection[int]) -> set[int]:
+        """Those of `optuna_trial_ids` that a trial of the study names as its Optuna trial."""
+        ids, found = list(optuna_trial_ids), set[int]()
+        for start in range(0, len(ids), 1000):  # bounded statements, whatever is running
+            query = select(TrialRow.optuna_trial_id).where(
+                TrialRow.study_id == study_id,
+                TrialRow.optuna_trial_id.in_(ids[start : start + 1000]),
+            )
+            found.update(i for i in self.session.scalars(query) if i is not None)
+        return found
+
     def running_by_worker(self) -> dict[int, list[TrialRow]]:
         rows = self.session.scalars(
             select(TrialRow).where(_RUNNING, TrialRow.worker_id.is_not(None))

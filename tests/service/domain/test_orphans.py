@@ -1,0 +1,124 @@
+"""Optuna trials a crash leaves running: the reaper ends them FAIL once no lease can claim them,
+and never a trial that a live lease (in this or another server process) is still creating. On
+SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState as OptunaState
+
+from service.api.deps import Services
+from service.app import build_services
+from service.domain.leasing import Leasing
+from service.domain.reaping import ORPHAN_REASON
+from service.settings import Settings
+from tests.conftest import spec_doc
+from tests.support.clock import Clock
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def services(settings: Settings, clock: Clock) -> Services:
+    svc = build_services(Settings(database_url=settings.database_url, lease_seconds=30))
+    svc.protocol.context.clock = clock
+    return svc
+
+
+def _optuna_trials(services: Services, name: str) -> list[optuna.trial.FrozenTrial]:
+    """What a user's `optuna.load_study` on the database shows."""
+    url = services.settings.database_url
+    return optuna.load_study(study_name=name, storage=url).trials
+
+
+def _study(services: Services, name: str, max_trials: int = 3) -> int:
+    budget = {"max_trials": max_trials, "parallel_trials": 1, "epochs": 1}
+    view = services.studies.create(spec_doc(name, budget=budget))
+    assert view.row.optuna_study_id is not None
+    return view.row.optuna_study_id
+
+
+def test_a_lease_that_died_after_sampling_leaves_a_trial_ended_once_it_is_sampled_again(
+    services: Services, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server dies after writing the new trial's params to Optuna and before storing its
+    Optuna id: Optuna holds a running trial with params that no trial of ours names."""
+    _study(services, "crashed")
+    leasing, reaping = services.protocol.leasing, services.protocol.reaping
+    worker = leasing.register("w", "host", 1, "cpu", {}).id
+    with monkeypatch.context() as crash:
+        crash.setattr(Leasing, "_assignments", lambda self, ids, sampled: [])  # dies here
+        assert leasing.lease(worker) == []
+    [lost] = _optuna_trials(services, "crashed")
+    assert lost.state == OptunaState.RUNNING and set(lost.params) == {"lr", "norm"}
+    # Our trial still waits for its Optuna trial (its lease may be alive, in another
+    # process), so nothing is ended: not while its lease runs, nor once it is queued again.
+    assert reaping.end_orphans() == 0
+    clock.advance(31)
+    assert reaping.reap() == 1
+    assert reaping.end_orphans() == 0
+    [again] = leasing.lease(worker)  # sampled again, under a new Optuna trial
+    assert again.trial.number == 0 and again.trial.optuna_trial_id != lost._trial_id
+    assert reaping.end_orphans() == 1
+    assert reaping.end_orphans() == 0  # ended once
+    by_id = {t._trial_id: t for t in _optuna_trials(services, "crashed")}
+    assert by_id[lost._trial_id].state == OptunaState.FAIL
+    assert by_id[lost._trial_id].system_attrs["hpo:orphaned"] == ORPHAN_REASON
+    assert by_id[lost._trial_id].datetime_complete is not None
+    assert by_id[again.trial.optuna_trial_id].state == OptunaState.RUNNING
+    assert "hpo:orphaned" not in by_id[again.trial.optuna_trial_id].system_attrs
+
+
+def test_trials_created_without_params_are_ended_and_other_studies_are_left_alone(
+    services: Services,
+) -> None:
+    """A server that stops between creating a lease's Optuna trials and writing their params
+    leaves running trials without params; an Optuna study the service does not own, in the
+    same database, is none of its business."""
+    optuna_id = _study(services, "bare")
+    storage = services.protocol.context.storage
+    made = [storage.create_new_trial(optuna_id) for _ in range(2)]
+    url = services.settings.database_url
+    theirs = optuna.create_study(study_name="someone-elses", storage=url)
+    their_trial = theirs.ask()
+    assert services.protocol.reaping.end_orphans() == 2
+    trials = _optuna_trials(services, "bare")
+    assert [t._trial_id for t in trials] == made
+    assert [t.state for t in trials] == [OptunaState.FAIL] * 2
+    assert [t.params for t in trials] == [{}, {}]
+    state = optuna.load_study(study_name="someone-elses", storage=url).trials[0].state
+    assert (their_trial.number, state) == (0, OptunaState.RUNNING)
+
+
+def test_a_live_lease_of_another_server_is_never_taken_for_an_orphan(
+    services: Services, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another server process on the same database runs its reaper while this one's lease is
+    between its Optuna trials and storing their ids: it ends nothing, and the lease's trials
+    train to the end with their Optuna trials."""
+    _study(services, "live", max_trials=4)
+    other = build_services(Settings(database_url=settings.database_url))
+    seen: list[int] = []
+    assignments = Leasing._assignments
+
+    def racing(self: Leasing, ids: list[int], sampled: list[Any]) -> Any:
+        seen.append(other.protocol.reaping.end_orphans())
+        return assignments(self, ids, sampled)
+
+    monkeypatch.setattr(Leasing, "_assignments", racing)
+    leasing = services.protocol.leasing
+    worker = leasing.register("w", "host", 1, "cpu", {}).id
+    for _ in range(4):
+        [leased] = leasing.lease(worker)
+        reporting = services.protocol.reporting
+        reporting.report(leased.trial.id, leased.trial.lease_token, 1, {"val_accuracy": 0.5})
+        assert reporting.complete(leased.trial.id, leased.trial.lease_token).state == "completed"
+    assert seen == [0, 0, 0, 0]
+    states = [t.state for t in _optuna_trials(services, "live")]
+    assert states == [OptunaState.COMPLETE] * 4
