@@ -10,7 +10,11 @@ Activations travel in one of two layouts:
 - packed layout (N, K*C, *spatial) for convolutions: trial k owns channels k*C..(k+1)*C-1 and a
   convolution with groups=K keeps the trials apart. Batch, group, instance and layer norm over
   the packed channels keep per-trial (and per-channel) statistics, since they never mix channels
-  of different groups.
+  of different groups. A packed activation is always 4-D and channels-last in memory: a 1-D
+  model's (N, K*C, L) is held as (N, K*C, L, 1), each 1-D convolution and pool run as its 2-D
+  counterpart with a kernel of width 1. On the CPU, oneDNN's grouped convolution, batch norm and
+  max-pool with indices are two to five times faster on channels-last tensors of these shapes
+  than on the contiguous ones (docs/BENCHMARKS.md, "Round 6").
 Nothing of one trial reaches another: no layer mixes the K axis or the channels of two trials, and
 each trial's dropout masks come from its own generator (`Streams`), drawn as trainer.dropout
 draws them alone.
@@ -32,7 +36,7 @@ from trainer import dropout
 from trainer.models import AddChannel
 
 TRIAL = "trial"  # (K, N, F)
-PACKED = "packed"  # (N, K*C, *spatial)
+PACKED = "packed"  # (N, K*C, *spatial), 4-D and channels-last (see `channels_last`)
 
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 _ELEMENTWISE = (nn.ReLU, nn.SELU, nn.Identity)
@@ -56,6 +60,14 @@ def pack(x: torch.Tensor) -> torch.Tensor:
     """(K, N, C, *spatial) -> (N, K*C, *spatial)."""
     k, n = x.shape[:2]
     return x.transpose(0, 1).reshape(n, k * x.shape[2], *x.shape[3:])
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A packed activation as the packed layers take it: (N, K*C, L) as (N, K*C, L, 1), and in
+    channels-last memory order (one copy, at the model's input)."""
+    if x.dim() == 3:
+        x = x.unsqueeze(-1)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _to_packed(x: torch.Tensor) -> torch.Tensor:
@@ -128,18 +140,54 @@ class FusedLinear(_Weighted):
 
 
 class FusedConv(_Weighted):
-    """K convolutions on the packed layout as one convolution with groups=K."""
+    """K convolutions on the packed layout as one 2-D convolution with groups=K (a 1-D one with
+    a kernel of width 1 over the packed (N, K*C, L, 1))."""
 
     def __init__(self, k: int, template: nn.Conv1d | nn.Conv2d) -> None:
         super().__init__(k, template)
-        self.conv = F.conv2d if isinstance(template, nn.Conv2d) else F.conv1d
-        self.stride, self.padding = template.stride, template.padding
+        self.one_d = isinstance(template, nn.Conv1d)
+        stride, padding = template.stride, template.padding
+        if isinstance(padding, str):
+            raise NotFusable("a convolution with string padding")
+        self.stride = (stride[0], 1) if self.one_d else tuple(stride)
+        self.padding = (padding[0], 0) if self.one_d else tuple(padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.fused_weight()
         weight = weight.reshape(-1, *weight.shape[2:])
+        if self.one_d:
+            weight = weight.unsqueeze(-1)
         bias = None if self.bias is None else self.bias.reshape(-1)
-        return self.conv(x, weight, bias, self.stride, self.padding, 1, self.k)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, 1, self.k)
+
+
+class FusedPool1d(nn.Module):
+    """A 1-D max-pool or adaptive average pool on the packed (N, K*C, L, 1) as its 2-D
+    counterpart of width 1: the same windows, values and (for the max) the same index chosen
+    on ties, so the same gradients."""
+
+    def __init__(self, template: nn.MaxPool1d | nn.AdaptiveAvgPool1d) -> None:
+        super().__init__()
+        self.template = template
+        if isinstance(template, nn.MaxPool1d) and (
+            template.return_indices or _one(template.dilation) != 1
+        ):
+            raise NotFusable("a max-pool returning indices or dilated")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pool = self.template
+        if isinstance(pool, nn.AdaptiveAvgPool1d):
+            return F.adaptive_avg_pool2d(x, (_one(pool.output_size), 1))
+        kernel = _one(pool.kernel_size)
+        stride = kernel if pool.stride is None else _one(pool.stride)
+        return F.max_pool2d(
+            x, (kernel, 1), (stride, 1), (_one(pool.padding), 0), ceil_mode=pool.ceil_mode
+        )
+
+
+def _one(value: Any) -> int:
+    """A 1-D module's size argument (an int or a 1-tuple) as an int."""
+    return int(value[0]) if isinstance(value, tuple | list) else int(value)
 
 
 class _Affine(nn.Module):
@@ -248,7 +296,10 @@ class FusedDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not any(self.rates):
             return x
-        noise = dropout.noise(self._integers(x), self._column("threshold", x), x.dtype)
+        if self.layout == TRIAL:
+            noise = dropout.noise(self._integers(x), self._column("threshold", x), x.dtype)
+        else:
+            noise = self._packed_noise(x)
         if self.alpha:
             names = ("alpha_scale", "alpha_step", "alpha_offset")
             return dropout.alpha_dropped(x, noise, *(self._column(name, x) for name in names))
@@ -275,7 +326,23 @@ class FusedDropout(nn.Module):
         if self.layout == TRIAL:
             return integers.reshape(x.shape)
         # Trial k's unfused input shape is (N, C, *spatial).
-        return pack(integers.reshape(k, x.shape[0], x.shape[1] // k, *x.shape[2:]))
+        return integers.reshape(k, x.shape[0], x.shape[1] // k, *x.shape[2:])
+
+    def _packed_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """trainer.dropout.noise on the packed layout: each trial's integers, in its own
+        (N, C, *spatial) order, compared with its threshold and written straight into a tensor
+        of x's (channels-last) memory layout, seen as (N, K, C, *spatial)."""
+        k = len(self.rates)
+        integers = self._integers(x).transpose(0, 1)  # (N, K, C, *spatial)
+        noise = torch.empty_like(x)
+        key = ("threshold5", x.device, x.dim())
+        threshold = self._columns.get(key)
+        if threshold is None:
+            values = torch.tensor([dropout.threshold(p) for p in self.rates], dtype=torch.int16)
+            threshold = values.view(1, k, *[1] * (x.dim() - 1)).to(x.device)
+            self._columns[key] = threshold
+        torch.lt(integers, threshold, out=noise.unflatten(1, (k, x.shape[1] // k)))
+        return noise
 
     def _column(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """A per-trial constant (trainer.dropout.constant, or the int16 threshold) shaped to
@@ -318,10 +385,10 @@ class FusedFlatten(nn.Module):
 
 
 class FusedAddChannel(nn.Module):
-    """AddChannel of K trials: (K, N, L) -> packed (N, K*1, L)."""
+    """AddChannel of K trials: (K, N, L) -> packed (N, K*1, L, 1), channels-last."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.transpose(0, 1)
+        return channels_last(x.transpose(0, 1))
 
 
 class FusedModel(nn.Module):
@@ -336,7 +403,7 @@ class FusedModel(nn.Module):
         self.streams = streams
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(pack(x) if self.pack_input else x)
+        return self.net(channels_last(pack(x)) if self.pack_input else x)
 
 
 def fuse(models: Sequence[nn.Module], streams: Streams) -> FusedModel:
@@ -458,5 +525,7 @@ def _convert_leaf(modules: list[nn.Module], layout: str) -> nn.Module | None:
     if isinstance(template, _POOLS):
         if layout != PACKED:
             raise NotFusable("pooling of feature vectors")
+        if isinstance(template, nn.MaxPool1d | nn.AdaptiveAvgPool1d):
+            return FusedPool1d(copy.deepcopy(template))
         return copy.deepcopy(template)
     return None
