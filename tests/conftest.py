@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.support.processes import (  # noqa: F401
     healthy,
     hpo_command,
 )
+from tests.support.waiting import wait_for  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,17 +140,6 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     """Real `hpo` processes on a SQLite file in tmp_path, stopped at teardown."""
     with Processes(tmp_path) as procs:
         yield procs
-
-
-def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.3) -> Any:
-    """Poll `predicate` until it returns something truthy; fail with `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 EXAMPLE_PLUGIN = ROOT / "examples" / "plugin"
