@@ -32,7 +32,8 @@ class TrialRecord:
 
     @property
     def duration_seconds(self) -> float | None:
-        """Wall time from the trial's (last) start to its end; None while it has not ended."""
+        """Wall time from the trial's first lease to its end (docs/web.md, "A trial's start
+        and duration"); None while it has not ended."""
         row = self.row
         if row.started_at is None or row.finished_at is None:
             return None
