@@ -256,7 +256,8 @@ class FusedGroupNorm(_Affine):
 
 
 class FusedInstanceNorm(_Affine):
-    """Instance norm over K*C channels (statistics per sample and channel; none kept)."""
+    """Instance norm over K*C channels (statistics per sample and channel; none kept), computed
+    as group norm with K*C groups."""
 
     def __init__(self, k: int, template: nn.modules.instancenorm._InstanceNorm, layout: str):
         super().__init__(k, template, layout)
@@ -264,8 +265,10 @@ class FusedInstanceNorm(_Affine):
             raise NotFusable("instance norm with running statistics or without a spatial axis")
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
+        # Group norm with one channel a group is instance norm; unlike F.instance_norm it has
+        # a kernel for channels-last tensors (instance_norm copies them to contiguous ones).
         weight, bias = self.weight.reshape(-1), self.bias.reshape(-1)
-        return F.instance_norm(x, weight=weight, bias=bias, eps=self.eps)
+        return F.group_norm(x, x.shape[1], weight, bias, self.eps)
 
 
 class FusedLayerNorm(_Affine):
