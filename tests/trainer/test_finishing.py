@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from hpo.protocol import (
     TrialState,
     WorkerRegistered,
 )
+from tests.support.assignments import assignment
 from trainer import train as train_module
 from trainer.finishing import Sender
 from trainer.train import TrainResult
@@ -87,27 +87,6 @@ def test_another_error_of_a_job_is_its_own_and_the_sender_goes_on() -> None:
 
 
 # -- the worker ----------------------------------------------------------------------------
-
-
-def assignment(trial_id: int, epochs: int = 2, **extra: Any) -> Assignment:
-    return Assignment(
-        trial_id=trial_id,
-        token=f"t{trial_id}",
-        study_id=1,
-        study_name="s",
-        number=trial_id,
-        attempt=1,
-        params={},
-        workload={"model": "mlp", "dataset": "digits"},
-        objective={"metric": "val_accuracy", "direction": "maximize"},
-        epochs=epochs,
-        target_epochs=epochs,
-        start_epoch=0,
-        checkpoint_id=None,
-        rung=0,
-        expires_at=datetime(2026, 1, 1, tzinfo=UTC),
-        **extra,
-    )
 
 
 class FakeClient:

@@ -4,13 +4,13 @@ memory estimate that trims a CUDA group."""
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from hpo.protocol import Assignment
 from service import cli
+from tests.support import assignments as support
 from trainer.fused import serving
 from trainer.fused.loop import GroupOutOfMemory
 from trainer.fused.options import CPU_GROUP, CUDA_GROUP, group_size, parse_fuse
@@ -98,23 +98,8 @@ class FakeWorker:
 
 
 def assignment(trial_id: int, **params: Any) -> Assignment:
-    return Assignment(
-        trial_id=trial_id,
-        token=f"t{trial_id}",
-        study_id=1,
-        study_name="s",
-        number=trial_id,
-        attempt=1,
-        params={"lr": 0.01 * trial_id, **params},
-        workload={"model": "mlp", "dataset": "digits"},
-        objective={"metric": "val_accuracy", "direction": "maximize"},
-        epochs=2,
-        target_epochs=2,
-        start_epoch=0,
-        checkpoint_id=None,
-        rung=0,
-        expires_at=datetime.now(UTC),
-    )
+    """Trial `trial_id` of two epochs, with its own learning rate and `params`."""
+    return support.assignment(trial_id, params={"lr": 0.01 * trial_id, **params})
 
 
 def test_a_group_that_runs_out_of_memory_trains_again_in_halves(

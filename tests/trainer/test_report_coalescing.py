@@ -4,7 +4,6 @@ for the completion (trainer.worker). Unit tests: a hand-set clock, recording sen
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from fastapi.testclient import TestClient
 from hpo.client import ApiError
 from hpo.protocol import Assignment, Completion, Decision, ReportOutcome, TrialReport, TrialState
 from service.api.schemas import CompleteRequest, Strict
+from tests.support.assignments import assignment
 from tests.support.clock import Clock
 from trainer.client import WorkerClient
 from trainer.reporting import ReportBatcher, TrialReports
@@ -156,24 +156,8 @@ class FakeClient:
 
 
 def _assignment(epochs: int = 5, target: int | None = None, **extra: Any) -> Assignment:
-    return Assignment(
-        trial_id=7,
-        token="t",
-        study_id=1,
-        study_name="s",
-        number=0,
-        attempt=1,
-        params={},
-        workload={"model": "mlp", "dataset": "digits"},
-        objective={"metric": "val_accuracy", "direction": "maximize"},
-        epochs=epochs,
-        target_epochs=target or epochs,
-        start_epoch=0,
-        checkpoint_id=None,
-        rung=0,
-        expires_at=datetime(2026, 1, 1, tzinfo=UTC),
-        **extra,
-    )
+    """Trial 7 (token `t`), `epochs` long, trained up to `target`."""
+    return assignment(7, epochs, token="t", number=0, target_epochs=target, **extra)
 
 
 def _worker(clock: Clock) -> tuple[DeviceWorker, FakeClient]:

@@ -5,27 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from service.api.deps import Services
-from service.app import build_services
-from service.settings import Settings
 from tests.conftest import spec_doc
 from tests.support.clock import Clock
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def services(settings: Settings, clock: Clock) -> Services:
-    svc = build_services(
-        Settings(database_url=settings.database_url, lease_seconds=30, stale_worker_seconds=60)
-    )
-    svc.protocol.context.clock = clock
-    return svc
 
 
 def budget(max_trials: int, parallel: int) -> dict:

@@ -19,18 +19,6 @@ from tests.conftest import spec_doc
 from tests.support.clock import Clock
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def services(settings: Settings, clock: Clock) -> Services:
-    svc = build_services(Settings(database_url=settings.database_url, lease_seconds=30))
-    svc.protocol.context.clock = clock
-    return svc
-
-
 def _optuna_trials(services: Services, name: str) -> list[optuna.trial.FrozenTrial]:
     """What a user's `optuna.load_study` on the database shows."""
     url = services.settings.database_url

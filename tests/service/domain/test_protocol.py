@@ -6,25 +6,9 @@ import pytest
 
 from hpo.protocol import Decision, TrialState
 from service.api.deps import Services
-from service.app import build_services
 from service.domain.errors import StaleLease
-from service.settings import Settings
 from tests.conftest import spec_doc
 from tests.support.clock import Clock
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def services(settings: Settings, clock: Clock) -> Services:
-    svc = build_services(
-        Settings(database_url=settings.database_url, lease_seconds=30, max_attempts=3)
-    )
-    svc.protocol.context.clock = clock
-    return svc
 
 
 def _worker(services: Services, name: str) -> int:
