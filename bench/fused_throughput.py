@@ -26,7 +26,9 @@ draws the batch size too, so that few leased trials can share a group), once per
 (`--device` is then the workers' `--devices`: cpu, or a CUDA index),
 one after the other in one run. It prints configurations finished per hour, from the study's
 creation to its end (the workers' start-up included: they start with the study) and from the
-first trial's start to the last one's end (what long-lived workers give), and the distribution
+first trial's start to the last one's end (what long-lived workers give), the workers' CPU
+seconds (their processes and training processes, start-up included, the server's not: what
+other processes on a shared machine stretch less than wall time), the distribution
 of the final validation accuracies, and how far each
 configuration's accuracy lies from the same configuration's under the first `--fuse` value (the
 random search draws the same configurations in the same order in each study).
@@ -38,6 +40,7 @@ time cadence) or left at the tunable's default (`default`).
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -164,12 +167,13 @@ def run_study(
     cadence: float | None = None,
 ) -> dict:
     """The `index`th study, under workers started with `--fuse fuse`: its wall seconds, the
-    seconds from its first trial's start to its last one's end, and the final accuracy per
-    trial number."""
+    seconds from its first trial's start to its last one's end, the workers' CPU seconds, and
+    the final accuracy per trial number."""
     with httpx.Client(base_url=url, timeout=60) as http:
         spec = service_spec(args, f"fuse-{fuse}-{index}", cadence)
         study_id = http.post("/api/v1/studies", json=spec).json()["id"]
         started = time.monotonic()
+        cpu = _children_cpu()
         names = [f"fuse{fuse}-{index}-{i}" for i in range(args.workers)]
         for name in names:
             processes.worker(name, url, "--fuse", fuse, "--devices", args.device)
@@ -180,6 +184,9 @@ def run_study(
             processes.process(name).terminate()
         for name in names:
             processes.process(name).wait(60)
+        # The workers (waited for above) and their training processes, start-up included;
+        # the server's, which outlives the study, is not counted.
+        worker_cpu = _children_cpu() - cpu
         trials = http.get(f"/api/v1/studies/{study_id}/trials", params={"limit": 1000}).json()
     done = [t for t in trials["items"] if t["state"] == "completed"]
     values = {t["number"]: t["value"] for t in done}
@@ -188,7 +195,13 @@ def run_study(
     first = min((datetime.fromisoformat(t["started_at"]) for t in done), default=None)
     last = max((datetime.fromisoformat(t["finished_at"]) for t in done), default=None)
     training = (last - first).total_seconds() if first and last else float("nan")
-    return {"seconds": seconds, "training": training, "values": values}
+    return {"seconds": seconds, "training": training, "values": values, "cpu": worker_cpu}
+
+
+def _children_cpu() -> float:
+    """User and system CPU seconds of this process's ended and waited-for children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def service(args: argparse.Namespace) -> None:
@@ -212,10 +225,10 @@ def service(args: argparse.Namespace) -> None:
     print(
         "| --fuse | checkpoint_seconds | completed | wall (s) | configurations/hour "
         "| first start to last end (s) "
-        "| configurations/hour without start-up | accuracy min / q1 / median / q3 / max "
-        "| median abs. diff. to first |"
+        "| configurations/hour without start-up | workers' CPU (s) "
+        "| accuracy min / q1 / median / q3 / max | median abs. diff. to first |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
     first = runs[0][2]["values"]
     for fuse, cadence, run in runs:
         values = run["values"]
@@ -227,7 +240,7 @@ def service(args: argparse.Namespace) -> None:
             f"| {fuse} | {'default' if cadence is None else f'{cadence:g}'} | {len(values)} | "
             f"{run['seconds']:.1f} | "
             f"{3600 * len(values) / run['seconds']:,.0f} | {run['training']:.1f} | "
-            f"{3600 * len(values) / run['training']:,.0f} | {spread} | "
+            f"{3600 * len(values) / run['training']:,.0f} | {run['cpu']:.1f} | {spread} | "
             f"{statistics.median(diffs) if diffs else float('nan'):.4f} |",
             flush=True,
         )
