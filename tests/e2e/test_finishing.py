@@ -8,10 +8,10 @@ import os
 import signal
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import Processes, spec_doc, wait_for
+from tests.support import api
 
 pytestmark = pytest.mark.e2e
 
@@ -20,36 +20,9 @@ SHORT = {"model": "mlp", "dataset": "synthetic", "n_samples": 30000, "width": 25
 LONGER = {**SHORT, "n_samples": 60000}
 
 
-def _get(url: str, path: str) -> Any:
-    return httpx.get(url + path, timeout=30).json()
-
-
-def _create(url: str, doc: dict[str, Any]) -> int:
-    reply = httpx.post(url + "/api/v1/studies", json=doc, timeout=30)
-    assert reply.status_code == 201, reply.text
-    study_id: int = reply.json()["id"]
-    return study_id
-
-
-def _trials(url: str, study_id: int) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = _get(url, f"/api/v1/studies/{study_id}/trials?limit=1000")[
-        "items"
-    ]
-    return items
-
-
-def _finished(url: str, study_id: int, timeout: float) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        study = _get(url, f"/api/v1/studies/{study_id}")
-        return study if study["state"] != "running" else None
-
-    study: dict[str, Any] = wait_for(done, timeout, f"study {study_id} to finish")
-    return study
-
-
 def _holding_two(url: str) -> dict[str, Any] | None:
     """A worker holding two trials: one training its last epoch, one leased ahead."""
-    for worker in _get(url, "/api/v1/workers"):
+    for worker in api.get(url, "/api/v1/workers"):
         if len(worker["trials"]) >= 2:
             return dict(worker)
     return None
@@ -64,10 +37,10 @@ def test_sigterm_mid_study_gives_back_every_trial_held_and_the_study_completes(
         budget={"max_trials": 10, "parallel_trials": 8, "epochs": 2},
         workload=SHORT,
     )
-    study_id = _create(url, doc)
+    study_id = api.create_study(url, doc)["id"]
     worker = processes.worker("leaving", url, "--fuse", "1", "--slots", "1")
     wait_for(
-        lambda: sum(t["state"] == "completed" for t in _trials(url, study_id)) >= 1,
+        lambda: sum(t["state"] == "completed" for t in api.study_trials(url, study_id)) >= 1,
         120,
         "a first completed trial",
     )
@@ -77,16 +50,16 @@ def test_sigterm_mid_study_gives_back_every_trial_held_and_the_study_completes(
     # Nothing is left leased to the worker that left: the trial it trained is queued again
     # (released at its epoch), so is the one it had leased ahead, and every trial whose
     # completion was on its way is completed.
-    states = [t["state"] for t in _trials(url, study_id)]
+    states = [t["state"] for t in api.study_trials(url, study_id)]
     assert "running" not in states, states
     assert states.count("queued") >= 2, states
-    assert all(not w["trials"] for w in _get(url, "/api/v1/workers"))
+    assert all(not w["trials"] for w in api.get(url, "/api/v1/workers"))
     log = processes.log("leaving")
     assert "released unfinished (worker shutting down)" in log
     assert log.count("completed in") == states.count("completed")
 
     processes.worker("next", url, "--fuse", "1")
-    study = _finished(url, study_id, timeout=180)
+    study = api.finished(url, study_id, timeout=180)
     assert study["state"] == "completed" and study["counts"]["completed"] == 10
     assert study["counts"]["failed"] == 0
 
@@ -108,11 +81,11 @@ def test_a_worker_killed_right_after_training_loses_nothing_but_a_re_lease(
         workload=LONGER,
     )
     doc["keep_models"] = 0  # the last report rides with the completion: training ends alone
-    study_id = _create(url, doc)
+    study_id = api.create_study(url, doc)["id"]
     worker = processes.worker("doomed", url, "--fuse", "1", "--slots", "1")
     holder = wait_for(lambda: _holding_two(url), 120, "a trial leased ahead", every=0.05)
     training, ahead = sorted(t["trial_id"] for t in holder["trials"])
-    numbers = {t["id"]: t["number"] for t in _trials(url, study_id)}
+    numbers = {t["id"]: t["number"] for t in api.study_trials(url, study_id)}
     os.kill(server.pid, signal.SIGSTOP)
     try:
         # The next trial starts once the first has trained: its completion is then on its
@@ -131,14 +104,14 @@ def test_a_worker_killed_right_after_training_loses_nothing_but_a_re_lease(
     assert f"trial #{numbers[training]} of 'killed' completed" not in processes.log("doomed")
 
     processes.worker("next", url, "--fuse", "1")
-    study = _finished(url, study_id, timeout=180)
+    study = api.finished(url, study_id, timeout=180)
     assert study["state"] == "completed" and study["counts"]["completed"] == 3
     assert study["counts"]["failed"] == 0
-    trials = {t["id"]: t for t in _trials(url, study_id)}
+    trials = {t["id"]: t for t in api.study_trials(url, study_id)}
     assert len(trials) == 3
     # The trial leased ahead was reaped and trained again: one more attempt, nothing else.
     assert trials[ahead]["attempt"] == 2
     assert trials[training]["attempt"] in (1, 2)  # its completion may have reached the server
     for trial in trials.values():
-        curve = _get(url, f"/api/v1/trials/{trial['id']}")["curve"]
+        curve = api.get(url, f"/api/v1/trials/{trial['id']}")["curve"]
         assert [p["epoch"] for p in curve] == [1, 2]

@@ -16,6 +16,7 @@ import torch
 
 import hpo
 from tests.conftest import Processes, install_example_plugin, spec_doc, wait_for
+from tests.support import api
 from trainer import plugins
 from trainer.data import load_dataset
 from trainer.params import Params
@@ -39,11 +40,7 @@ def _study(name: str, **overrides: Any) -> dict[str, Any]:
 
 
 def _finished(url: str, study_id: int) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        study = httpx.get(f"{url}/api/v1/studies/{study_id}", timeout=30).json()
-        return study if study["state"] != "running" else None
-
-    study: dict[str, Any] = wait_for(done, 240, f"study {study_id} to finish")
+    study = api.finished(url, study_id, 240)
     assert study["state"] == "completed", study
     return study
 

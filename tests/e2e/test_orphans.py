@@ -14,7 +14,7 @@ from optuna.trial import TrialState as OptunaState
 
 from service.domain.reaping import ORPHAN_REASON
 from tests.conftest import Processes, postgres_database, spec_doc
-from tests.support.api import create_study, finished, study_trials
+from tests.support import api
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +42,7 @@ def test_a_server_ends_the_optuna_trials_a_killed_server_left_and_the_study_comp
     with _database(kind, tmp_path) as url:
         first = processes.server("first", HPO_DATABASE_URL=url)
         doc = spec_doc("orphans", budget={"max_trials": 3, "parallel_trials": 1, "epochs": 1})
-        study = create_study(first, doc)
+        study = api.create_study(first, doc)
         processes.process("first").kill()
         processes.process("first").wait()
         # What a server killed in a lease leaves: running Optuna trials that no trial of the
@@ -67,9 +67,9 @@ def test_a_server_ends_the_optuna_trials_a_killed_server_left_and_the_study_comp
         assert "ended 2 orphaned Optuna trial(s) FAIL" in processes.log("second")
 
         processes.worker("w", second, HPO_DATABASE_URL=url)
-        view = finished(second, study["id"], 180)
+        view = api.finished(second, study["id"], 180)
         assert view["state"] == "completed" and view["counts"]["completed"] == 3
-        assert [t["number"] for t in study_trials(second, study["id"])] == [0, 1, 2]
+        assert [t["number"] for t in api.study_trials(second, study["id"])] == [0, 1, 2]
         # Optuna's view: the two orphans ended FAIL, the study's three trials after them.
         assert _optuna_states(url) == ended + [(n, OptunaState.COMPLETE) for n in (2, 3, 4)]
         processes.stop_all()

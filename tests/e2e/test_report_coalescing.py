@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import Processes, spec_doc, wait_for
+from tests.support import api
 
 pytestmark = pytest.mark.e2e
 
@@ -26,10 +27,6 @@ REPORT_ROUTES = (
 )
 
 
-def _get(url: str, path: str) -> Any:
-    return httpx.get(url + path, timeout=30).json()
-
-
 def _run(url: str, doc: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Create the study, wait for it to finish: the study and its trials with their curves."""
     reply = httpx.post(url + "/api/v1/studies", json=doc, timeout=30)
@@ -37,12 +34,12 @@ def _run(url: str, doc: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, 
     study_id = reply.json()["id"]
 
     def done() -> dict[str, Any] | None:
-        study = _get(url, f"/api/v1/studies/{study_id}")
+        study = api.get(url, f"/api/v1/studies/{study_id}")
         return study if study["state"] != "running" else None
 
     study = wait_for(done, 240, f"study {doc['name']} to finish")
-    items = _get(url, f"/api/v1/studies/{study_id}/trials?limit=100")["items"]
-    trials = [_get(url, f"/api/v1/trials/{t['id']}") for t in items]
+    items = api.get(url, f"/api/v1/studies/{study_id}/trials?limit=100")["items"]
+    trials = [api.get(url, f"/api/v1/trials/{t['id']}") for t in items]
     return study, sorted(trials, key=lambda t: t["number"])
 
 

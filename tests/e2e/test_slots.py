@@ -13,10 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import Processes, spec_doc, wait_for
+from tests.support import api
 from tests.support.processes import hpo_command
 
 pytestmark = pytest.mark.e2e
@@ -25,27 +25,11 @@ pytestmark = pytest.mark.e2e
 SLOW = {"model": "mlp", "dataset": "synthetic", "n_samples": 60000, "width": 256}
 
 
-def _get(url: str, path: str) -> Any:
-    return httpx.get(url + path, timeout=30).json()
-
-
-def _create(url: str, doc: dict[str, Any]) -> int:
-    reply = httpx.post(url + "/api/v1/studies", json=doc, timeout=30)
-    assert reply.status_code == 201, reply.text
-    study_id: int = reply.json()["id"]
-    return study_id
-
-
-def _trials(url: str, study_id: int) -> list[dict[str, Any]]:
-    trials: list[dict[str, Any]] = _get(url, f"/api/v1/studies/{study_id}/trials")["items"]
-    return trials
-
-
 def _slots(url: str) -> list[dict[str, Any]]:
     """The slots in the workers list (the tests run one worker command), by slot."""
     host = socket.gethostname()
     return sorted(
-        (w for w in _get(url, "/api/v1/workers") if w["name"].startswith(f"{host}:")),
+        (w for w in api.get(url, "/api/v1/workers") if w["name"].startswith(f"{host}:")),
         key=lambda w: w["slot"],
     )
 
@@ -56,7 +40,8 @@ def test_one_worker_command_trains_in_two_slots_and_sigterm_releases_both(
     url = processes.server()
     both = {"max_trials": 2, "parallel_trials": 2}
     # The study is there before the worker starts: both slots lease as soon as they are up.
-    first = _create(url, spec_doc("slots", budget={**both, "epochs": 4}, workload=SLOW))
+    doc = spec_doc("slots", budget={**both, "epochs": 4}, workload=SLOW)
+    first = api.create_study(url, doc)["id"]
     worker = processes.start("slots", "worker", "--server", url, "--devices", "cpu", "--slots", "2")
 
     # Two slots, each its own worker: <host>:<its pid>/cpu#<slot>, children of the command.
@@ -74,10 +59,10 @@ def test_one_worker_command_trains_in_two_slots_and_sigterm_releases_both(
 
     # Both trials ran at the same time, one in each slot.
     done = wait_for(
-        lambda: _get(url, f"/api/v1/studies/{first}")["state"] == "completed", 120, "study 1"
+        lambda: api.get(url, f"/api/v1/studies/{first}")["state"] == "completed", 120, "study 1"
     )
     assert done
-    trials = _trials(url, first)
+    trials = api.study_trials(url, first)
     assert {t["worker"] for t in trials} == {w["name"] for w in slots}
     (start_a, end_a), (start_b, end_b) = [
         (datetime.fromisoformat(t["started_at"]), datetime.fromisoformat(t["finished_at"]))
@@ -86,10 +71,14 @@ def test_one_worker_command_trains_in_two_slots_and_sigterm_releases_both(
     assert start_a < end_b and start_b < end_a, trials  # the running intervals overlap
 
     # One SIGTERM to the command: each slot ends its epoch, gives its trial back, and leaves.
-    second = _create(url, spec_doc("slots-term", budget={**both, "epochs": 20}, workload=SLOW))
+    second = api.create_study(
+        url, spec_doc("slots-term", budget={**both, "epochs": 20}, workload=SLOW)
+    )["id"]
 
     def both_mid_trial() -> list[dict[str, Any]] | None:
-        running = [t for t in _trials(url, second) if t["state"] == "running" and t["epochs"]]
+        running = [
+            t for t in api.study_trials(url, second) if t["state"] == "running" and t["epochs"]
+        ]
         return running if len(running) == 2 else None
 
     running = wait_for(both_mid_trial, 120, "both trials past their first epoch", every=0.1)
@@ -99,7 +88,7 @@ def test_one_worker_command_trains_in_two_slots_and_sigterm_releases_both(
     assert worker.wait(30) == 0, processes.log("slots")
     assert time.monotonic() - stopped_at < 15  # an epoch, a checkpoint and a release each
     for trial in running:
-        released = _get(url, f"/api/v1/trials/{trial['id']}")
+        released = api.get(url, f"/api/v1/trials/{trial['id']}")
         assert released["state"] == "queued" and released["attempt"] == 1, released
         assert 1 <= released["epochs"] < 20  # its epochs and checkpoint are kept for the next
     log = processes.log("slots")
@@ -111,11 +100,13 @@ def test_slots_of_a_killed_worker_command_release_their_trials(processes: Proces
     # Leases far longer than the test: only a release can queue the trials again in time.
     url = processes.server(HPO_LEASE_SECONDS="300")
     doc = spec_doc("orphans", budget={"max_trials": 2, "parallel_trials": 2, "epochs": 20})
-    study = _create(url, {**doc, "workload": SLOW})
+    study = api.create_study(url, {**doc, "workload": SLOW})["id"]
     worker = processes.start("slots", "worker", "--server", url, "--devices", "cpu", "--slots", "2")
 
     def both_mid_trial() -> list[dict[str, Any]] | None:
-        running = [t for t in _trials(url, study) if t["state"] == "running" and t["epochs"]]
+        running = [
+            t for t in api.study_trials(url, study) if t["state"] == "running" and t["epochs"]
+        ]
         return running if len(running) == 2 else None
 
     wait_for(both_mid_trial, 120, "both trials past their first epoch", every=0.1)
@@ -123,7 +114,7 @@ def test_slots_of_a_killed_worker_command_release_their_trials(processes: Proces
     worker.wait()
 
     def released() -> list[dict[str, Any]] | None:
-        trials = _trials(url, study)
+        trials = api.study_trials(url, study)
         return trials if all(t["state"] == "queued" for t in trials) else None
 
     trials = wait_for(released, 30, "both trials queued again")

@@ -8,6 +8,8 @@
 - `waiting`: `wait_for`, polling until something holds;
 - `api`: what end-to-end tests ask a real server over HTTP (`get`, `create_study`,
   `study_trials`, `finished`).
+- `assignments`: `assignment`, a lease's `Assignment` as a worker receives it, for tests that
+  drive a worker by hand.
 
 Bench scripts import it as `tests.support` too: `bench/_repo.py` puts the repository root on
 `sys.path` for `python bench/x.py`.
