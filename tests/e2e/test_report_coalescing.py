@@ -29,15 +29,8 @@ REPORT_ROUTES = (
 
 def _run(url: str, doc: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Create the study, wait for it to finish: the study and its trials with their curves."""
-    reply = httpx.post(url + "/api/v1/studies", json=doc, timeout=30)
-    assert reply.status_code == 201, reply.text
-    study_id = reply.json()["id"]
-
-    def done() -> dict[str, Any] | None:
-        study = api.get(url, f"/api/v1/studies/{study_id}")
-        return study if study["state"] != "running" else None
-
-    study = wait_for(done, 240, f"study {doc['name']} to finish")
+    study_id = api.create_study(url, doc)["id"]
+    study = api.finished(url, study_id, 240)
     items = api.get(url, f"/api/v1/studies/{study_id}/trials?limit=100")["items"]
     trials = [api.get(url, f"/api/v1/trials/{t['id']}") for t in items]
     return study, sorted(trials, key=lambda t: t["number"])
