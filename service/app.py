@@ -40,15 +40,19 @@ WEB = Path(__file__).parent / "web"
 
 
 def _reaper(protocol: Protocol, every: float, stop: threading.Event) -> None:
-    """Take back expired leases even when no worker is asking for work, and end the Optuna
-    trials of leases a server did not finish: once at start-up, then every round."""
+    """Take back expired leases even when no worker is asking for work, and end what a
+    stopped server left running in Optuna (a lease's Optuna trials it did not finish, a
+    finished trial's tell): once at start-up, then every round."""
     while True:
         try:
             ended = protocol.reaping.end_orphans()
             if ended:
                 log.warning("ended %d orphaned Optuna trial(s) FAIL (see hpo:orphaned)", ended)
+            told = protocol.reaping.retell()
+            if told:
+                log.warning("told Optuna the end of %d finished trial(s) again", told)
         except Exception:  # retried next round
-            log.exception("ending orphaned Optuna trials failed")
+            log.exception("ending what a stopped server left in Optuna failed")
         if stop.wait(every):
             return
         try:

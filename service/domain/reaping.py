@@ -5,6 +5,7 @@ the Optuna trials of leases that a server did not finish (`end_orphans`)."""
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import timedelta
 
 from hpo.protocol import TrialState
 from service.domain.context import ProtocolContext
@@ -95,3 +96,34 @@ class Reaping:
                 if trial_id not in claimed:
                     ended += optuna_trials.end_orphan(storage, trial_id, ORPHAN_REASON)
         return ended
+
+    def retell(self) -> int:
+        """Tell Optuna again the end of every trial that finished more than a lease ago while
+        its Optuna trial still runs; returns how many. Safe to run from any process.
+
+        A trial's end is told to Optuna after our commit (with its curve, when the reports
+        left it out): a server that stops in between leaves the Optuna trial running, and
+        `optuna.load_study` shows it so forever. Telling it again writes what the finish
+        would have (a tell of an Optuna trial that has ended meanwhile is a no-op); the lease's
+        length of waiting leaves a live finish's own tell, which comes right after its commit,
+        alone."""
+        db, storage = self.context.db, self.context.storage
+        before = self.context.clock() - timedelta(seconds=self.context.settings.lease_seconds)
+        with reading(db) as stores:
+            studies = stores.studies.optuna_ids()
+        running = optuna_trials.running_trials(storage, studies.values())
+        told = 0
+        for study_id, optuna_study_id in studies.items():
+            ids = running.get(optuna_study_id)
+            if not ids:
+                continue
+            with reading(db) as stores:
+                if not stores.trials.finished_naming(study_id, ids, before):
+                    continue
+            with unit_of_work(db) as unit:
+                study = unit.studies.get(study_id)
+                assert study is not None  # its trials are
+                for trial in unit.trials.finished_naming(study_id, ids, before):
+                    self.context.transitions.tell_optuna(unit, study, trial)
+                    told += 1
+        return told

@@ -99,10 +99,7 @@ class Transitions:
         trial.lease_expires_at = None
         study = unit.studies.get(trial.study_id)
         assert study is not None
-        if trial.optuna_trial_id is not None:
-            self._deferred_values(unit, study, trial, trial.optuna_trial_id)
-            told = trial.value if trial.values is None else trial.values
-            unit.later(search.tell, self.storage, trial.optuna_trial_id, state, told)
+        self.tell_optuna(unit, study, trial)
         unit.event(
             study.id,
             "trial_finished",
@@ -116,6 +113,16 @@ class Transitions:
         unit.flush()
         retention.prune_models(unit, study, trial, self.artifacts)
         self.settle(unit, study)
+
+    def tell_optuna(self, unit: Unit, study: StudyRow, trial: TrialRow) -> None:
+        """Queue, for after the commit, what Optuna hears of the finished `trial`: the curve
+        its reports left out (see `_deferred_values`), then its end (`search.tell`, a no-op
+        for an Optuna trial that has ended). Nothing for a trial without an Optuna trial."""
+        if trial.optuna_trial_id is None:
+            return
+        self._deferred_values(unit, study, trial, trial.optuna_trial_id)
+        told = trial.value if trial.values is None else trial.values
+        unit.later(search.tell, self.storage, trial.optuna_trial_id, trial.state, told)
 
     def _deferred_values(
         self, unit: Unit, study: StudyRow, trial: TrialRow, optuna_trial_id: int

@@ -11,7 +11,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from hpo.protocol import TrialState
+from hpo.protocol import FINISHED_TRIAL_STATES, TrialState
 from service.storage import dialect, locks
 from service.storage.models import StudyRow, TrialRow
 
@@ -162,6 +162,22 @@ class TrialStore:
                 TrialRow.optuna_trial_id.in_(ids[start : start + 1000]),
             )
             found.update(i for i in self.session.scalars(query) if i is not None)
+        return found
+
+    def finished_naming(
+        self, study_id: int, optuna_trial_ids: Collection[int], before: datetime
+    ) -> list[TrialRow]:
+        """The study's trials that finished before `before` and name one of `optuna_trial_ids`
+        as their Optuna trial."""
+        ids, found = list(optuna_trial_ids), list[TrialRow]()
+        for start in range(0, len(ids), 1000):
+            query = select(TrialRow).where(
+                TrialRow.study_id == study_id,
+                TrialRow.optuna_trial_id.in_(ids[start : start + 1000]),
+                TrialRow.state.in_(sorted(FINISHED_TRIAL_STATES)),
+                TrialRow.finished_at < before,
+            )
+            found.extend(self.session.scalars(query))
         return found
 
     def running_by_worker(self) -> dict[int, list[TrialRow]]:

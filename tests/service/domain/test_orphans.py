@@ -110,3 +110,41 @@ def test_a_live_lease_of_another_server_is_never_taken_for_an_orphan(
     assert seen == [0, 0, 0, 0]
     states = [t.state for t in _optuna_trials(services, "live")]
     assert states == [OptunaState.COMPLETE] * 4
+
+
+def test_a_finished_trial_whose_tell_was_lost_is_told_again_a_lease_later(
+    services: Services, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server dies after committing a trial's end and before telling Optuna (its curve,
+    deferred to the end in a study without a pruner, and its state): the Optuna trial runs on.
+    Not while a live finish may still tell it (a lease's length), then it is told: the same
+    state, value and curve the finish would have written."""
+    _study(services, "untold", max_trials=2)
+    leasing, reporting = services.protocol.leasing, services.protocol.reporting
+    reaping = services.protocol.reaping
+    worker = leasing.register("w", "host", 1, "cpu", {}).id
+    outcomes: list[str] = []
+    for value in (0.25, 0.75):
+        [leased] = leasing.lease(worker)
+        trial, token = leased.trial, leased.trial.lease_token
+        reporting.report(trial.id, token, 1, {"val_accuracy": value})
+        with monkeypatch.context() as crash:
+            # None of what runs after the commit does: the server is gone.
+            crash.setattr("service.storage.unit.Unit.later", lambda self, *call: None)
+            outcomes.append(reporting.complete(trial.id, token).state)
+        clock.advance(1)
+    assert outcomes == ["completed", "completed"]
+    assert [t.state for t in _optuna_trials(services, "untold")] == [OptunaState.RUNNING] * 2
+    assert [t.intermediate_values for t in _optuna_trials(services, "untold")] == [{}, {}]
+    assert reaping.retell() == 0  # a live finish may still be telling them
+    clock.advance(29)
+    assert reaping.retell() == 1  # the first ended 30 s ago, the second 29 s ago
+    clock.advance(1)
+    assert reaping.retell() == 1
+    assert reaping.retell() == 0
+    assert reaping.end_orphans() == 0  # claimed by their trials: no orphans
+    trials = _optuna_trials(services, "untold")
+    assert [t.state for t in trials] == [OptunaState.COMPLETE] * 2
+    assert [t.value for t in trials] == [0.25, 0.75]
+    assert [t.intermediate_values for t in trials] == [{1: 0.25}, {1: 0.75}]
+    assert [s.row.state for s in services.studies.list()] == ["completed"]
