@@ -10,11 +10,12 @@ Activations travel in one of two layouts:
 - packed layout (N, K*C, *spatial) for convolutions: trial k owns channels k*C..(k+1)*C-1 and a
   convolution with groups=K keeps the trials apart. Batch, group, instance and layer norm over
   the packed channels keep per-trial (and per-channel) statistics, since they never mix channels
-  of different groups. A packed activation is always 4-D and channels-last in memory: a 1-D
+  of different groups. A packed activation is always 4-D, channels-last in memory on the CPU: a 1-D
   model's (N, K*C, L) is held as (N, K*C, L, 1), each 1-D convolution and pool run as its 2-D
   counterpart with a kernel of width 1. On the CPU, oneDNN's grouped convolution, batch norm and
   max-pool with indices are two to five times faster on channels-last tensors of these shapes
-  than on the contiguous ones (docs/BENCHMARKS.md, "Round 6").
+  than on the contiguous ones (docs/BENCHMARKS.md, "Round 6"); on CUDA (not measured) the
+  packed activations stay contiguous.
 Nothing of one trial reaches another: no layer mixes the K axis or the channels of two trials, and
 each trial's dropout masks come from its own generator (`Streams`), drawn as trainer.dropout
 draws them alone.
@@ -63,10 +64,14 @@ def pack(x: torch.Tensor) -> torch.Tensor:
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
-    """A packed activation as the packed layers take it: (N, K*C, L) as (N, K*C, L, 1), and in
-    channels-last memory order (one copy, at the model's input)."""
+    """A packed activation as the packed layers take it: (N, K*C, L) as (N, K*C, L, 1), and on
+    the CPU in channels-last memory order (one copy, at the model's input). On CUDA the memory
+    order stays contiguous: what channels-last does to cuDNN's grouped convolutions there was
+    not measured."""
     if x.dim() == 3:
         x = x.unsqueeze(-1)
+    if x.device.type != "cpu":
+        return x.contiguous()
     return x.contiguous(memory_format=torch.channels_last)
 
 
