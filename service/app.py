@@ -45,12 +45,13 @@ def _reaper(protocol: Protocol, every: float, stop: threading.Event) -> None:
     finished trial's tell): once at start-up, then every round."""
     while True:
         try:
-            ended = protocol.reaping.end_orphans()
-            if ended:
-                log.warning("ended %d orphaned Optuna trial(s) FAIL (see hpo:orphaned)", ended)
-            told = protocol.reaping.retell()
-            if told:
-                log.warning("told Optuna the end of %d finished trial(s) again", told)
+            tidied = protocol.reaping.tidy_optuna()
+            if tidied.ended:
+                log.warning(
+                    "ended %d orphaned Optuna trial(s) FAIL (see hpo:orphaned)", tidied.ended
+                )
+            if tidied.told:
+                log.warning("told Optuna the end of %d finished trial(s) again", tidied.told)
         except Exception:  # retried next round
             log.exception("ending what a stopped server left in Optuna failed")
         if stop.wait(every):

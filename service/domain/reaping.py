@@ -1,10 +1,11 @@
 """The reaping part of the worker protocol: take trials back from workers that vanished (their
 lease expired) or that never heard of them (the answer carrying the lease was lost), and end
-the Optuna trials of leases that a server did not finish (`end_orphans`)."""
+what a stopped server left running in Optuna (`tidy_optuna`)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import timedelta
 
 from hpo.protocol import TrialState
@@ -63,67 +64,67 @@ class Reaping:
                 self.context.transitions.release(unit, trial, TrialState.QUEUED)
             return len(trials)
 
-    def end_orphans(self) -> int:
-        """End FAIL every running Optuna trial of the service's studies that no trial of the
-        service names, with `ORPHAN_REASON` in its system attribute `hpo:orphaned`; returns
-        how many. Safe to run from any process, at any time, without a lock.
+    def tidy_optuna(self) -> Tidied:
+        """End what a stopped server left running in Optuna; safe to run from any process, at
+        any time, without a lock. One read of the running Optuna trials of the service's
+        studies, then one read transaction for each study that has some (most rounds find
+        nothing to do there).
 
-        A lease creates its Optuna trials (and writes their params) between two transactions of
-        ours: the trials' rows first, their Optuna ids last. A server that stops in between
-        leaves running Optuna trials that nothing would ever end; samplers see them, and so
-        does `optuna.load_study`. The reads go in an order that never takes a live lease's
-        trial for one: Optuna's running trials first; then, for a study with some, whether
-        one of its trials waits for its Optuna trial (a lease between its ask and its last
-        write, or a trial a stopped server left so, sampled again when leased next), and if
-        so the study is left for a later round; else which of them its trials name. A trial
-        read in the first step was created by a lease whose rows were committed before, so at
-        the second step its lease either still waits (the study is skipped) or has stored its
-        Optuna id (the trial is claimed at the third) or will never store one."""
-        db, storage = self.context.db, self.context.storage
-        with reading(db) as stores:
-            studies = stores.studies.optuna_ids()
-        running = optuna_trials.running_trials(storage, studies.values())
-        ended = 0
-        for study_id, optuna_study_id in studies.items():
-            ids = running.get(optuna_study_id)
-            if not ids:
-                continue  # most rounds: one query, and nothing to do
-            with reading(db) as stores:
-                if stores.trials.any_unsampled(study_id):
-                    continue
-                claimed = stores.trials.claimed(study_id, ids)
-            for trial_id in ids:
-                if trial_id not in claimed:
-                    ended += optuna_trials.end_orphan(storage, trial_id, ORPHAN_REASON)
-        return ended
+        Orphans: a lease creates its Optuna trials (and writes their params) between two
+        transactions of ours, the trials' rows first, their Optuna ids last. A server that
+        stops in between leaves running Optuna trials that nothing would ever end; samplers
+        see them, and so does `optuna.load_study`. They are ended `FAIL`, with `ORPHAN_REASON`
+        in their system attribute `hpo:orphaned`. The reads go in an order that never takes a
+        live lease's trial for one: Optuna's running trials first; then, for a study with
+        some, whether one of its trials waits for its Optuna trial (a lease between its ask
+        and its last write, or a trial a stopped server left so, sampled again when leased
+        next), and if so its orphans are left for a later round; else which of them its trials
+        name. A trial read in the first step was created by a lease whose rows were committed
+        before, so at the second its lease either still waits (the study is skipped) or has
+        stored its Optuna id (the trial is claimed) or will never store one.
 
-    def retell(self) -> int:
-        """Tell Optuna again the end of every trial that finished more than a lease ago while
-        its Optuna trial still runs; returns how many. Safe to run from any process.
-
-        A trial's end is told to Optuna after our commit (with its curve, when the reports
-        left it out): a server that stops in between leaves the Optuna trial running, and
-        `optuna.load_study` shows it so forever. Telling it again writes what the finish
-        would have (a tell of an Optuna trial that has ended meanwhile is a no-op); the lease's
-        length of waiting leaves a live finish's own tell, which comes right after its commit,
-        alone."""
+        Lost tells: a trial's end is told to Optuna after our commit (with its curve, when the
+        reports left it out), so a server that stops in between leaves the Optuna trial
+        running. A trial that finished more than a lease ago while its Optuna trial runs is
+        told again what the finish would have told (a tell of an Optuna trial that has ended
+        is a no-op); the lease's length of waiting leaves a live finish's own tell, which comes
+        right after its commit, alone."""
         db, storage = self.context.db, self.context.storage
         before = self.context.clock() - timedelta(seconds=self.context.settings.lease_seconds)
         with reading(db) as stores:
             studies = stores.studies.optuna_ids()
         running = optuna_trials.running_trials(storage, studies.values())
-        told = 0
+        tidied = Tidied()
         for study_id, optuna_study_id in studies.items():
             ids = running.get(optuna_study_id)
             if not ids:
                 continue
             with reading(db) as stores:
-                if not stores.trials.finished_naming(study_id, ids, before):
-                    continue
-            with unit_of_work(db) as unit:
-                study = unit.studies.get(study_id)
-                assert study is not None  # its trials are
-                for trial in unit.trials.finished_naming(study_id, ids, before):
-                    self.context.transitions.tell_optuna(unit, study, trial)
-                    told += 1
-        return told
+                waiting = stores.trials.any_unsampled(study_id)
+                claimed = stores.trials.claimed(study_id, ids)
+                untold = stores.trials.finished_naming(study_id, ids, before)
+            if not waiting:
+                for trial_id in ids:
+                    if trial_id not in claimed:
+                        tidied.ended += optuna_trials.end_orphan(storage, trial_id, ORPHAN_REASON)
+            if untold:
+                tidied.told += self._tell_again(study_id, [t.id for t in untold])
+        return tidied
+
+    def _tell_again(self, study_id: int, trial_ids: list[int]) -> int:
+        """Tell Optuna the end of these finished trials of the study again."""
+        with unit_of_work(self.context.db) as unit:
+            study = unit.studies.get(study_id)
+            assert study is not None  # its trials are
+            for trial in unit.trials.of_ids(trial_ids):
+                self.context.transitions.tell_optuna(unit, study, trial)
+        return len(trial_ids)
+
+
+@dataclass
+class Tidied:
+    """What `Reaping.tidy_optuna` did: orphaned Optuna trials `ended`, finished trials whose
+    end Optuna was `told` again."""
+
+    ended: int = 0
+    told: int = 0

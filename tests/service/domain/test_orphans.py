@@ -13,7 +13,7 @@ from optuna.trial import TrialState as OptunaState
 from service.api.deps import Services
 from service.app import build_services
 from service.domain.leasing import Leasing
-from service.domain.reaping import ORPHAN_REASON
+from service.domain.reaping import ORPHAN_REASON, Tidied
 from service.settings import Settings
 from tests.conftest import spec_doc
 from tests.support.clock import Clock
@@ -47,14 +47,14 @@ def test_a_lease_that_died_after_sampling_leaves_a_trial_ended_once_it_is_sample
     assert lost.state == OptunaState.RUNNING and set(lost.params) == {"lr", "norm"}
     # Our trial still waits for its Optuna trial (its lease may be alive, in another
     # process), so nothing is ended: not while its lease runs, nor once it is queued again.
-    assert reaping.end_orphans() == 0
+    assert reaping.tidy_optuna() == Tidied(ended=0)
     clock.advance(31)
     assert reaping.reap() == 1
-    assert reaping.end_orphans() == 0
+    assert reaping.tidy_optuna() == Tidied(ended=0)
     [again] = leasing.lease(worker)  # sampled again, under a new Optuna trial
     assert again.trial.number == 0 and again.trial.optuna_trial_id != lost._trial_id
-    assert reaping.end_orphans() == 1
-    assert reaping.end_orphans() == 0  # ended once
+    assert reaping.tidy_optuna() == Tidied(ended=1)
+    assert reaping.tidy_optuna() == Tidied(ended=0)  # ended once
     by_id = {t._trial_id: t for t in _optuna_trials(services, "crashed")}
     assert by_id[lost._trial_id].state == OptunaState.FAIL
     assert by_id[lost._trial_id].system_attrs["hpo:orphaned"] == ORPHAN_REASON
@@ -75,7 +75,7 @@ def test_trials_created_without_params_are_ended_and_other_studies_are_left_alon
     url = services.settings.database_url
     theirs = optuna.create_study(study_name="someone-elses", storage=url)
     their_trial = theirs.ask()
-    assert services.protocol.reaping.end_orphans() == 2
+    assert services.protocol.reaping.tidy_optuna() == Tidied(ended=2)
     trials = _optuna_trials(services, "bare")
     assert [t._trial_id for t in trials] == made
     assert [t.state for t in trials] == [OptunaState.FAIL] * 2
@@ -96,7 +96,7 @@ def test_a_live_lease_of_another_server_is_never_taken_for_an_orphan(
     assignments = Leasing._assignments
 
     def racing(self: Leasing, ids: list[int], sampled: list[Any]) -> Any:
-        seen.append(other.protocol.reaping.end_orphans())
+        seen.append(other.protocol.reaping.tidy_optuna())
         return assignments(self, ids, sampled)
 
     monkeypatch.setattr(Leasing, "_assignments", racing)
@@ -107,7 +107,7 @@ def test_a_live_lease_of_another_server_is_never_taken_for_an_orphan(
         reporting = services.protocol.reporting
         reporting.report(leased.trial.id, leased.trial.lease_token, 1, {"val_accuracy": 0.5})
         assert reporting.complete(leased.trial.id, leased.trial.lease_token).state == "completed"
-    assert seen == [0, 0, 0, 0]
+    assert seen == [Tidied()] * 4
     states = [t.state for t in _optuna_trials(services, "live")]
     assert states == [OptunaState.COMPLETE] * 4
 
@@ -136,13 +136,12 @@ def test_a_finished_trial_whose_tell_was_lost_is_told_again_a_lease_later(
     assert outcomes == ["completed", "completed"]
     assert [t.state for t in _optuna_trials(services, "untold")] == [OptunaState.RUNNING] * 2
     assert [t.intermediate_values for t in _optuna_trials(services, "untold")] == [{}, {}]
-    assert reaping.retell() == 0  # a live finish may still be telling them
+    assert reaping.tidy_optuna() == Tidied(told=0)  # a live finish may still be telling them
     clock.advance(29)
-    assert reaping.retell() == 1  # the first ended 30 s ago, the second 29 s ago
+    assert reaping.tidy_optuna() == Tidied(told=1)  # the first ended 30 s ago, not the second
     clock.advance(1)
-    assert reaping.retell() == 1
-    assert reaping.retell() == 0
-    assert reaping.end_orphans() == 0  # claimed by their trials: no orphans
+    assert reaping.tidy_optuna() == Tidied(told=1)
+    assert reaping.tidy_optuna() == Tidied()  # told once; claimed by their trials: no orphans
     trials = _optuna_trials(services, "untold")
     assert [t.state for t in trials] == [OptunaState.COMPLETE] * 2
     assert [t.value for t in trials] == [0.25, 0.75]
