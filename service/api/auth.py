@@ -31,7 +31,7 @@ class Role(str, Enum):
     WORKER = "worker"
 
 
-def _presented(request: Request) -> str | None:
+def presented(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -71,7 +71,7 @@ async def user_access(request: Request, settings: SettingsDep) -> None:
     """Users' routes: the user token only."""
     if not tokens_enabled(settings):
         return
-    role = role_of(_presented(request), settings)
+    role = role_of(presented(request), settings)
     if role is None:
         raise _unauthorized()
     if role is not Role.USER:
@@ -80,7 +80,7 @@ async def user_access(request: Request, settings: SettingsDep) -> None:
 
 async def worker_access(request: Request, settings: SettingsDep) -> None:
     """The worker protocol: the worker token, or the user token."""
-    if tokens_enabled(settings) and role_of(_presented(request), settings) is None:
+    if tokens_enabled(settings) and role_of(presented(request), settings) is None:
         raise _unauthorized()
 
 
@@ -106,5 +106,5 @@ def open_session(body: SessionRequest, settings: SettingsDep, response: Response
 def session_state(request: Request, settings: SettingsDep) -> dict[str, bool]:
     """Whether the page needs to ask for a token: `{"required": ..., "valid": ...}`."""
     required = tokens_enabled(settings)
-    valid = not required or role_of(_presented(request), settings) is Role.USER
+    valid = not required or role_of(presented(request), settings) is Role.USER
     return {"required": required, "valid": valid}
