@@ -7,9 +7,9 @@ from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import instance_state
 
 from hpo.protocol import FINISHED_TRIAL_STATES, TrialState
 from service.storage import dialect, locks
@@ -104,7 +104,7 @@ class TrialStore:
         changed: list[TrialRow] = []
         for row in self.session.dirty:
             if isinstance(row, TrialRow):
-                keys = inspect(row).committed_state.keys()
+                keys = instance_state(row).committed_state.keys()
                 if keys and keys <= _PROGRESS:
                     changed.append(row)
         if not changed:
@@ -113,9 +113,15 @@ class TrialStore:
         rows = [{c: getattr(row, c) for c in ("id", *_PROGRESS)} for row in changed]
         with self.session.no_autoflush:  # else the ORM writes them first, its own way
             dialect.update_rows(self.session, TrialRow.__table__, rows, "id")
+        # Written: clean, as the ORM leaves a row it flushed (set_committed_value alone kept
+        # each row "modified", so the flush after this took them all through its unit of
+        # work, to find nothing to write: a sixth of a batch of 8's time in process).
+        # instance_state, not inspect(): inspect walks the class's bases each time, 3 times
+        # a trial was a tenth of a batch of 128's time.
+        identity_map = self.session.identity_map
         for row in changed:
-            for column in _PROGRESS:
-                set_committed_value(row, column, getattr(row, column))
+            state = instance_state(row)
+            state._commit_all(state.dict, identity_map)
 
     def take_queued(self, study_id: int) -> TrialRow | None:
         """The study's lowest-numbered queued trial that no other lease is taking, locked.

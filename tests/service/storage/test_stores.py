@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.exc import OperationalError
 
 from hpo.protocol import StudyState, TrialState, WorkerState
@@ -428,6 +428,33 @@ def test_reported_trials_are_written_in_one_update_and_other_changes_as_before(
     assert [t.value for t in found if t] == [0.1, math.inf, 0.30000000000000004, 0.4]
     assert [t.values for t in found if t] == [[0.1 * n, -1.0] for n in range(1, 5)]
     assert [t.state for t in found if t] == [TrialState.RUNNING] * 3 + [TrialState.PAUSED]
+
+
+def test_reported_trials_are_clean_once_written_and_a_later_change_still_goes_out(
+    db: Database,
+) -> None:
+    """After `write_progress` its trials are clean (the unit's flush has nothing of theirs to
+    look at, as after the ORM's own flush), and a change made to one afterwards, in the same
+    transaction, is written by the next flush."""
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    ids = _trials(db, study_id, [TrialState.RUNNING] * 2)
+    with unit_of_work(db) as unit:
+        rows = [unit.trials.get(trial_id) for trial_id in ids]
+        for row in rows:
+            assert row is not None
+            row.epochs, row.value = 3, 0.5
+        unit.trials.write_progress()
+        assert not any(inspect(row).modified for row in rows)
+        assert not unit.trials.session.dirty
+        rows[0].state = TrialState.PAUSED  # type: ignore[union-attr]
+        rows[0].epochs = 4  # type: ignore[union-attr]
+    with reading(db) as stores:
+        found = [stores.trials.get(trial_id) for trial_id in ids]
+    assert [(t.epochs, t.value, t.state) for t in found if t] == [
+        (4, 0.5, TrialState.PAUSED),
+        (3, 0.5, TrialState.RUNNING),
+    ]
 
 
 def test_rows_updated_together_are_locked_in_id_order_whatever_their_order(
