@@ -11,11 +11,20 @@ of the first `--batch` trials' next epoch. Reported: per leased trial, the media
 statements (the service's and Optuna's engines) of the first and of the last lease; per batch,
 the median ms and statements, and ms an item. Every answer must be `continue`. The commits
 column counts the transactions committed (each of Optuna's own is one).
+
+Then the same batches (`--reports` more epochs) through the app: `POST
+/api/v1/workers/{id}/reports` called as uvicorn calls it (an ASGI call with the JSON body, no
+socket), so the difference to the domain call alone is what the server spends around it
+(middleware, routing or its short way, the body's check, the thread-pool hop, the answer).
+Both rows also give this process's CPU ms a batch (time.process_time over the calls, every
+thread's), which the load of a shared machine moves less than wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -23,13 +32,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
 from overhead_loops import SqlCounter
 from reporting import code_version, machine, markdown_table, median
 
 from hpo.protocol import Decision, TrialReport
-from service.app import build_services
+from service.app import create_app
 from service.settings import Settings
 from tests.support.databases import scratch_postgres
 
@@ -63,7 +73,8 @@ def database(kind: str, folder: Path, admin_url: str | None) -> Iterator[str]:
 def measure(kind: str, url: str, folder: Path, args: argparse.Namespace) -> list[list[object]]:
     # Leases of an hour: a slow lease must not let the earlier ones expire and be reaped.
     settings = Settings(database_url=url, artifacts_dir=folder / "artifacts", lease_seconds=3600)
-    services = build_services(settings)
+    app = create_app(settings, reaper=False)
+    services = app.state.services
     services.studies.create(spec(args.trials))
     protocol = services.protocol
     counter = SqlCounter(services.db.engine, protocol.context.storage.engine)
@@ -83,27 +94,78 @@ def measure(kind: str, url: str, folder: Path, args: argparse.Namespace) -> list
     ):
         rows.append([kind, f"lease of {n} ({label}: {running} trials running)",
                      f"{1000 * seconds / n:.2f}", f"{statements / n:.1f}",
-                     f"{commits / n:.2f}"])  # fmt: skip
+                     f"{commits / n:.2f}", "-"])  # fmt: skip
     batch = held[: args.batch]
     took, statements = [], 0
+    cpu = time.process_time()
     for epoch in range(1, args.reports + 1):
-        metrics = {"val_accuracy": 1 - 1 / (epoch + 1), "val_loss": 1 / (epoch + 1)}
-        items = [
-            TrialReport(trial_id=a.trial.id, token=a.trial.lease_token or "", epoch=epoch,
-                        metrics=metrics)
-            for a in batch
-        ]  # fmt: skip
+        items = _items(batch, epoch)
         before, commits, started = counter.statements, counter.commits, time.perf_counter()
         outcomes = protocol.reporting.report_many(items)
         took.append(time.perf_counter() - started)
         statements, commits = counter.statements - before, counter.commits - commits
         if any(o is not Decision.CONTINUE for o in outcomes):
             raise SystemExit(f"a report was answered {set(map(str, outcomes))}")
+    cpu = time.process_time() - cpu
     rows.append([kind, f"batched report of {len(batch)} (median of {args.reports})",
                  f"{1000 * median(took):.2f} ({1000 * median(took) / len(batch):.3f} an item)",
-                 str(statements), str(commits)])  # fmt: skip
+                 str(statements), str(commits),
+                 f"{1000 * cpu / args.reports:.2f}"])  # fmt: skip
+    first = args.reports + 1
+    bodies = [_body(batch, epoch) for epoch in range(first, first + args.reports)]
+    took, cpu = asyncio.run(_through_app(app, worker, bodies))
+    rows.append([kind, f"the same through the app (median of {args.reports})",
+                 f"{1000 * median(took):.2f} ({1000 * median(took) / len(batch):.3f} an item)",
+                 "-", "-", f"{1000 * cpu / args.reports:.2f}"])  # fmt: skip
     services.db.dispose()
     return rows
+
+
+def _items(batch: list[Any], epoch: int) -> list[TrialReport]:
+    metrics = {"val_accuracy": 1 - 1 / (epoch + 1), "val_loss": 1 / (epoch + 1)}
+    return [
+        TrialReport(trial_id=a.trial.id, token=a.trial.lease_token or "", epoch=epoch,
+                    metrics=metrics)
+        for a in batch
+    ]  # fmt: skip
+
+
+def _body(batch: list[Any], epoch: int) -> bytes:
+    return json.dumps({"reports": [i.model_dump() for i in _items(batch, epoch)]}).encode()
+
+
+async def _through_app(app: Any, worker: int, bodies: list[bytes]) -> tuple[list[float], float]:
+    """Each body POSTed to the app's batched report route as one ASGI call: the wall seconds
+    of each, and the process's CPU seconds of them all."""
+    took: list[float] = []
+    answers: list[list[dict[str, Any]]] = []
+    cpu = time.process_time()
+    for body in bodies:
+        sent: list[dict[str, Any]] = []
+        answers.append(sent)
+
+        async def receive(body: bytes = body) -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(message)
+
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode())]  # fmt: skip
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "root_path": "", "query_string": b"",
+                 "path": f"/api/v1/workers/{worker}/reports", "raw_path": b"",
+                 "headers": headers, "client": ("127.0.0.1", 1),
+                 "server": ("127.0.0.1", 80), "state": {}}  # fmt: skip
+        started = time.perf_counter()
+        await app(scope, receive, send)
+        took.append(time.perf_counter() - started)
+    cpu = time.process_time() - cpu
+    for sent in answers:
+        answer = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+        if sent[0]["status"] != 200 or any(r["decision"] != "continue" for r in answer["results"]):
+            raise SystemExit(f"a batch through the app was answered {sent[0]['status']}: {answer}")
+    return took, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "ms (a leased trial / a batch)",
         "statements (a trial / a batch)",
         "commits (a trial / a batch)",
+        "CPU ms a batch",
     ]
     print(markdown_table(header, rows, text=2))
     return 0
