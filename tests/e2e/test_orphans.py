@@ -3,6 +3,7 @@ server makes of it: real `hpo server` and `hpo worker` processes, on SQLite and 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,8 +13,10 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState as OptunaState
 
-from service.domain.reaping import ORPHAN_REASON
-from tests.conftest import Processes, postgres_database, spec_doc
+from service.app import build_services
+from service.domain.reaping import ORPHAN_REASON, Tidied
+from service.settings import Settings
+from tests.conftest import ApiWorker, Processes, in_threads, postgres_database, spec_doc
 from tests.support import api
 from tests.support.waiting import wait_for
 
@@ -73,3 +76,44 @@ def test_a_server_ends_the_optuna_trials_a_killed_server_left_and_the_study_comp
         # Optuna's view: the two orphans ended FAIL, the study's three trials after them.
         assert _optuna_states(url) == ended + [(n, OptunaState.COMPLETE) for n in (2, 3, 4)]
         processes.stop_all()
+
+
+def test_another_servers_clean_up_all_along_ends_nothing_of_two_processes_leasing(
+    processes: Processes,
+) -> None:
+    """`hpo server --processes 2` hands out 48 trials to 8 clients at once while a third
+    server's clean-up (as on another machine, on the same PostgreSQL database) runs round after
+    round: every lease it catches half-way is left alone, so it ends and tells nothing, and
+    Optuna shows the 48 trials running with their params."""
+    doc = spec_doc("busy", budget={"max_trials": 48, "parallel_trials": 48, "epochs": 1})
+    with postgres_database() as url:
+        server = processes.server("server", "--processes", "2", HPO_DATABASE_URL=url)
+        api.create_study(server, doc)
+        other = build_services(Settings(database_url=url))
+        stop, rounds = threading.Event(), []
+
+        def tidy() -> None:
+            while not stop.wait(0.01):
+                rounds.append(other.protocol.reaping.tidy_optuna())
+
+        def lease_until_empty(i: int) -> None:
+            worker = ApiWorker(api.FreshConnections(server), f"w{i}")
+            while worker.lease(count=2):
+                pass
+
+        tidying = threading.Thread(target=tidy)
+        tidying.start()
+        try:
+            assert in_threads(8, lease_until_empty) == []
+        finally:
+            stop.set()
+            tidying.join(60)
+        rounds.append(other.protocol.reaping.tidy_optuna())
+        trials = optuna.load_study(study_name="busy", storage=url).trials
+        other.db.dispose()
+        processes.stop_all()  # before the database goes away under them
+    assert len(rounds) > 10
+    assert [r for r in rounds if r != Tidied()] == []
+    assert len(trials) == 48 and {t.state for t in trials} == {OptunaState.RUNNING}
+    assert all(set(t.params) == {"lr", "norm"} for t in trials)
+    assert not any("hpo:orphaned" in t.system_attrs for t in trials)

@@ -25,6 +25,7 @@ from tests.conftest import (
     spec_doc,
     wait_for,
 )
+from tests.support.api import FreshConnections
 
 pytestmark = pytest.mark.e2e
 
@@ -168,7 +169,7 @@ def test_clients_leasing_across_two_processes_never_share_a_trial_or_a_configura
 
         def lease_until_empty(i: int) -> None:
             # A fresh connection per request, so that both processes answer every client.
-            worker = ApiWorker(_Fresh(url), f"w{i}")
+            worker = ApiWorker(FreshConnections(url), f"w{i}")
             while leased := worker.lease(count=1):
                 with lock:
                     for trial in leased:
@@ -219,16 +220,6 @@ def _server_children(pid: int) -> list[int]:
             if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
                 found.append(int(child))
     return sorted(found)
-
-
-class _Fresh:
-    """`post` on a new connection each time (the kernel then spreads them over processes)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def post(self, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", timeout=60, **kwargs)
 
 
 def _follow(url: str, study_id: int, into: list[tuple[int, str, dict[str, Any]]]) -> None:

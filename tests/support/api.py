@@ -8,7 +8,7 @@ import httpx
 
 from tests.support.waiting import wait_for
 
-__all__ = ["create_study", "finished", "get", "study_trials"]
+__all__ = ["FreshConnections", "create_study", "finished", "get", "study_trials"]
 
 
 def get(url: str, path: str) -> Any:
@@ -40,3 +40,14 @@ def finished(url: str, study_id: int, timeout: float) -> dict[str, Any]:
 
     study: dict[str, Any] = wait_for(done, timeout, f"study {study_id} to finish")
     return study
+
+
+class FreshConnections:
+    """`post` on a new connection each time, so that the kernel spreads the requests over the
+    processes of an `hpo server --processes N` (a client for `tests.conftest.ApiWorker`)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", timeout=60, **kwargs)
