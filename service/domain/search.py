@@ -388,7 +388,13 @@ def _ask_untried(
     samplers do not learn from. The study's budget never exceeds the space's size
     (`StudySpec.effective_max_trials`), so an untried configuration always exists.
     """
-    tried = {configuration_key(t.params) for t in study.get_trials(deepcopy=False)}
+    # An orphan (a lease's Optuna trial that a stopped server left, ended by the reaper) never
+    # trained: its configuration is still free, else a full budget would run out of them.
+    tried = {
+        configuration_key(t.params)
+        for t in study.get_trials(deepcopy=False)
+        if optuna_trials.ORPHAN_ATTR not in t.system_attrs
+    }
     sampling = study._storage  # keeps the params; a state change writes them first
     for retry in range(_REPEAT_RETRIES + 1):
         study.sampler = make_sampler(spec, number, retry)

@@ -147,3 +147,23 @@ def test_a_finished_trial_whose_tell_was_lost_is_told_again_a_lease_later(
     assert [t.value for t in trials] == [0.25, 0.75]
     assert [t.intermediate_values for t in trials] == [{1: 0.25}, {1: 0.75}]
     assert [s.row.state for s in services.studies.list()] == ["completed"]
+
+
+def test_an_orphans_configuration_of_a_finite_space_is_still_handed_out(
+    services: Services,
+) -> None:
+    """A finite space of 2 configurations and 2 trials, and an orphan that a stopped server
+    left with one of them: once ended, both trials get a configuration each, the orphan's too
+    (counted as tried, the second trial's sampling would fail: none left)."""
+    space = {"norm": {"type": "categorical", "choices": ["batch", "layer"]}}
+    budget = {"max_trials": 2, "parallel_trials": 2, "epochs": 1}
+    view = services.studies.create(spec_doc("finite", budget=budget, space=space))
+    storage = services.protocol.context.storage
+    orphan = storage.create_new_trial(view.row.optuna_study_id)
+    norm = optuna.distributions.CategoricalDistribution(["batch", "layer"])
+    storage.set_trial_param(orphan, "norm", norm.to_internal_repr("batch"), norm)
+    assert services.protocol.reaping.tidy_optuna() == Tidied(ended=1)
+    leasing = services.protocol.leasing
+    worker = leasing.register("w", "host", 1, "cpu", {}).id
+    leased = leasing.lease(worker, count=2)
+    assert sorted(a.trial.params["norm"] for a in leased) == ["batch", "layer"]
