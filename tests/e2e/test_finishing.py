@@ -44,15 +44,20 @@ def test_sigterm_mid_study_gives_back_every_trial_held_and_the_study_completes(
         120,
         "a first completed trial",
     )
-    wait_for(lambda: _holding_two(url), 60, "a trial leased ahead", every=0.05)
+    holder = wait_for(lambda: _holding_two(url), 60, "a trial leased ahead", every=0.05)
+    held = {t["trial_id"] for t in holder["trials"]}
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
-    # Nothing is left leased to the worker that left: the trial it trained is queued again
-    # (released at its epoch), so is the one it had leased ahead, and every trial whose
-    # completion was on its way is completed.
-    states = [t["state"] for t in api.study_trials(url, study_id)]
+    # Nothing is left leased to the worker that left: each trial it held is queued again
+    # (released at its epoch, or never started) or, if its last epoch ended before the signal
+    # came (a race a loaded machine wins: an epoch is a quarter of a second), completed; the
+    # later of the two cannot have trained its two epochs, so one at least is queued.
+    trials = api.study_trials(url, study_id)
+    states = [t["state"] for t in trials]
     assert "running" not in states, states
-    assert states.count("queued") >= 2, states
+    held_states = [t["state"] for t in trials if t["id"] in held]
+    assert len(held_states) == 2 and set(held_states) <= {"queued", "completed"}, held_states
+    assert "queued" in held_states, held_states
     assert all(not w["trials"] for w in api.get(url, "/api/v1/workers"))
     log = processes.log("leaving")
     assert "released unfinished (worker shutting down)" in log
