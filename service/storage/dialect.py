@@ -171,19 +171,24 @@ def _plain_insert(table: Any) -> Any:
     return insert(table)
 
 
-def update_rows(session: Session, table: Any, rows: list[dict[str, Any]], key: str) -> None:
+def update_rows(
+    session: Session, table: Any, rows: list[dict[str, Any]], key: str, *, locked: bool = False
+) -> None:
     """Set the columns of each of `rows` (dicts with the same keys) on the row whose `key`
     column equals the dict's `key` value, in one statement: an executemany UPDATE on
     SQLite; on PostgreSQL one `UPDATE ... FROM json_to_recordset(:rows)` (not one UPDATE a
-    row, even pipelined)."""
+    row, even pipelined). `locked`: the transaction holds every one of the rows `FOR
+    UPDATE` already (taken in the lock order), so the ordered lock is left out."""
     if not rows:
         return
     if name(session) == "postgresql":
         # The rows locked in key order first, as the ORM's flush (in primary-key order) took
         # them: an UPDATE ... FROM locks them in whatever order its join runs, and two writers
-        # of overlapping rows (a heartbeat and a batched report) could then deadlock.
-        keys = sorted(row[key] for row in rows)
-        session.execute(_lock_in_order(table, key), {"keys": keys})
+        # of overlapping rows (a heartbeat and a batched report) could then deadlock. Rows
+        # this transaction holds already (a batched report's) wait for no one.
+        if not locked:
+            keys = sorted(row[key] for row in rows)
+            session.execute(_lock_in_order(table, key), {"keys": keys})
         session.execute(_update(table, tuple(rows[0]), key), {"rows": _recordset(table, rows)})
         return
     params = [{f"_{c}": value for c, value in row.items()} for row in rows]

@@ -81,8 +81,20 @@ def named_trials_with_studies(
         locked = session.scalars(lock, {"id": study_id}).first()
         if locked is not None:  # deleted meanwhile: its trials went with it
             studies[study_id] = locked
-    locked_rows = session.scalars(_NAMED_TRIALS_LOCKED, ids)
+    locked_rows = list(session.scalars(_NAMED_TRIALS_LOCKED, ids))
+    held_trials(session).update(t.id for t in locked_rows)
     return [(studies[t.study_id], t) for t in locked_rows if t.study_id in studies]
+
+
+def held_trials(session: Session) -> set[int]:
+    """The ids of the trials this session's transaction has locked `FOR UPDATE` through
+    `named_trials_with_studies` (a session is one write transaction, `Database.write`): a
+    write of only these rows takes no lock it does not hold, so it needs no ordered lock."""
+    held: set[int] = session.info.setdefault(_HELD_TRIALS, set())
+    return held
+
+
+_HELD_TRIALS = "hpo_held_trials"
 
 
 # The statements of `named_trials_with_studies`, built once (a batched report of 8 spent as

@@ -111,8 +111,10 @@ class TrialStore:
             return
         changed.sort(key=lambda row: row.id)
         rows = [{c: getattr(row, c) for c in ("id", *_PROGRESS)} for row in changed]
+        held = locks.held_trials(self.session)  # a batched report's, locked in order
+        locked = all(row.id in held for row in changed)
         with self.session.no_autoflush:  # else the ORM writes them first, its own way
-            dialect.update_rows(self.session, TrialRow.__table__, rows, "id")
+            dialect.update_rows(self.session, TrialRow.__table__, rows, "id", locked=locked)
         # Written: clean, as the ORM leaves a row it flushed (set_committed_value alone kept
         # each row "modified", so the flush after this took them all through its unit of
         # work, to find nothing to write: a sixth of a batch of 8's time in process).

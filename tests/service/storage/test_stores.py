@@ -457,6 +457,43 @@ def test_reported_trials_are_clean_once_written_and_a_later_change_still_goes_ou
     ]
 
 
+def test_trials_a_batch_holds_already_are_written_without_another_lock(
+    postgres_db: Database,
+) -> None:
+    """PostgreSQL: a batched report's trials, locked in the lock order by `lock_for_reports`,
+    are written with no second, ordered lock (they wait for no one: one statement less a
+    batch); trials read without their lock (a heartbeat's) still get it."""
+    db = postgres_db
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    first, second = _trials(db, study_id, [TrialState.RUNNING] * 2)
+    statements: list[str] = []
+
+    def executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(" ".join(statement.replace('"', "").split()))
+
+    event.listen(db.engine, "before_cursor_execute", executed)
+    try:
+        with unit_of_work(db) as unit:
+            locked = unit.trials.lock_for_reports([first], exclusive=lambda _spec: False)
+            locked[first][1].epochs = 5
+            start = len(statements)
+        held_write = statements[start:]
+        with unit_of_work(db) as unit:
+            row = unit.trials.get(second)
+            assert row is not None
+            row.epochs = 6
+            start = len(statements)
+        plain_write = statements[start:]
+    finally:
+        event.remove(db.engine, "before_cursor_execute", executed)
+    assert not [s for s in held_write if s.endswith("FOR UPDATE")]
+    assert [s for s in held_write if s.startswith("UPDATE hpo_trials")]
+    assert [s for s in plain_write if s.endswith("FOR UPDATE")]
+    with reading(db) as stores:
+        assert [t.epochs for t in map(stores.trials.get, (first, second)) if t] == [5, 6]
+
+
 def test_rows_updated_together_are_locked_in_id_order_whatever_their_order(
     postgres_db: Database,
 ) -> None:
