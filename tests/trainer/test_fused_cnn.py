@@ -25,24 +25,36 @@ F64 = torch.float64
 
 
 def unpack(y: torch.Tensor, k: int) -> torch.Tensor:
-    """A packed 1-D activation (N, K*C, L, 1) as the trials' own (K, N, C, L)."""
-    n, channels, length, width = y.shape
-    assert width == 1
-    return y.squeeze(-1).view(n, k, channels // k, length).transpose(0, 1)
+    """A packed 1-D activation (N, K*C, L), or widened (N, K*C, L, 1), as the trials' own
+    (K, N, C, L)."""
+    if y.dim() == 4:
+        assert y.shape[-1] == 1
+        y = y.squeeze(-1)
+    n, channels, length = y.shape
+    return y.reshape(n, k, channels // k, length).transpose(0, 1)
 
 
+@pytest.mark.parametrize("widened", [True, False], ids=["with-max-pool", "without"])
 @pytest.mark.parametrize(("kernel", "stride", "bias"), [(3, 1, True), (5, 2, False), (1, 2, True)])
 def test_a_fused_1d_convolution_is_each_trials_conv1d_forward_and_backward(
-    kernel: int, stride: int, bias: bool
+    kernel: int, stride: int, bias: bool, widened: bool
 ) -> None:
+    """A 1-D model with a max-pool (here of size 1, which passes everything on) holds its
+    activations widened to 4-D and channels-last; one without stays 3-D: both convolve as
+    F.conv1d does, trial by trial."""
     torch.manual_seed(0)
-    convs = [
-        nn.Conv1d(3, 4, kernel, stride, padding=kernel // 2, bias=bias).double() for _ in range(3)
-    ]
-    fused = fuse(convs, Streams([torch.Generator() for _ in convs]))
+    models = []
+    for _ in range(3):
+        conv = nn.Conv1d(3, 4, kernel, stride, padding=kernel // 2, bias=bias).double()
+        models.append(nn.Sequential(conv, nn.MaxPool1d(1)) if widened else nn.Sequential(conv))
+    convs = [model[0] for model in models]
+    fused = fuse(models, Streams([torch.Generator() for _ in convs]))
     x = torch.randn(3, 5, 3, 11, dtype=F64, requires_grad=True)
     out = fused(x)
-    assert out.dim() == 4 and out.is_contiguous(memory_format=torch.channels_last)
+    if widened:
+        assert out.dim() == 4 and out.is_contiguous(memory_format=torch.channels_last)
+    else:
+        assert out.dim() == 3 and out.is_contiguous()
     grad = torch.randn(out.shape, dtype=F64)
     out.backward(grad)
     per_trial = unpack(out, 3)
@@ -54,7 +66,7 @@ def test_a_fused_1d_convolution_is_each_trials_conv1d_forward_and_backward(
         torch.testing.assert_close(x.grad[index], mine.grad, rtol=1e-12, atol=1e-12)
         assert conv.weight.grad is not None
         torch.testing.assert_close(
-            fused.net.weight.grad[index], conv.weight.grad, rtol=1e-12, atol=1e-12
+            fused.net[0].weight.grad[index], conv.weight.grad, rtol=1e-12, atol=1e-12
         )
 
 

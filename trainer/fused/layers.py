@@ -10,12 +10,16 @@ Activations travel in one of two layouts:
 - packed layout (N, K*C, *spatial) for convolutions: trial k owns channels k*C..(k+1)*C-1 and a
   convolution with groups=K keeps the trials apart. Batch, group, instance and layer norm over
   the packed channels keep per-trial (and per-channel) statistics, since they never mix channels
-  of different groups. A packed activation is always 4-D, channels-last in memory on the CPU: a 1-D
-  model's (N, K*C, L) is held as (N, K*C, L, 1), each 1-D convolution and pool run as its 2-D
-  counterpart with a kernel of width 1. On the CPU, oneDNN's grouped convolution, batch norm and
+  of different groups. A 2-D model's packed activations, and a 1-D model's when it has a
+  max-pool (the CNN), are 4-D and channels-last in memory on the CPU: a 1-D model's
+  (N, K*C, L) is then held as (N, K*C, L, 1), each 1-D convolution and pool run as its 2-D
+  counterpart with a kernel of width 1 ("widened"). On the CPU, oneDNN's batch norm and
   max-pool with indices are two to five times faster on channels-last tensors of these shapes
-  than on the contiguous ones (docs/BENCHMARKS.md, "Round 6"); on CUDA (not measured) the
-  packed activations stay contiguous.
+  than on contiguous ones, and its grouped 2-D convolutions faster than on contiguous 2-D
+  tensors; but a 1-D grouped convolution on a contiguous (N, K*C, L) is as fast or faster
+  (up to 2x for the 1-D ResNet's strided ones), so a 1-D model without a max-pool (the ResNet)
+  stays 3-D and contiguous (docs/BENCHMARKS.md, "Round 6"). On CUDA (not measured) the packed
+  activations stay contiguous.
 Nothing of one trial reaches another: no layer mixes the K axis or the channels of two trials, and
 each trial's dropout masks come from its own generator (`Streams`), drawn as trainer.dropout
 draws them alone.
@@ -37,7 +41,7 @@ from trainer import dropout
 from trainer.models import AddChannel
 
 TRIAL = "trial"  # (K, N, F)
-PACKED = "packed"  # (N, K*C, *spatial), 4-D and channels-last (see `channels_last`)
+PACKED = "packed"  # (N, K*C, *spatial); 4-D and channels-last where `widened`
 
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 _ELEMENTWISE = (nn.ReLU, nn.SELU, nn.Identity)
@@ -151,29 +155,33 @@ class FusedConv(_Weighted):
     def __init__(self, k: int, template: nn.Conv1d | nn.Conv2d) -> None:
         super().__init__(k, template)
         self.one_d = isinstance(template, nn.Conv1d)
+        self.widened = True  # set by `fuse`: a 1-D model's activations held 4-D
         stride, padding = template.stride, template.padding
         if isinstance(padding, str):
             raise NotFusable("a convolution with string padding")
-        self.stride = (stride[0], 1) if self.one_d else tuple(stride)
-        self.padding = (padding[0], 0) if self.one_d else tuple(padding)
+        self.stride, self.padding = tuple(stride), tuple(padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.fused_weight()
         weight = weight.reshape(-1, *weight.shape[2:])
-        if self.one_d:
-            weight = weight.unsqueeze(-1)
         bias = None if self.bias is None else self.bias.reshape(-1)
-        return F.conv2d(x, weight, bias, self.stride, self.padding, 1, self.k)
+        if not self.one_d:
+            return F.conv2d(x, weight, bias, self.stride, self.padding, 1, self.k)
+        if not self.widened:
+            return F.conv1d(x, weight, bias, self.stride, self.padding, 1, self.k)
+        stride, padding = (self.stride[0], 1), (self.padding[0], 0)
+        return F.conv2d(x, weight.unsqueeze(-1), bias, stride, padding, 1, self.k)
 
 
 class FusedPool1d(nn.Module):
-    """A 1-D max-pool or adaptive average pool on the packed (N, K*C, L, 1) as its 2-D
-    counterpart of width 1: the same windows, values and (for the max) the same index chosen
-    on ties, so the same gradients."""
+    """A 1-D max-pool or adaptive average pool; on the widened packed (N, K*C, L, 1) as its
+    2-D counterpart of width 1: the same windows, values and (for the max) the same index
+    chosen on ties, so the same gradients."""
 
     def __init__(self, template: nn.MaxPool1d | nn.AdaptiveAvgPool1d) -> None:
         super().__init__()
         self.template = template
+        self.widened = True  # set by `fuse`
         if isinstance(template, nn.MaxPool1d) and (
             template.return_indices or _one(template.dilation) != 1
         ):
@@ -181,6 +189,8 @@ class FusedPool1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pool = self.template
+        if not self.widened:
+            return pool(x)
         if isinstance(pool, nn.AdaptiveAvgPool1d):
             return F.adaptive_avg_pool2d(x, (_one(pool.output_size), 1))
         kernel = _one(pool.kernel_size)
@@ -393,10 +403,16 @@ class FusedFlatten(nn.Module):
 
 
 class FusedAddChannel(nn.Module):
-    """AddChannel of K trials: (K, N, L) -> packed (N, K*1, L, 1), channels-last."""
+    """AddChannel of K trials: (K, N, L) -> packed (N, K*1, L), widened (N, K*1, L, 1) and
+    channels-last when `widened`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.widened = True  # set by `fuse`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return channels_last(x.transpose(0, 1))
+        x = x.transpose(0, 1)
+        return channels_last(x) if self.widened else x
 
 
 class FusedModel(nn.Module):
@@ -409,9 +425,13 @@ class FusedModel(nn.Module):
         super().__init__()
         self.net, self.k, self.pack_input = net, k, pack_input
         self.streams = streams
+        self.widened = True  # set by `fuse`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(channels_last(pack(x)) if self.pack_input else x)
+        if not self.pack_input:
+            return self.net(x)
+        x = pack(x)
+        return self.net(channels_last(x) if self.widened else x)
 
 
 def fuse(models: Sequence[nn.Module], streams: Streams) -> FusedModel:
@@ -421,14 +441,26 @@ def fuse(models: Sequence[nn.Module], streams: Streams) -> FusedModel:
     layout = [PACKED if pack_input else TRIAL]
     net = _convert(list(models), layout)
     fused = FusedModel(net, len(models), pack_input, streams)
+    widened = _widened(models[0])
     for module in fused.modules():
         if isinstance(module, FusedDropout):
             module.streams = streams
+        if isinstance(module, FusedModel | FusedAddChannel | FusedConv | FusedPool1d):
+            module.widened = widened
     weight = next(models[0].parameters())
     fused.to(device=weight.device, dtype=weight.dtype)
     for index, model in enumerate(models):
         load_member(fused, index, model.state_dict())
     return fused
+
+
+def _widened(model: nn.Module) -> bool:
+    """Whether the fused model holds its packed activations 4-D and channels-last: a 2-D model
+    always, a 1-D one when it has a max-pool (module docstring)."""
+    modules = list(model.modules())
+    if any(isinstance(m, nn.Conv2d) for m in modules):
+        return True
+    return any(isinstance(m, nn.MaxPool1d) for m in modules)
 
 
 def member_state(
