@@ -18,15 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
 from overhead_loops import SqlCounter
-from reporting import code_version, machine, markdown_table, median
-from server_costs import database
+from reporting import markdown_table, median
+from server_costs import on_each_database
 
 from hpo.protocol import TrialReport
 from service.app import create_app
@@ -118,18 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=20, help="rounds of each kind")
     parser.add_argument("--postgres-url", default=os.environ.get("HPO_TEST_POSTGRES_URL"))
     args = parser.parse_args(argv)
-    load = [os.getloadavg()[0]]
-    rows: list[list[object]] = []
-    for kind in args.databases:
-        with (
-            tempfile.TemporaryDirectory(prefix="hpo-reaper-") as tmp,
-            database(kind, Path(tmp), args.postgres_url) as url,
-        ):
-            rows.extend(measure(kind, url, Path(tmp), args))
-    load.append(os.getloadavg()[0])
-    print(f"Machine: {machine('optuna', 'sqlalchemy').line()}; 1-minute load average at "
-          f"start / end: {load[0]:.1f} / {load[1]:.1f}.\n")  # fmt: skip
-    print(f"Code: {code_version('service', 'hpo')}.\n")
+    rows = on_each_database(measure, args)
     print(f"{args.studies} studies, each {args.completed} trials completed and "
           f"{args.running} running; {args.rounds} rounds of each kind, alternating.\n")  # fmt: skip
     header = ["database", "round", "ms (median)", "x reap alone", "CPU ms", "statements",

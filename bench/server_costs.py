@@ -30,7 +30,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,28 @@ def database(kind: str, folder: Path, admin_url: str | None) -> Iterator[str]:
         raise SystemExit("postgres needs --postgres-url or HPO_TEST_POSTGRES_URL")
     with scratch_postgres(admin_url, "hpo_bench_costs") as url:
         yield url
+
+
+Measure = Callable[[str, str, Path, argparse.Namespace], list[list[object]]]
+
+
+def on_each_database(measure: Measure, args: argparse.Namespace) -> list[list[object]]:
+    """`measure(kind, url, folder, args)` on a fresh database of each of `args.databases`
+    (a PostgreSQL one through `args.postgres_url`), its rows together; prints the machine, the
+    1-minute load average before and after, and the code measured."""
+    load = [os.getloadavg()[0]]
+    rows: list[list[object]] = []
+    for kind in args.databases:
+        with (
+            tempfile.TemporaryDirectory(prefix="hpo-bench-") as tmp,
+            database(kind, Path(tmp), args.postgres_url) as url,
+        ):
+            rows.extend(measure(kind, url, Path(tmp), args))
+    load.append(os.getloadavg()[0])
+    print(f"Machine: {machine('optuna', 'sqlalchemy').line()}; 1-minute load average at "
+          f"start / end: {load[0]:.1f} / {load[1]:.1f}.\n")  # fmt: skip
+    print(f"Code: {code_version('service', 'hpo')}.\n")
+    return rows
 
 
 def measure(kind: str, url: str, folder: Path, args: argparse.Namespace) -> list[list[object]]:
@@ -186,18 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", type=int, default=10, help="batches measured")
     parser.add_argument("--postgres-url", default=os.environ.get("HPO_TEST_POSTGRES_URL"))
     args = parser.parse_args(argv)
-    load = [os.getloadavg()[0]]
-    rows: list[list[object]] = []
-    for kind in args.databases:
-        with (
-            tempfile.TemporaryDirectory(prefix="hpo-costs-") as tmp,
-            database(kind, Path(tmp), args.postgres_url) as url,
-        ):
-            rows.extend(measure(kind, url, Path(tmp), args))
-    load.append(os.getloadavg()[0])
-    print(f"Machine: {machine('optuna', 'sqlalchemy').line()}; 1-minute load average at "
-          f"start / end: {load[0]:.1f} / {load[1]:.1f}.\n")  # fmt: skip
-    print(f"Code: {code_version('service', 'hpo')}.\n")
+    rows = on_each_database(measure, args)
     header = [
         "database",
         "call",
