@@ -27,6 +27,7 @@ from service.api import (
 )
 from service.api.deps import Services
 from service.api.limits import BodyLimit
+from service.api.report_groups import ReportGroups
 from service.api.report_path import BatchedReports
 from service.domain.context import ProtocolContext
 from service.domain.protocol import Protocol
@@ -35,6 +36,7 @@ from service.settings import Settings
 from service.storage import migrate
 from service.storage.artifacts import ArtifactStore
 from service.storage.db import Database, open_optuna_storage
+from service.storage.dialect import is_sqlite
 
 log = logging.getLogger("hpo.server")
 WEB = Path(__file__).parent / "web"
@@ -115,7 +117,11 @@ def create_app(settings: Settings, *, run_migrations: bool = True, reaper: bool 
     )
     app.state.services = services
     # Added first, so inside the body limit and the metrics: the batched report's short way.
-    app.add_middleware(BatchedReports, owner=app)
+    # On SQLite its batches are written by one thread, those that wait for it together (they
+    # would take turns in the file's write queue anyway; service/api/report_groups.py).
+    groups = ReportGroups() if is_sqlite(settings.database_url) else None
+    app.state.report_groups = groups
+    app.add_middleware(BatchedReports, owner=app, groups=groups)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,

@@ -19,6 +19,11 @@ own answer. An exception of the domain call is answered by the app's handler for
 a busy database), as the route's would be. The route stays in the app, so the OpenAPI
 schema documents it and a request this path hands on still reaches it; `MetricsMiddleware`
 (outside) counts the request under the route's template.
+
+Where the domain call runs: on SQLite, on the one writer thread of `report_groups`, which
+writes the batches that wait for it together (a group commit; every batch's guarantees kept,
+see that module); on PostgreSQL in the app's thread pool, where batches of different trials
+run side by side.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api import auth, schemas, workers
 from service.api.deps import Services
 from service.api.limits import BodyTooLarge
+from service.api.report_groups import ReportGroups
 from service.api.workers import batch_answer
 
 ROUTE = "/api/v1/workers/{worker_id}/reports"
@@ -48,9 +54,10 @@ class BatchedReports:
     """Pure ASGI middleware: the batched report route's work for the requests it can take
     (see the module's docstring); every other request goes to `app` unchanged."""
 
-    def __init__(self, app: ASGIApp, owner: FastAPI) -> None:
+    def __init__(self, app: ASGIApp, owner: FastAPI, groups: ReportGroups | None = None) -> None:
         self.app = app
         self.owner = owner  # its services, exception handlers and routes, read when called
+        self.groups = groups  # SQLite's writer thread; None: the app's thread pool
         self._route: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -81,7 +88,11 @@ class BatchedReports:
             return
         scope["route"] = self.route()  # the metrics' route label, as routing sets it
         try:
-            outcomes = await run_in_threadpool(services.protocol.reporting.report_many, items)
+            report_many = services.protocol.reporting.report_many
+            if self.groups is None:
+                outcomes = await run_in_threadpool(report_many, items)
+            else:
+                outcomes = await self.groups.report(report_many, items)
         except Exception as exc:
             response = await self._handled(scope, exc)
             await response(scope, receive, send)

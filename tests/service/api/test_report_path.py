@@ -5,6 +5,7 @@ route and gets the route's own refusal."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 from service.api.deps import get_protocol
+from service.api.report_groups import REPORTS_THREAD
+from service.storage.dialect import is_sqlite
 from tests.conftest import WORKER_TOKEN, ApiWorker, spec_doc
 
 
@@ -147,3 +150,33 @@ def test_the_metrics_count_it_under_the_routes_template(client: TestClient) -> N
         and 'status="200"' in line
     )
     assert line.endswith(" 2.0")
+
+
+def test_sqlite_batches_run_on_one_thread_of_their_own(
+    client: TestClient, monkeypatch: Any
+) -> None:
+    """SQLite: every batch runs on the one `hpo-reports` thread (its writers take turns
+    anyway); PostgreSQL: in the app's thread pool, where batches run side by side."""
+    worker, trials = _leased(client)
+    services = client.app.state.services  # type: ignore[attr-defined]
+    reporting = services.protocol.reporting
+    real = reporting.report_many
+    threads: list[str] = []
+
+    def noted(items: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(items)
+
+    monkeypatch.setattr(reporting, "report_many", noted)
+    url = f"/api/v1/workers/{worker.id}/reports"
+    for epoch in (1, 2, 3):
+        reply = client.post(url, content=_body(trials, epoch))
+        assert reply.status_code == 200, reply.text
+        assert [r["decision"] for r in reply.json()["results"]] == ["continue", "continue"]
+    assert len(threads) == 3
+    if is_sqlite(services.settings.database_url):
+        assert len(set(threads)) == 1 and threads[0].startswith(REPORTS_THREAD), threads
+    else:
+        assert not any(name.startswith(REPORTS_THREAD) for name in threads), threads
+    curve = client.get(f"/api/v1/trials/{trials[1]['trial_id']}").json()["curve"]
+    assert [point["epoch"] for point in curve] == [1, 2, 3]

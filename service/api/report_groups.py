@@ -1,0 +1,156 @@
+"""SQLite's batched reports: one writer thread, and the batches that wait for it written
+together in one transaction (a group commit).
+
+On SQLite a batched report is one write transaction from its `BEGIN IMMEDIATE` on, and the
+server's writers take their turn in the file's write queue, so batches of several workers
+never ran side by side: each waited for the others in a pool thread. What a batch of 8 items
+costs the server is mostly the same whatever its size (a session, 6 statements, a commit;
+about 1.2 of its 1.5 to 1.9 ms in process, 0.06 ms an item more, docs/BENCHMARKS.md "Where a
+request's CPU goes, round 6"), so the batches that came while the last one was written are
+written next as one: one `report_many` call over their items, each batch answered its own
+slice of the outcomes.
+
+Every guarantee of a batch holds as if it were written alone:
+
+- items are judged one by one inside `report_many` (a stale token, an unknown trial, a
+  finished one: that item's error; the others are written), so a batch's answer does not
+  depend on the batches written with it;
+- batches are merged only while their trials are disjoint (a trial's last item in a batch is
+  where a stopped study pauses it: with two batches of one trial merged, the first's would no
+  longer be its last) and in arrival order: a batch that shares a trial with the group, or
+  whose call is another function, starts the next group;
+- when the merged call raises, nothing of the group was written (the unit of work rolls back
+  its transaction), and each batch is written alone, so an exception caused by one batch is
+  that batch's answer only. The one exception left shared is `OperationalError` (a busy or
+  unreachable database, answered 503 to retry): every batch of the group gets it, since
+  trying each alone would wait out the busy timeout once a batch. A failure after the commit
+  (a study with a pruner asks it after) leaves the reports stored, and the batches written
+  alone then repeat them, which changes nothing (a report is idempotent per epoch).
+
+PostgreSQL's batches run side by side in the app's thread pool and are not grouped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from hpo.protocol import TrialReport
+
+REPORTS_THREAD = "hpo-reports"  # the name of the writer thread
+MAX_GROUP_ITEMS = 1024  # items in one merged transaction at most (a batch alone may be more)
+
+Outcomes = list[Any]  # report_many's: a Decision or a DomainError per item
+ReportMany = Callable[[Sequence[TrialReport]], Outcomes]
+
+
+@dataclass
+class _Waiting:
+    """One batch waiting for the writer: its items, the call, and where its answer goes."""
+
+    items: Sequence[TrialReport]
+    report_many: ReportMany
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Outcomes]
+
+    def answer(self, outcomes: Outcomes) -> None:
+        self._settle(lambda: self.future.set_result(outcomes))
+
+    def fail(self, exc: BaseException) -> None:
+        self._settle(lambda: self.future.set_exception(exc))
+
+    def _settle(self, settle: Callable[[], None]) -> None:
+        def on_loop() -> None:
+            if not self.future.done():  # a cancelled request (its client left) hears nothing
+                settle()
+
+        with suppress(RuntimeError):  # the loop closed meanwhile: no one is waiting
+            self.loop.call_soon_threadsafe(on_loop)
+
+
+class ReportGroups:
+    """The batched reports of one SQLite server process (see the module's docstring)."""
+
+    def __init__(self, max_items: int = MAX_GROUP_ITEMS) -> None:
+        self.max_items = max_items
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=REPORTS_THREAD)
+        self._waiting: deque[_Waiting] = deque()
+        self._lock = threading.Lock()
+
+    async def report(self, report_many: ReportMany, items: Sequence[TrialReport]) -> Outcomes:
+        """`report_many(items)`'s outcomes, written by the writer thread, maybe in one
+        transaction with other batches; raises what that call alone would raise."""
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(items, report_many, loop, loop.create_future())
+        with self._lock:
+            self._waiting.append(waiting)
+        self._thread.submit(self._write)
+        return await waiting.future
+
+    def _write(self) -> None:
+        """Write every batch waiting now (an earlier call may have taken them all)."""
+        with self._lock:
+            taken = list(self._waiting)
+            self._waiting.clear()
+        for group in groups(taken, self.max_items):
+            _write_group(group)
+
+
+def groups(waiting: list[_Waiting], max_items: int) -> Iterator[list[_Waiting]]:
+    """`waiting` cut, in order, into groups of batches with disjoint trials, one call, and at
+    most `max_items` items (a batch alone may be longer)."""
+    group: list[_Waiting] = []
+    trials: set[int] = set()
+    size = 0
+    for batch in waiting:
+        ids = {item.trial_id for item in batch.items}
+        if group and (
+            batch.report_many != group[0].report_many
+            or not trials.isdisjoint(ids)
+            or size + len(batch.items) > max_items
+        ):
+            yield group
+            group, trials, size = [], set(), 0
+        group.append(batch)
+        trials |= ids
+        size += len(batch.items)
+    if group:
+        yield group
+
+
+def _write_group(group: list[_Waiting]) -> None:
+    if len(group) == 1:
+        _write_alone(group[0])
+        return
+    merged = [item for batch in group for item in batch.items]
+    try:
+        outcomes = group[0].report_many(merged)
+    except OperationalError as exc:  # the database is busy or unreachable: retry, all
+        for batch in group:
+            batch.fail(exc)
+        return
+    except Exception:  # rolled back: each alone, so that only its cause hears it
+        for batch in group:
+            _write_alone(batch)
+        return
+    start = 0
+    for batch in group:
+        batch.answer(outcomes[start : start + len(batch.items)])
+        start += len(batch.items)
+
+
+def _write_alone(batch: _Waiting) -> None:
+    try:
+        outcomes = batch.report_many(batch.items)
+    except Exception as exc:
+        batch.fail(exc)
+        return
+    batch.answer(outcomes)
