@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,13 @@ from tests.support.processes import (  # noqa: F401
     hpo_command,
 )
 from tests.support.waiting import wait_for  # noqa: F401
+
+# The processes the tests start see a terminal's Ctrl-C, as a user's do. A suite run as a
+# background job (`cmd &` in a non-interactive shell, as a CI script may be) starts with SIGINT
+# ignored, which every child would inherit: `hpo demo --keep` then never hears the Ctrl-C its
+# test presses. A handler (unlike "ignored") is reset to the default in each child at exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 
