@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,8 @@ from sqlalchemy.exc import OperationalError
 
 from hpo.protocol import TrialReport
 from service.api.report_groups import ReportGroups
-from service.storage.dialect import is_sqlite
+from service.app import create_app
+from service.settings import Settings
 from tests.conftest import ApiWorker, spec_doc
 from tests.service.api.test_report_path import _body
 
@@ -99,12 +101,22 @@ def test_a_busy_database_answers_the_whole_group_to_retry() -> None:
     assert writer.calls == [[1], [2, 3]]
 
 
-def test_concurrent_requests_are_grouped_and_stored(client: TestClient, monkeypatch: Any) -> None:
+@pytest.fixture
+def sqlite_client(tmp_path: Path) -> Iterator[TestClient]:
+    """The app on SQLite alone: batches are grouped there only (test_report_path.py checks
+    that PostgreSQL's run in the thread pool)."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'hpo.db'}", artifacts_dir=tmp_path)
+    with TestClient(create_app(settings, reaper=False)) as client:
+        yield client
+
+
+def test_concurrent_requests_are_grouped_and_stored(
+    sqlite_client: TestClient, monkeypatch: Any
+) -> None:
     """Over the real app on SQLite: 4 workers' batches sent while the writer is busy are
     written in one call; every epoch is stored and every answer is its own."""
+    client = sqlite_client
     services = client.app.state.services  # type: ignore[attr-defined]
-    if not is_sqlite(services.settings.database_url):
-        pytest.skip("batches are grouped on SQLite only")
     budget = {"max_trials": 8, "parallel_trials": 8, "epochs": 5}
     assert client.post("/api/v1/studies", json=spec_doc(budget=budget)).status_code == 201
     workers = [ApiWorker(client) for _ in range(4)]
