@@ -44,6 +44,14 @@ def _wait_healthy(client: Client, server: subprocess.Popen[bytes], seconds: floa
     raise CliError(f"the demo server did not answer within {seconds:.0f} s")
 
 
+class _Terminated(Exception):
+    """SIGTERM reached the demo: it stops its worker and server, as on Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def _stop(proc: subprocess.Popen[bytes], seconds: float = 20.0) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -79,6 +87,10 @@ def run_demo(
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "HPO_DATABASE_URL": database}
     print(f"starting hpo server at {url} on {database}")
+    # SIGTERM (a `kill`, a service manager, a test's clean-up) stops the server and the worker
+    # too: its default would end the demo alone and leave them running, the worker retrying a
+    # server that is gone.
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     server = subprocess.Popen(_hpo("server", "--port", str(port)), env=env)
     worker: subprocess.Popen[bytes] | None = None
     client = Client(url, retry_seconds=2.0)
@@ -106,8 +118,12 @@ def run_demo(
         return 0 if study["state"] == "completed" else 1
     except KeyboardInterrupt:
         return 130
+    except _Terminated:
+        return 128 + signal.SIGTERM
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up
         client.close()
         if worker is not None:
             _stop(worker)
         _stop(server)
+        signal.signal(signal.SIGTERM, previous)

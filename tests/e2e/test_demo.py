@@ -69,3 +69,43 @@ def test_hpo_demo_keep_serves_the_results_until_ctrl_c(
     assert not healthy(url)  # its server went with it
     assert (tmp_path / "hpo-demo.db").exists()
     assert "Traceback" not in processes.log("demo")
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (an exited child not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_hpo_demo_stopped_by_sigterm_stops_its_server_and_worker(
+    processes: Processes, tmp_path: Path
+) -> None:
+    """A `kill` (SIGTERM) of `hpo demo --keep` ends its server and worker command with it, as
+    Ctrl-C does: by default the signal ended the demo alone, and the worker went on retrying a
+    server that was gone."""
+    spec = tmp_path / "small.yaml"
+    budget = {"max_trials": 1, "parallel_trials": 1, "epochs": 1}
+    spec.write_text(yaml.safe_dump(spec_doc("small", budget=budget)))
+    argv = hpo_command("demo", "--spec", str(spec), "--keep")
+    demo = processes.spawn("demo", argv, processes.env, cwd=tmp_path)
+    wait_for(lambda: "serving until Ctrl-C" in processes.log("demo"), 180, "--keep to serve on")
+    url = re.search(r"the page: (http://127\.0\.0\.1:\d+)/", processes.log("demo"))
+    assert url and healthy(url.group(1))
+    children = _children(demo.pid)  # the server and the worker command
+    assert len(children) == 2, children
+    demo.send_signal(signal.SIGTERM)
+    try:
+        code = demo.wait(60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the demo still runs 60 s after SIGTERM; its output:\n{processes.log('demo')}")
+    assert code == 128 + signal.SIGTERM, processes.log("demo")
+    wait_for(lambda: not any(_running(pid) for pid in children), 30, "the demo's children to end")
+    assert not healthy(url.group(1))
+    assert "Traceback" not in processes.log("demo")
