@@ -101,14 +101,15 @@ class Reaping:
                 continue
             with reading(db) as stores:
                 waiting = stores.trials.any_unsampled(study_id)
-                claimed = stores.trials.claimed(study_id, ids)
-                untold = stores.trials.finished_naming(study_id, ids, before)
+                naming = stores.trials.naming(study_id, ids, before)
             if not waiting:
+                claimed = {t.optuna_trial_id for t in naming}
                 for trial_id in ids:
                     if trial_id not in claimed:
                         tidied.ended += optuna_trials.end_orphan(storage, trial_id, ORPHAN_REASON)
+            untold = [t.id for t in naming if t.finished_before]
             if untold:
-                tidied.told += self._tell_again(study_id, [t.id for t in untold])
+                tidied.told += self._tell_again(study_id, untold)
         return tidied
 
     def _tell_again(self, study_id: int, trial_ids: list[int]) -> int:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
 
@@ -35,6 +35,14 @@ class RungCount(NamedTuple):
     trials: int
     low: float | None
     high: float | None
+
+
+class NamingTrial(NamedTuple):
+    """A trial that names an Optuna trial (`TrialStore.naming`)."""
+
+    id: int
+    optuna_trial_id: int
+    finished_before: bool  # finished before the time asked about
 
 
 _RUNNING = TrialRow.state == TrialState.RUNNING
@@ -161,31 +169,24 @@ class TrialStore:
         )
         return self.session.scalar(query.limit(1)) is not None
 
-    def claimed(self, study_id: int, optuna_trial_ids: Collection[int]) -> set[int]:
-        """Those of `optuna_trial_ids` that a trial of the study names as its Optuna trial."""
-        ids, found = list(optuna_trial_ids), set[int]()
-        for start in range(0, len(ids), 1000):  # bounded statements, whatever is running
-            query = select(TrialRow.optuna_trial_id).where(
-                TrialRow.study_id == study_id,
-                TrialRow.optuna_trial_id.in_(ids[start : start + 1000]),
-            )
-            found.update(i for i in self.session.scalars(query) if i is not None)
-        return found
-
-    def finished_naming(
-        self, study_id: int, optuna_trial_ids: Collection[int], before: datetime
-    ) -> list[TrialRow]:
-        """The study's trials that finished before `before` and name one of `optuna_trial_ids`
-        as their Optuna trial."""
-        ids, found = list(optuna_trial_ids), list[TrialRow]()
+    def naming(
+        self, study_id: int, optuna_trial_ids: Collection[int], finished_before: datetime
+    ) -> list[NamingTrial]:
+        """The study's trials that name one of `optuna_trial_ids` as their Optuna trial, each
+        with whether it finished before `finished_before`, in statements of 1000 ids at most
+        (bounded, whatever is running)."""
+        ended = and_(
+            TrialRow.state.in_(sorted(FINISHED_TRIAL_STATES)),
+            TrialRow.finished_at < finished_before,
+        )
+        ids, found = list(optuna_trial_ids), list[NamingTrial]()
         for start in range(0, len(ids), 1000):
-            query = select(TrialRow).where(
+            query = select(TrialRow.id, TrialRow.optuna_trial_id, ended).where(
                 TrialRow.study_id == study_id,
                 TrialRow.optuna_trial_id.in_(ids[start : start + 1000]),
-                TrialRow.state.in_(sorted(FINISHED_TRIAL_STATES)),
-                TrialRow.finished_at < before,
             )
-            found.extend(self.session.scalars(query))
+            rows = self.session.execute(query)
+            found.extend(NamingTrial(i, o, bool(e)) for i, o, e in rows if o is not None)
         return found
 
     def running_by_worker(self) -> dict[int, list[TrialRow]]:
