@@ -26,13 +26,10 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Engine,
-    bindparam,
     case,
     event,
     func,
-    insert,
     text,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -141,11 +138,19 @@ def insert_new_rows(
         return {tuple(row) for row in session.execute(statement, {"rows": _recordset(table, rows)})}
     if sqlite3.sqlite_version_info < (3, 35):
         return {tuple(r[c] for c in key) for r in rows if insert_new(session, table, r)}
-    # The rows as parameters, not in the statement: one compiled statement, cached, that
-    # SQLAlchemy sends as multi-row INSERTs ("insertmanyvalues"); `.values(rows)` made a new
-    # statement of 128 rows to compile for every batch (8 to 23 ms of a batch's 20 to 100).
-    returned = session.execute(_sqlite_insert_new(table, key), rows)
-    return {tuple(row) for row in returned}
+    # One multi-row INSERT of the rows' values, converted as the columns' types convert
+    # them, sent to the driver as it is (`_sqlite_rows`): SQLAlchemy's own multi-row insert
+    # ("insertmanyvalues") built and processed a parameter dict a row first.
+    columns = tuple(rows[0])
+    values = _sqlite_rows(session, table, columns, rows)
+    connection = session.connection()
+    stored: set[tuple[Any, ...]] = set()
+    for start in range(0, len(values), _SQLITE_ROWS_A_STATEMENT):
+        chunk = values[start : start + _SQLITE_ROWS_A_STATEMENT]
+        sql = _sqlite_insert_new_sql(session, table, columns, key, len(chunk))
+        flat = tuple(value for row in chunk for value in row)
+        stored.update(tuple(row) for row in connection.exec_driver_sql(sql, flat))
+    return stored
 
 
 def insert_rows(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -155,20 +160,10 @@ def insert_rows(session: Session, table: Any, rows: list[dict[str, Any]]) -> Non
         return
     if name(session) == "postgresql":
         session.execute(_insert(table, tuple(rows[0])), {"rows": _recordset(table, rows)})
-    else:
-        session.execute(_plain_insert(table), rows)
-
-
-# Statements built once per table (building and keying one costs as much as running it, for
-# the few rows of a small batch).
-@lru_cache(maxsize=16)
-def _sqlite_insert_new(table: Any, key: tuple[str, ...]) -> Any:
-    return sqlite.insert(table).on_conflict_do_nothing().returning(*(table.c[c] for c in key))
-
-
-@lru_cache(maxsize=16)
-def _plain_insert(table: Any) -> Any:
-    return insert(table)
+    else:  # one executemany of the converted rows (see `_sqlite_rows`)
+        columns = tuple(rows[0])
+        sql = _sqlite_insert_sql(session, table, columns)
+        session.connection().exec_driver_sql(sql, _sqlite_rows(session, table, columns, rows))
 
 
 def update_rows(
@@ -191,17 +186,100 @@ def update_rows(
             session.execute(_lock_in_order(table, key), {"keys": keys})
         session.execute(_update(table, tuple(rows[0]), key), {"rows": _recordset(table, rows)})
         return
-    params = [{f"_{c}": value for c, value in row.items()} for row in rows]
-    session.execute(_executemany_update(table, tuple(rows[0]), key), params)
+    # One executemany of the converted rows (see `_sqlite_rows`), the key last.
+    columns = (*(c for c in rows[0] if c != key), key)
+    sql = _sqlite_update_sql(session, table, columns)
+    session.connection().exec_driver_sql(sql, _sqlite_rows(session, table, columns, rows))
 
 
-@lru_cache(maxsize=16)
-def _executemany_update(table: Any, columns: tuple[str, ...], key: str) -> Any:
-    """SQLite: `UPDATE table SET column = :_column, ... WHERE key = :_key`, built once.
-    Parameters named after no column: a column's name among them would be SET too."""
-    values = {c: bindparam(f"_{c}", type_=table.c[c].type) for c in columns if c != key}
-    where = table.c[key] == bindparam(f"_{key}", type_=table.c[key].type)
-    return update(table).where(where).values(values)
+# SQLite: rows of one multi-row INSERT at most (4 columns a row stay far below SQLite's
+# limit of 32766 parameters a statement).
+_SQLITE_ROWS_A_STATEMENT = 1000
+
+
+def _sqlite_rows(
+    session: Session, table: Any, columns: tuple[str, ...], rows: list[dict[str, Any]]
+) -> list[tuple[Any, ...]]:
+    """SQLite: `rows`' values of `columns` as tuples for the driver, each through its column
+    type's own bind conversion (a JSON text column's dumps, a datetime's text), as
+    SQLAlchemy converts a statement's parameters. Sent with `exec_driver_sql`, they skip
+    SQLAlchemy's per-row work around that conversion (a parameter dict a row, built and
+    then processed key by key: half of a batched report's three writes in process). A value
+    that is the same object as the row before's (a batch's one time stamp) is converted
+    once."""
+    processors = _sqlite_processors(session.get_bind().dialect, table, columns)
+    converted: list[tuple[Any, ...]] = []
+    last: list[Any] = [_NOTHING] * len(columns)
+    done: list[Any] = [None] * len(columns)
+    for row in rows:
+        out = []
+        for i, column in enumerate(columns):
+            value = row[column]
+            process = processors[i]
+            if process is not None and value is not None:
+                if value is not last[i]:
+                    last[i], done[i] = value, process(value)
+                value = done[i]
+            out.append(value)
+        converted.append(tuple(out))
+    return converted
+
+
+_NOTHING = object()
+
+
+@lru_cache(maxsize=32)
+def _sqlite_processors(dialect: Any, table: Any, columns: tuple[str, ...]) -> tuple[Any, ...]:
+    """Each column's bind conversion on `dialect` (None: the value goes as it is). A None
+    value is never converted: every conversion of these columns leaves None as it is."""
+    # dialect_impl: the type as the dialect runs it (SQLite's own DATETIME text under a
+    # TypeDecorator), as SQLAlchemy converts a statement's parameters.
+    return tuple(table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns)
+
+
+def _quoted(session: Session, names: Any) -> list[str]:
+    quote = session.get_bind().dialect.identifier_preparer.quote
+    return [quote(n) for n in names]
+
+
+def _sqlite_insert_sql(session: Session, table: Any, columns: tuple[str, ...]) -> str:
+    """SQLite: `INSERT INTO table (columns) VALUES (?, ...)`, for an executemany."""
+    return _sqlite_cached(session, ("insert", table.name, columns, (), 1))
+
+
+def _sqlite_insert_new_sql(
+    session: Session, table: Any, columns: tuple[str, ...], key: tuple[str, ...], count: int
+) -> str:
+    """SQLite: `INSERT INTO table (columns) VALUES (?, ...), ... ON CONFLICT DO NOTHING
+    RETURNING key` for `count` rows."""
+    return _sqlite_cached(session, ("insert", table.name, columns, key, count))
+
+
+def _sqlite_update_sql(session: Session, table: Any, columns: tuple[str, ...]) -> str:
+    """SQLite: `UPDATE table SET column = ?, ... WHERE key = ?` (the key: the last column)."""
+    return _sqlite_cached(session, ("update", table.name, columns, (), 1))
+
+
+def _sqlite_cached(session: Session, what: tuple[Any, ...]) -> str:
+    sql = _SQLITE_SQL.get(what)
+    if sql is None:
+        kind, table, columns, key, count = what
+        [target, *names] = _quoted(session, (table, *columns))
+        if kind == "update":
+            sets = ", ".join(f"{n} = ?" for n in names[:-1])
+            sql = f"UPDATE {target} SET {sets} WHERE {names[-1]} = ?"
+        else:
+            row = "(" + ", ".join("?" for _ in names) + ")"
+            sql = f"INSERT INTO {target} ({', '.join(names)}) VALUES " + ", ".join([row] * count)
+            if key:
+                returning = ", ".join(_quoted(session, key))
+                sql += f" ON CONFLICT DO NOTHING RETURNING {returning}"
+        if len(_SQLITE_SQL) < 4096:  # a few tables, and batch sizes up to the chunk's
+            _SQLITE_SQL[what] = sql
+    return sql
+
+
+_SQLITE_SQL: dict[tuple[Any, ...], str] = {}
 
 
 def _recordset(table: Any, rows: list[dict[str, Any]]) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from hpo.protocol import StudyState, TrialState, WorkerState
 from service.storage import dialect
 from service.storage.db import Database
-from service.storage.models import TrialRow
+from service.storage.models import EventRow, TrialRow
 from service.storage.studies import NameTaken
 from service.storage.unit import Stores, Unit, reading, unit_of_work
 
@@ -389,6 +389,54 @@ def test_many_curve_points_go_in_at_once_and_a_repeat_keeps_the_first(db: Databa
     assert math.copysign(1.0, stored['quote"back\\slash']) == -1.0
     assert points[1].metrics == {"x": 1e308}
     assert kept == [(second, 1, {"val_accuracy": 0.5}), (second, 2, {"x": 2.0})]
+
+
+def test_rows_written_together_are_stored_as_the_orm_stores_them(db: Database) -> None:
+    """A batch's curve points, events and reported trials (on SQLite sent to the driver as
+    tuples its columns' types converted) leave the same stored values as the ORM's own
+    writes of the same values, so what SQL compares or reads (a lease's expiry against a
+    time, a metric) finds no difference."""
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    together, alone = _trials(db, study_id, [TrialState.RUNNING] * 2)
+    metrics = {"val_accuracy": math.nan, "x": 0.1, "größe \u2713": -math.inf}
+    expiry = NOW + timedelta(seconds=30, microseconds=7)
+    with unit_of_work(db) as unit:
+        assert unit.curves.add_new([(together, 1, metrics)], NOW) == {(together, 1)}
+        unit.curves.add(alone, 1, metrics, NOW)  # the ORM's own INSERT
+        unit.event(study_id, "trial_reported", together, epoch=1, metrics=metrics)
+        unit.trials.session.add(
+            EventRow(
+                study_id=study_id,
+                kind="trial_reported",
+                trial_id=alone,
+                payload={"epoch": 1, "metrics": metrics},
+                created_at=NOW,
+            )
+        )
+        for trial_id in (together, alone):
+            row = unit.trials.get(trial_id)
+            assert row is not None
+            row.epochs, row.value, row.values = 1, math.nan, [0.5, math.nan]
+            row.lease_expires_at = expiry
+            if trial_id == alone:
+                row.attempt = 2  # another change: the ORM's flush writes this one
+    with db.read() as session:
+        curves = session.execute(
+            text("SELECT metrics, reported_at FROM hpo_trial_metrics ORDER BY trial_id")
+        ).all()
+        events = session.execute(text("SELECT payload FROM hpo_events ORDER BY trial_id")).all()
+        trials = session.execute(
+            text('SELECT epochs, value, "values", lease_expires_at FROM hpo_trials ORDER BY id')
+        ).all()
+    assert curves[0] == curves[1]
+    assert events[0] == events[1]
+    assert trials[0] == trials[1] and trials[0][1] is None  # NaN is stored as NULL
+    with reading(db) as stores:
+        assert not stores.trials.any_expired(expiry)
+        assert stores.trials.any_expired(expiry + timedelta(microseconds=1))
+        [point] = stores.curves.of_trial(together)
+    assert point.reported_at == NOW and point.metrics["x"] == 0.1
 
 
 def test_reported_trials_are_written_in_one_update_and_other_changes_as_before(
