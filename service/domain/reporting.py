@@ -124,6 +124,7 @@ class Reporting:
         outcomes: list[Decision | DomainError] = []
         pending: list[tuple[int, _OptunaReport]] = []
         now = self.context.clock()
+        until = self.context.lease_until(now)  # one expiry for the batch: converted once
         stored = self._store_curves(unit, reports, locked, now)
         # A stopped study pauses a trial at its last epoch in the batch (a worker that
         # held several epochs' reports sends them together): the epochs before it are
@@ -141,7 +142,7 @@ class Reporting:
                 spec = specs[study.id] = search.stored_spec(study.spec)
             is_last = last[item.trial_id] == position
             step = self._report_one(
-                unit, study, spec, trial, item, now, stored.get(position), is_last
+                unit, study, spec, trial, item, (now, until), stored.get(position), is_last
             )
             if isinstance(step, _OptunaReport):
                 pending.append((len(outcomes), step))
@@ -214,21 +215,23 @@ class Reporting:
         spec: StudySpec,
         trial: TrialRow,
         item: TrialReport,
-        now: datetime,
+        times: tuple[datetime, datetime],
         stored: bool | None,
         last: bool = True,
     ) -> Decision | _OptunaReport:
         """One held trial's report inside the batch's transaction: its decision, or the
-        Optuna report (and pruner question) to make after the commit. `stored`: whether its
+        Optuna report (and pruner question) to make after the commit. `times`: the batch's
+        time and its trials' new lease expiry. `stored`: whether its
         curve point was new, when `_store_curves` stored it already (None: not yet). `last`:
         the trial has no later item in the batch (only that one pauses for a stopped study)."""
         if trial.state is not TrialState.RUNNING:
             return decision_for_finished(trial)
+        now, until = times
         if stored is None:
             stored = unit.curves.add_once(trial.id, item.epoch, item.metrics, now)
         if stored:
             self._recorded(unit, study, trial, item.epoch, item.metrics)
-        trial.lease_expires_at = self.context.lease_until(now)
+        trial.lease_expires_at = until
         if at_rung_end(trial, spec):
             self._record_before_pause(unit, trial, item.epoch)
             self._pause_for_promotion(unit, study, trial)

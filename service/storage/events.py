@@ -22,14 +22,17 @@ class EventStore:
         self._pending: list[dict[str, Any]] = []
 
     def add(self, study_id: int, kind: str, trial_id: int | None, payload: dict[str, Any]) -> None:
-        """Append an event; it is written at the next `write_pending` (flush or commit)."""
+        """Append an event; it is written at the next `write_pending` (flush or commit).
+        The events written together share one time, their first's (a batched report's
+        events are one moment to the page, and their one time is converted once)."""
+        at = self._pending[0]["created_at"] if self._pending else utcnow()
         self._pending.append(
             {
                 "study_id": study_id,
                 "kind": kind,
                 "trial_id": trial_id,
                 "payload": payload,
-                "created_at": utcnow(),
+                "created_at": at,
             }
         )
 
