@@ -29,9 +29,12 @@ For each database (a fresh SQLite file; a fresh PostgreSQL database made through
    calling Optuna directly gets, measured seconds before the runs it is compared with.
 
 Reported: trial-epochs recorded per second, p50 / p99 latency of a request (a report, or a
-batch of T/W), and the server's CPU time a request (its processes' user + system time over the
+batch of T/W), the server's CPU time a request (its processes' user + system time over the
 run, from /proc, divided by the requests: what a request costs the server whatever else runs on
-the machine), per database, P and T; and what the set-up's leases took over HTTP, in ms a
+the machine) and the client's (this process's CPU time over the run, `time.process_time`,
+divided by the requests: what the simulated workers' `WorkerClient` calls cost, building each
+request, sending it with httpx and parsing its answer, which a real worker pays too on the
+machine it trains on), per database, P and T; and what the set-up's leases took over HTTP, in ms a
 leased trial (the first and the last lease request of each worker, LEASE_CHUNK trials each).
 Every answer must be `continue`; anything else stops the run. The simulated workers share the
 2-core machine with the server, as a worker would.
@@ -81,6 +84,7 @@ class Point:
     epochs: int = 0
     latencies: list[float] = field(default_factory=list)
     server_cpu: float = 0.0  # seconds of the server's processes during the run
+    client_cpu: float = 0.0  # seconds of this process (the simulated workers) during the run
 
     @property
     def rate(self) -> float:
@@ -209,12 +213,14 @@ def measure(
 
     threads = [threading.Thread(target=body, args=(w,)) for w in workers]
     cpu = cpu_seconds(server_pid) if server_pid else 0.0
+    client_cpu = time.process_time()
     started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     point.seconds = time.monotonic() - started
+    point.client_cpu = time.process_time() - client_cpu
     point.server_cpu = cpu_seconds(server_pid) - cpu if server_pid else 0.0
     if errors:
         raise BenchError(f"a simulated worker failed: {errors[0]!r}") from errors[0]
@@ -289,7 +295,7 @@ def run_server(
         raw = optuna_reports(url, args.seconds, f"optuna-reports-{procs}-{in_flight}")
         rows.append([kind, procs, in_flight, "Optuna `trial.report`, 1 thread", raw.epochs,
                      f"{raw.rate:.0f}", "1.00", ms(median(raw.latencies)),
-                     ms(quantile(raw.latencies, 0.99)), "-"])  # fmt: skip
+                     ms(quantile(raw.latencies, 0.99)), "-", "-"])  # fmt: skip
         print(" | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
         leases = [ms for w in workers for ms in (w.lease_ms[0], w.lease_ms[-1])]
         LEASES.append([kind, procs, in_flight, f"{min(leases):.1f}", f"{median(leases):.1f}",
@@ -305,7 +311,8 @@ def run_server(
                          point.epochs, f"{point.rate:.0f}", f"{point.rate / raw.rate:.2f}",
                          ms(median(point.latencies)),
                          ms(quantile(point.latencies, 0.99)),
-                         ms(point.server_cpu / len(point.latencies))])  # fmt: skip
+                         ms(point.server_cpu / len(point.latencies)),
+                         ms(point.client_cpu / len(point.latencies))])  # fmt: skip
             print(" | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
     return rows
 
@@ -346,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Code: {code_version('service', 'trainer', 'hpo')}.\n")
     header = ["database", "server processes", "trials in flight", "run", "trial-epochs",
               "trial-epochs/s", "/ Optuna", "p50 ms a request", "p99 ms a request",
-              "server CPU ms a request"]  # fmt: skip
+              "server CPU ms a request", "client CPU ms a request"]  # fmt: skip
     print(markdown_table(header, rows, text=4))
     print("\nThe set-up's lease requests over HTTP (each worker's first and last, "
           f"{LEASE_CHUNK} trials each), ms a leased trial:\n")  # fmt: skip
