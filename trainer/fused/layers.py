@@ -240,6 +240,21 @@ class FusedBatchNorm(_Affine):
         self.register_buffer("running_var", torch.ones(k, channels))
         self.register_buffer("num_batches_tracked", torch.zeros(k, dtype=torch.long))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layout == TRIAL and not self.training:
+            return self._trial_eval(x)
+        return super().forward(x)
+
+    def _trial_eval(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval mode on the trial layout (K, N, F): each trial's and feature's affine map of
+        its running statistics, the arithmetic of torch's kernel (alpha = weight / sqrt(var +
+        eps), beta = bias - mean * alpha, x * alpha + beta), without the packed layout's two
+        transposing copies of the activations (a fifth of a fused MLP's evaluation). Equal to
+        the packed batch norm up to float rounding (torch's kernel fuses its multiply-add)."""
+        alpha = torch.rsqrt(self.running_var + self.eps) * self.weight
+        beta = self.bias - self.running_mean * alpha
+        return torch.addcmul(beta.unsqueeze(1), x, alpha.unsqueeze(1))
+
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             self.num_batches_tracked.add_(1)

@@ -160,12 +160,15 @@ def _fuse(members: list[Member]) -> Group:
     return Group(members, model, optimizer, data.x_train.to(dtype), data.x_val.to(dtype))
 
 
-def _carry(group: Group) -> None:
-    """Writes every member's fused state back into its unfused run, for rebuilding a group."""
+def _carry(group: Group, going_on: set[int]) -> None:
+    """Writes every member's fused weights back into its unfused run (its model file and test
+    score read them there), and the optimizer state of the members in `going_on` (their ids),
+    which a rebuilt group loads; an ended member's would be built and dropped unread."""
     state = group.model.net.state_dict()
     for index, member in enumerate(group.members):
         member.run.model.load_state_dict(member_state(group.model, index, state))
-        member.resume_optimizer = group.optimizer.trial_state(index, member.run.model)
+        if id(member) in going_on:
+            member.resume_optimizer = group.optimizer.trial_state(index, member.run.model)
 
 
 def _train(members: list[Member]) -> None:
@@ -194,8 +197,8 @@ def _train(members: list[Member]) -> None:
         reported = True
         left = _end_epoch(group, losses, lrs, seconds)
         if len(left) != len(group.members):
-            _carry(group)
             going_on = {id(m) for m in left}
+            _carry(group, going_on)
             _score_completed([m for m in group.members if id(m) not in going_on])
             if not left:
                 return
