@@ -130,19 +130,22 @@ class Reporting:
         # held several epochs' reports sends them together): the epochs before it are
         # recorded, and its checkpoint, uploaded before the reports, is not past it.
         last = {item.trial_id: position for position, item in enumerate(reports)}
-        specs: dict[int, StudySpec] = {}  # each study's spec, parsed once for the batch
+        # Each study's spec, parsed once for the batch, and whether its pruner reads each
+        # value (asked once: it builds the study's pruner).
+        specs: dict[int, tuple[StudySpec, bool]] = {}
         for position, item in enumerate(reports):
             try:
                 study, trial = held_with_study(locked.get(item.trial_id), item.trial_id, item.token)
             except DomainError as exc:
                 outcomes.append(exc)
                 continue
-            spec = specs.get(study.id)
-            if spec is None:
-                spec = specs[study.id] = search.stored_spec(study.spec)
+            known = specs.get(study.id)
+            if known is None:
+                spec = search.stored_spec(study.spec)
+                known = specs[study.id] = (spec, search.reads_each_value(spec))
             is_last = last[item.trial_id] == position
             step = self._report_one(
-                unit, study, spec, trial, item, (now, until), stored.get(position), is_last
+                unit, study, known, trial, item, (now, until), stored.get(position), is_last
             )
             if isinstance(step, _OptunaReport):
                 pending.append((len(outcomes), step))
@@ -212,7 +215,7 @@ class Reporting:
         self,
         unit: Unit,
         study: StudyRow,
-        spec: StudySpec,
+        known: tuple[StudySpec, bool],
         trial: TrialRow,
         item: TrialReport,
         times: tuple[datetime, datetime],
@@ -220,13 +223,14 @@ class Reporting:
         last: bool = True,
     ) -> Decision | _OptunaReport:
         """One held trial's report inside the batch's transaction: its decision, or the
-        Optuna report (and pruner question) to make after the commit. `times`: the batch's
-        time and its trials' new lease expiry. `stored`: whether its
+        Optuna report (and pruner question) to make after the commit. `known`: the study's
+        spec and whether its pruner reads each value (`search.reads_each_value`). `times`:
+        the batch's time and its trials' new lease expiry. `stored`: whether its
         curve point was new, when `_store_curves` stored it already (None: not yet). `last`:
         the trial has no later item in the batch (only that one pauses for a stopped study)."""
         if trial.state is not TrialState.RUNNING:
             return decision_for_finished(trial)
-        now, until = times
+        (spec, reads_each_value), (now, until) = known, times
         if stored is None:
             stored = unit.curves.add_once(trial.id, item.epoch, item.metrics, now)
         if stored:
@@ -240,7 +244,7 @@ class Reporting:
             self._record_before_pause(unit, trial, item.epoch)
             self.context.transitions.release(unit, trial, TrialState.PAUSED)
             return Decision.PAUSE
-        if not search.reads_each_value(spec):
+        if not reads_each_value:
             return Decision.CONTINUE  # nothing reads it now: Optuna gets it at the trial's end
         value, optuna_id = trial.value, trial.optuna_trial_id
         if (
