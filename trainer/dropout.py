@@ -87,10 +87,12 @@ def noise(drawn: torch.Tensor, threshold: torch.Tensor | int, dtype: torch.dtype
 def constant(name: str, rate: float, dtype: torch.dtype) -> torch.Tensor:
     """A dropout constant at `rate` as a 0-dim tensor of `dtype`, rounded once, the same for the
     unfused and the fused layers: `scale` (1 / keep probability) for dropout; `alpha_scale`,
-    `alpha_step` and `alpha_offset` for alpha dropout, torch's formulas at the effective rate."""
-    keep = levels(rate) / LEVELS
+    `alpha_step` and `alpha_offset` for alpha dropout, torch's formulas at the effective rate.
+    A rate of 0 keeps every element unchanged (the unfused layers return their input then; a
+    fused group's trial at rate 0 gets these constants with a mask that keeps all)."""
+    keep = levels(rate) / LEVELS if rate else 1.0
     if name == "scale":
-        return torch.tensor(LEVELS / levels(rate), dtype=dtype)
+        return torch.tensor(LEVELS / levels(rate) if rate else 1.0, dtype=dtype)
     p = 1 - keep
     scale = 1 / math.sqrt((ALPHA * ALPHA * p + 1) * keep)
     values = {"alpha_scale": scale, "alpha_step": ALPHA * scale, "alpha_offset": ALPHA * scale * p}

@@ -44,6 +44,28 @@ def test_a_fused_layer_gives_each_trial_the_output_and_generator_state_it_gets_a
     assert not torch.equal(out[1], out[2])
 
 
+def test_a_fused_layer_draws_new_masks_each_step_and_a_rate_of_zero_keeps_all() -> None:
+    """The layer reuses its buffer of drawn words from step to step (and keeps one per batch
+    size): every step's masks are still the ones the trial draws alone, step after step, and
+    a trial at rate 0 keeps every element and draws nothing."""
+    rates = [0.0, 0.3]
+    generators = [torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)]
+    fused = FusedDropout(rates, False, TRIAL)
+    fused.streams = Streams(generators)
+    torch.manual_seed(6)
+    single = Dropout(0.3)
+    untouched = generators[0].get_state()
+    inputs = torch.Generator().manual_seed(0)  # not the global one, which Dropout draws from
+    for n in (7, 7, 3, 7):  # a last, smaller batch between full ones
+        x = torch.randn(2, n, 9, generator=inputs)
+        out = fused(x)
+        assert torch.equal(out[0], x[0])
+        assert torch.equal(out[1], single(x[1])), n
+        assert not torch.equal(out[1], x[1] * dropout.constant("scale", 0.3, x.dtype))
+    assert torch.equal(generators[1].get_state(), torch.get_rng_state())
+    assert torch.equal(generators[0].get_state(), untouched)
+
+
 def test_the_packed_layout_puts_each_trials_mask_on_its_own_channels() -> None:
     k, channels = 2, 3
     x = torch.randn(5, k * channels, 4, dtype=torch.float64)  # (N, K*C, L)
