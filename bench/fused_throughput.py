@@ -28,7 +28,9 @@ one after the other in one run. It prints configurations finished per hour, from
 creation to its end (the workers' start-up included: they start with the study) and from the
 first trial's start to the last one's end (what long-lived workers give), the workers' CPU
 seconds (their processes and training processes, start-up included, the server's not: what
-other processes on a shared machine stretch less than wall time), the distribution
+other processes on a shared machine stretch less than wall time), the server's CPU seconds
+during the study (read from /proc on Linux, else left blank: on a machine whose cores the
+workers fill, the server's work is time taken from training), the distribution
 of the final validation accuracies, and how far each
 configuration's accuracy lies from the same configuration's under the first `--fuse` value (the
 random search draws the same configurations in the same order in each study).
@@ -40,6 +42,7 @@ time cadence) or left at the tunable's default (`default`).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import tempfile
@@ -174,6 +177,7 @@ def run_study(
         study_id = http.post("/api/v1/studies", json=spec).json()["id"]
         started = time.monotonic()
         cpu = _children_cpu()
+        server_cpu = _process_cpu(processes.process("server").pid)
         names = [f"fuse{fuse}-{index}-{i}" for i in range(args.workers)]
         for name in names:
             processes.worker(name, url, "--fuse", fuse, "--devices", args.device)
@@ -187,6 +191,7 @@ def run_study(
         # The workers (waited for above) and their training processes, start-up included;
         # the server's, which outlives the study, is not counted.
         worker_cpu = _children_cpu() - cpu
+        server_cpu = _process_cpu(processes.process("server").pid) - server_cpu
         trials = http.get(f"/api/v1/studies/{study_id}/trials", params={"limit": 1000}).json()
     done = [t for t in trials["items"] if t["state"] == "completed"]
     values = {t["number"]: t["value"] for t in done}
@@ -195,13 +200,28 @@ def run_study(
     first = min((datetime.fromisoformat(t["started_at"]) for t in done), default=None)
     last = max((datetime.fromisoformat(t["finished_at"]) for t in done), default=None)
     training = (last - first).total_seconds() if first and last else float("nan")
-    return {"seconds": seconds, "training": training, "values": values, "cpu": worker_cpu}
+    return {
+        "seconds": seconds,
+        "training": training,
+        "values": values,
+        "cpu": worker_cpu,
+        "server_cpu": server_cpu,
+    }
 
 
 def _children_cpu() -> float:
     """User and system CPU seconds of this process's ended and waited-for children."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(pid: int) -> float:
+    """User and system CPU seconds of a running process (Linux's /proc); NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def service(args: argparse.Namespace) -> None:
@@ -225,10 +245,10 @@ def service(args: argparse.Namespace) -> None:
     print(
         "| --fuse | checkpoint_seconds | completed | wall (s) | configurations/hour "
         "| first start to last end (s) "
-        "| configurations/hour without start-up | workers' CPU (s) "
+        "| configurations/hour without start-up | workers' CPU (s) | server's CPU (s) "
         "| accuracy min / q1 / median / q3 / max | median abs. diff. to first |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
     first = runs[0][2]["values"]
     for fuse, cadence, run in runs:
         values = run["values"]
@@ -240,10 +260,15 @@ def service(args: argparse.Namespace) -> None:
             f"| {fuse} | {'default' if cadence is None else f'{cadence:g}'} | {len(values)} | "
             f"{run['seconds']:.1f} | "
             f"{3600 * len(values) / run['seconds']:,.0f} | {run['training']:.1f} | "
-            f"{3600 * len(values) / run['training']:,.0f} | {run['cpu']:.1f} | {spread} | "
+            f"{3600 * len(values) / run['training']:,.0f} | {run['cpu']:.1f} | "
+            f"{_blank_nan(run['server_cpu'])} | {spread} | "
             f"{statistics.median(diffs) if diffs else float('nan'):.4f} |",
             flush=True,
         )
+
+
+def _blank_nan(value: float) -> str:
+    return "" if value != value else f"{value:.1f}"
 
 
 def main() -> None:
