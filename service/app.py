@@ -27,7 +27,7 @@ from service.api import (
 )
 from service.api.deps import Services
 from service.api.limits import BodyLimit
-from service.api.report_groups import ReportGroups
+from service.api.report_groups import POSTGRES_GROUPED_ITEMS, ReportGroups
 from service.api.report_path import BatchedReports
 from service.domain.context import ProtocolContext
 from service.domain.protocol import Protocol
@@ -117,9 +117,14 @@ def create_app(settings: Settings, *, run_migrations: bool = True, reaper: bool 
     )
     app.state.services = services
     # Added first, so inside the body limit and the metrics: the batched report's short way.
-    # On SQLite its batches are written by one thread, those that wait for it together (they
-    # would take turns in the file's write queue anyway; service/api/report_groups.py).
-    groups = ReportGroups() if is_sqlite(settings.database_url) else None
+    # Its batches are written by one thread per process, those that wait for it together
+    # (a group commit; service/api/report_groups.py); on PostgreSQL only the small ones, the
+    # others side by side in the thread pool.
+    groups = (
+        ReportGroups()
+        if is_sqlite(settings.database_url)
+        else ReportGroups(max_batch_items=POSTGRES_GROUPED_ITEMS)
+    )
     app.state.report_groups = groups
     app.add_middleware(BatchedReports, owner=app, groups=groups)
     app.add_middleware(

@@ -1,9 +1,17 @@
-"""SQLite's batched reports: one writer thread, and the batches that wait for it written
-together in one transaction (a group commit).
+"""Batched reports: one writer thread per server process, and the batches that wait for it
+written together in one transaction (a group commit).
 
 On SQLite a batched report is one write transaction from its `BEGIN IMMEDIATE` on, and the
 server's writers take their turn in the file's write queue, so batches of several workers
-never ran side by side: each waited for the others in a pool thread. What a batch of 8 items
+never ran side by side: each waited for the others in a pool thread. On PostgreSQL they did
+run side by side, but small ones gained nothing from it: 8 pool threads each holding a batch
+of 8 items spent most of their time waiting for the GIL and for the cores, and each paid the
+same fixed cost (a session, 6 statements, a commit: about 2 of a batch of 8's 2.5 ms). So on
+PostgreSQL a batch of at most `max_batch_items` (POSTGRES_GROUPED_ITEMS) items waits for the
+writer, and a larger one, whose fixed cost is a small part of it, still runs in the app's
+thread pool beside the others (one writer for 8 batches of 128 recorded fewer trial-epochs:
+PostgreSQL's statements no longer overlapped the Python of other batches; docs/BENCHMARKS.md
+"Round 7: PostgreSQL's tail at 1024 in flight"). What a batch of 8 items
 costs the server is mostly the same whatever its size (a session, 6 statements, a commit;
 about 1.2 of its 1.5 to 1.9 ms in process, 0.06 ms an item more, docs/BENCHMARKS.md "Where a
 request's CPU goes, round 6"), so the batches that came while the last one was written are
@@ -27,7 +35,9 @@ Every guarantee of a batch holds as if it were written alone:
   (a study with a pruner asks it after) leaves the reports stored, and the batches written
   alone then repeat them, which changes nothing (a report is idempotent per epoch).
 
-PostgreSQL's batches run side by side in the app's thread pool and are not grouped.
+On PostgreSQL the merged transaction locks its studies and then its trials in the lock order
+(service/storage/locks.py), as each batch alone would, so it closes no new deadlock cycle with
+other transactions; two server processes each write their own groups side by side.
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ from hpo.protocol import TrialReport
 
 REPORTS_THREAD = "hpo-reports"  # the name of the writer thread
 MAX_GROUP_ITEMS = 1024  # items in one merged transaction at most (a batch alone may be more)
+# PostgreSQL: the largest batch that waits for the writer; a larger one runs in the thread pool.
+POSTGRES_GROUPED_ITEMS = 32
 
 Outcomes = list[Any]  # report_many's: a Decision or a DomainError per item
 ReportMany = Callable[[Sequence[TrialReport]], Outcomes]
@@ -77,13 +89,22 @@ class _Waiting:
 
 
 class ReportGroups:
-    """The batched reports of one SQLite server process (see the module's docstring)."""
+    """The batched reports of one server process (see the module's docstring). A batch of
+    more than `max_batch_items` items (None: no limit) is not taken (`takes`)."""
 
-    def __init__(self, max_items: int = MAX_GROUP_ITEMS) -> None:
+    def __init__(
+        self, max_items: int = MAX_GROUP_ITEMS, max_batch_items: int | None = None
+    ) -> None:
         self.max_items = max_items
+        self.max_batch_items = max_batch_items
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=REPORTS_THREAD)
         self._waiting: deque[_Waiting] = deque()
         self._lock = threading.Lock()
+
+    def takes(self, items: Sequence[TrialReport]) -> bool:
+        """Whether a batch of `items` waits for the writer (else the caller runs it in its
+        thread pool, beside the writer)."""
+        return self.max_batch_items is None or len(items) <= self.max_batch_items
 
     async def report(self, report_many: ReportMany, items: Sequence[TrialReport]) -> Outcomes:
         """`report_many(items)`'s outcomes, written by the writer thread, maybe in one

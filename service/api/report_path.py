@@ -20,10 +20,10 @@ a busy database), as the route's would be. The route stays in the app, so the Op
 schema documents it and a request this path hands on still reaches it; `MetricsMiddleware`
 (outside) counts the request under the route's template.
 
-Where the domain call runs: on SQLite, on the one writer thread of `report_groups`, which
-writes the batches that wait for it together (a group commit; every batch's guarantees kept,
-see that module); on PostgreSQL in the app's thread pool, where batches of different trials
-run side by side.
+Where the domain call runs: on the one writer thread of `report_groups`, which writes the
+batches that wait for it together (a group commit; every batch's guarantees kept, see that
+module); on PostgreSQL only a batch of at most `POSTGRES_GROUPED_ITEMS` items, and a larger
+one in the app's thread pool, where batches of different trials run side by side.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class BatchedReports:
     def __init__(self, app: ASGIApp, owner: FastAPI, groups: ReportGroups | None = None) -> None:
         self.app = app
         self.owner = owner  # its services, exception handlers and routes, read when called
-        self.groups = groups  # SQLite's writer thread; None: the app's thread pool
+        self.groups = groups  # the writer thread; None: the app's thread pool
         self._route: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -89,7 +89,7 @@ class BatchedReports:
         scope["route"] = self.route()  # the metrics' route label, as routing sets it
         try:
             report_many = services.protocol.reporting.report_many
-            if self.groups is None:
+            if self.groups is None or not self.groups.takes(items):
                 outcomes = await run_in_threadpool(report_many, items)
             else:
                 outcomes = await self.groups.report(report_many, items)

@@ -1,17 +1,19 @@
-"""A real `hpo server` on SQLite with 8 workers sending batched reports at once: the batches
-that wait for the writer are written together (service/api/report_groups.py), and each worker
-still hears only about its own items: its decisions, a 409 for a stale item, the same answer
-for a repeat, every epoch stored once."""
+"""A real `hpo server` (on SQLite; on PostgreSQL with one and with two processes) with 8
+workers sending batched reports at once: the batches that wait for a process's writer are
+written together (service/api/report_groups.py), and each worker still hears only about its
+own items: its decisions, a 409 for a stale item, the same answer for a repeat, every epoch
+stored once."""
 
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ApiWorker, Processes, in_threads, spec_doc
+from tests.conftest import ApiWorker, Processes, in_threads, postgres_database, spec_doc
 
 pytestmark = pytest.mark.e2e
 
@@ -33,8 +35,18 @@ def _batch(trials: list[dict[str, Any]], epoch: int) -> bytes:
     return json.dumps({"reports": items}).encode()
 
 
-def test_concurrent_batches_keep_every_items_answer(processes: Processes) -> None:
-    url = processes.server("server")
+@pytest.mark.parametrize("served", ["sqlite", "postgres", "postgres, 2 processes"])
+def test_concurrent_batches_keep_every_items_answer(processes: Processes, served: str) -> None:
+    with ExitStack() as stack:
+        env: dict[str, str] = {}
+        if served.startswith("postgres"):
+            env["HPO_DATABASE_URL"] = stack.enter_context(postgres_database())
+        args = ["--processes", "2"] if served.endswith("2 processes") else []
+        url = processes.server("server", *args, **env)
+        _send_and_check(url)
+
+
+def _send_and_check(url: str) -> None:
     trials_total = WORKERS * TRIALS_EACH
     budget = {"max_trials": trials_total, "parallel_trials": trials_total, "epochs": 50}
     with httpx.Client(base_url=url, timeout=60) as http:

@@ -1,24 +1,20 @@
-"""SQLite's group commit of batched reports (service/api/report_groups.py): the batches that
-wait for the writer are written in one `report_many` call, and each hears what it would have
-heard alone."""
+"""The group commit of batched reports (service/api/report_groups.py), on SQLite and
+PostgreSQL: the batches that wait for the writer are written in one `report_many` call, and
+each hears what it would have heard alone."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 from hpo.protocol import TrialReport
 from service.api.report_groups import ReportGroups
-from service.app import create_app
-from service.settings import Settings
 from tests.conftest import ApiWorker, spec_doc
 from tests.service.api.test_report_path import _body
 
@@ -101,21 +97,17 @@ def test_a_busy_database_answers_the_whole_group_to_retry() -> None:
     assert writer.calls == [[1], [2, 3]]
 
 
-@pytest.fixture
-def sqlite_client(tmp_path: Path) -> Iterator[TestClient]:
-    """The app on SQLite alone: batches are grouped there only (test_report_path.py checks
-    that PostgreSQL's run in the thread pool)."""
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'hpo.db'}", artifacts_dir=tmp_path)
-    with TestClient(create_app(settings, reaper=False)) as client:
-        yield client
+def test_a_batch_above_the_limit_is_not_taken() -> None:
+    assert ReportGroups().takes([_item(t) for t in range(2000)])  # SQLite's: any size
+    limited = ReportGroups(max_batch_items=2)
+    assert limited.takes([_item(1), _item(2)])
+    assert not limited.takes([_item(1), _item(2), _item(3)])
 
 
-def test_concurrent_requests_are_grouped_and_stored(
-    sqlite_client: TestClient, monkeypatch: Any
-) -> None:
-    """Over the real app on SQLite: 4 workers' batches sent while the writer is busy are
-    written in one call; every epoch is stored and every answer is its own."""
-    client = sqlite_client
+def test_concurrent_requests_are_grouped_and_stored(client: TestClient, monkeypatch: Any) -> None:
+    """Over the real app, on SQLite and on PostgreSQL: 4 workers' batches sent while the
+    writer is busy are written in one call; every epoch is stored and every answer is its
+    own."""
     services = client.app.state.services  # type: ignore[attr-defined]
     budget = {"max_trials": 8, "parallel_trials": 8, "epochs": 5}
     assert client.post("/api/v1/studies", json=spec_doc(budget=budget)).status_code == 201

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 from service.api.deps import get_protocol
-from service.api.report_groups import REPORTS_THREAD
+from service.api.report_groups import POSTGRES_GROUPED_ITEMS, REPORTS_THREAD
 from service.storage.dialect import is_sqlite
 from tests.conftest import WORKER_TOKEN, ApiWorker, spec_doc
 
@@ -152,11 +152,10 @@ def test_the_metrics_count_it_under_the_routes_template(client: TestClient) -> N
     assert line.endswith(" 2.0")
 
 
-def test_sqlite_batches_run_on_one_thread_of_their_own(
-    client: TestClient, monkeypatch: Any
-) -> None:
-    """SQLite: every batch runs on the one `hpo-reports` thread (its writers take turns
-    anyway); PostgreSQL: in the app's thread pool, where batches run side by side."""
+def test_batches_run_on_one_thread_of_their_own(client: TestClient, monkeypatch: Any) -> None:
+    """Every batch runs on the one `hpo-reports` thread of the process, on SQLite (its writers
+    take turns anyway) and on PostgreSQL (in the thread pool, 8 batches side by side spent
+    most of their time waiting for the GIL and their turn on the cores)."""
     worker, trials = _leased(client)
     services = client.app.state.services  # type: ignore[attr-defined]
     reporting = services.protocol.reporting
@@ -174,9 +173,37 @@ def test_sqlite_batches_run_on_one_thread_of_their_own(
         assert reply.status_code == 200, reply.text
         assert [r["decision"] for r in reply.json()["results"]] == ["continue", "continue"]
     assert len(threads) == 3
-    if is_sqlite(services.settings.database_url):
-        assert len(set(threads)) == 1 and threads[0].startswith(REPORTS_THREAD), threads
-    else:
-        assert not any(name.startswith(REPORTS_THREAD) for name in threads), threads
+    assert len(set(threads)) == 1 and threads[0].startswith(REPORTS_THREAD), threads
     curve = client.get(f"/api/v1/trials/{trials[1]['trial_id']}").json()["curve"]
     assert [point["epoch"] for point in curve] == [1, 2, 3]
+
+
+def test_postgresqls_larger_batches_run_in_the_thread_pool(
+    client: TestClient, monkeypatch: Any
+) -> None:
+    """PostgreSQL: a batch of more than POSTGRES_GROUPED_ITEMS items runs in the app's thread
+    pool, beside the writer (8 batches of 128 side by side recorded more than one writer
+    did); SQLite: every batch waits for the writer."""
+    worker, trials = _leased(client)
+    services = client.app.state.services  # type: ignore[attr-defined]
+    groups = client.app.state.report_groups  # type: ignore[attr-defined]
+    postgres = not is_sqlite(services.settings.database_url)
+    assert groups.max_batch_items == (POSTGRES_GROUPED_ITEMS if postgres else None)
+    monkeypatch.setattr(groups, "max_batch_items", 1 if postgres else None)
+    reporting = services.protocol.reporting
+    real = reporting.report_many
+    threads: list[str] = []
+
+    def noted(items: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(items)
+
+    monkeypatch.setattr(reporting, "report_many", noted)
+    url = f"/api/v1/workers/{worker.id}/reports"
+    reply = client.post(url, content=_body(trials, 1))  # 2 items
+    assert reply.status_code == 200, reply.text
+    assert [r["decision"] for r in reply.json()["results"]] == ["continue", "continue"]
+    reply = client.post(url, content=_body(trials[:1], 2))  # 1 item
+    assert reply.status_code == 200, reply.text
+    on_writer = [name.startswith(REPORTS_THREAD) for name in threads]
+    assert on_writer == ([False, True] if postgres else [True, True]), threads
