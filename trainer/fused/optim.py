@@ -64,7 +64,10 @@ class FusedOptimizer:
         self.moment2 = [torch.zeros_like(p) for p in self.tensors] if self.kind == "adamw" else []
         self.decayed = [i for i, name in enumerate(self.names) if name in decayed]
         self.rest = [i for i, name in enumerate(self.names) if name not in decayed]
-        self.step_counts = [torch.zeros((), dtype=torch.float32, device=device) for _ in loops]
+        # AdamW's step count per trial, each a 0-dim view of one tensor: a step adds 1 to all
+        # of them in one operation (2 µs; a `_foreach_add_` over 8 tensors took 12 µs).
+        self.steps = torch.zeros(len(loops), dtype=torch.float32, device=device)
+        self.step_counts = list(self.steps.unbind(0))
         # The kernel copies a non-contiguous tensor to update it (and back). Its update is
         # elementwise, so it is given each tensor with its axes in memory order, which for a
         # transposed weight is a contiguous view of the same elements.
@@ -125,7 +128,7 @@ class FusedOptimizer:
             trial.steps += 1
 
     def _adamw(self, lrs: Sequence[float], grads: list[list[torch.Tensor]]) -> None:
-        torch._foreach_add_(self.step_counts, 1)
+        self.steps.add_(1)
         factors = [1 - lr * t.loop.weight_decay for t, lr in zip(self.trials, lrs, strict=True)]
         if self.decayed and any(factor != 1 for factor in factors):
             first = self.tensors[self.decayed[0]]
