@@ -439,6 +439,26 @@ def test_rows_written_together_are_stored_as_the_orm_stores_them(db: Database) -
     assert point.reported_at == NOW and point.metrics["x"] == 0.1
 
 
+def test_more_curve_points_than_one_statement_takes_are_all_stored_once(db: Database) -> None:
+    """A batch of more points than SQLite's multi-row INSERT takes at once (1000 rows) is
+    stored whole, in order, and its repeat stores nothing and says so."""
+    with unit_of_work(db) as unit:
+        study_id = _study(unit)
+    [trial_id] = _trials(db, study_id, [TrialState.RUNNING])
+    points = [(trial_id, epoch, {"x": float(epoch)}) for epoch in range(1, 2502)]
+    with unit_of_work(db) as unit:
+        assert unit.curves.add_new(points, NOW) == {(t, e) for t, e, _m in points}
+    with unit_of_work(db) as unit:
+        assert unit.curves.add_new([*points[-5:], (trial_id, 2502, {"x": 0.5})], NOW) == {
+            (trial_id, 2502)
+        }
+    with reading(db) as stores:
+        stored = stores.curves.of_trials([trial_id])
+    assert [(e, m["x"]) for _t, e, m in stored] == [(e, float(e)) for e in range(1, 2502)] + [
+        (2502, 0.5)
+    ]
+
+
 def test_reported_trials_are_written_in_one_update_and_other_changes_as_before(
     db: Database,
 ) -> None:
