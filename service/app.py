@@ -27,7 +27,11 @@ from service.api import (
 )
 from service.api.deps import Services
 from service.api.limits import BodyLimit
-from service.api.report_groups import POSTGRES_GROUPED_ITEMS, ReportGroups
+from service.api.report_groups import (
+    POSTGRES_GROUPED_ITEMS,
+    POSTGRES_SIDE_BY_SIDE,
+    ReportGroups,
+)
 from service.api.report_path import BatchedReports
 from service.domain.context import ProtocolContext
 from service.domain.protocol import Protocol
@@ -119,11 +123,13 @@ def create_app(settings: Settings, *, run_migrations: bool = True, reaper: bool 
     # Added first, so inside the body limit and the metrics: the batched report's short way.
     # Its batches are written by one thread per process, those that wait for it together
     # (a group commit; service/api/report_groups.py); on PostgreSQL only the small ones, the
-    # others side by side in the thread pool.
+    # others side by side in the thread pool, a few at a time.
     groups = (
         ReportGroups()
         if is_sqlite(settings.database_url)
-        else ReportGroups(max_batch_items=POSTGRES_GROUPED_ITEMS)
+        else ReportGroups(
+            max_batch_items=POSTGRES_GROUPED_ITEMS, side_by_side=POSTGRES_SIDE_BY_SIDE
+        )
     )
     app.state.report_groups = groups
     app.add_middleware(BatchedReports, owner=app, groups=groups)

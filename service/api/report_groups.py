@@ -10,8 +10,11 @@ same fixed cost (a session, 6 statements, a commit: about 2 of a batch of 8's 2.
 PostgreSQL a batch of at most `max_batch_items` (POSTGRES_GROUPED_ITEMS) items waits for the
 writer, and a larger one, whose fixed cost is a small part of it, still runs in the app's
 thread pool beside the others (one writer for 8 batches of 128 recorded fewer trial-epochs:
-PostgreSQL's statements no longer overlapped the Python of other batches; docs/BENCHMARKS.md
-"Round 7: PostgreSQL's tail at 1024 in flight"). What a batch of 8 items
+PostgreSQL's statements no longer overlapped the Python of other batches), but at most
+`side_by_side` (POSTGRES_SIDE_BY_SIDE) at once, first come, first served: with 8 at once the
+slowest waited for the GIL at each of its statements behind 7 others, and the p99 at 1024
+trials in flight was 1.4 to 2.7 times the median (docs/BENCHMARKS.md "Round 7: PostgreSQL's
+tail at 1024 in flight"). What a batch of 8 items
 costs the server is mostly the same whatever its size (a session, 6 statements, a commit;
 about 1.2 of its 1.5 to 1.9 ms in process, 0.06 ms an item more, docs/BENCHMARKS.md "Where a
 request's CPU goes, round 6"), so the batches that came while the last one was written are
@@ -51,14 +54,18 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from sqlalchemy.exc import OperationalError
 
 from hpo.protocol import TrialReport
 
 REPORTS_THREAD = "hpo-reports"  # the name of the writer thread
 MAX_GROUP_ITEMS = 1024  # items in one merged transaction at most (a batch alone may be more)
-# PostgreSQL: the largest batch that waits for the writer; a larger one runs in the thread pool.
+# PostgreSQL: the largest batch that waits for the writer; a larger one runs in the thread pool,
+# at most POSTGRES_SIDE_BY_SIDE such batches at once.
 POSTGRES_GROUPED_ITEMS = 32
+POSTGRES_SIDE_BY_SIDE = 4
 
 Outcomes = list[Any]  # report_many's: a Decision or a DomainError per item
 ReportMany = Callable[[Sequence[TrialReport]], Outcomes]
@@ -90,31 +97,51 @@ class _Waiting:
 
 class ReportGroups:
     """The batched reports of one server process (see the module's docstring). A batch of
-    more than `max_batch_items` items (None: no limit) is not taken (`takes`)."""
+    more than `max_batch_items` items (None: no limit) runs in the thread pool instead of on
+    the writer, at most `side_by_side` such batches at once (None: the pool's own limit)."""
 
     def __init__(
-        self, max_items: int = MAX_GROUP_ITEMS, max_batch_items: int | None = None
+        self,
+        max_items: int = MAX_GROUP_ITEMS,
+        max_batch_items: int | None = None,
+        side_by_side: int | None = None,
     ) -> None:
         self.max_items = max_items
         self.max_batch_items = max_batch_items
+        self.side_by_side = side_by_side
+        self._limiter: tuple[asyncio.AbstractEventLoop, anyio.CapacityLimiter] | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=REPORTS_THREAD)
         self._waiting: deque[_Waiting] = deque()
         self._lock = threading.Lock()
 
     def takes(self, items: Sequence[TrialReport]) -> bool:
-        """Whether a batch of `items` waits for the writer (else the caller runs it in its
-        thread pool, beside the writer)."""
+        """Whether a batch of `items` waits for the writer (else it runs in the thread pool,
+        beside the writer)."""
         return self.max_batch_items is None or len(items) <= self.max_batch_items
 
     async def report(self, report_many: ReportMany, items: Sequence[TrialReport]) -> Outcomes:
         """`report_many(items)`'s outcomes, written by the writer thread, maybe in one
-        transaction with other batches; raises what that call alone would raise."""
+        transaction with other batches, or in the thread pool for a batch the writer does
+        not take; raises what that call alone would raise."""
         loop = asyncio.get_running_loop()
+        if not self.takes(items):
+            return await self._beside(loop, report_many, items)
         waiting = _Waiting(items, report_many, loop, loop.create_future())
         with self._lock:
             self._waiting.append(waiting)
         self._thread.submit(self._write)
         return await waiting.future
+
+    async def _beside(
+        self, loop: asyncio.AbstractEventLoop, report_many: ReportMany, items: Sequence[TrialReport]
+    ) -> Outcomes:
+        """`report_many(items)` in the thread pool, at most `side_by_side` at once, in the
+        order they came (anyio's limiter is first come, first served)."""
+        if self.side_by_side is None:
+            return await anyio.to_thread.run_sync(report_many, items)
+        if self._limiter is None or self._limiter[0] is not loop:  # one limiter per loop
+            self._limiter = (loop, anyio.CapacityLimiter(self.side_by_side))
+        return await anyio.to_thread.run_sync(report_many, items, limiter=self._limiter[1])
 
     def _write(self) -> None:
         """Write every batch waiting now (an earlier call may have taken them all)."""

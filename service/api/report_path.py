@@ -23,7 +23,8 @@ schema documents it and a request this path hands on still reaches it; `MetricsM
 Where the domain call runs: on the one writer thread of `report_groups`, which writes the
 batches that wait for it together (a group commit; every batch's guarantees kept, see that
 module); on PostgreSQL only a batch of at most `POSTGRES_GROUPED_ITEMS` items, and a larger
-one in the app's thread pool, where batches of different trials run side by side.
+one in the app's thread pool, where up to `POSTGRES_SIDE_BY_SIDE` such batches of different
+trials run side by side.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class BatchedReports:
         scope["route"] = self.route()  # the metrics' route label, as routing sets it
         try:
             report_many = services.protocol.reporting.report_many
-            if self.groups is None or not self.groups.takes(items):
+            if self.groups is None:
                 outcomes = await run_in_threadpool(report_many, items)
             else:
                 outcomes = await self.groups.report(report_many, items)

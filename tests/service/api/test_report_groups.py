@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 from hpo.protocol import TrialReport
-from service.api.report_groups import ReportGroups
+from service.api.report_groups import REPORTS_THREAD, ReportGroups
 from tests.conftest import ApiWorker, spec_doc
 from tests.service.api.test_report_path import _body
 
@@ -102,6 +102,37 @@ def test_a_batch_above_the_limit_is_not_taken() -> None:
     limited = ReportGroups(max_batch_items=2)
     assert limited.takes([_item(1), _item(2)])
     assert not limited.takes([_item(1), _item(2), _item(3)])
+
+
+def test_batches_the_writer_does_not_take_run_beside_it_a_few_at_once() -> None:
+    """PostgreSQL's larger batches: in the thread pool, at most `side_by_side` at once, each
+    answered its own outcomes; a small one still goes to the writer."""
+    groups = ReportGroups(max_batch_items=1, side_by_side=2)
+    lock = threading.Lock()
+    running = [0]
+    most = [0]
+    threads: set[str] = set()
+
+    def report_many(items: Sequence[TrialReport]) -> list[Any]:
+        large = len(items) > 1
+        with lock:
+            running[0] += large
+            most[0] = max(most[0], running[0])
+            threads.add(threading.current_thread().name)
+        threading.Event().wait(0.05)
+        with lock:
+            running[0] -= large
+        return [item.trial_id * 10 + item.epoch for item in items]
+
+    async def send() -> Any:
+        large = [groups.report(report_many, [_item(t), _item(t + 1)]) for t in range(0, 12, 2)]
+        return await asyncio.gather(*large, groups.report(report_many, [_item(99)]))
+
+    answers = asyncio.run(send())
+    assert answers[:6] == [[t * 10 + 1, t * 10 + 11] for t in range(0, 12, 2)]
+    assert answers[6] == [991]
+    assert most[0] == 2  # of the 6 large batches
+    assert sum(name.startswith(REPORTS_THREAD) for name in threads) == 1
 
 
 def test_concurrent_requests_are_grouped_and_stored(client: TestClient, monkeypatch: Any) -> None:
