@@ -186,7 +186,7 @@ class Reporting:
         reports: Sequence[TrialReport],
         locked: dict[int, tuple[StudyRow, TrialRow]],
         now: datetime,
-    ) -> dict[int, bool]:
+    ) -> dict[int, tuple[bool, Any]]:
         """Store, in one statement and before any record changes (so that the trials' and
         events' writes then go out together at the commit), the curve points of the items of
         each held running trial up to the end of its lease's rung (several epochs of one trial
@@ -194,7 +194,9 @@ class Reporting:
         before that epoch: a stopped study pauses it at its last item, which is stored too);
         whether each was new, by the item's position. An item past its rung's end, or one not
         after the trial's earlier items' epochs, is stored in turn once the earlier ones'
-        decisions are known (a pause at a rung's end stores nothing after it)."""
+        decisions are known (a pause at a rung's end stores nothing after it). Each stored
+        item's metrics as its event carries them: the curve point's stored text (encoded
+        once for both)."""
         chosen: dict[tuple[int, int], int] = {}
         last: dict[int, int] = {}  # each trial's last epoch chosen (rising epochs only)
         for position, item in enumerate(reports):
@@ -209,7 +211,7 @@ class Reporting:
                 last[item.trial_id] = item.epoch
         items = [reports[position] for position in chosen.values()]
         new = unit.curves.add_new([(r.trial_id, r.epoch, r.metrics) for r in items], now)
-        return {position: key in new for key, position in chosen.items()}
+        return {position: (key in new, new.get(key)) for key, position in chosen.items()}
 
     def _report_one(
         self,
@@ -219,22 +221,24 @@ class Reporting:
         trial: TrialRow,
         item: TrialReport,
         times: tuple[datetime, datetime],
-        stored: bool | None,
+        stored: tuple[bool, Any] | None,
         last: bool = True,
     ) -> Decision | _OptunaReport:
         """One held trial's report inside the batch's transaction: its decision, or the
         Optuna report (and pruner question) to make after the commit. `known`: the study's
         spec and whether its pruner reads each value (`search.reads_each_value`). `times`:
         the batch's time and its trials' new lease expiry. `stored`: whether its
-        curve point was new, when `_store_curves` stored it already (None: not yet). `last`:
+        curve point was new and the metrics its event carries, when `_store_curves` stored
+        it already (None: not yet). `last`:
         the trial has no later item in the batch (only that one pauses for a stopped study)."""
         if trial.state is not TrialState.RUNNING:
             return decision_for_finished(trial)
         (spec, reads_each_value), (now, until) = known, times
         if stored is None:
-            stored = unit.curves.add_once(trial.id, item.epoch, item.metrics, now)
-        if stored:
-            self._recorded(unit, study, trial, item.epoch, item.metrics)
+            stored = (unit.curves.add_once(trial.id, item.epoch, item.metrics, now), None)
+        new, as_stored = stored
+        if new:
+            self._recorded(unit, study, trial, item.epoch, item.metrics, as_stored)
         trial.lease_expires_at = until
         if at_rung_end(trial, spec):
             self._record_before_pause(unit, trial, item.epoch)
@@ -280,14 +284,21 @@ class Reporting:
 
     @staticmethod
     def _recorded(
-        unit: Unit, study: StudyRow, trial: TrialRow, epoch: int, metrics: dict[str, float]
+        unit: Unit,
+        study: StudyRow,
+        trial: TrialRow,
+        epoch: int,
+        metrics: dict[str, float],
+        as_stored: Any = None,
     ) -> None:
-        """What follows a newly stored epoch: the trial's latest value, and the event."""
+        """What follows a newly stored epoch: the trial's latest value, and the event, whose
+        metrics are `as_stored` (the curve point's stored text) when given."""
         if epoch >= trial.epochs:
             trial.epochs = epoch
             record_objectives(trial, metrics, study.spec)
+        shown = metrics if as_stored is None else as_stored
         unit.event(
-            study.id, "trial_reported", trial.id, number=trial.number, epoch=epoch, metrics=metrics
+            study.id, "trial_reported", trial.id, number=trial.number, epoch=epoch, metrics=shown
         )
 
     def _prune(self, trials: list[tuple[int, str, int]]) -> list[Decision | DomainError]:

@@ -10,7 +10,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from hpo.protocol import TrialState
-from service.storage import dialect
+from service.storage import dialect, json_text
+from service.storage.json_text import EncodedJSON
 from service.storage.models import MetricRow, TrialRow
 
 
@@ -32,17 +33,25 @@ class CurveStore:
 
     def add_new(
         self, reports: list[tuple[int, int, dict[str, float]]], at: datetime
-    ) -> set[tuple[int, int]]:
+    ) -> dict[tuple[int, int], EncodedJSON]:
         """Store each (trial id, epoch, metrics) whose trial has no report of that epoch yet,
-        in one statement; the (trial id, epoch) of those stored (a repeat keeps the first)."""
-        rows = [
-            {"trial_id": trial_id, "epoch": epoch, "metrics": metrics, "reported_at": at}
-            for trial_id, epoch, metrics in reports
-        ]
+        in one statement; the (trial id, epoch) of those stored (a repeat keeps the first),
+        each with its metrics' stored JSON text, for an event to carry as it is (the
+        metrics encoded once, not again in the event's payload)."""
+        rows: list[dict[str, Any]] = []
+        texts: dict[tuple[int, int], EncodedJSON] = {}
+        last: tuple[dict[str, float], EncodedJSON] | None = None
+        for trial_id, epoch, metrics in reports:
+            if last is None or last[0] is not metrics:  # items sharing one dict: encoded once
+                last = (metrics, json_text.encode(metrics))
+            texts.setdefault((trial_id, epoch), last[1])
+            rows.append(
+                {"trial_id": trial_id, "epoch": epoch, "metrics": last[1], "reported_at": at}
+            )
         stored = dialect.insert_new_rows(
             self.session, MetricRow.__table__, rows, ("trial_id", "epoch")
         )
-        return {(trial_id, epoch) for trial_id, epoch in stored}
+        return {(trial_id, epoch): texts[trial_id, epoch] for trial_id, epoch in stored}
 
     def at(self, trial_id: int, epoch: int) -> dict[str, float] | None:
         """The metrics reported for `epoch`, or None when there is no such report."""

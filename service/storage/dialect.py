@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from service.storage.json_text import EncodedJSON
 from service.storage.write_queue import QueuedConnection, attach
 
 # The execution option that marks a read-only session (a deferred BEGIN on SQLite).
@@ -206,7 +207,7 @@ def _sqlite_rows(
     SQLAlchemy's per-row work around that conversion (a parameter dict a row, built and
     then processed key by key: half of a batched report's three writes in process). A value
     that is the same object as the row before's (a batch's one time stamp) is converted
-    once."""
+    once; an `EncodedJSON` (a JSON text column's text already) not at all."""
     processors = _sqlite_processors(session.get_bind().dialect, table, columns)
     converted: list[tuple[Any, ...]] = []
     last: list[Any] = [_NOTHING] * len(columns)
@@ -216,7 +217,7 @@ def _sqlite_rows(
         for i, column in enumerate(columns):
             value = row[column]
             process = processors[i]
-            if process is not None and value is not None:
+            if process is not None and value is not None and type(value) is not EncodedJSON:
                 if value is not last[i]:
                     last[i], done[i] = value, process(value)
                 value = done[i]
@@ -284,12 +285,15 @@ _SQLITE_SQL: dict[tuple[Any, ...], str] = {}
 
 def _recordset(table: Any, rows: list[dict[str, Any]]) -> str:
     """`rows` as one JSON array of objects, each value through its column type's own
-    conversion first (a JSON text column's dumps, a datetime's time zone), for `_insert`."""
+    conversion first (a JSON text column's dumps, a datetime's time zone; an `EncodedJSON`
+    is that text already), for `_insert`."""
     columns = tuple(rows[0])
     convert = _converters(table, columns)
     as_json = [
         {
-            c: _json_safe(value if (f := convert[c]) is None else f(value))
+            c: _json_safe(
+                value if (f := convert[c]) is None or type(value) is EncodedJSON else f(value)
+            )
             for c, value in row.items()
         }
         for row in rows

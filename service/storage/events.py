@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.storage import dialect
+from service.storage import dialect, json_text
 from service.storage.models import EventRow, utcnow
 
 
@@ -24,14 +24,16 @@ class EventStore:
     def add(self, study_id: int, kind: str, trial_id: int | None, payload: dict[str, Any]) -> None:
         """Append an event; it is written at the next `write_pending` (flush or commit).
         The events written together share one time, their first's (a batched report's
-        events are one moment to the page, and their one time is converted once)."""
+        events are one moment to the page, and their one time is converted once). A member
+        of `payload` may be stored JSON text already (`EncodedJSON`, a curve point's
+        metrics from `CurveStore.add_new`): it is embedded as it is, not encoded again."""
         at = self._pending[0]["created_at"] if self._pending else utcnow()
         self._pending.append(
             {
                 "study_id": study_id,
                 "kind": kind,
                 "trial_id": trial_id,
-                "payload": payload,
+                "payload": json_text.encode_object(payload),
                 "created_at": at,
             }
         )

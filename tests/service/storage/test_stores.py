@@ -375,11 +375,11 @@ def test_many_curve_points_go_in_at_once_and_a_repeat_keeps_the_first(db: Databa
         new = unit.curves.add_new(
             [(first, 1, odd), (second, 1, {"val_accuracy": 0.5}), (first, 2, {"x": 1e308})], NOW
         )
-    assert new == {(first, 1), (second, 1), (first, 2)}
+    assert new.keys() == {(first, 1), (second, 1), (first, 2)}
     with unit_of_work(db) as unit:
         later = NOW + timedelta(hours=1)
         again = unit.curves.add_new([(first, 1, {"x": 0.0}), (second, 2, {"x": 2.0})], later)
-    assert again == {(second, 2)}
+    assert again == {(second, 2): '{"x":2.0}'}  # the stored text, for its event
     with reading(db) as stores:
         points = stores.curves.of_trial(first)
         kept = stores.curves.of_trials([second])
@@ -395,22 +395,24 @@ def test_rows_written_together_are_stored_as_the_orm_stores_them(db: Database) -
     """A batch's curve points, events and reported trials (on SQLite sent to the driver as
     tuples its columns' types converted) leave the same stored values as the ORM's own
     writes of the same values, so what SQL compares or reads (a lease's expiry against a
-    time, a metric) finds no difference."""
+    time, a metric) finds no difference. An event that embeds a curve point's stored text
+    (a batched report's metrics, encoded once) is stored as one given the metrics."""
     with unit_of_work(db) as unit:
         study_id = _study(unit)
-    together, alone = _trials(db, study_id, [TrialState.RUNNING] * 2)
+    together, alone, third = _trials(db, study_id, [TrialState.RUNNING] * 3)
     metrics = {"val_accuracy": math.nan, "x": 0.1, "größe \u2713": -math.inf}
     expiry = NOW + timedelta(seconds=30, microseconds=7)
     with unit_of_work(db) as unit:
-        assert unit.curves.add_new([(together, 1, metrics)], NOW) == {(together, 1)}
+        [stored_text] = unit.curves.add_new([(together, 1, metrics)], NOW).values()
         unit.curves.add(alone, 1, metrics, NOW)  # the ORM's own INSERT
-        unit.event(study_id, "trial_reported", together, epoch=1, metrics=metrics)
+        unit.event(study_id, "trial_reported", together, number=3, epoch=1, metrics=stored_text)
+        unit.event(study_id, "trial_reported", third, number=3, epoch=1, metrics=metrics)
         unit.trials.session.add(
             EventRow(
                 study_id=study_id,
                 kind="trial_reported",
                 trial_id=alone,
-                payload={"epoch": 1, "metrics": metrics},
+                payload={"number": 3, "epoch": 1, "metrics": metrics},
                 created_at=NOW,
             )
         )
@@ -430,7 +432,7 @@ def test_rows_written_together_are_stored_as_the_orm_stores_them(db: Database) -
             text('SELECT epochs, value, "values", lease_expires_at FROM hpo_trials ORDER BY id')
         ).all()
     assert curves[0] == curves[1]
-    assert events[0] == events[1]
+    assert events[0] == events[1] == events[2]
     assert trials[0] == trials[1] and trials[0][1] is None  # NaN is stored as NULL
     with reading(db) as stores:
         assert not stores.trials.any_expired(expiry)
@@ -447,11 +449,10 @@ def test_more_curve_points_than_one_statement_takes_are_all_stored_once(db: Data
     [trial_id] = _trials(db, study_id, [TrialState.RUNNING])
     points = [(trial_id, epoch, {"x": float(epoch)}) for epoch in range(1, 2502)]
     with unit_of_work(db) as unit:
-        assert unit.curves.add_new(points, NOW) == {(t, e) for t, e, _m in points}
+        assert unit.curves.add_new(points, NOW).keys() == {(t, e) for t, e, _m in points}
     with unit_of_work(db) as unit:
-        assert unit.curves.add_new([*points[-5:], (trial_id, 2502, {"x": 0.5})], NOW) == {
-            (trial_id, 2502)
-        }
+        again = unit.curves.add_new([*points[-5:], (trial_id, 2502, {"x": 0.5})], NOW)
+        assert again.keys() == {(trial_id, 2502)}
     with reading(db) as stores:
         stored = stores.curves.of_trials([trial_id])
     assert [(e, m["x"]) for _t, e, m in stored] == [(e, float(e)) for e in range(1, 2502)] + [
