@@ -33,20 +33,31 @@ def encode(value: Any) -> EncodedJSON:
 def encode_object(members: dict[str, Any]) -> EncodedJSON:
     """The JSON object of `members` (string keys, in order) as a JSON text column stores it;
     a member that is an `EncodedJSON` already goes in as its text, not encoded again."""
-    if not any(type(value) is EncodedJSON for value in members.values()):
-        return encode(members)
-    parts = []
-    for key, value in members.items():
-        # Stored text as it is; an int (an epoch, a trial number) has one JSON spelling.
-        text = str(value) if type(value) in (EncodedJSON, int) else _ENCODE(value)
-        parts.append(f"{_key(key)}:{text}")
+    for value in members.values():
+        if type(value) is EncodedJSON:
+            break
+    else:
+        return EncodedJSON(_ENCODE(members))
+    # Stored text as it is; an int (an epoch, a trial number) has one JSON spelling.
+    parts = [
+        _key(key)
+        + (
+            value
+            if type(value) is EncodedJSON
+            else str(value)
+            if type(value) is int
+            else _ENCODE(value)
+        )
+        for key, value in members.items()
+    ]
     return EncodedJSON("{" + ",".join(parts) + "}")
 
 
 def _key(key: str) -> str:
+    """A member's name and the colon, as the encoder writes them."""
     text = _KEYS.get(key)
     if text is None:
-        text = _ENCODE(key)
+        text = _ENCODE(key) + ":"
         if len(_KEYS) < 256:  # the payloads' few member names
             _KEYS[key] = text
     return text
