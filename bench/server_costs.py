@@ -19,6 +19,16 @@ socket), so the difference to the domain call alone is what the server spends ar
 (middleware, routing or its short way, the body's check, the thread-pool hop, the answer).
 Both rows also give this process's CPU ms a batch (time.process_time over the calls, every
 thread's), which the load of a shared machine moves less than wall time.
+
+    python bench/server_costs.py --completions [--databases ...] [--trials 64] [--epochs 10]
+
+measures a trial's completion instead: a random-search study of `--trials` trials (all in
+parallel, `--epochs` epochs, the study's budget, so the last completion settles it), leased 8
+at a time, every epoch but the last reported in batches; then each trial is completed as a
+worker completes it (its last epoch's report and its test metrics with it, no lease), half
+through `Protocol.reporting.complete` (the domain: the service's transaction and Optuna's after
+it) and half through the app (`POST /api/v1/workers/{id}/trials/{trial}/complete` as one ASGI
+call). Reported per completion: median ms, statements, commits and CPU ms.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ import _repo  # noqa: F401  (the repository root on sys.path, for tests.support)
 from overhead_loops import SqlCounter
 from reporting import code_version, machine, markdown_table, median
 
-from hpo.protocol import Decision, TrialReport
+from hpo.protocol import Decision, TrialReport, TrialState
 from service.app import create_app
 from service.settings import Settings
 from tests.support.databases import scratch_postgres
@@ -146,6 +156,104 @@ def measure(kind: str, url: str, folder: Path, args: argparse.Namespace) -> list
     return rows
 
 
+def completion_spec(trials: int, epochs: int) -> dict[str, object]:
+    document = spec(trials)
+    document["budget"] = {"max_trials": trials, "parallel_trials": trials, "epochs": epochs}
+    return document
+
+
+def measure_completions(
+    kind: str, url: str, folder: Path, args: argparse.Namespace
+) -> list[list[object]]:
+    settings = Settings(database_url=url, artifacts_dir=folder / "artifacts", lease_seconds=3600)
+    app = create_app(settings, reaper=False)
+    services = app.state.services
+    study = services.studies.create(completion_spec(args.trials, args.epochs))
+    protocol = services.protocol
+    counter = SqlCounter(services.db.engine, protocol.context.storage.engine)
+    worker = protocol.leasing.register("bench", "host", os.getpid(), "cpu", {}).id
+    held: list[Any] = []
+    while len(held) < args.trials:
+        held.extend(protocol.leasing.lease(worker, min(8, args.trials - len(held))))
+    for epoch in range(1, args.epochs):
+        protocol.reporting.report_many(_items(held, epoch))
+    last = args.epochs
+    metrics = _items(held[:1], last)[0].metrics
+    test = {"test_accuracy": 0.9, "test_loss": 0.3}
+    half = len(held) // 2
+    took: list[float] = []
+    statements = commits = 0
+    cpu = time.process_time()
+    for a in held[:half]:
+        before, committed, started = counter.statements, counter.commits, time.perf_counter()
+        trial = protocol.reporting.complete(
+            a.trial.id, a.trial.lease_token or "", test, [(last, metrics)]
+        )
+        took.append(time.perf_counter() - started)
+        statements += counter.statements - before
+        commits += counter.commits - committed
+        if trial.state.value != "completed":
+            raise SystemExit(f"trial {trial.id} ended {trial.state.value}")
+    cpu = time.process_time() - cpu
+    rows: list[list[object]] = [
+        [kind, f"completion, the domain (median of {half})", f"{1000 * median(took):.2f}",
+         f"{statements / half:.1f}", f"{commits / half:.2f}", f"{1000 * cpu / half:.2f}"]
+    ]  # fmt: skip
+    calls = []
+    for a in held[half:]:
+        body = {"token": a.trial.lease_token, "lease": 0, "test_metrics": test,
+                "reports": [{"epoch": last, "metrics": metrics}]}  # fmt: skip
+        path = f"/api/v1/workers/{worker}/trials/{a.trial.id}/complete"
+        calls.append((path, json.dumps(body).encode()))
+    before, committed = counter.statements, counter.commits
+    took, cpu, answers = asyncio.run(_post_each(app, calls))
+    n = len(calls)
+    for status, answer in answers:
+        if status != 200 or answer["state"] != "completed":
+            raise SystemExit(f"a completion through the app was answered {status}: {answer}")
+    rows.append([kind, f"the same through the app (median of {n})", f"{1000 * median(took):.2f}",
+                 f"{(counter.statements - before) / n:.1f}",
+                 f"{(counter.commits - committed) / n:.2f}", f"{1000 * cpu / n:.2f}"])  # fmt: skip
+    view = services.studies.get(study.row.id)
+    if view.row.state.value != "completed" or view.counts[TrialState.COMPLETED] != args.trials:
+        raise SystemExit(f"the study ended {view.row.state.value}, counts {view.counts}")
+    services.db.dispose()
+    return rows
+
+
+async def _post_each(
+    app: Any, calls: list[tuple[str, bytes]]
+) -> tuple[list[float], float, list[tuple[int, Any]]]:
+    """Each (path, JSON body) POSTed to the app as one ASGI call, in order: the wall seconds of
+    each, the process's CPU seconds of them all, and each (status, answer)."""
+    took: list[float] = []
+    answers: list[tuple[int, Any]] = []
+    cpu = time.process_time()
+    for path, body in calls:
+        sent: list[dict[str, Any]] = []
+
+        async def receive(body: bytes = body) -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(message)
+
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode())]  # fmt: skip
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "root_path": "", "query_string": b"",
+                 "path": path, "raw_path": b"", "headers": headers,
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+                 "state": {}}  # fmt: skip
+        started = time.perf_counter()
+        await app(scope, receive, send)
+        took.append(time.perf_counter() - started)
+        answers.append(
+            (sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:])))
+        )
+    return took, time.process_time() - cpu, answers
+
+
 # Batches sent before each measured series, unmeasured.
 WARM_UP = 5
 
@@ -207,7 +315,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=128, help="reports per batch")
     parser.add_argument("--reports", type=int, default=10, help="batches measured")
     parser.add_argument("--postgres-url", default=os.environ.get("HPO_TEST_POSTGRES_URL"))
+    parser.add_argument(
+        "--completions", action="store_true", help="measure a trial's completion instead"
+    )
+    parser.add_argument("--epochs", type=int, default=10, help="epochs a trial (--completions)")
     args = parser.parse_args(argv)
+    if args.completions:
+        args.trials = args.trials if "--trials" in (argv or sys.argv) else 64
+        rows = on_each_database(measure_completions, args)
+        header = ["database", "call", "ms a completion", "statements", "commits", "CPU ms"]
+        print(markdown_table(header, rows, text=2))
+        return 0
     rows = on_each_database(measure, args)
     header = [
         "database",

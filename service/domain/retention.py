@@ -94,9 +94,14 @@ def why_not_kept(trial: TrialRow, study: StudyRow, completed: Sequence[TrialRow]
 def prune_models(unit: Unit, study: StudyRow, trial: TrialRow, artifacts: ArtifactStore) -> None:
     """After `trial` finished: a trial that did not complete loses the model it uploaded; a
     completed one may push others' files out of the best `keep_models` (deleted after the
-    commit, their `model_id` cleared)."""
+    commit, their `model_id` cleared). A completed trial without a model leaves the kept ones
+    as they are, and is not read for: they are the fixed point of the last completion's choice
+    (the best `keep_models` of a set, or its Pareto front, chosen again, is the same set), and
+    only a completion adds to them."""
     if trial.state is not TrialState.COMPLETED:
         drop_model(unit, trial, artifacts)
+        return
+    if trial.model_id is None:
         return
     holders = [t for t in unit.trials.with_models(study.id) if t.state is TrialState.COMPLETED]
     keep = best_ids(holders, study.spec)

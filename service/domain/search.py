@@ -470,6 +470,15 @@ def tell(
     may tell twice). `value` is the objective, or the list of objectives of a multi-objective
     study; a completed trial with a missing or infinite one is told FAIL. Our samplers keep no
     per-trial state, so `Study.tell`'s sampler hook has nothing to do."""
+    optuna_state, values = _told(state, value)
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_state_values(optuna_trial_id, optuna_state, values)
+
+
+def _told(
+    state: TrialState, value: float | Sequence[float | None] | None
+) -> tuple[OptunaState, list[float] | None]:
+    """The Optuna state and values a trial that ended `state` with `value` is told."""
     optuna_state = _FINISH_STATES[state]
     values: list[float] | None = None
     if optuna_state == OptunaState.COMPLETE and value is not None:
@@ -477,5 +486,23 @@ def tell(
         values = [float(v) for v in told if v is not None and math.isfinite(v)]
         if len(values) != len(told):
             optuna_state, values = OptunaState.FAIL, None
-    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-        storage.set_trial_state_values(optuna_trial_id, optuna_state, values)
+    return optuna_state, values
+
+
+def finish(
+    storage: RDBStorage,
+    optuna_trial_id: int,
+    state: TrialState,
+    value: float | Sequence[float | None] | None,
+    curve: Sequence[tuple[int, float]] = (),
+) -> None:
+    """`record_curve(curve)` (when given) then `tell`, in one Optuna transaction
+    (`optuna_trials.finish_trial`); a no-op for an Optuna trial that has ended. Where that one
+    transaction does not apply (the trial finished or is missing, another database), the two
+    calls as they are."""
+    optuna_state, values = _told(state, value)
+    if optuna_trials.finish_trial(storage, optuna_trial_id, optuna_state, values, curve):
+        return
+    if curve:
+        record_curve(storage, optuna_trial_id, curve)
+    tell(storage, optuna_trial_id, state, value)

@@ -116,39 +116,39 @@ class Transitions:
 
     def tell_optuna(self, unit: Unit, study: StudyRow, trial: TrialRow) -> None:
         """Queue, for after the commit, what Optuna hears of the finished `trial`: the curve
-        its reports left out (see `_deferred_values`), then its end (`search.tell`, a no-op
-        for an Optuna trial that has ended). Nothing for a trial without an Optuna trial."""
+        its reports left out (see `_deferred_values`) and its end, in one Optuna transaction
+        (`search.finish`, a no-op for an Optuna trial that has ended). Nothing for a trial
+        without an Optuna trial."""
         if trial.optuna_trial_id is None:
             return
-        self._deferred_values(unit, study, trial, trial.optuna_trial_id)
+        curve = self._deferred_values(unit, study, trial)
         told = trial.value if trial.values is None else trial.values
-        unit.later(search.tell, self.storage, trial.optuna_trial_id, trial.state, told)
+        unit.later(search.finish, self.storage, trial.optuna_trial_id, trial.state, told, curve)
 
     def _deferred_values(
-        self, unit: Unit, study: StudyRow, trial: TrialRow, optuna_trial_id: int
-    ) -> None:
-        """Queue, before the tell, the objective of each epoch the trial reported, for Optuna
-        in one transaction, when the study's reports left Optuna alone (no pruner reads them:
+        self, unit: Unit, study: StudyRow, trial: TrialRow
+    ) -> list[tuple[int, float]]:
+        """The (epoch, objective) of each epoch the trial reported, for Optuna with its end
+        (one transaction), when the study's reports left Optuna alone (no pruner reads them:
         `search.reads_each_value`), so that Optuna's storage (and its dashboard) holds every
-        trial's curve. A value already there (a rung's end) is written again, unchanged."""
+        trial's curve; else none. A value already there (a rung's end) is written again."""
         if trial.epochs == 0 or study.spec.get("objectives") is not None:
-            return  # a multi-objective study's reports give Optuna no intermediate value
+            return []  # a multi-objective study's reports give Optuna no intermediate value
         if search.reads_each_value(search.stored_spec(study.spec)):
-            return
+            return []
         metric = study.spec["objective"]["metric"]
-        values = [
+        return [
             (epoch, value)
             for _trial, epoch, metrics in unit.curves.of_trials([trial.id])
             if (value := objective_value(metrics, metric)) is not None
         ]
-        if values:
-            unit.later(search.record_curve, self.storage, optuna_trial_id, values)
 
     def settle(self, unit: Unit, study: StudyRow) -> None:
         """Mark a running study completed (or failed, when no trial succeeded) once
-        `max_trials` trials have finished. Call after any trial finishes."""
-        if study.state is not StudyState.RUNNING:
-            return
+        `max_trials` trials have finished. Call after any trial finishes; the study-wide count
+        is read only once its last trial has been created."""
+        if study.state is not StudyState.RUNNING or study.n_trials < study.max_trials:
+            return  # trials are only created by leases (`n_trials`): fewer have finished
         counts = unit.trials.count_by_state(study.id)
         finished = sum(n for state, n in counts.items() if state.is_finished())
         if finished < study.max_trials:
