@@ -96,6 +96,12 @@ def trial(row: TrialRow, workers: dict[int, str]) -> schemas.TrialPublic:
     return schemas.TrialPublic(**_trial_fields(row, workers))
 
 
+def completed_trial(row: TrialRow, assignments: list[schemas.Assignment]) -> schemas.CompletedTrial:
+    """A completion's answer: the trial as `trial` shows it, and the next trials leased with
+    it (built and checked once, not as a TrialPublic first)."""
+    return schemas.CompletedTrial(**_trial_fields(row, {}), assignments=assignments)
+
+
 def trial_page(page: TrialPageView) -> schemas.TrialPage:
     return schemas.TrialPage(items=[trial(r, page.workers) for r in page.items], next=page.next)
 

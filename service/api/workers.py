@@ -193,15 +193,10 @@ def complete(
     test = body.test_metrics.shown() if body.test_metrics is not None else None
     reports = [(r.epoch, r.metrics) for r in body.reports]
     completed = protocol.reporting.complete(trial_id, body.token, test, reports)
-    trial = serializers.trial(completed, {})
     granted = protocol.leasing.lease(worker_id, body.lease, body.held) if body.lease else []
     seconds = settings.report_interval_seconds
-    return answer(
-        schemas.CompletedTrial(
-            **trial.model_dump(),
-            assignments=[serializers.assignment(a, seconds) for a in granted],
-        )
-    )
+    assignments = [serializers.assignment(a, seconds) for a in granted]
+    return answer(serializers.completed_trial(completed, assignments))
 
 
 @protocol_router.post(

@@ -139,7 +139,7 @@ class Transitions:
         metric = study.spec["objective"]["metric"]
         return [
             (epoch, value)
-            for _trial, epoch, metrics in unit.curves.of_trials([trial.id])
+            for epoch, metrics in unit.curves.points_of(trial.id)
             if (value := objective_value(metrics, metric)) is not None
         ]
 

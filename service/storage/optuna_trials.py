@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 from collections.abc import Collection, Container, Iterator, Sequence
 from datetime import datetime
@@ -38,7 +39,7 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -225,6 +226,42 @@ def write_curve(
 _UPSERTS = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
 
 
+@functools.cache
+def _finish_statements(dialect: str) -> tuple[Any, Any, Any] | None:
+    """`finish_trial`'s three statements for a database `dialect` (built once: an upsert's
+    `excluded` alone costs more to build than the statement to run), None for one whose upsert
+    is not known here."""
+    upsert = _UPSERTS.get(dialect)
+    if upsert is None:
+        return None
+    trials = models.TrialModel.__table__
+    end = (
+        update(trials)
+        .where(
+            trials.c.trial_id == bindparam("ended_id"),
+            trials.c.state.in_([OptunaState.RUNNING, OptunaState.WAITING]),
+        )
+        .values(
+            state=bindparam("ended_state", type_=trials.c.state.type),
+            datetime_complete=bindparam("ended_at", type_=trials.c.datetime_complete.type),
+        )
+    )
+    curve = upsert(models.TrialIntermediateValueModel.__table__)
+    curve = curve.on_conflict_do_update(
+        index_elements=["trial_id", "step"],
+        set_={
+            "intermediate_value": curve.excluded.intermediate_value,
+            "intermediate_value_type": curve.excluded.intermediate_value_type,
+        },
+    )
+    values = upsert(models.TrialValueModel.__table__)
+    values = values.on_conflict_do_update(
+        index_elements=["trial_id", "objective"],
+        set_={"value": values.excluded.value, "value_type": values.excluded.value_type},
+    )
+    return end, curve, values
+
+
 def finish_trial(
     storage: RDBStorage,
     optuna_trial_id: int,
@@ -242,26 +279,23 @@ def finish_trial(
     the way of `write_curve` and `set_trial_state_values`, a no-op for a finished trial and
     Optuna's KeyError for a missing one), or the database is neither SQLite nor PostgreSQL.
     The `values` must be finite (Optuna's `Study.tell` makes a trial with others FAIL)."""
-    upsert = _UPSERTS.get(storage.engine.dialect.name)
-    if upsert is None:
+    statements = _finish_statements(storage.engine.dialect.name)
+    if statements is None:
         return False
-    trials = models.TrialModel.__table__
-    unfinished = [OptunaState.RUNNING, OptunaState.WAITING]
+    end, write_curve_values, write_values = statements
+    ended_at = datetime.now()  # as Optuna stamps it
     with _create_scoped_session(storage.scoped_session) as session:
         ended = session.execute(
-            update(trials)
-            .where(trials.c.trial_id == optuna_trial_id, trials.c.state.in_(unfinished))
-            .values(state=state, datetime_complete=datetime.now())
+            end, {"ended_id": optuna_trial_id, "ended_state": state, "ended_at": ended_at}
         )
         if ended.rowcount != 1:  # type: ignore[attr-defined]
             return False
         if curve:
-            table = models.TrialIntermediateValueModel.__table__
             to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
-            rows = []
+            points = []
             for epoch, value in curve:
                 number, kind = to_stored(value)
-                rows.append(
+                points.append(
                     {
                         "trial_id": optuna_trial_id,
                         "step": epoch,
@@ -269,17 +303,8 @@ def finish_trial(
                         "intermediate_value_type": kind,
                     }
                 )
-            write = upsert(table)
-            write = write.on_conflict_do_update(
-                index_elements=[table.c.trial_id, table.c.step],
-                set_={
-                    "intermediate_value": write.excluded.intermediate_value,
-                    "intermediate_value_type": write.excluded.intermediate_value_type,
-                },
-            )
-            session.execute(write, rows)
+            session.execute(write_curve_values, points)
         if values:
-            table = models.TrialValueModel.__table__
             rows = []
             for objective, value in enumerate(values):
                 number, value_kind = models.TrialValueModel.value_to_stored_repr(value)
@@ -291,12 +316,7 @@ def finish_trial(
                         "value_type": value_kind,
                     }
                 )
-            write = upsert(table)
-            write = write.on_conflict_do_update(
-                index_elements=[table.c.trial_id, table.c.objective],
-                set_={"value": write.excluded.value, "value_type": write.excluded.value_type},
-            )
-            session.execute(write, rows)
+            session.execute(write_values, rows)
     return True
 
 
