@@ -223,7 +223,8 @@ def write_curve(
             session.bulk_insert_mappings(model, new)  # one executemany, no ids read back
 
 
-_UPSERTS = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
+# Each database's INSERT with its `on_conflict_do_update` (typed loosely: the two differ).
+_UPSERTS: dict[str, Any] = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
 
 
 @functools.cache
