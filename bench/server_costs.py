@@ -225,12 +225,14 @@ async def _post_each(
     app: Any, calls: list[tuple[str, bytes]]
 ) -> tuple[list[float], float, list[tuple[int, Any]]]:
     """Each (path, JSON body) POSTed to the app as one ASGI call, in order: the wall seconds of
-    each, the process's CPU seconds of them all, and each (status, answer)."""
+    each, the process's CPU seconds of them all, and each (status, answer), the answers
+    decoded after the CPU time is taken."""
     took: list[float] = []
-    answers: list[tuple[int, Any]] = []
+    replies: list[list[dict[str, Any]]] = []
     cpu = time.process_time()
     for path, body in calls:
         sent: list[dict[str, Any]] = []
+        replies.append(sent)
 
         async def receive(body: bytes = body) -> dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
@@ -248,10 +250,12 @@ async def _post_each(
         started = time.perf_counter()
         await app(scope, receive, send)
         took.append(time.perf_counter() - started)
-        answers.append(
-            (sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:])))
-        )
-    return took, time.process_time() - cpu, answers
+    cpu = time.process_time() - cpu
+    answers = [
+        (sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:])))
+        for sent in replies
+    ]
+    return took, cpu, answers
 
 
 # Batches sent before each measured series, unmeasured.
@@ -273,37 +277,14 @@ def _body(batch: list[Any], epoch: int) -> bytes:
 
 async def _through_app(app: Any, worker: int, bodies: list[bytes]) -> tuple[list[float], float]:
     """Each body POSTed to the app's batched report route as one ASGI call: the wall seconds
-    of each, and the process's CPU seconds of them all."""
-    took: list[float] = []
-    answers: list[list[dict[str, Any]]] = []
-    cpu = 0.0
-    for n, body in enumerate(bodies):
-        if n == WARM_UP:  # the first calls build the app's middleware stack and caches
-            took, cpu = [], time.process_time()
-        sent: list[dict[str, Any]] = []
-        answers.append(sent)
-
-        async def receive(body: bytes = body) -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
-            sent.append(message)
-
-        headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode())]  # fmt: skip
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                 "method": "POST", "scheme": "http", "root_path": "", "query_string": b"",
-                 "path": f"/api/v1/workers/{worker}/reports", "raw_path": b"",
-                 "headers": headers, "client": ("127.0.0.1", 1),
-                 "server": ("127.0.0.1", 80), "state": {}}  # fmt: skip
-        started = time.perf_counter()
-        await app(scope, receive, send)
-        took.append(time.perf_counter() - started)
-    cpu = time.process_time() - cpu
-    for sent in answers:
-        answer = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
-        if sent[0]["status"] != 200 or any(r["decision"] != "continue" for r in answer["results"]):
-            raise SystemExit(f"a batch through the app was answered {sent[0]['status']}: {answer}")
+    of each, and the process's CPU seconds of them all, but the first WARM_UP's (they build
+    the app's middleware stack and caches)."""
+    calls = [(f"/api/v1/workers/{worker}/reports", body) for body in bodies]
+    _, _, warm = await _post_each(app, calls[:WARM_UP])
+    took, cpu, measured = await _post_each(app, calls[WARM_UP:])
+    for status, answer in warm + measured:
+        if status != 200 or any(r["decision"] != "continue" for r in answer["results"]):
+            raise SystemExit(f"a batch through the app was answered {status}: {answer}")
     return took, cpu
 
 

@@ -152,13 +152,8 @@ def test_the_metrics_count_it_under_the_routes_template(client: TestClient) -> N
     assert line.endswith(" 2.0")
 
 
-def test_batches_run_on_one_thread_of_their_own(client: TestClient, monkeypatch: Any) -> None:
-    """Every batch runs on the one `hpo-reports` thread of the process, on SQLite (its writers
-    take turns anyway) and on PostgreSQL (in the thread pool, 8 batches side by side spent
-    most of their time waiting for the GIL and their turn on the cores)."""
-    worker, trials = _leased(client)
-    services = client.app.state.services  # type: ignore[attr-defined]
-    reporting = services.protocol.reporting
+def _threads_of_report_many(reporting: Any, monkeypatch: Any) -> list[str]:
+    """The name of the thread of each `report_many` call from now on, in order."""
     real = reporting.report_many
     threads: list[str] = []
 
@@ -167,6 +162,16 @@ def test_batches_run_on_one_thread_of_their_own(client: TestClient, monkeypatch:
         return real(items)
 
     monkeypatch.setattr(reporting, "report_many", noted)
+    return threads
+
+
+def test_batches_run_on_one_thread_of_their_own(client: TestClient, monkeypatch: Any) -> None:
+    """Every batch runs on the one `hpo-reports` thread of the process, on SQLite (its writers
+    take turns anyway) and on PostgreSQL (in the thread pool, 8 batches side by side spent
+    most of their time waiting for the GIL and their turn on the cores)."""
+    worker, trials = _leased(client)
+    services = client.app.state.services  # type: ignore[attr-defined]
+    threads = _threads_of_report_many(services.protocol.reporting, monkeypatch)
     url = f"/api/v1/workers/{worker.id}/reports"
     for epoch in (1, 2, 3):
         reply = client.post(url, content=_body(trials, epoch))
@@ -190,15 +195,7 @@ def test_postgresqls_larger_batches_run_in_the_thread_pool(
     postgres = not is_sqlite(services.settings.database_url)
     assert groups.max_batch_items == (POSTGRES_GROUPED_ITEMS if postgres else None)
     monkeypatch.setattr(groups, "max_batch_items", 1 if postgres else None)
-    reporting = services.protocol.reporting
-    real = reporting.report_many
-    threads: list[str] = []
-
-    def noted(items: Any) -> Any:
-        threads.append(threading.current_thread().name)
-        return real(items)
-
-    monkeypatch.setattr(reporting, "report_many", noted)
+    threads = _threads_of_report_many(services.protocol.reporting, monkeypatch)
     url = f"/api/v1/workers/{worker.id}/reports"
     reply = client.post(url, content=_body(trials, 1))  # 2 items
     assert reply.status_code == 200, reply.text

@@ -6,13 +6,10 @@ while the study has trials left to create). On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import optuna
 import pytest
 from optuna.trial import TrialState as OptunaState
-from sqlalchemy import Engine, event
 
 from hpo.protocol import StudyState, TrialState
 from service.api.deps import Services
@@ -20,8 +17,9 @@ from service.app import build_services
 from service.domain import search
 from service.settings import Settings
 from service.storage import optuna_trials
-from service.storage.unit import reading
 from tests.conftest import spec_doc
+from tests.support.optuna_side import optuna_trial
+from tests.support.sql import sql_of
 
 
 @pytest.fixture
@@ -31,41 +29,12 @@ def services(settings: Settings) -> Iterator[Services]:
     built.db.dispose()
 
 
-@contextmanager
-def sql_of(engine: Engine) -> Iterator[tuple[list[str], list[object]]]:
-    """The statements sent through `engine` meanwhile, and its commits."""
-    statements: list[str] = []
-    commits: list[object] = []
-
-    def executed(_conn: object, _cursor: object, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
-    def committed(connection: object) -> None:
-        commits.append(connection)
-
-    event.listen(engine, "before_cursor_execute", executed)
-    event.listen(engine, "commit", committed)
-    try:
-        yield statements, commits
-    finally:
-        event.remove(engine, "before_cursor_execute", executed)
-        event.remove(engine, "commit", committed)
-
-
 def _leased(services: Services, trials: int, parallel: int, epochs: int = 3) -> list[Any]:
     budget = {"max_trials": trials, "parallel_trials": parallel, "epochs": epochs}
     services.studies.create(spec_doc(budget=budget))
     leasing = services.protocol.leasing
     worker = leasing.register("w", "h", 1, "cpu", {}).id
     return leasing.lease(worker, count=parallel, held=[])
-
-
-def _optuna_trial(services: Services, trial_id: int) -> optuna.trial.FrozenTrial:
-    with reading(services.db) as stores:
-        row = stores.trials.get(trial_id)
-        assert row is not None and row.optuna_trial_id is not None
-        optuna_id = row.optuna_trial_id
-    return services.studies.storage.get_trial(optuna_id)
 
 
 def _curve(epochs: int) -> list[tuple[int, dict[str, float]]]:
@@ -81,7 +50,7 @@ def test_the_end_and_the_curve_reach_optuna_in_one_transaction(services: Service
     assert done.state is TrialState.COMPLETED
     assert len(commits) == 1  # was 2: the curve, then Optuna's own tell
     assert len([s for s in statements if not s.startswith(("BEGIN", "SAVEPOINT"))]) <= 3
-    told = _optuna_trial(services, trial.id)
+    told = optuna_trial(services, trial.id)
     assert told.state is OptunaState.COMPLETE and told.value == 3 / 8
     assert told.intermediate_values == {1: 0.125, 2: 0.25, 3: 0.375}
     assert told.datetime_complete is not None
@@ -89,13 +58,13 @@ def test_the_end_and_the_curve_reach_optuna_in_one_transaction(services: Service
     with sql_of(storage.engine) as (statements, commits):
         again = reporting.complete(trial.id, trial.lease_token, None, _curve(3))
     assert again.state is TrialState.COMPLETED and commits == [] and statements == []
-    assert _optuna_trial(services, trial.id).datetime_complete == told.datetime_complete
+    assert optuna_trial(services, trial.id).datetime_complete == told.datetime_complete
 
 
 def test_an_ended_optuna_trial_is_not_ended_again(services: Services) -> None:
     [leased] = _leased(services, trials=1, parallel=1)
     storage = services.studies.storage
-    optuna_id = _optuna_trial(services, leased.trial.id)._trial_id
+    optuna_id = optuna_trial(services, leased.trial.id)._trial_id
     search.finish(storage, optuna_id, TrialState.COMPLETED, 0.5, [(1, 0.5)])
     first = storage.get_trial(optuna_id)
     # A second end (a tell the reaper repeats) changes nothing, neither state nor values.
@@ -112,7 +81,7 @@ def test_a_stored_value_is_overwritten_and_several_objectives_are_kept(
 ) -> None:
     [leased] = _leased(services, trials=1, parallel=1)
     storage = services.studies.storage
-    optuna_id = _optuna_trial(services, leased.trial.id)._trial_id
+    optuna_id = optuna_trial(services, leased.trial.id)._trial_id
     storage.set_trial_intermediate_value(optuna_id, 2, 0.1)  # a rung's end, told before
     curve = [(1, 0.25), (2, 0.5), (3, float("nan"))]
     assert optuna_trials.finish_trial(storage, optuna_id, OptunaState.COMPLETE, [0.5, 2.0], curve)

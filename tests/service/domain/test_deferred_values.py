@@ -6,12 +6,11 @@ exactly as Optuna's own loop would on the same values."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import optuna
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import event
 
 from hpo.protocol import Decision
 from service.api.deps import Services
@@ -19,8 +18,9 @@ from service.app import build_services
 from service.domain.search import make_pruner, stored_spec
 from service.settings import Settings
 from service.storage import optuna_trials
-from service.storage.unit import reading
 from tests.conftest import spec_doc
+from tests.support.optuna_side import optuna_trial
+from tests.support.sql import sql_of
 
 
 @pytest.fixture
@@ -30,34 +30,12 @@ def services(settings: Settings) -> Iterator[Services]:
     built.db.dispose()
 
 
-@contextmanager
-def commits_of(engine: Engine) -> Iterator[list[object]]:
-    seen: list[object] = []
-
-    def committed(connection: object) -> None:
-        seen.append(connection)
-
-    event.listen(engine, "commit", committed)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "commit", committed)
-
-
-def _optuna_trial(services: Services, trial_id: int) -> optuna.trial.FrozenTrial:
-    with reading(services.db) as stores:
-        row = stores.trials.get(trial_id)
-        assert row is not None and row.optuna_trial_id is not None
-        optuna_id = row.optuna_trial_id
-    return services.studies.storage.get_trial(optuna_id)
-
-
 def test_reports_without_a_pruner_reach_optuna_at_the_trials_end(services: Services) -> None:
     services.studies.create(spec_doc(budget={"max_trials": 2, "parallel_trials": 2, "epochs": 3}))
     protocol, storage = services.protocol, services.studies.storage
     worker = protocol.leasing.register("w", "h", 1, "cpu", {}).id
     done, failing = (a.trial for a in protocol.leasing.lease(worker, 2))
-    with commits_of(storage.engine) as optuna_commits, commits_of(services.db.engine) as ours:
+    with sql_of(storage.engine) as (_, optuna_commits), sql_of(services.db.engine) as (_, ours):
         for epoch in (1, 2, 3):
             decision = protocol.reporting.report(
                 done.id, done.lease_token, epoch, {"val_accuracy": epoch / 10}
@@ -65,17 +43,17 @@ def test_reports_without_a_pruner_reach_optuna_at_the_trials_end(services: Servi
             assert decision is Decision.CONTINUE
         protocol.reporting.report(done.id, done.lease_token, 2, {"val_accuracy": 0.9})  # repeat
     assert (len(optuna_commits), len(ours)) == (0, 4)  # one commit a report, none of Optuna's
-    assert _optuna_trial(services, done.id).intermediate_values == {}
+    assert optuna_trial(services, done.id).intermediate_values == {}
 
     protocol.reporting.complete(done.id, done.lease_token)
-    completed = _optuna_trial(services, done.id)
+    completed = optuna_trial(services, done.id)
     assert completed.state is optuna.trial.TrialState.COMPLETE
     assert completed.intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}  # the repeat changed none
     assert completed.value == 0.3
 
     protocol.reporting.report(failing.id, failing.lease_token, 1, {"val_accuracy": 0.4})
     protocol.reporting.fail(failing.id, failing.lease_token, "loss is NaN")
-    failed = _optuna_trial(services, failing.id)
+    failed = optuna_trial(services, failing.id)
     assert failed.state is optuna.trial.TrialState.FAIL
     assert failed.intermediate_values == {1: 0.4}
 
@@ -163,7 +141,7 @@ def test_a_finished_trials_values_go_out_in_one_insert(services: Services) -> No
     finally:
         event.remove(storage.engine, "before_cursor_execute", executed)
     assert len(inserts) == 1
-    assert _optuna_trial(services, trial.id).intermediate_values == {
+    assert optuna_trial(services, trial.id).intermediate_values == {
         1: 0.125,
         2: 0.25,
         3: 0.375,
