@@ -232,7 +232,12 @@ class StudyPage {
     this.front.el.hidden = true; // shown for a study with several objectives
     this.rungs = rungsPanel({ onPick: (b, r) => this.table?.showReached(b, r) });
     this.dialog = trialDialog({
-      onClose: () => window.location.hash.includes("/trials/") && go(null),
+      // Back to the study only from the address of the trial closed: one the user went to
+      // meanwhile (a link, the address bar) stays.
+      onClose: (number) => {
+        const named = window.location.hash.match(/\/trials\/(\d+)\/?$/);
+        if (named && Number(named[1]) === number) go(null);
+      },
       multiFidelity: () => this.multi,
     });
     this.compare = compareDialog();

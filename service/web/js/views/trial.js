@@ -83,12 +83,15 @@ function metricCharts(trial) {
   });
 }
 
-/** The dialog; open(studyId, number) shows trial `number` of the study; onClose when closed;
- * multiFidelity() says whether bracket and rung mean anything for the study. */
+/** The dialog; open(studyId, number) shows trial `number` of the study; onClose(number) when
+ * the user closed it on trial `number` (null: closed by close()); multiFidelity() says whether
+ * bracket and rung mean anything for the study. */
 export function trialDialog({ onClose, multiFidelity = () => false }) {
   const body = h("div", { class: "dialog-body" });
   const dialog = h("dialog", { id: "trial-dialog", "aria-label": "trial" }, body);
-  dialog.addEventListener("close", () => onClose());
+  // The close event comes a task after the close: by then the dialog may be open again on
+  // another trial (the address changed meanwhile), and that close is no longer news.
+  dialog.addEventListener("close", () => dialog.open || onClose(current ? current.number : null));
   let current = null;
 
   async function load() {
