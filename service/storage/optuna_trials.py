@@ -206,21 +206,27 @@ def write_curve(
         }
         new = []
         for epoch, value in values:
-            number, kind = model.intermediate_value_to_stored_repr(value)
+            point = _intermediate_row(optuna_trial_id, epoch, value)
+            number, kind = point["intermediate_value"], point["intermediate_value_type"]
             row = stored.get(epoch)
             if row is None:
-                new.append(
-                    {
-                        "trial_id": optuna_trial_id,
-                        "step": epoch,
-                        "intermediate_value": number,
-                        "intermediate_value_type": kind,
-                    }
-                )
+                new.append(point)
             elif (row.intermediate_value, row.intermediate_value_type) != (number, kind):
                 row.intermediate_value, row.intermediate_value_type = number, kind
         if new:
             session.bulk_insert_mappings(model, new)  # one executemany, no ids read back
+
+
+def _intermediate_row(optuna_trial_id: int, epoch: int, value: float) -> dict[str, Any]:
+    """The row of `trial_intermediate_values` Optuna stores for a trial's `value` at `epoch`."""
+    to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+    number, kind = to_stored(value)
+    return {
+        "trial_id": optuna_trial_id,
+        "step": epoch,
+        "intermediate_value": number,
+        "intermediate_value_type": kind,
+    }
 
 
 # Each database's INSERT with its `on_conflict_do_update` (typed loosely: the two differ).
@@ -292,18 +298,7 @@ def finish_trial(
         if ended.rowcount != 1:  # type: ignore[attr-defined]
             return False
         if curve:
-            to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
-            points = []
-            for epoch, value in curve:
-                number, kind = to_stored(value)
-                points.append(
-                    {
-                        "trial_id": optuna_trial_id,
-                        "step": epoch,
-                        "intermediate_value": number,
-                        "intermediate_value_type": kind,
-                    }
-                )
+            points = [_intermediate_row(optuna_trial_id, e, value) for e, value in curve]
             session.execute(write_curve_values, points)
         if values:
             rows = []
